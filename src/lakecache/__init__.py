@@ -1,0 +1,34 @@
+"""lakecache: versioned datasets in the data lake, cached next to the compute.
+
+The public API is exactly ``__all__``; everything else is internal.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Dataset", "Settings", "LakecacheError", "__version__"]
+
+if TYPE_CHECKING:
+    from lakecache.data.dataset import Dataset
+    from lakecache.errors import LakecacheError
+    from lakecache.settings import Settings
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import lakecache` stays cheap, so every CLI command starts fast.
+    if name == "Dataset":
+        from lakecache.data.dataset import Dataset
+
+        return Dataset
+    if name == "Settings":
+        from lakecache.settings import Settings
+
+        return Settings
+    if name == "LakecacheError":
+        from lakecache.errors import LakecacheError
+
+        return LakecacheError
+    raise AttributeError(f"module 'lakecache' has no attribute {name!r}")

@@ -1,0 +1,97 @@
+"""Every error lakecache raises, in one hierarchy.
+
+Each error carries a ``hint``: what the user can do about it. The CLI prints
+``error: <message>`` and ``hint: <hint>`` and exits non-zero; it never shows a
+traceback for a :class:`LakecacheError`.
+
+::
+
+    LakecacheError
+    ├── UserError                  bad input: fix the command and run it again
+    │   ├── InvalidPathError       a path that is absolute, has '..', NUL, or leaves the tree
+    │   ├── NotFoundError          dataset, ref, commit or path that does not exist
+    │   │   └── DatasetNotFoundError
+    │   ├── AlreadyExistsError
+    │   └── AmbiguousRefError      a commit prefix that matches several commits
+    ├── ConflictError              someone else moved the branch while you committed
+    ├── SourceError                the local files: unreadable, changing while read
+    ├── IntegrityError             bytes whose hash disagrees with their name
+    ├── LakeError                  the object store
+    │   ├── ObjectNotFoundError
+    │   └── LakeUnreachableError   retries exhausted; names the endpoint
+    └── CatalogError               the metadata database
+"""
+
+from __future__ import annotations
+
+
+class LakecacheError(Exception):
+    """Base of every lakecache error; ``hint`` says what to do next."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UserError(LakecacheError):
+    """The command or call was given something it cannot use."""
+
+
+class InvalidPathError(UserError):
+    default_hint = "Use relative paths inside the dataset, without '..', NUL or a leading '/'."
+
+
+class NotFoundError(UserError):
+    pass
+
+
+class DatasetNotFoundError(NotFoundError):
+    default_hint = "List datasets with `lakecache data ls`, or create one with `lakecache data init NAME`."
+
+
+class AlreadyExistsError(UserError):
+    pass
+
+
+class AmbiguousRefError(UserError):
+    default_hint = "Give more characters of the commit id."
+
+
+class ConflictError(LakecacheError):
+    default_hint = (
+        "Another commit landed first. Your uploaded data is kept in the lake; "
+        "run the same commit again (it reuses the uploaded packs) to commit on top of the new head."
+    )
+
+
+class SourceError(LakecacheError):
+    """A local file could not be read, or kept changing while it was read."""
+
+
+class IntegrityError(LakecacheError):
+    default_hint = (
+        "The lake holds damaged data. Re-commit the affected files from a good copy, "
+        "or restore the object from the lake's backup."
+    )
+
+
+class LakeError(LakecacheError):
+    pass
+
+
+class ObjectNotFoundError(LakeError):
+    default_hint = "The lake lost an object this commit needs; re-commit the files from a good copy."
+
+
+class LakeUnreachableError(LakeError):
+    default_hint = "Check that the endpoint is up and reachable, and the credentials, then run again."
+
+
+class CatalogError(LakecacheError):
+    pass

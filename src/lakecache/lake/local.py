@@ -1,0 +1,131 @@
+"""A lake in a local folder: the embedded default, and a reference for the contract.
+
+Writes go to a temporary file in the same folder and are renamed into place, so
+a crash leaves either the old state or the new object, never a half.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from lakecache.errors import LakeError, ObjectNotFoundError
+from lakecache.lake.base import ObjectInfo, check_key, local_path
+
+
+class LocalLake:
+    """Objects as files under one root folder."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalLake({self.url!r})"
+
+    def _write(self, key: str, writer: callable) -> None:  # type: ignore[valid-type]
+        path = local_path(self.root, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                writer(out)
+            os.replace(tmp, path)
+        except BaseException:
+            with _suppress_missing():
+                os.unlink(tmp)
+            raise
+
+    def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda out: out.write(data))
+
+    def put_file(self, key: str, fileobj: BinaryIO, size: int) -> None:
+        def copy(out: BinaryIO) -> None:
+            remaining = size
+            while remaining > 0:
+                chunk = fileobj.read(min(remaining, 8 << 20))
+                if not chunk:
+                    raise LakeError(f"source ended {remaining} bytes early while writing {key}")
+                out.write(chunk)
+                remaining -= len(chunk)
+
+        self._write(key, copy)
+
+    def _open(self, key: str) -> BinaryIO:
+        try:
+            return open(local_path(self.root, key), "rb")  # noqa: SIM115
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(f"object {key} not found in lake {self.url}") from None
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        with self._open(key) as f:
+            if start:
+                f.seek(start)
+            data = f.read() if length is None else f.read(length)
+        if length is not None and len(data) != length:
+            raise ObjectNotFoundError(
+                f"object {key} in lake {self.url} is shorter than expected "
+                f"(wanted {length} bytes at {start}, got {len(data)})"
+            )
+        return data
+
+    def iter_chunks(
+        self, key: str, start: int = 0, length: int | None = None, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
+        with self._open(key) as f:
+            f.seek(start)
+            remaining = length
+            while remaining is None or remaining > 0:
+                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                chunk = f.read(n)
+                if not chunk:
+                    if remaining:
+                        raise ObjectNotFoundError(f"object {key} in lake {self.url} is truncated")
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def exists(self, keys: Iterable[str]) -> set[str]:
+        return {k for k in keys if local_path(self.root, k).is_file()}
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        out: list[ObjectInfo] = []
+        base = self.root
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel = os.path.relpath(dirpath, base)
+            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            # Prune folders that cannot hold keys with this prefix.
+            dirnames[:] = [
+                d for d in dirnames if (rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/")
+            ]
+            for name in filenames:
+                if name.startswith(".tmp-"):
+                    continue
+                key = rel + name
+                if key.startswith(prefix):
+                    out.append(ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size))
+        out.sort(key=lambda o: o.key)
+        yield from out
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            with _suppress_missing():
+                os.unlink(local_path(self.root, key))
+
+    def destroy(self) -> None:
+        """Remove the whole lake folder (tests only)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class _suppress_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type | None, ev: BaseException | None, tb: object) -> bool:
+        return et is not None and issubclass(et, FileNotFoundError)
