@@ -1,0 +1,1 @@
+"""The command line: ``lakecache``. Imports stay lazy so every command starts fast."""

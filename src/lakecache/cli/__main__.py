@@ -1,0 +1,5 @@
+import sys
+
+from lakecache.cli.main import main
+
+sys.exit(main())

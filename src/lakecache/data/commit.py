@@ -1,0 +1,396 @@
+"""Commit a folder: scan, hash in parallel, pack, upload in parallel, then publish.
+
+Strategy. Reading, hashing and uploading overlap. Small files (at most
+``pack_threshold`` bytes) are read once by a pool of readers, in chunks of a
+few MiB; the coordinating thread asks the catalog, one batch per chunk, which
+digests the lake already has (across all datasets) and appends only the new
+blobs to the current pack; full packs are uploaded by a second pool. Large
+files are hashed as a stream, then uploaded alone, multipart, from a reader
+that re-hashes on the way: if the bytes changed since they were hashed the
+upload is aborted before it completes, so a key never names the wrong bytes.
+
+Memory is bounded: chunks in flight (readers) and packs in flight (uploads)
+are capped, whatever the number or size of files.
+
+Visibility. Packs are recorded in the catalog as soon as they are in the lake,
+so a commit killed midway leaves reusable packs and no commit; re-running it
+skips what is there. The manifest and the commit object go to the lake next,
+and the commit becomes visible in one step: the catalog's compare-and-swap of
+the branch head.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import blake3
+
+from lakecache.data.progress import NullProgress, Progress
+from lakecache.data.scan import SourceFile, scan_folder
+from lakecache.data.statcache import StatCache
+from lakecache.errors import ConflictError, SourceError
+from lakecache.lake.objects import (
+    BlobLocation,
+    Commit,
+    ManifestEntry,
+    blob_key,
+    commit_key,
+    encode_manifest,
+    encode_pack_index,
+    hash_bytes,
+    manifest_key,
+    pack_index_key,
+    pack_key,
+)
+
+if TYPE_CHECKING:
+    from lakecache.catalog import Catalog
+    from lakecache.lake import Lake
+    from lakecache.settings import Settings
+
+CHUNK_BYTES = 4 << 20
+CHUNK_FILES = 256
+PACK_BYTES_IN_FLIGHT = 160 << 20
+_ATTEMPTS = 3
+
+
+@dataclass
+class CommitStats:
+    """What a commit did: how much it read, found in the lake already, and uploaded."""
+
+    files: int = 0
+    bytes: int = 0
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    packs: int = 0
+    seconds: float = 0.0
+    commit_id: str = ""
+    unchanged: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def read_stable(f: SourceFile) -> tuple[SourceFile, bytes]:
+    """Read a whole (small) file; re-read if it changes while read; return its fresh stat."""
+    for _ in range(_ATTEMPTS):
+        try:
+            with open(f.abspath, "rb") as fh:
+                st0 = os.fstat(fh.fileno())
+                data = fh.read()
+                st1 = os.fstat(fh.fileno())
+        except OSError as exc:
+            raise _unreadable(f, exc) from exc
+        if st0.st_size == st1.st_size == len(data) and st0.st_mtime_ns == st1.st_mtime_ns:
+            return _restat(f, st1), data
+    raise _changing(f)
+
+
+def hash_stable(f: SourceFile, chunk: int) -> tuple[SourceFile, str]:
+    """Hash a large file as a stream; re-hash if it changes meanwhile."""
+    for _ in range(_ATTEMPTS):
+        try:
+            with open(f.abspath, "rb") as fh:
+                st0 = os.fstat(fh.fileno())
+                h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                n = 0
+                while data := fh.read(chunk):
+                    h.update(data)
+                    n += len(data)
+                st1 = os.fstat(fh.fileno())
+        except OSError as exc:
+            raise _unreadable(f, exc) from exc
+        if st0.st_size == st1.st_size == n and st0.st_mtime_ns == st1.st_mtime_ns:
+            return _restat(f, st1), h.hexdigest()
+    raise _changing(f)
+
+
+def _restat(f: SourceFile, st: os.stat_result) -> SourceFile:
+    if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (f.size, f.mtime_ns, f.ctime_ns):
+        return f
+    return replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+
+
+def _unreadable(f: SourceFile, exc: OSError) -> SourceError:
+    return SourceError(
+        f"cannot read {f.path!r}: {exc.strerror or exc}; nothing was committed",
+        hint="Fix the file's permissions (or remove it from the folder) and commit again.",
+    )
+
+
+def _changing(f: SourceFile) -> SourceError:
+    return SourceError(
+        f"{f.path!r} kept changing while it was read; nothing was committed",
+        hint="Wait until whatever writes it is done, then commit again.",
+    )
+
+
+class VerifyingReader:
+    """Reads exactly ``size`` bytes of a file and fails before the last byte if they changed.
+
+    Backends read a large blob's bytes through ``read``; raising before the
+    final chunk is returned makes them abort the upload (multipart abort, temp
+    file removed) instead of completing an object whose bytes disagree with its key.
+    """
+
+    def __init__(self, f: SourceFile, digest: str) -> None:
+        self._f = f
+        self._fh: BinaryIO = open(f.abspath, "rb")  # noqa: SIM115 - closed by close()
+        self._h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._left = f.size
+        self._digest = digest
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._fh.read(n)
+        self._h.update(data)
+        self._left -= len(data)
+        if len(data) < n or (self._left == 0 and self._h.hexdigest() != self._digest):
+            raise _changing(self._f)
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Pack:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.blobs: list[tuple[str, int, int]] = []
+
+    def add(self, digest: str, data: bytes) -> None:
+        self.blobs.append((digest, len(self.buf), len(data)))
+        self.buf += data
+
+
+def commit_folder(
+    *,
+    lake: Lake,
+    catalog: Catalog,
+    settings: Settings,
+    dataset: str,
+    root: Path | str,
+    message: str,
+    progress: Progress | None = None,
+    allow_empty_change: bool = True,
+) -> tuple[Commit, CommitStats]:
+    """Commit the folder ``root`` as the new head of ``dataset``.
+
+    Raises :class:`SourceError` (a file unreadable or changing; nothing
+    committed), :class:`InvalidPathError` (a name the manifest cannot hold),
+    :class:`ConflictError` (someone committed first; the uploaded packs stay
+    and a re-run reuses them), and lake/catalog errors. Thread-safe callers may
+    run several commits of different datasets at once.
+    """
+    progress = progress or NullProgress()
+    t0 = time.perf_counter()
+    catalog.get_dataset(dataset)
+    parent = catalog.head(dataset)
+    files = scan_folder(root)
+    stats = CommitStats(files=len(files))
+    stats.extra["scan_s"] = time.perf_counter() - t0
+
+    statcache = StatCache(settings.state_dir / "statcache.db")
+    try:
+        digests, fresh = _hash_and_upload(
+            files, lake=lake, catalog=catalog, settings=settings, statcache=statcache,
+            root=str(Path(os.path.abspath(root))), progress=progress, stats=stats,
+        )
+        statcache.remember(fresh)
+    finally:
+        statcache.close()
+
+    entries = [ManifestEntry(f.path, d, f.size, f.mode) for f, d in zip(files, digests, strict=True)]
+    stats.bytes = sum(e.size for e in entries)
+    manifest = encode_manifest(entries)
+    manifest_digest = hash_bytes(manifest)
+    lake.put(manifest_key(manifest_digest), manifest)
+
+    commit = Commit(
+        dataset=dataset,
+        manifest=manifest_digest,
+        parents=(parent,) if parent else (),
+        author=settings.author,
+        message=message,
+        created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        file_count=len(entries),
+        bytes=stats.bytes,
+    )
+    lake.put(commit_key(commit.id), commit.to_json())
+    # Remember the manifest locally before it becomes visible: ls/diff are then instant.
+    from lakecache.data.index import ManifestIndex
+
+    ManifestIndex.build(settings.state_dir, manifest_digest, entries)
+    try:
+        catalog.add_commit(commit, expected_head=parent)
+    except ConflictError as exc:
+        new_head = catalog.head(dataset)
+        raise ConflictError(
+            f"dataset {dataset!r} moved to {(new_head or '')[:12]} while you were committing on "
+            f"{(parent or 'nothing')[:12]}; your commit was not made the head",
+            hint=(
+                "Your files are already uploaded, so this is quick: check what changed with "
+                f"`lakecache data log {dataset}`, update your folder if needed, and run the same "
+                "commit again; it will go on top of the new head."
+            ),
+        ) from exc
+    stats.commit_id = commit.id
+    stats.seconds = time.perf_counter() - t0
+    return commit, stats
+
+
+def _chunks(files: list[tuple[int, SourceFile]], threshold: int) -> Iterator[list[tuple[int, SourceFile]]]:
+    chunk: list[tuple[int, SourceFile]] = []
+    size = 0
+    for i, f in files:
+        if f.size > threshold:
+            yield [(i, f)]
+            continue
+        chunk.append((i, f))
+        size += f.size
+        if size >= CHUNK_BYTES or len(chunk) >= CHUNK_FILES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _hash_and_upload(
+    files: list[SourceFile],
+    *,
+    lake: Lake,
+    catalog: Catalog,
+    settings: Settings,
+    statcache: StatCache,
+    root: str,
+    progress: Progress,
+    stats: CommitStats,
+) -> tuple[list[str], list[tuple[SourceFile, str]]]:
+    """Fill in every file's digest and make sure the lake has every blob."""
+    digests: list[str] = [""] * len(files)
+    fresh: list[tuple[SourceFile, str]] = []
+    progress.begin("commit", len(files), sum(f.size for f in files))
+
+    # 1. Digests remembered by stat, kept only if the lake still has the blob.
+    remembered = [(i, f, d) for i, (f, d) in enumerate(statcache.lookup(root, files)) if d]
+    known: set[str] = catalog.known_blobs({d for _, _, d in remembered}) if remembered else set()
+    hit = set()
+    for i, f, d in remembered:
+        if d in known:
+            digests[i] = d
+            hit.add(i)
+            progress.advance(1, f.size)
+    todo = [(i, f) for i, f in enumerate(files) if i not in hit]
+    seen: set[str] = set(known)
+
+    threshold = settings.pack_threshold
+    pack = _Pack()
+    uploads: set[Future[Callable[[], None]]] = set()
+    max_uploads = max(2, PACK_BYTES_IN_FLIGHT // max(settings.pack_target, 1))
+
+    def upload_pack(p: _Pack) -> Callable[[], None]:
+        data = bytes(p.buf)
+        pack_id = hash_bytes(data)
+        lake.put(pack_key(pack_id), data)
+        lake.put(pack_index_key(pack_id), encode_pack_index(p.blobs))
+        locs = [BlobLocation(d, n, pack_id, o) for d, o, n in p.blobs]
+        # The catalog is written from the coordinating thread only.
+        return lambda: catalog.record_pack(pack_id, len(data), locs)
+
+    def upload_large(f: SourceFile, digest: str) -> Callable[[], None]:
+        reader = VerifyingReader(f, digest)
+        try:
+            lake.put_file(blob_key(digest), reader, f.size)  # type: ignore[arg-type]
+        finally:
+            reader.close()
+        return lambda: catalog.record_blob(BlobLocation(digest, f.size))
+
+    def settle(block_until: int) -> None:
+        nonlocal uploads
+        while len(uploads) > block_until:
+            done, pending = wait(uploads, return_when=FIRST_COMPLETED)
+            uploads = set(pending)
+            for fut in done:
+                fut.result()()
+
+    def submit_pack(upool: ThreadPoolExecutor) -> None:
+        nonlocal pack
+        if not pack.blobs:
+            return
+        settle(max_uploads - 1)
+        stats.packs += 1
+        uploads.add(upool.submit(upload_pack, pack))
+        pack = _Pack()
+
+    def read_chunk(chunk: list[tuple[int, SourceFile]]) -> list[tuple[int, SourceFile, str, bytes | None]]:
+        out: list[tuple[int, SourceFile, str, bytes | None]] = []
+        for i, f in chunk:
+            if f.size > threshold:
+                g, d = hash_stable(f, settings.part_size)
+                out.append((i, g, d, None))
+            else:
+                g, data = read_stable(f)
+                out.append((i, g, hash_bytes(data), data))
+        return out
+
+    readers = ThreadPoolExecutor(settings.workers, thread_name_prefix="lakecache-read")
+    upool = ThreadPoolExecutor(max(2, settings.workers // 2), thread_name_prefix="lakecache-up")
+    reads: dict[Future[list[tuple[int, SourceFile, str, bytes | None]]], None] = {}
+    try:
+        chunk_iter = _chunks(todo, threshold)
+        exhausted = False
+        while True:
+            while not exhausted and len(reads) < 2 * settings.workers:
+                nxt = next(chunk_iter, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                reads[readers.submit(read_chunk, nxt)] = None
+            if not reads:
+                break
+            done, _ = wait(list(reads), return_when=FIRST_COMPLETED)
+            for fut in done:
+                del reads[fut]
+                results = fut.result()
+                fresh_digests = {d for _, _, d, _ in results if d not in seen}
+                known_now = catalog.known_blobs(fresh_digests) if fresh_digests else set()
+                seen |= known_now
+                for i, f, d, data in results:
+                    files[i] = f
+                    digests[i] = d
+                    fresh.append((f, d))
+                    stats.hashed_files += 1
+                    stats.hashed_bytes += f.size
+                    progress.advance(1, f.size)
+                    if d in seen:
+                        continue
+                    seen.add(d)
+                    stats.uploaded_blobs += 1
+                    stats.uploaded_bytes += f.size
+                    if data is None:
+                        settle(max_uploads - 1)
+                        uploads.add(upool.submit(upload_large, f, d))
+                    else:
+                        pack.add(d, data)
+                        if len(pack.buf) >= settings.pack_target:
+                            submit_pack(upool)
+        submit_pack(upool)
+        settle(0)
+    except BaseException:
+        for fut in list(reads) + list(uploads):
+            fut.cancel()
+        raise
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        upool.shutdown(wait=True, cancel_futures=True)
+        progress.end()
+    return digests, fresh

@@ -1,0 +1,210 @@
+"""A local, queryable copy of a manifest: folder listings and diffs without a full read.
+
+The lake holds each manifest once, compressed. Each machine that lists or
+diffs a commit keeps a SQLite index of it under ``state/manifests/`` (built
+once, atomically: a temp file renamed into place). A listing is an indexed
+lookup by folder and a diff is a join of two indexes, so neither costs time in
+proportion to the whole commit the second time round. The index is derived
+data: deleting it only costs a rebuild from the lake.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecache.errors import IntegrityError, NotFoundError
+from lakecache.lake.objects import ManifestEntry, decode_manifest, hash_bytes, manifest_key
+
+if TYPE_CHECKING:
+    from lakecache.lake import Lake
+
+_SCHEMA = """
+CREATE TABLE files (path TEXT PRIMARY KEY, dir TEXT NOT NULL, name TEXT NOT NULL,
+                    digest TEXT NOT NULL, size INTEGER NOT NULL, mode INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX files_dir ON files (dir, name);
+CREATE TABLE dirs (path TEXT PRIMARY KEY, parent TEXT, name TEXT NOT NULL,
+                   files INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX dirs_parent ON dirs (parent, name);
+"""
+
+
+@dataclass(frozen=True)
+class FolderItem:
+    """One row of a listing: a file, or a folder with its recursive totals."""
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    files: int = 1
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    status: str  # "added" | "removed" | "modified"
+    old_size: int | None
+    new_size: int | None
+    old_digest: str | None = None
+    new_digest: str | None = None
+
+
+class ManifestIndex:
+    """Read-only view of one manifest."""
+
+    def __init__(self, path: Path, digest: str) -> None:
+        self.path = path
+        self.digest = digest
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ManifestIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def location(state_dir: Path, digest: str) -> Path:
+        return state_dir / "manifests" / f"{digest}.db"
+
+    @classmethod
+    def build(cls, state_dir: Path, digest: str, entries: Iterable[ManifestEntry]) -> Path:
+        """Write the index of a manifest (no-op if it exists)."""
+        final = cls.location(state_dir, digest)
+        if final.exists():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}.db")
+        db = sqlite3.connect(tmp)
+        try:
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.executescript(_SCHEMA)
+            totals: dict[str, list[int]] = {"": [0, 0]}
+
+            def rows() -> Iterator[tuple[str, str, str, str, int, int]]:
+                for e in entries:
+                    d, _, n = e.path.rpartition("/")
+                    yield (e.path, d, n, e.digest, e.size, e.mode)
+                    # Every ancestor folder counts this file.
+                    while True:
+                        t = totals.get(d)
+                        if t is None:
+                            t = totals[d] = [0, 0]
+                        t[0] += 1
+                        t[1] += e.size
+                        if not d:
+                            break
+                        d = d.rpartition("/")[0]
+
+            db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?)", rows())
+            db.executemany(
+                "INSERT INTO dirs VALUES (?,?,?,?,?)",
+                (
+                    (p, None if not p else p.rpartition("/")[0], p.rpartition("/")[2], t[0], t[1])
+                    for p, t in totals.items()
+                ),
+            )
+            db.commit()
+        finally:
+            db.close()
+        os.replace(tmp, final)
+        return final
+
+    @classmethod
+    def open(cls, state_dir: Path, digest: str, lake: Lake) -> ManifestIndex:
+        """Open the local index of a manifest, fetching and indexing it first if needed."""
+        path = cls.location(state_dir, digest)
+        if not path.exists():
+            data = lake.get(manifest_key(digest))
+            if hash_bytes(data) != digest:
+                raise IntegrityError(
+                    f"manifest {manifest_key(digest)} in lake {lake.url} is damaged (hash mismatch)"
+                )
+            cls.build(state_dir, digest, decode_manifest(data))
+        return cls(path, digest)
+
+    def totals(self) -> tuple[int, int]:
+        row = self._db.execute("SELECT files, bytes FROM dirs WHERE path = ''").fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+    def ls(self, folder: str = "") -> list[FolderItem]:
+        """List one folder: sub-folders first (with totals), then files, each sorted by name."""
+        dirs = self._db.execute(
+            "SELECT name, path, files, bytes FROM dirs WHERE parent = ? ORDER BY name", (folder,)
+        ).fetchall()
+        files = self._db.execute(
+            "SELECT name, path, size, digest FROM files WHERE dir = ? ORDER BY name", (folder,)
+        ).fetchall()
+        if not dirs and not files and folder:
+            if self.get(folder) is not None:
+                e = self.get(folder)
+                assert e is not None
+                return [FolderItem(folder.rpartition("/")[2], e.path, False, e.size, 1, e.digest)]
+            raise NotFoundError(
+                f"no folder or file {folder!r} in this commit",
+                hint="List the parent folder to see what is there.",
+            )
+        return [FolderItem(n, p, True, b, c) for n, p, c, b in dirs] + [
+            FolderItem(n, p, False, s, 1, d) for n, p, s, d in files
+        ]
+
+    def get(self, path: str) -> ManifestEntry | None:
+        row = self._db.execute(
+            "SELECT path, digest, size, mode FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return ManifestEntry(*row) if row else None
+
+    def entries(self, prefixes: Iterable[str] | None = None) -> Iterator[ManifestEntry]:
+        """All entries in path order, or those equal to or under each of ``prefixes``."""
+        q = "SELECT path, digest, size, mode FROM files"
+        if prefixes is None:
+            for row in self._db.execute(q + " ORDER BY path"):
+                yield ManifestEntry(*row)
+            return
+        for p in sorted(set(prefixes)):
+            if not p:
+                yield from self.entries()
+                return
+            found = False
+            for row in self._db.execute(
+                q + " WHERE path = ? OR (path > ? AND path < ?) ORDER BY path", (p, p + "/", p + "0")
+            ):
+                found = True
+                yield ManifestEntry(*row)
+            if not found:
+                raise NotFoundError(
+                    f"no file or folder {p!r} in this commit",
+                    hint="Check the path with `lakecache data ls`.",
+                )
+
+    def diff(self, other: ManifestIndex) -> Iterator[Change]:
+        """Changes from this manifest to ``other``: removed and modified, then added."""
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            db.execute("ATTACH DATABASE ? AS other", (f"file:{other.path}?mode=ro",))
+            for path, od, os_, nd, ns in db.execute(
+                "SELECT a.path, a.digest, a.size, b.digest, b.size FROM main.files a"
+                " LEFT JOIN other.files b ON b.path = a.path"
+                " WHERE b.path IS NULL OR b.digest != a.digest OR b.mode != a.mode"
+            ):
+                if nd is None:
+                    yield Change(path, "removed", os_, None, od, None)
+                else:
+                    yield Change(path, "modified", os_, ns, od, nd)
+            for path, nd, ns in db.execute(
+                "SELECT b.path, b.digest, b.size FROM other.files b"
+                " WHERE NOT EXISTS (SELECT 1 FROM main.files a WHERE a.path = b.path)"
+            ):
+                yield Change(path, "added", None, ns, None, nd)
+        finally:
+            db.close()

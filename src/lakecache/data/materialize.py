@@ -1,0 +1,287 @@
+"""Write a list of manifest entries into a folder as plain files, fetched from the lake.
+
+Strategy. Entries are grouped by the lake object that holds their blob. Blobs
+in the same pack that lie close together are fetched with one ranged GET
+(ranges capped at a few MiB so that memory stays bounded while many GETs run
+in parallel); large blobs are streamed alone. Every blob's BLAKE3 is checked
+before its file appears: each file is written under a temporary name in its
+own folder and renamed into place, so a failure (a damaged object, the lake
+going away, a kill) never leaves a half-written file under a real name.
+
+Used by ``pull`` (into any folder) and by cache fills (into a staging folder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import blake3
+
+from lakecache.data.progress import NullProgress, Progress
+from lakecache.errors import IntegrityError, InvalidPathError
+from lakecache.lake.objects import BlobLocation, ManifestEntry, normalize_path
+
+if TYPE_CHECKING:
+    from lakecache.catalog import Catalog
+    from lakecache.lake import Lake
+
+RANGE_GAP = 1 << 20
+RANGE_MAX = 8 << 20
+
+
+@dataclass
+class MaterializeStats:
+    files: int = 0
+    bytes: int = 0
+    fetched_bytes: int = 0
+    requests: int = 0
+    skipped_files: int = 0
+    linked_files: int = 0
+    linked_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Range:
+    key: str
+    start: int
+    length: int
+    blobs: tuple[tuple[str, int, int], ...]  # (digest, offset within range, length)
+
+
+class _Target:
+    """Resolves entry paths under the destination, refusing anything that would escape it."""
+
+    def __init__(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        self.root = os.path.realpath(dest)
+        self._ok: set[str] = {""}
+
+    def path(self, rel: str) -> str:
+        rel = normalize_path(rel)
+        folder = rel.rpartition("/")[0]
+        if folder not in self._ok:
+            full = os.path.join(self.root, folder)
+            os.makedirs(full, exist_ok=True)
+            real = os.path.realpath(full)
+            if real != self.root and not real.startswith(self.root + os.sep):
+                raise InvalidPathError(
+                    f"{rel!r} would be written outside {self.root} (a symlink in the way)",
+                    hint="Remove the symlink from the destination folder.",
+                )
+            self._ok.add(folder)
+        return os.path.join(self.root, rel)
+
+
+def _tmp_name(final: str) -> str:
+    head, tail = os.path.split(final)
+    return os.path.join(head, f".{tail[:40]}.lakecache-tmp-{os.urandom(6).hex()}")
+
+
+def write_file(final: str, chunks: Iterable[bytes], mode: int) -> None:
+    """Write ``chunks`` to ``final`` through a temporary name, then rename."""
+    tmp = _tmp_name(final)
+    try:
+        with open(tmp, "wb") as f:
+            for c in chunks:
+                f.write(c)
+        if mode & 0o111:
+            os.chmod(tmp, 0o755)
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def file_matches(path: str, entry: ManifestEntry) -> bool:
+    """True if ``path`` is a regular file with the entry's size and hash."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    if not os.path.isfile(path) or os.path.islink(path) or st.st_size != entry.size:
+        return False
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            h.update(data)
+    return h.hexdigest() == entry.digest
+
+
+def plan_ranges(locations: Iterable[BlobLocation]) -> Iterator[_Range]:
+    """Coalesce packed blobs into ranged GETs: near neighbours merge, ranges stay small."""
+    by_pack: dict[str, list[BlobLocation]] = defaultdict(list)
+    for loc in locations:
+        by_pack[loc.key].append(loc)
+    for key, locs in by_pack.items():
+        locs.sort(key=lambda x: x.offset)
+        start = end = -1
+        blobs: list[tuple[str, int, int]] = []
+        for loc in locs:
+            if blobs and (loc.offset - end > RANGE_GAP or loc.offset + loc.size - start > RANGE_MAX):
+                yield _Range(key, start, end - start, tuple(blobs))
+                blobs = []
+            if not blobs:
+                start = loc.offset
+                end = loc.offset
+            blobs.append((loc.digest, loc.offset - start, loc.size))
+            end = max(end, loc.offset + loc.size)
+        if blobs:
+            yield _Range(key, start, end - start, tuple(blobs))
+
+
+def materialize(
+    entries: list[ManifestEntry],
+    dest: Path,
+    *,
+    lake: Lake,
+    catalog: Catalog,
+    workers: int,
+    chunk_size: int = 8 << 20,
+    progress: Progress | None = None,
+    skip_existing: bool = True,
+    link_source: Callable[[ManifestEntry], str | None] | None = None,
+) -> MaterializeStats:
+    """Make ``dest`` hold every entry as a plain file, each verified against its digest.
+
+    ``skip_existing`` keeps files already there with the right size and hash
+    (a resumed pull re-downloads nothing it already verified). ``link_source``
+    may name an existing verified file with the same bytes to hard-link instead
+    of downloading (cache volumes). Raises :class:`IntegrityError` naming the
+    file and the lake object when bytes disagree with their digest or a blob is
+    missing from the index; lake errors propagate after the backend's retries.
+    """
+    progress = progress or NullProgress()
+    stats = MaterializeStats(files=len(entries), bytes=sum(e.size for e in entries))
+    target = _Target(dest)
+    progress.begin("pull", stats.files, stats.bytes)
+
+    # Which paths need which blob; files already in place are skipped.
+    wanted: dict[str, list[ManifestEntry]] = defaultdict(list)
+    for e in entries:
+        final = target.path(e.path)
+        if skip_existing and os.path.lexists(final) and file_matches(final, e):
+            stats.skipped_files += 1
+            progress.advance(1, e.size)
+            continue
+        if link_source is not None:
+            src = link_source(e)
+            if src is not None:
+                try:
+                    _link(src, final)
+                    stats.linked_files += 1
+                    stats.linked_bytes += e.size
+                    progress.advance(1, e.size)
+                    continue
+                except OSError:
+                    pass  # another filesystem or the source vanished: download instead
+        wanted[e.digest].append(e)
+    if not wanted:
+        progress.end()
+        return stats
+
+    locs = catalog.locate_blobs(wanted.keys())
+    missing = [d for d in wanted if d not in locs]
+    if missing:
+        e = wanted[missing[0]][0]
+        raise IntegrityError(
+            f"{e.path!r} cannot be pulled: its blob {missing[0][:16]} is not in the lake's index "
+            f"({len(missing)} blob(s) missing)"
+        )
+
+    def deliver(digest: str, blob: bytes) -> None:
+        for e in wanted[digest]:
+            write_file(target.path(e.path), (blob,), e.mode)
+
+    def fetch_range(r: _Range) -> tuple[int, int]:
+        data = memoryview(lake.get(r.key, r.start, r.length))
+        files = nbytes = 0
+        for digest, off, n in r.blobs:
+            blob = data[off : off + n]
+            if blake3.blake3(blob).hexdigest() != digest:
+                e = wanted[digest][0]
+                raise IntegrityError(
+                    f"{e.path!r}: bytes at {r.key} offset {r.start + off} do not match its digest "
+                    f"{digest[:16]}; the lake object is damaged. Nothing was written for it."
+                )
+            deliver(digest, bytes(blob))
+            files += len(wanted[digest])
+            nbytes += n * len(wanted[digest])
+        return files, nbytes
+
+    def fetch_large(loc: BlobLocation) -> tuple[int, int]:
+        es = wanted[loc.digest]
+        first = target.path(es[0].path)
+        h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        size = 0
+
+        def stream() -> Iterator[bytes]:
+            nonlocal size
+            for c in lake.iter_chunks(loc.key, chunk_size=chunk_size):
+                h.update(c)
+                size += len(c)
+                yield c
+            if size != loc.size or h.hexdigest() != loc.digest:
+                raise IntegrityError(
+                    f"{es[0].path!r}: lake object {loc.key} does not match its digest "
+                    f"{loc.digest[:16]} (got {size} bytes); the lake object is damaged. "
+                    "Nothing was written for it."
+                )
+
+        write_file(first, stream(), es[0].mode)
+        for e in es[1:]:
+            with open(first, "rb") as src:
+                write_file(target.path(e.path), iter(lambda: src.read(chunk_size), b""), e.mode)
+        return len(es), loc.size * len(es)
+
+    tasks: list[tuple[Callable[..., tuple[int, int]], object, int]] = []
+    for r in plan_ranges(v for v in locs.values() if v.pack_id):
+        tasks.append((fetch_range, r, r.length))
+    for loc in locs.values():
+        if not loc.pack_id:
+            tasks.append((fetch_large, loc, loc.size))
+    # Large objects first: they take longest, and the small ranges fill the gaps.
+    tasks.sort(key=lambda t: -t[2])
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="lakecache-pull")
+    running: set[Future[tuple[int, int]]] = set()
+    try:
+        it = iter(tasks)
+        while True:
+            while len(running) < 2 * workers:
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                fn, arg, nbytes = nxt
+                running.add(pool.submit(fn, arg))
+                stats.requests += 1
+                stats.fetched_bytes += nbytes
+            if not running:
+                break
+            done, running_ = wait(running, return_when=FIRST_COMPLETED)
+            running = set(running_)
+            for fut in done:
+                files, nbytes = fut.result()
+                progress.advance(files, nbytes)
+    except BaseException:
+        for fut in running:
+            fut.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        progress.end()
+    return stats
+
+
+def _link(src: str, final: str) -> None:
+    tmp = _tmp_name(final)
+    os.link(src, tmp)
+    os.replace(tmp, final)

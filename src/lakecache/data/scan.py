@@ -1,0 +1,125 @@
+"""Walk a folder into the list of files a commit will hold.
+
+Rules, each checked here so that nothing bad reaches the lake:
+- names must be valid UTF-8 and cannot contain a backslash (the manifest's
+  paths are portable, '/'-separated);
+- a symlink that resolves inside the tree is stored as what it points to
+  (a file's bytes, or a folder's files); one that leaves the tree, or dangles,
+  stops the scan with its name;
+- sockets, FIFOs and devices stop the scan with their name.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from lakecache.errors import InvalidPathError, SourceError, UserError
+from lakecache.lake.objects import normalize_path
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A regular file found by the scan: where it is and what its stat said."""
+
+    path: str  # dataset-relative, normalised
+    abspath: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    mode: int  # 0o755 if executable else 0o644
+
+
+def _file_mode(st: os.stat_result) -> int:
+    return 0o755 if st.st_mode & 0o111 else 0o644
+
+
+def scan_folder(root: Path | str) -> list[SourceFile]:
+    """Return every file under ``root``, sorted by path (UTF-8 byte order).
+
+    Raises :class:`SourceError` for a missing root, an unreadable folder, a
+    symlink leaving the tree or a special file, and :class:`InvalidPathError`
+    for a name the manifest cannot hold.
+    """
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise UserError(f"{root} is not a folder", hint="Give the path of the folder to commit.")
+    root_path = Path(os.path.abspath(root_path))
+    real_root = os.path.realpath(root_path)
+    out: list[SourceFile] = []
+    # Stack of (abs folder, rel prefix, realpaths on the way down) to detect symlink loops.
+    stack: list[tuple[str, str, frozenset[str]]] = [(str(root_path), "", frozenset({real_root}))]
+    while stack:
+        folder, prefix, seen = stack.pop()
+        try:
+            it = os.scandir(folder)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read folder {os.path.join(folder)}: {exc.strerror}",
+                hint="Fix its permissions, or move it out of the dataset folder.",
+            ) from exc
+        with it:
+            for de in it:
+                rel = prefix + _check_name(de.name, prefix)
+                abspath = de.path
+                if de.is_symlink():
+                    target = os.path.realpath(abspath)
+                    if not (target == real_root or target.startswith(real_root + os.sep)):
+                        raise SourceError(
+                            f"symlink {rel!r} points outside the dataset folder (to {target})",
+                            hint="Replace it with a copy of the file, or remove it.",
+                        )
+                    try:
+                        st = os.stat(abspath)
+                    except OSError:
+                        raise SourceError(
+                            f"symlink {rel!r} is dangling", hint="Remove it or fix its target."
+                        ) from None
+                    if stat.S_ISDIR(st.st_mode):
+                        if target in seen:
+                            raise SourceError(
+                                f"symlink {rel!r} makes a loop", hint="Remove the symlink."
+                            )
+                        stack.append((abspath, rel + "/", seen | {target}))
+                        continue
+                else:
+                    try:
+                        st = de.stat(follow_symlinks=False)
+                    except OSError as exc:
+                        raise SourceError(f"cannot stat {rel!r}: {exc.strerror}") from exc
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append((abspath, rel + "/", seen | {os.path.realpath(abspath)}))
+                        continue
+                if not stat.S_ISREG(st.st_mode):
+                    raise SourceError(
+                        f"{rel!r} is not a regular file (socket, FIFO or device)",
+                        hint="Move it out of the dataset folder.",
+                    )
+                out.append(
+                    SourceFile(
+                        rel, abspath, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                        _file_mode(st),
+                    )
+                )
+    out.sort(key=lambda f: f.path.encode())
+    return out
+
+
+def _check_name(name: str, prefix: str) -> str:
+    shown = (prefix + name).encode("utf-8", "backslashreplace").decode()
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPathError(
+            f"file name {shown!r} is not valid UTF-8", hint="Rename the file to a UTF-8 name."
+        ) from None
+    if "\\" in name:
+        raise InvalidPathError(
+            f"file name {shown!r} contains a backslash",
+            hint="Rename the file: manifests use '/' as the only separator.",
+        )
+    normalize_path(name)
+    return name
