@@ -109,6 +109,7 @@ _ENV = {
     "LAKECACHE_S3_SECRET_KEY": "s3_secret_key",
     "LAKECACHE_S3_PROFILE": "s3_profile",
     "LAKECACHE_WORKERS": "workers",
+    "LAKECACHE_S3_RETRIES": "lake_retries",
     "LAKECACHE_AUTHOR": "author",
 }
 

@@ -111,6 +111,9 @@ def log(spec: str, limit: int | None, as_json: bool) -> None:
                      "files": e.commit.file_count, "bytes": e.commit.bytes, "tags": list(e.tags)}
                     for e in entries])
         return
+    if not entries:
+        click.echo(f"{ds.name} has no commits yet; add one with: lakecache data commit {ds.name} PATH -m MESSAGE")
+        return
     print_table(
         ["commit", "tags", "when", "author", "files", "size", "message"],
         [(e.id[:12], ",".join(e.tags), human_age(e.commit.created_at), e.commit.author,

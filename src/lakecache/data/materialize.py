@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import blake3
 
 from lakecache.data.progress import NullProgress, Progress
-from lakecache.errors import IntegrityError, InvalidPathError
+from lakecache.errors import IntegrityError, InvalidPathError, ObjectNotFoundError
 from lakecache.lake.objects import BlobLocation, ManifestEntry, normalize_path
 
 if TYPE_CHECKING:
@@ -202,7 +202,10 @@ def materialize(
             write_file(target.path(e.path), (blob,), e.mode)
 
     def fetch_range(r: _Range) -> tuple[int, int]:
-        data = memoryview(lake.get(r.key, r.start, r.length))
+        try:
+            data = memoryview(lake.get(r.key, r.start, r.length))
+        except ObjectNotFoundError as exc:
+            raise _lost(wanted[r.blobs[0][0]][0], r.key, exc) from exc
         files = nbytes = 0
         for digest, off, n in r.blobs:
             blob = data[off : off + n]
@@ -236,7 +239,10 @@ def materialize(
                     "Nothing was written for it."
                 )
 
-        write_file(first, stream(), es[0].mode)
+        try:
+            write_file(first, stream(), es[0].mode)
+        except ObjectNotFoundError as exc:
+            raise _lost(es[0], loc.key, exc) from exc
         for e in es[1:]:
             with open(first, "rb") as src:
                 write_file(target.path(e.path), iter(lambda: src.read(chunk_size), b""), e.mode)
@@ -279,6 +285,13 @@ def materialize(
         pool.shutdown(wait=True, cancel_futures=True)
         progress.end()
     return stats
+
+
+def _lost(e: ManifestEntry, key: str, exc: ObjectNotFoundError) -> ObjectNotFoundError:
+    return ObjectNotFoundError(
+        f"{e.path!r} cannot be pulled: lake object {key} is missing or short ({exc.message}). "
+        "Nothing was written for it."
+    )
 
 
 def _link(src: str, final: str) -> None:
