@@ -1,0 +1,71 @@
+"""A 6 GiB single file commits and pulls with flat memory (measured in a child process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lakecache.settings import Settings
+
+SIZE = int(os.environ.get("LAKECACHE_TEST_LARGE_SIZE", 6 << 30))
+
+_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    from lakecache import Dataset, Settings
+    s = Settings(home=sys.argv[1], workers=4, author="t")
+    ds = Dataset.create("big", settings=s, exist_ok=True)
+    if sys.argv[2] == "commit":
+        c = ds.commit(sys.argv[3], message="big")
+        out = {"id": c.id, "bytes": c.bytes}
+    else:
+        st = ds.pull(None, sys.argv[3])
+        out = {"bytes": st.bytes}
+    out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out))
+    """
+)
+
+
+def _run(home: Path, op: str, path: Path) -> dict[str, float]:
+    r = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(home), op, str(path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_six_gib_file_commits_and_pulls_with_flat_memory(tmp_path: Path, settings: Settings) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "scan.raw"
+    # Sparse, with marks spread through it, so every part has distinct bytes.
+    with open(big, "wb") as f:
+        f.truncate(SIZE)
+        for i in range(64):
+            f.seek(i * (SIZE // 64))
+            f.write(os.urandom(4096))
+    c = _run(settings.home, "commit", src)
+    assert c["bytes"] == SIZE
+    assert c["maxrss_mib"] < 400, f"commit peaked at {c['maxrss_mib']:.0f} MiB"
+    lake_obj = [p for p in (settings.home / "lake" / "blobs").rglob("*") if p.is_file()]
+    assert len(lake_obj) == 1 and lake_obj[0].stat().st_size == SIZE
+    big.unlink()  # make room: the lake copy is real bytes
+
+    out = tmp_path / "out"
+    p = _run(settings.home, "pull", out)
+    assert p["bytes"] == SIZE
+    assert p["maxrss_mib"] < 400, f"pull peaked at {p['maxrss_mib']:.0f} MiB"
+    pulled = out / "scan.raw"
+    assert pulled.stat().st_size == SIZE
+    with open(pulled, "rb") as f:
+        f.seek(5 * (SIZE // 64))
+        assert f.read(4096) != bytes(4096)
