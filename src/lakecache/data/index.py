@@ -27,6 +27,7 @@ _SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, dir TEXT NOT NULL, name TEXT NOT NULL,
                     digest TEXT NOT NULL, size INTEGER NOT NULL, mode INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX files_dir ON files (dir, name);
+CREATE INDEX files_digest ON files (digest);
 CREATE TABLE dirs (path TEXT PRIMARY KEY, parent TEXT, name TEXT NOT NULL,
                    files INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX dirs_parent ON dirs (parent, name);
@@ -186,6 +187,25 @@ class ManifestIndex:
                     f"no file or folder {p!r} in this commit",
                     hint="Check the path with `lakecache data ls`.",
                 )
+
+    def paths_of(self, digests: Iterable[str]) -> dict[str, str]:
+        """One path per digest, for the digests this manifest holds (hard-link sources)."""
+        out: dict[str, str] = {}
+        batch: list[str] = []
+
+        def run() -> None:
+            q = f"SELECT digest, path FROM files WHERE digest IN ({','.join('?' * len(batch))})"
+            for d, p in self._db.execute(q, batch):
+                out.setdefault(d, p)
+            batch.clear()
+
+        for d in digests:
+            batch.append(d)
+            if len(batch) >= 500:
+                run()
+        if batch:
+            run()
+        return out
 
     def diff(self, other: ManifestIndex) -> Iterator[Change]:
         """Changes from this manifest to ``other``: removed and modified, then added."""

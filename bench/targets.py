@@ -1,0 +1,150 @@
+"""The targets of issue 2, as checks over the figures of one run.
+
+A target is a ratio or a bound over figure keys. Each evaluates to PASS, FAIL,
+or n/a when a figure it needs was not measured (a section skipped or failed).
+Later issues add their targets to :data:`TARGETS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Figures = Callable[[str], float | None]
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    #: How the measured value is computed, for the table ("s5cmd upload / commit").
+    formula: str
+    measure: Callable[[Figures], float | None]
+    op: str  # ">=" or "<="
+    limit: float
+    unit: str  # "x", "s", "ms", "MiB", ""
+
+    def check(self, fig: Figures) -> tuple[float | None, str]:
+        value = self.measure(fig)
+        if value is None:
+            return None, "n/a"
+        ok = value >= self.limit if self.op == ">=" else value <= self.limit
+        return value, "PASS" if ok else "FAIL"
+
+
+def ratio(num: str, den: str) -> Callable[[Figures], float | None]:
+    def measure(fig: Figures) -> float | None:
+        a, b = fig(num), fig(den)
+        return None if a is None or not b else a / b
+
+    return measure
+
+
+def value(*keys: str) -> Callable[[Figures], float | None]:
+    """The first of ``keys`` that was measured (B's figure, else A's)."""
+
+    def measure(fig: Figures) -> float | None:
+        for key in keys:
+            v = fig(key)
+            if v is not None:
+                return v
+        return None
+
+    return measure
+
+
+def most(*keys: str) -> Callable[[Figures], float | None]:
+    """The largest of the measured ``keys`` (for 'every CLI command')."""
+
+    def measure(fig: Figures) -> float | None:
+        vals = [v for v in (fig(k) for k in keys) if v is not None]
+        return max(vals) if vals else None
+
+    return measure
+
+
+TARGETS: list[Target] = [
+    Target(
+        "commit A vs s5cmd upload",
+        "s5cmd upload s / commit s",
+        ratio("a.s5cmd.upload.s", "a.lc.commit.s"),
+        ">=",
+        2.0,
+        "x",
+    ),
+    Target(
+        "commit A vs dvc add+push",
+        "dvc add+push s / commit s",
+        ratio("a.dvc.add_push.s", "a.lc.commit.s"),
+        ">=",
+        5.0,
+        "x",
+    ),
+    Target(
+        "pull A vs s5cmd download",
+        "s5cmd download s / pull s",
+        ratio("a.s5cmd.download.s", "a.lc.pull.s"),
+        ">=",
+        2.0,
+        "x",
+    ),
+    Target(
+        "pull A vs dvc pull",
+        "dvc pull s / pull s",
+        ratio("a.dvc.pull.s", "a.lc.pull.s"),
+        ">=",
+        5.0,
+        "x",
+    ),
+    Target(
+        "pull A vs 1 GiB GET rate",
+        "pull MB/s / 1 GiB GET MB/s",
+        ratio("a.lc.pull.MBps", "ref.get_1gib.MBps"),
+        ">=",
+        0.5,
+        "x",
+    ),
+    Target(
+        "re-commit A (1% changed, 1% added)",
+        "re-commit s / commit s",
+        ratio("a.lc.recommit.s", "a.lc.commit.s"),
+        "<=",
+        0.05,
+        "x",
+    ),
+    Target("commit A peak memory", "peak RSS", value("a.lc.commit.peak_mib"), "<=", 500, "MiB"),
+    Target("pull A peak memory", "peak RSS", value("a.lc.pull.peak_mib"), "<=", 500, "MiB"),
+    Target("commit B peak memory", "peak RSS", value("b.lc.commit.peak_mib"), "<=", 1024, "MiB"),
+    Target(
+        "SDK ls of one folder",
+        "largest class folder, cold",
+        value("b.sdk.ls_largest.ms", "a.sdk.ls_largest.ms"),
+        "<=",
+        100,
+        "ms",
+    ),
+    Target(
+        "SDK ls of the root",
+        "cold",
+        value("b.sdk.ls_root.ms", "a.sdk.ls_root.ms"),
+        "<=",
+        100,
+        "ms",
+    ),
+    Target(
+        "SDK diff (1% apart)",
+        "cold",
+        value("b.sdk.diff.ms", "a.sdk.diff.ms"),
+        "<=",
+        2000,
+        "ms",
+    ),
+    Target("SDK log", "cold", value("b.sdk.log.ms", "a.sdk.log.ms"), "<=", 100, "ms"),
+    Target(
+        "CLI start-up",
+        "slowest of --help, data log",
+        most("cli.help.s", "cli.log.s"),
+        "<=",
+        0.5,
+        "s",
+    ),
+]

@@ -1,0 +1,510 @@
+"""Caches end to end: request, fill, use with a lease, verify, evict.
+
+One :class:`CacheService` per process. It works the same whether it runs in
+the CLI (filling in-process), in a site agent, or in the server's embedded
+agent: all coordination goes through the catalog, so any number of processes
+on any number of machines can ask for the same cache and exactly one fills it.
+
+Fill, step by step:
+1. claim the cache row (``pending``, or ``filling`` with a stale heartbeat,
+   becomes ``filling`` by this worker): one filler, however many ask;
+2. make room: the eviction plan for the volume must fit the bytes that cannot
+   be hard-linked, else fail at once naming what holds the space;
+3. materialise into ``.lakecache/staging/<id>`` on the same volume: files
+   already on the volume (in any other ready cache) are hard-linked, the rest
+   fetched with parallel ranged GETs and verified; a staging folder left by a
+   killed fill is resumed (its verified files are kept);
+4. publish with one rename to ``caches/<dataset>/<commit>``, then mark ready.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecache.cache.clock import Clock, SystemClock
+from lakecache.cache.plan import CacheView, EvictionPlan, plan_eviction
+from lakecache.cache.volume import VolumeLayout
+from lakecache.catalog.topology import CacheRecord, Topology, VolumeRecord
+from lakecache.data.index import ManifestIndex
+from lakecache.data.progress import NullProgress, Progress
+from lakecache.errors import LakecacheError, NotFoundError, UserError
+from lakecache.lake.objects import ManifestEntry, normalize_folder
+
+if TYPE_CHECKING:
+    from lakecache.data.hub import Hub
+
+ACTIVE = ("pending", "filling", "ready", "evicting")
+
+
+class CacheFillError(LakecacheError):
+    """A fill failed; the cache is marked failed with the reason."""
+
+
+@dataclass
+class VerifyReport:
+    cache_id: int
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    repaired: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.modified
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    volume: VolumeRecord
+    committed: int  # bytes held by caches (pending/filling count their full size)
+    free_fs: int  # bytes free on the filesystem
+    caches: int
+    linked_saved: int
+
+    @property
+    def available(self) -> int:
+        return max(0, min(self.volume.capacity - self.committed, self.free_fs))
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class CacheService:
+    """Request, fill, use, verify and evict caches. Thread-safe."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        clock: Clock | None = None,
+        lease_ttl: timedelta = timedelta(seconds=60),
+        stale_after: timedelta = timedelta(seconds=60),
+        heartbeat_every: float = 5.0,
+        poll_every: float = 0.2,
+    ) -> None:
+        self.hub = hub
+        self.clock = clock or SystemClock()
+        self.lease_ttl = lease_ttl
+        self.stale_after = stale_after
+        self.heartbeat_every = heartbeat_every
+        self.poll_every = poll_every
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.hub.catalog)
+
+    # -- requesting --------------------------------------------------------------------
+
+    def pick_volume(self, site: str | None, volume: str | None) -> VolumeRecord:
+        """The volume named, or the site's volume with the most room."""
+        topo = self.topology
+        if volume:
+            v = topo.get_volume(volume)
+            if site and v.site != site:
+                raise UserError(f"volume {volume!r} is at site {v.site!r}, not {site!r}")
+            return v
+        if not site:
+            raise UserError("say where to cache", hint="Pass --site SITE or --volume VOLUME.")
+        vols = topo.list_volumes(site)
+        if not vols:
+            topo.get_site(site)
+            raise NotFoundError(
+                f"site {site!r} has no cache volume",
+                hint=f"Add one with `lakecache volume add NAME --site {site} --root PATH --capacity 500GB`.",
+            )
+        return max(vols, key=lambda v: self.usage(v).available)
+
+    def request(
+        self, dataset: str, ref: str | None, *, site: str | None = None, volume: str | None = None, path: str = ""
+    ) -> CacheRecord:
+        """Ask for a cache of ``dataset@ref`` (idempotent); it is filled by whoever claims it."""
+        commit_id = self.hub.catalog.resolve(dataset, ref)
+        commit = self.hub.catalog.get_commit(dataset, commit_id)
+        sub = normalize_folder(path)
+        v = self.pick_volume(site, volume)
+        files, nbytes = commit.file_count, commit.bytes
+        if sub:
+            with self._index(commit.manifest) as idx:
+                es = list(idx.entries([sub]))
+            files, nbytes = len(es), sum(e.size for e in es)
+        rec, _ = self.topology.request_cache(
+            dataset, commit_id, v.name, sub, files=files, nbytes=nbytes, now=self.clock.now()
+        )
+        return rec
+
+    def _index(self, manifest: str) -> ManifestIndex:
+        return ManifestIndex.open(self.hub.settings.state_dir, manifest, self.hub.lake)
+
+    def cache_path(self, rec: CacheRecord) -> Path:
+        v = self.topology.get_volume(rec.volume)
+        return VolumeLayout(Path(v.root)).cache_dir(rec.dataset, rec.commit_id, rec.subpath)
+
+    # -- filling -----------------------------------------------------------------------
+
+    def ensure_ready(
+        self, rec: CacheRecord, *, progress: Progress | None = None, timeout: float | None = None
+    ) -> CacheRecord:
+        """Return the cache once ready: fill it here if nobody is, else wait for the filler."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rec = self.topology.get_cache(rec.id, self.clock.now())
+            if rec.state == "ready":
+                return rec
+            if rec.state == "failed":
+                raise CacheFillError(
+                    f"cache {rec.name} on {rec.volume} failed: {rec.error}",
+                    hint=f"Fix the cause, then ask again: `lakecache cache add {rec.dataset}@{rec.commit_id[:12]} --volume {rec.volume}`.",
+                )
+            if rec.state in ("evicting", "evicted"):
+                rec, _ = self.topology.request_cache(
+                    rec.dataset, rec.commit_id, rec.volume, rec.subpath, files=rec.files,
+                    nbytes=rec.bytes, now=self.clock.now(),
+                )
+                continue
+            if self.topology.claim_fill(rec.id, _worker_id(), now=self.clock.now(), stale_after=self.stale_after):
+                return self.fill_claimed(rec.id, progress=progress)
+            if deadline is not None and time.monotonic() > deadline:
+                raise CacheFillError(f"cache {rec.name} is still {rec.state} after {timeout} s")
+            time.sleep(self.poll_every)
+
+    def fill_claimed(self, cache_id: int, *, progress: Progress | None = None) -> CacheRecord:
+        """Fill a cache this worker has claimed. On failure the row says why (state failed)."""
+        topo = self.topology
+        rec = topo.get_cache(cache_id)
+        v = topo.get_volume(rec.volume)
+        layout = VolumeLayout(Path(v.root))
+        final = layout.cache_dir(rec.dataset, rec.commit_id, rec.subpath)
+        staging = layout.staging_dir(rec.id)
+        stop = threading.Event()
+        done = {"bytes": 0}
+        beat = threading.Thread(target=self._heartbeat, args=(rec.id, stop, done), daemon=True)
+        beat.start()
+        try:
+            if final.is_dir() and not staging.exists():
+                # Published by a filler that died before marking it ready.
+                stats_linked = stats_fetched = 0
+            else:
+                stats_linked, stats_fetched = self._fill_into(rec, v, layout, staging, final, progress, done)
+        except BaseException as exc:
+            stop.set()
+            beat.join()
+            self._fail(rec, layout, staging, exc)
+            raise
+        stop.set()
+        beat.join()
+        now = self.clock.now()
+        topo.update_cache(
+            rec.id, state="ready", ready_at=now, last_used_at=now, updated_at=now,
+            done_bytes=rec.bytes, linked_bytes=stats_linked, fetched_bytes=stats_fetched,
+            worker=None, error=None,
+        )
+        return topo.get_cache(rec.id, now)
+
+    def _fill_into(
+        self, rec: CacheRecord, v: VolumeRecord, layout: VolumeLayout, staging: Path, final: Path,
+        progress: Progress | None, done: dict[str, int],
+    ) -> tuple[int, int]:
+        from lakecache.data.materialize import materialize
+
+        commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)
+        with self._index(commit.manifest) as idx:
+            entries = list(idx.entries([rec.subpath] if rec.subpath else None))
+        links = self._link_sources(rec, v, layout, entries)
+        need = sum(e.size for e in entries if e.digest not in links) - _tree_bytes(staging)
+        self._make_room(rec, v, need)
+        _clean_temp_files(staging)
+        tracker = _Tracker(progress or NullProgress(), done)
+
+        def link_source(e: ManifestEntry) -> str | None:
+            src = links.get(e.digest)
+            if src is None:
+                return None
+            try:
+                return src if os.stat(src).st_size == e.size else None
+            except OSError:
+                return None
+
+        s = self.hub.settings
+        stats = materialize(
+            entries, staging, lake=self.hub.lake, catalog=self.hub.catalog, workers=s.workers,
+            chunk_size=s.part_size, progress=tracker, skip_existing=True, link_source=link_source,
+        )
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            layout.remove_tree(final)
+        os.replace(staging, final)
+        return stats.linked_bytes, stats.fetched_bytes
+
+    def _link_sources(
+        self, rec: CacheRecord, v: VolumeRecord, layout: VolumeLayout, entries: list[ManifestEntry]
+    ) -> dict[str, str]:
+        """For each digest already on this volume (in another ready cache), one file to link."""
+        wanted = {e.digest for e in entries}
+        out: dict[str, str] = {}
+        for other in self.topology.list_caches(volume=v.name, states=("ready",)):
+            if other.id == rec.id or not wanted:
+                continue
+            commit = self.hub.catalog.get_commit(other.dataset, other.commit_id)
+            base = layout.cache_dir(other.dataset, other.commit_id, other.subpath)
+            try:
+                with self._index(commit.manifest) as idx:
+                    found = idx.paths_of(wanted)
+            except LakecacheError:
+                continue
+            if other.subpath:
+                # A partial cache holds only the paths under its sub-path.
+                found = {
+                    d: p for d, p in found.items()
+                    if p == other.subpath or p.startswith(other.subpath + "/")
+                }
+            for d, p in found.items():
+                out[d] = str(base / p)  # caches keep the commit's full paths
+            wanted -= found.keys()
+        return out
+
+    def _make_room(self, rec: CacheRecord, v: VolumeRecord, need: int) -> None:
+        usage = self.usage(v, exclude=rec.id)
+        if need <= usage.available:
+            return
+        plan = self.plan(v, need_bytes=need, available=usage.available)
+        if not plan.fits:
+            raise CacheFillError(
+                f"no room on volume {v.name!r} for {rec.name}: {plan.explain()}",
+                hint="Unpin or clear caches (`lakecache cache ls`, `cache unpin`, `cache rm`), "
+                "or raise the volume's capacity.",
+            )
+        self.execute(plan)
+
+    def _heartbeat(self, cache_id: int, stop: threading.Event, done: dict[str, int]) -> None:
+        while not stop.wait(self.heartbeat_every):
+            try:
+                self.topology.update_cache(
+                    cache_id, expect_state="filling", heartbeat_at=self.clock.now(), done_bytes=done["bytes"]
+                )
+            except LakecacheError:
+                pass  # the catalog blinked; the next beat tries again
+
+    def _fail(self, rec: CacheRecord, layout: VolumeLayout, staging: Path, exc: BaseException) -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            reason = f"volume full while filling ({exc.strerror}); staging removed"
+            layout.remove_tree(staging)
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted; ask again to resume"
+        elif isinstance(exc, LakecacheError):
+            reason = exc.message
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, CacheFillError):
+            layout.remove_tree(staging)
+        now = self.clock.now()
+        self.topology.update_cache(rec.id, state="failed", error=reason, worker=None, updated_at=now, done_bytes=0)
+
+    # -- using -------------------------------------------------------------------------
+
+    @contextmanager
+    def use(
+        self, dataset: str, ref: str | None, *, site: str | None = None, volume: str | None = None,
+        path: str = "", holder: str | None = None, progress: Progress | None = None,
+    ) -> Iterator[Path]:
+        """The local folder of a ready cache, held by a lease while the block runs.
+
+        Fills the cache first if needed (or waits for whoever fills it). The lease
+        is renewed by a heartbeat thread; if this process dies the lease lapses
+        after ``lease_ttl`` and the cache can be evicted again.
+        """
+        rec = self._find_or_request(dataset, ref, site=site, volume=volume, path=path)
+        while True:
+            if rec.state != "ready":
+                rec = self.ensure_ready(rec, progress=progress)
+            now = self.clock.now()
+            try:
+                lease = self.topology.add_lease(
+                    rec.id, holder or _worker_id(), now=now, expires_at=now + self.lease_ttl
+                )
+                break
+            except UserError:
+                rec = self.topology.get_cache(rec.id)  # evicted in between: ask again
+        stop = threading.Event()
+        renew = threading.Thread(target=self._renew, args=(lease, stop), daemon=True)
+        renew.start()
+        try:
+            yield self.cache_path(rec)
+        finally:
+            stop.set()
+            renew.join()
+            self.topology.release_lease(lease, now=self.clock.now())
+
+    def _find_or_request(
+        self, dataset: str, ref: str | None, *, site: str | None, volume: str | None, path: str
+    ) -> CacheRecord:
+        # Warm path: one ref lookup and one cache lookup, no manifest read.
+        commit_id = self.hub.catalog.resolve(dataset, ref)
+        sub = normalize_folder(path)
+        topo = self.topology
+        candidates = [volume] if volume else [v.name for v in topo.list_volumes(site)] if site else []
+        for vname in candidates:
+            try:
+                rec = topo.find_cache(dataset, commit_id, vname, sub)
+            except NotFoundError:
+                continue
+            if rec.state in ("ready", "filling", "pending"):
+                return rec
+        return self.request(dataset, commit_id, site=site, volume=volume, path=sub)
+
+    def _renew(self, lease: int, stop: threading.Event) -> None:
+        every = max(self.lease_ttl.total_seconds() / 3, 0.05)
+        while not stop.wait(every):
+            now = self.clock.now()
+            try:
+                self.topology.renew_lease(lease, now=now, expires_at=now + self.lease_ttl)
+            except LakecacheError:
+                pass
+
+    # -- accounting, eviction ----------------------------------------------------------
+
+    def usage(self, v: VolumeRecord, *, exclude: int | None = None) -> VolumeUsage:
+        caches = [c for c in self.topology.list_caches(volume=v.name, states=ACTIVE) if c.id != exclude]
+        committed = sum(c.occupied for c in caches)
+        free = VolumeLayout(Path(v.root)).free_bytes()
+        saved = sum(c.linked_bytes for c in caches)
+        return VolumeUsage(v, committed, free, len(caches), saved)
+
+    def plan(self, v: VolumeRecord, *, need_bytes: int = 0, available: int | None = None) -> EvictionPlan:
+        """What eviction would do on volume ``v`` now (pure planning over a snapshot)."""
+        now = self.clock.now()
+        caches = self.topology.list_caches(volume=v.name, states=ACTIVE + ("failed",), now=now)
+        views = [
+            CacheView(c.id, c.name, c.state, c.occupied, c.last_used_at, c.pinned, c.leases)
+            for c in caches
+            if c.state != "failed"
+        ]
+        if available is None:
+            available = self.usage(v).available
+        return plan_eviction(views, now=now, ttl=v.ttl, available=available, need_bytes=need_bytes)
+
+    def execute(self, plan: EvictionPlan) -> list[int]:
+        """Evict what the plan says; a cache leased or pinned since the plan was made is kept."""
+        done = []
+        for e in plan.evictions:
+            if self.evict(e.cache_id):
+                done.append(e.cache_id)
+        return done
+
+    def evict(self, cache_id: int, *, force_unpin: bool = False) -> bool:
+        """Remove a cache's files. Returns False if a lease or a pin holds it."""
+        topo = self.topology
+        now = self.clock.now()
+        if force_unpin:
+            topo.update_cache(cache_id, pinned=False)
+        if not topo.start_eviction(cache_id, now=now):
+            return False
+        rec = topo.get_cache(cache_id)
+        v = topo.get_volume(rec.volume)
+        layout = VolumeLayout(Path(v.root))
+        final = layout.cache_dir(rec.dataset, rec.commit_id, rec.subpath)
+        trash = layout.trash_dir(rec.id)
+        if final.exists():
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(final, trash)  # gone for readers in one step
+        layout.remove_tree(layout.staging_dir(rec.id))
+        topo.update_cache(cache_id, state="evicted", updated_at=self.clock.now(), done_bytes=0, linked_bytes=0)
+        layout.remove_tree(trash)
+        return True
+
+    def gc(self, *, dry_run: bool = False, site: str | None = None) -> list[tuple[VolumeRecord, EvictionPlan]]:
+        """Evict caches past their TTL on every volume (of ``site``); returns the plans."""
+        out = []
+        for v in self.topology.list_volumes(site):
+            plan = self.plan(v)
+            if not dry_run:
+                self.execute(plan)
+            out.append((v, plan))
+        return out
+
+    # -- verify ------------------------------------------------------------------------
+
+    def verify(self, cache_id: int, *, repair: bool = False) -> VerifyReport:
+        """Check every file of a ready cache against its digest; ``repair`` re-fetches bad ones."""
+        from lakecache.data.materialize import file_matches, materialize
+
+        rec = self.topology.get_cache(cache_id)
+        if rec.state != "ready":
+            raise UserError(f"cache {rec.name} is {rec.state}, not ready", hint="Only ready caches can be verified.")
+        root = self.cache_path(rec)
+        commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)
+        with self._index(commit.manifest) as idx:
+            entries = list(idx.entries([rec.subpath] if rec.subpath else None))
+        report = VerifyReport(cache_id)
+        bad: list[ManifestEntry] = []
+        for e in entries:
+            p = root / e.path
+            report.checked += 1
+            if not os.path.lexists(p):
+                report.missing.append(e.path)
+                bad.append(e)
+            elif not file_matches(str(p), e):
+                report.modified.append(e.path)
+                bad.append(e)
+        if repair and bad:
+            s = self.hub.settings
+            materialize(
+                bad, root, lake=self.hub.lake, catalog=self.hub.catalog, workers=s.workers,
+                skip_existing=False,
+            )
+            report.repaired = len(bad)
+        self.topology.update_cache(
+            cache_id, report=f"checked {report.checked}, missing {len(report.missing)}, "
+            f"modified {len(report.modified)}, repaired {report.repaired}",
+        )
+        return report
+
+
+class _Tracker:
+    """Passes progress on, and keeps the byte count for the fill's heartbeat."""
+
+    def __init__(self, inner: Progress, done: dict[str, int]) -> None:
+        self.inner, self.done = inner, done
+
+    def begin(self, label: str, total_files: int, total_bytes: int) -> None:
+        self.inner.begin("fill", total_files, total_bytes)
+
+    def advance(self, files: int, nbytes: int) -> None:
+        self.done["bytes"] += nbytes
+        self.inner.advance(files, nbytes)
+
+    def end(self) -> None:
+        self.inner.end()
+
+
+def _tree_bytes(path: Path) -> int:
+    if not path.exists():
+        return 0
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _clean_temp_files(staging: Path) -> None:
+    """Remove the temp files of a killed fill; its finished files stay (they are verified again)."""
+    if not staging.exists():
+        return
+    for dirpath, _, files in os.walk(staging):
+        for f in files:
+            if ".lakecache-tmp-" in f:
+                os.unlink(os.path.join(dirpath, f))

@@ -1,0 +1,66 @@
+"""The layout of a cache volume, and its free space.
+
+::
+
+    <root>/caches/<dataset>/<commit id>[~<path hash>]/   published caches (plain files)
+    <root>/.lakecache/staging/<cache id>/                 fills in progress
+    <root>/.lakecache/trash/<cache id>-<random>/          caches being evicted
+
+A fill writes into staging on the same filesystem, then publishes with one
+``rename``: readers see the whole commit or nothing. Eviction renames the
+cache into trash first (it disappears at once), then deletes it at leisure.
+Every path is built from validated names (dataset name, hex commit id,
+integer cache id), never from a manifest, so nothing escapes the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lakecache.errors import InvalidPathError
+
+
+@dataclass(frozen=True)
+class VolumeLayout:
+    root: Path
+
+    @property
+    def internal(self) -> Path:
+        return self.root / ".lakecache"
+
+    def cache_dir(self, dataset: str, commit_id: str, subpath: str = "") -> Path:
+        if not all(c in "0123456789abcdef" for c in commit_id) or "/" in dataset or dataset in (".", ".."):
+            raise InvalidPathError(f"bad cache name {dataset}@{commit_id}")
+        leaf = commit_id
+        if subpath:
+            leaf += "~" + hashlib.blake2b(subpath.encode(), digest_size=4).hexdigest()
+        return self.root / "caches" / dataset / leaf
+
+    def staging_dir(self, cache_id: int) -> Path:
+        return self.internal / "staging" / str(int(cache_id))
+
+    def trash_dir(self, cache_id: int) -> Path:
+        return self.internal / "trash" / f"{int(cache_id)}-{os.urandom(4).hex()}"
+
+    def free_bytes(self) -> int:
+        """Bytes free on the filesystem for an unprivileged writer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def total_bytes(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self.root)
+        return st.f_blocks * st.f_frsize
+
+    def remove_tree(self, path: Path) -> None:
+        """Delete a folder under this volume; refuses anything outside the root."""
+        real = os.path.realpath(path)
+        root = os.path.realpath(self.root)
+        if not real.startswith(root + os.sep):
+            raise InvalidPathError(f"refusing to delete {path}: outside the volume root {root}")
+        shutil.rmtree(real, ignore_errors=True)

@@ -1,0 +1,831 @@
+"""The catalog: datasets, commits, refs and the blob index, in one SQL database.
+
+One code path serves both backends: a SQLite file (the embedded default) and
+PostgreSQL (teams), through SQLAlchemy Core. The schema is owned by the Alembic
+migrations shipped in ``migrations/``; :meth:`Catalog.open` brings any catalog
+to the latest version before handing it out.
+
+Concurrency, the part callers must be able to trust:
+
+* Every change is one transaction, so a crash leaves the old state or the new.
+* Moving a branch is a compare-and-swap inside the transaction that adds the
+  commit: ``UPDATE refs ... WHERE commit_id = :expected`` (or an insert that
+  does nothing if the ref exists, for a first commit), then a check of the row
+  count. Two writers on the same parent: exactly one moves the branch, the
+  other gets :class:`~lakecache.errors.ConflictError` and its commit row is
+  rolled back. On PostgreSQL the row lock makes the loser re-check the new row;
+  on SQLite every write transaction starts with ``BEGIN IMMEDIATE``, so writers
+  queue on the database lock (``busy_timeout``) instead of failing with
+  "database is locked" when a read lock cannot be upgraded.
+* SQLite runs in WAL mode, so readers never wait for the writer.
+* Migrations run under a lock (PostgreSQL advisory lock, SQLite write lock), so
+  two processes opening a new catalog at once create the tables only once.
+
+Cost: lookups of many digests go in chunks of :data:`LOOKUP_CHUNK` per ``IN``
+query (600,000 digests are about 1,200 queries); inserts of many blob rows go
+as one ``executemany`` per chunk, which both drivers batch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    LargeBinary,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import Insert
+
+from lakecache.catalog import tables as t
+from lakecache.catalog.names import HEAD_ALIASES, MAIN, check_dataset_name, check_ref_name
+from lakecache.errors import (
+    AlreadyExistsError,
+    AmbiguousRefError,
+    CatalogError,
+    ConflictError,
+    DatasetNotFoundError,
+    NotFoundError,
+    UserError,
+)
+from lakecache.lake.objects import BlobLocation, Commit
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+#: Digests per ``IN (...)`` query on SQLite: well under every build's variable limit.
+LOOKUP_CHUNK = 500
+#: Digests per ``= ANY(:array)`` query on PostgreSQL: one parameter, however many.
+PG_LOOKUP_CHUNK = 10_000
+#: Blob rows per insert statement; bounds one statement's memory.
+INSERT_CHUNK = 10_000
+#: Shortest commit-id prefix :meth:`Catalog.resolve` accepts.
+MIN_PREFIX = 4
+#: How long a SQLite writer waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Address space SQLite may map per connection (not memory: pages are shared with the OS cache).
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+#: ``pg_advisory_xact_lock`` key that serialises migrations ("lakecach" in ASCII).
+_MIGRATION_LOCK_KEY = 0x6C616B6563616368
+_WRITE_OPTION = "lakecache_write"
+_HEX = frozenset("0123456789abcdef")
+_T = TypeVar("_T")
+
+# One statement for a whole chunk of a pack: arrays in, rows out. Faster than
+# executemany on PostgreSQL, which still plans and executes once per row.
+_PG_INSERT_PACKED_BLOBS = text(
+    "INSERT INTO blobs (digest, size, pack_id, pack_offset) "
+    "SELECT u.digest, u.size, :pack_id, u.pack_offset FROM unnest("
+    "CAST(:digests AS bytea[]), CAST(:sizes AS bigint[]), CAST(:offsets AS bigint[])"
+    ") AS u(digest, size, pack_offset) "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """A dataset as the catalog knows it."""
+
+    id: int
+    name: str
+    owner: str
+    description: str
+    created_at: datetime
+
+
+class DatasetStats(TypedDict):
+    """What :meth:`Catalog.dataset_stats` returns: history length and the head's size."""
+
+    commit_count: int
+    #: Id of the head of ``main``; None before the first commit.
+    head: str | None
+    file_count: int
+    bytes: int
+
+
+class Catalog:
+    """The metadata database. Safe to share between threads; open one per process.
+
+    Build it with :meth:`open`; :meth:`close` (or a ``with`` block) releases
+    its connections.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        """Wrap an engine that :func:`_create_engine` built and that is migrated; use :meth:`open`."""
+        self._engine = engine
+        self._dialect = engine.dialect.name
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        """Connect to ``url`` and migrate the schema to the latest version.
+
+        ``sqlite:///PATH`` creates the parent folder; ``postgresql://`` URLs use
+        psycopg 3. Opening is idempotent and safe while other processes open
+        the same catalog. Raises :class:`UserError` for an unusable URL and
+        :class:`CatalogError` when the database cannot be reached or was
+        migrated by a newer lakecache.
+        """
+        engine = _create_engine(url)
+        try:
+            _migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close every pooled connection. The catalog must not be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked, for messages."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.url!r})"
+
+    # -- datasets --------------------------------------------------------------------------
+
+    def create_dataset(self, name: str, owner: str, description: str = "") -> DatasetRecord:
+        """Register a new, empty dataset. Raises AlreadyExistsError if the name is taken."""
+        check_dataset_name(name)
+        if not owner or not owner.strip():
+            raise UserError(f"dataset {name!r} needs an owner", hint="Give the owner's user name.")
+        created_at = _now()
+        try:
+            with self._write() as conn:
+                result = conn.execute(
+                    t.datasets.insert().values(
+                        name=name, owner=owner, description=description, created_at=created_at
+                    )
+                )
+                (dataset_id,) = result.inserted_primary_key or (None,)
+        except sa_exc.IntegrityError as exc:
+            raise AlreadyExistsError(
+                f"dataset {name!r} already exists",
+                hint=f"Choose another name, or commit to the existing one with "
+                f"`lakecache data commit {name} PATH`.",
+            ) from exc
+        assert dataset_id is not None
+        return DatasetRecord(int(dataset_id), name, owner, description, created_at)
+
+    def get_dataset(self, name: str) -> DatasetRecord:
+        """Return the dataset called ``name``, or raise DatasetNotFoundError."""
+        with self._read() as conn:
+            row = conn.execute(select(t.datasets).where(t.datasets.c.name == name)).one_or_none()
+        if row is None:
+            raise _dataset_not_found(name)
+        return _dataset_record(row)
+
+    def list_datasets(self) -> list[DatasetRecord]:
+        """Every dataset, sorted by name."""
+        with self._read() as conn:
+            rows = conn.execute(select(t.datasets).order_by(t.datasets.c.name)).all()
+        return [_dataset_record(row) for row in rows]
+
+    def dataset_stats(self, name: str) -> DatasetStats:
+        """Number of commits, and the file count and bytes of the head of ``main``."""
+        with self._read() as conn:
+            dataset_id = self._dataset_id(conn, name)
+            count = conn.execute(
+                select(func.count()).where(t.commits.c.dataset_id == dataset_id)
+            ).scalar_one()
+            head_row = conn.execute(
+                select(t.commits.c.id, t.commits.c.file_count, t.commits.c.bytes)
+                .join(t.refs, t.refs.c.commit_id == t.commits.c.id)
+                .where(
+                    t.refs.c.dataset_id == dataset_id,
+                    t.refs.c.name == MAIN,
+                    t.refs.c.kind == "branch",
+                )
+            ).one_or_none()
+        if head_row is None:
+            return DatasetStats(commit_count=int(count), head=None, file_count=0, bytes=0)
+        return DatasetStats(
+            commit_count=int(count),
+            head=head_row.id,
+            file_count=int(head_row.file_count),
+            bytes=int(head_row.bytes),
+        )
+
+    # -- blob index ------------------------------------------------------------------------
+
+    def record_pack(self, pack_id: str, size: int, blobs: Sequence[BlobLocation]) -> None:
+        """Record a pack object and the blobs inside it, in one transaction.
+
+        Idempotent. A blob the index already knows keeps its first location
+        (a crash between upload and record can leave a blob in two packs; both
+        hold the same bytes). Every location must name ``pack_id``. Ten
+        thousand blobs are a few statements: one ``unnest`` insert per
+        :data:`INSERT_CHUNK` on PostgreSQL, an ``executemany`` on SQLite.
+        """
+        for loc in blobs:
+            if loc.pack_id != pack_id:
+                raise ValueError(f"blob {loc.digest} is located in {loc.pack_id}, not {pack_id}")
+        with self._write() as conn:
+            conn.execute(
+                self._insert_ignore(t.packs),
+                {"id": pack_id, "size": size, "blob_count": len(blobs), "created_at": _now()},
+            )
+            for chunk in _chunks(blobs, INSERT_CHUNK):
+                if self._dialect == "postgresql":
+                    conn.execute(
+                        _PG_INSERT_PACKED_BLOBS,
+                        {
+                            "pack_id": pack_id,
+                            "digests": [bytes.fromhex(loc.digest) for loc in chunk],
+                            "sizes": [loc.size for loc in chunk],
+                            "offsets": [loc.offset for loc in chunk],
+                        },
+                    )
+                else:
+                    conn.execute(self._insert_ignore(t.blobs), [_blob_row(loc) for loc in chunk])
+
+    def record_blob(self, loc: BlobLocation) -> None:
+        """Record one blob stored as an object of its own; packed blobs go through record_pack.
+
+        Idempotent; a blob already known keeps its first location.
+        """
+        if loc.pack_id is not None:
+            raise ValueError(f"blob {loc.digest} is in pack {loc.pack_id}: use record_pack")
+        with self._write() as conn:
+            conn.execute(self._insert_ignore(t.blobs), _blob_row(loc))
+
+    def known_blobs(self, digests: Iterable[str]) -> set[str]:
+        """Return the subset of ``digests`` that the index holds. Batched; see locate_blobs."""
+        return {digest for (digest,) in self._blob_rows(digests, t.blobs.c.digest)}
+
+    def locate_blobs(self, digests: Iterable[str]) -> dict[str, BlobLocation]:
+        """Where each known digest's bytes are. Unknown digests are absent from the result.
+
+        One query per batch: ``= ANY(array)`` of :data:`PG_LOOKUP_CHUNK` digests
+        on PostgreSQL, ``IN (...)`` of :data:`LOOKUP_CHUNK` on SQLite. The
+        digests are consumed lazily, so a generator over a huge listing is fine.
+        """
+        # Rows unpacked as tuples: attribute access on SQLAlchemy rows costs more
+        # than the query itself at this volume.
+        columns = (t.blobs.c.digest, t.blobs.c.size, t.blobs.c.pack_id, t.blobs.c.pack_offset)
+        return {
+            digest: BlobLocation(digest, size, pack_id, offset)
+            for digest, size, pack_id, offset in self._blob_rows(digests, *columns)
+        }
+
+    def _blob_rows(self, digests: Iterable[str], *columns: ColumnElement[Any]) -> Iterator[Any]:
+        """``columns`` of the blob index rows for ``digests``, one query per batch.
+
+        The statement is built once with a single list parameter, so SQLAlchemy
+        compiles it once instead of coercing every digest into an expression.
+        """
+        if self._dialect == "postgresql":
+            param = bindparam("digests", type_=postgresql.ARRAY(LargeBinary))
+            query = select(*columns).where(t.blobs.c.digest == any_(param))
+            batches: Iterator[list[Any]] = (
+                [bytes.fromhex(d) for d in chunk] for chunk in _chunks(digests, PG_LOOKUP_CHUNK)
+            )
+        else:
+            param = bindparam("digests", expanding=True)
+            query = select(*columns).where(t.blobs.c.digest.in_(param))
+            batches = _chunks(digests, LOOKUP_CHUNK)
+        with self._read() as conn:
+            for batch in batches:
+                yield from conn.execute(query, {"digests": batch}).all()
+
+    # -- commits and refs ------------------------------------------------------------------
+
+    def add_commit(self, commit: Commit, *, expected_head: str | None, branch: str = MAIN) -> str:
+        """Add ``commit`` to its dataset and move ``branch`` to it, if the branch is still
+        at ``expected_head`` (None: the branch must not exist yet). Returns the commit id.
+
+        One transaction: on :class:`ConflictError` (someone else moved the
+        branch first) nothing is kept, and the caller can rebase and retry.
+        Parents must already be commits of the same dataset (NotFoundError).
+        Adding a commit that exists is harmless.
+        """
+        check_ref_name(branch, "branch")
+        commit_id = commit.id
+        with self._write() as conn:
+            dataset_id = self._dataset_id(conn, commit.dataset)
+            if commit.parents:
+                known = set(
+                    conn.scalars(
+                        select(t.commits.c.id).where(
+                            t.commits.c.dataset_id == dataset_id,
+                            t.commits.c.id.in_(commit.parents),
+                        )
+                    )
+                )
+                missing = [p for p in commit.parents if p not in known]
+                if missing:
+                    raise NotFoundError(
+                        f"parent commit {missing[0]} is not in dataset {commit.dataset!r}",
+                        hint=f"Commit on top of a commit listed by `lakecache data log "
+                        f"{commit.dataset}`.",
+                    )
+            inserted = conn.execute(
+                self._insert_ignore(t.commits),
+                {
+                    "id": commit_id,
+                    "dataset_id": dataset_id,
+                    "manifest": commit.manifest,
+                    "author": commit.author,
+                    "message": commit.message,
+                    "created_at": commit.created_at,
+                    "file_count": commit.file_count,
+                    "bytes": commit.bytes,
+                },
+            )
+            if inserted.rowcount == 1 and commit.parents:
+                conn.execute(
+                    t.commit_parents.insert(),
+                    [
+                        {"commit_id": commit_id, "position": i, "parent_id": p}
+                        for i, p in enumerate(commit.parents)
+                    ],
+                )
+            now = _now()
+            if expected_head is None:
+                moved = conn.execute(
+                    self._insert_ignore(t.refs),
+                    {
+                        "dataset_id": dataset_id,
+                        "name": branch,
+                        "kind": "branch",
+                        "commit_id": commit_id,
+                        "updated_at": now,
+                    },
+                )
+            else:
+                moved = conn.execute(
+                    update(t.refs)
+                    .where(
+                        t.refs.c.dataset_id == dataset_id,
+                        t.refs.c.name == branch,
+                        t.refs.c.kind == "branch",
+                        t.refs.c.commit_id == expected_head,
+                    )
+                    .values(commit_id=commit_id, updated_at=now)
+                )
+            if moved.rowcount != 1:
+                current = conn.execute(
+                    select(t.refs.c.kind, t.refs.c.commit_id).where(
+                        t.refs.c.dataset_id == dataset_id, t.refs.c.name == branch
+                    )
+                ).one_or_none()
+                if current is not None and current.kind != "branch":
+                    raise UserError(
+                        f"{branch!r} is a tag of dataset {commit.dataset!r}, not a branch",
+                        hint="Commit to a branch, or delete the tag first.",
+                    )
+                raise ConflictError(
+                    f"branch {branch!r} of dataset {commit.dataset!r} is at "
+                    f"{_describe(current.commit_id if current else None)}, not at "
+                    f"{_describe(expected_head)} as expected; commit {commit_id[:12]} was not added"
+                )
+        return commit_id
+
+    def head(self, dataset: str, branch: str = MAIN) -> str | None:
+        """The commit ``branch`` points at, or None before its first commit."""
+        with self._read() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            return self._branch_head(conn, dataset_id, branch)
+
+    def get_commit(self, dataset: str, commit_id: str) -> Commit:
+        """The commit with this full id in ``dataset``, or NotFoundError."""
+        with self._read() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            row = conn.execute(
+                select(t.commits).where(
+                    t.commits.c.dataset_id == dataset_id, t.commits.c.id == commit_id
+                )
+            ).one_or_none()
+            if row is None:
+                raise NotFoundError(
+                    f"no commit {commit_id} in dataset {dataset!r}",
+                    hint=f"List commits with `lakecache data log {dataset}`.",
+                )
+            parents = conn.scalars(
+                select(t.commit_parents.c.parent_id)
+                .where(t.commit_parents.c.commit_id == commit_id)
+                .order_by(t.commit_parents.c.position)
+            ).all()
+        return _commit(dataset, row, tuple(parents))
+
+    def resolve(self, dataset: str, ref: str | None) -> str:
+        """Turn what a user typed after ``NAME@`` into a full commit id.
+
+        In order: None, ``latest``, ``main`` or ``HEAD`` is the head of
+        ``main``; a branch or tag name; a full commit id; a unique prefix of at
+        least :data:`MIN_PREFIX` hex characters. Raises NotFoundError (also for
+        a dataset with no commits yet) or AmbiguousRefError naming the candidates.
+        """
+        with self._read() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            return self._resolve(conn, dataset_id, dataset, ref)
+
+    def log(self, dataset: str, start: str | None = None, limit: int | None = None) -> list[Commit]:
+        """The history reachable from ``start`` (any ref :meth:`resolve` takes; default the
+        head of ``main``), newest first, each commit once, all parents of merges followed.
+
+        Loads the dataset's commits in one query and walks them in memory, so a
+        history of hundreds of commits takes milliseconds. An empty dataset
+        has an empty log.
+        """
+        with self._read() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            if start is None:
+                start_id = self._branch_head(conn, dataset_id, MAIN)
+                if start_id is None:
+                    return []
+            else:
+                start_id = self._resolve(conn, dataset_id, dataset, start)
+            rows = conn.execute(
+                select(t.commits, t.commit_parents.c.parent_id)
+                .select_from(
+                    t.commits.outerjoin(
+                        t.commit_parents, t.commit_parents.c.commit_id == t.commits.c.id
+                    )
+                )
+                .where(t.commits.c.dataset_id == dataset_id)
+                .order_by(t.commits.c.seq, t.commit_parents.c.position)
+            ).all()
+        by_id: dict[str, Any] = {}
+        parents: dict[str, list[str]] = {}
+        for row in rows:
+            by_id.setdefault(row.id, row)
+            ids = parents.setdefault(row.id, [])
+            if row.parent_id is not None:
+                ids.append(row.parent_id)
+        # Newest first, as git does: a max-heap on (time, insertion order).
+        order = sorted(by_id, key=lambda cid: (_timestamp(by_id[cid].created_at), by_id[cid].seq))
+        rank = {cid: i for i, cid in enumerate(order)}
+        heap = [(-rank[start_id], start_id)]
+        seen = {start_id}
+        out: list[Commit] = []
+        while heap and (limit is None or len(out) < limit):
+            _, cid = heapq.heappop(heap)
+            out.append(_commit(dataset, by_id[cid], tuple(parents[cid])))
+            for parent in parents[cid]:
+                if parent not in seen and parent in rank:
+                    seen.add(parent)
+                    heapq.heappush(heap, (-rank[parent], parent))
+        return out
+
+    def set_tag(self, dataset: str, tag: str, commit_id: str, *, force: bool = False) -> None:
+        """Point ``tag`` at a commit (any ref :meth:`resolve` takes).
+
+        Setting a tag to where it already points is a no-op. A tag pointing
+        elsewhere raises AlreadyExistsError unless ``force``; a branch of that
+        name always does.
+        """
+        check_ref_name(tag, "tag")
+        with self._write() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            target = self._resolve(conn, dataset_id, dataset, commit_id)
+            now = _now()
+            inserted = conn.execute(
+                self._insert_ignore(t.refs),
+                {
+                    "dataset_id": dataset_id,
+                    "name": tag,
+                    "kind": "tag",
+                    "commit_id": target,
+                    "updated_at": now,
+                },
+            )
+            if inserted.rowcount == 1:
+                return
+            existing = conn.execute(
+                select(t.refs.c.kind, t.refs.c.commit_id).where(
+                    t.refs.c.dataset_id == dataset_id, t.refs.c.name == tag
+                )
+            ).one()
+            if existing.kind != "tag":
+                raise AlreadyExistsError(
+                    f"{tag!r} is a branch of dataset {dataset!r}",
+                    hint="Choose another tag name.",
+                )
+            if existing.commit_id == target:
+                return
+            if not force:
+                raise AlreadyExistsError(
+                    f"tag {tag!r} of dataset {dataset!r} already points at "
+                    f"{existing.commit_id[:12]}",
+                    hint="Move it with --force, or choose another tag name.",
+                )
+            conn.execute(
+                update(t.refs)
+                .where(t.refs.c.dataset_id == dataset_id, t.refs.c.name == tag)
+                .values(commit_id=target, updated_at=now)
+            )
+
+    def delete_tag(self, dataset: str, tag: str) -> None:
+        """Remove a tag (never the commit). NotFoundError if there is no such tag."""
+        with self._write() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            deleted = conn.execute(
+                delete(t.refs).where(
+                    t.refs.c.dataset_id == dataset_id,
+                    t.refs.c.name == tag,
+                    t.refs.c.kind == "tag",
+                )
+            )
+        if deleted.rowcount != 1:
+            raise NotFoundError(
+                f"no tag {tag!r} in dataset {dataset!r}",
+                hint=f"See the dataset's tags with `lakecache data log {dataset}`.",
+            )
+
+    def tags(self, dataset: str) -> dict[str, list[str]]:
+        """Every tag of ``dataset``, grouped: commit id -> sorted tag names."""
+        with self._read() as conn:
+            dataset_id = self._dataset_id(conn, dataset)
+            rows = conn.execute(
+                select(t.refs.c.commit_id, t.refs.c.name)
+                .where(t.refs.c.dataset_id == dataset_id, t.refs.c.kind == "tag")
+                .order_by(t.refs.c.commit_id, t.refs.c.name)
+            ).all()
+        out: dict[str, list[str]] = {}
+        for row in rows:
+            out.setdefault(row.commit_id, []).append(row.name)
+        return out
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reads; on SQLite one deferred transaction (a consistent snapshot)."""
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise _catalog_error(self.url, exc) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction, committed on success and rolled back on any error."""
+        try:
+            with self._engine.connect() as conn:
+                # preserve_rowcount: psycopg forgets the count of an INSERT once
+                # SQLAlchemy closes its cursor, and the compare-and-swap reads it.
+                conn.execution_options(preserve_rowcount=True, **{_WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise _catalog_error(self.url, exc) from exc
+
+    def _insert_ignore(self, table: Table) -> Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING`` in this database's dialect."""
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    @staticmethod
+    def _dataset_id(conn: Connection, name: str) -> int:
+        dataset_id = conn.scalar(select(t.datasets.c.id).where(t.datasets.c.name == name))
+        if dataset_id is None:
+            raise _dataset_not_found(name)
+        return int(dataset_id)
+
+    @staticmethod
+    def _branch_head(conn: Connection, dataset_id: int, branch: str) -> str | None:
+        head: str | None = conn.scalar(
+            select(t.refs.c.commit_id).where(
+                t.refs.c.dataset_id == dataset_id,
+                t.refs.c.name == branch,
+                t.refs.c.kind == "branch",
+            )
+        )
+        return head
+
+    @staticmethod
+    def _resolve(conn: Connection, dataset_id: int, dataset: str, ref: str | None) -> str:
+        name = MAIN if ref is None or ref in HEAD_ALIASES else ref
+        by_name: str | None = conn.scalar(
+            select(t.refs.c.commit_id).where(
+                t.refs.c.dataset_id == dataset_id, t.refs.c.name == name
+            )
+        )
+        if by_name is not None:
+            return by_name
+        if name == MAIN:
+            raise NotFoundError(
+                f"dataset {dataset!r} has no commits yet",
+                hint=f"Commit files first with `lakecache data commit {dataset} PATH`.",
+            )
+        prefix = name.lower()
+        if len(prefix) >= MIN_PREFIX and set(prefix) <= _HEX and len(prefix) <= 64:
+            # A range instead of LIKE: it uses the unique index on id in every collation,
+            # since ids are lowercase hex of one length.
+            candidates = conn.scalars(
+                select(t.commits.c.id)
+                .where(
+                    t.commits.c.dataset_id == dataset_id,
+                    t.commits.c.id >= prefix,
+                    t.commits.c.id <= prefix + "f" * (64 - len(prefix)),
+                )
+                .order_by(t.commits.c.id)
+                .limit(11)
+            ).all()
+            if len(candidates) == 1:
+                found: str = candidates[0]
+                return found
+            if candidates:
+                shown = ", ".join(c[:12] for c in candidates[:10])
+                more = " and more" if len(candidates) > 10 else ""
+                raise AmbiguousRefError(
+                    f"{ref!r} matches several commits of dataset {dataset!r}: {shown}{more}"
+                )
+        raise NotFoundError(
+            f"no branch, tag or commit {ref!r} in dataset {dataset!r}",
+            hint=f"List commits with `lakecache data log {dataset}`.",
+        )
+
+
+def _create_engine(url: str) -> Engine:
+    """An engine for ``url``, with SQLite set up for several processes at once."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise UserError(
+            f"not a database URL: {url!r}",
+            hint="Use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB.",
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default driver is psycopg2; lakecache ships psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    if backend != "sqlite":
+        raise UserError(
+            f"unsupported catalog database {backend!r}",
+            hint="Use sqlite:///PATH (one machine) or postgresql+psycopg://... (a team).",
+        )
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        # Each pooled connection would see its own empty database.
+        raise UserError(f"the catalog needs a SQLite file, not {url!r}", hint="Use sqlite:///PATH.")
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN: the sqlite3 module's own
+    # transaction handling skips it for SELECT and DDL, which breaks isolation.
+    dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+    cursor = dbapi_conn.cursor()
+    try:
+        # busy_timeout first: switching to WAL itself may wait for another process.
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # In WAL mode NORMAL loses no committed data on a process crash, only on power loss.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        # Read the file through the OS page cache instead of copying pages into
+        # each connection: lookups of 600,000 digests run about twice as fast.
+        cursor.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the write lock up front: a deferred transaction that reads and
+    # then writes fails at once with SQLITE_BUSY if another writer got in between,
+    # where BEGIN IMMEDIATE simply waits its turn (busy_timeout).
+    write = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration, once, however many processes try at once."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    url = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn:
+            # Fast path without a lock: an up-to-date catalog is the common case.
+            context = MigrationContext.configure(conn, opts={"version_table": t.VERSION_TABLE})
+            current = context.get_current_revision()
+            conn.rollback()
+            if current == head:
+                return
+            if current is not None and current not in {s.revision for s in script.walk_revisions()}:
+                raise CatalogError(
+                    f"the catalog at {url} has schema version {current}, "
+                    f"newer than this lakecache knows ({head})",
+                    hint="Upgrade lakecache (pip install -U lakecache) on this machine.",
+                )
+            conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise _catalog_error(url, exc) from exc
+    except CommandError as exc:
+        raise CatalogError(f"cannot migrate the catalog at {url}: {exc}") from exc
+
+
+def _catalog_error(url: str, exc: sa_exc.DBAPIError) -> CatalogError:
+    return CatalogError(
+        f"catalog database {url}: {exc.orig}",
+        hint="Check that the database is reachable and not full, then run again.",
+    )
+
+
+def _dataset_not_found(name: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"no dataset named {name!r}")
+
+
+def _dataset_record(row: Any) -> DatasetRecord:
+    return DatasetRecord(int(row.id), row.name, row.owner, row.description, row.created_at)
+
+
+def _commit(dataset: str, row: Any, parents: tuple[str, ...]) -> Commit:
+    return Commit(
+        dataset=dataset,
+        manifest=row.manifest,
+        parents=parents,
+        author=row.author,
+        message=row.message,
+        created_at=row.created_at,
+        file_count=int(row.file_count),
+        bytes=int(row.bytes),
+    )
+
+
+def _blob_row(loc: BlobLocation) -> dict[str, Any]:
+    return {
+        "digest": loc.digest,
+        "size": loc.size,
+        "pack_id": loc.pack_id,
+        "pack_offset": loc.offset,
+    }
+
+
+def _describe(commit_id: str | None) -> str:
+    return commit_id[:12] if commit_id else "no commit"
+
+
+def _timestamp(created_at: str) -> float:
+    """Seconds since the epoch of an ISO-8601 time, so mixed UTC offsets sort correctly."""
+    try:
+        moment = datetime.fromisoformat(created_at)
+    except ValueError:
+        return 0.0  # not written by lakecache; sort it as the oldest
+
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk

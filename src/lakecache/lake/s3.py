@@ -1,0 +1,524 @@
+"""A lake in an S3 bucket (AWS S3, SeaweedFS, MinIO, Ceph RGW, ...).
+
+Only :func:`lakecache.lake.open_lake` imports this module, so boto3 loads only
+when an ``s3://`` lake is used.
+
+Design choices:
+
+* One boto3 client per lake, made once: clients are thread-safe, and reusing
+  one keeps its pool of up to ``max_pool`` keep-alive connections warm.
+* Path-style addressing and SigV4, which every S3-compatible server accepts
+  (SeaweedFS refuses SigV2, which boto3 may pick for a custom endpoint).
+* botocore's "standard" retry mode retries connection errors, timeouts,
+  throttling and 5xx with jittered exponential backoff; when it gives up, the
+  error becomes :class:`LakeUnreachableError` naming the endpoint. A body that
+  breaks mid-stream is not retried by botocore, so reads resume at the last byte
+  received, up to ``retries`` times.
+* boto3's own checksums (CRC32 on every upload and download since botocore 1.36)
+  are asked for only where S3 requires them: lakecache names objects by their
+  BLAKE3 hash and checks it on read, so they would cost CPU for nothing, and
+  some S3-compatible servers mishandle the trailing-checksum encoding.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from lakecache.errors import (
+    InvalidPathError,
+    LakeError,
+    LakeUnreachableError,
+    ObjectNotFoundError,
+    UserError,
+)
+from lakecache.lake.base import ObjectInfo, check_key
+
+if TYPE_CHECKING:
+    from lakecache.settings import Settings
+
+MiB = 1024 * 1024
+#: S3 refuses parts smaller than this (except the last one).
+MIN_PART_SIZE = 5 * MiB
+#: S3 allows at most this many parts in one multipart upload.
+MAX_PARTS = 10_000
+#: Parts of one ``put_file`` in flight at once; memory is about (this + 1) x part size.
+PART_CONCURRENCY = 4
+#: delete_objects takes at most this many keys per request.
+DELETE_BATCH = 1000
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# Errors a broken connection raises while reading a body; botocore does not retry these.
+_STREAM_ERRORS = (BotoConnectionError, HTTPClientError)
+
+
+class S3Lake:
+    """Objects under ``prefix`` in one S3 bucket. Safe to share between threads."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        profile: str | None = None,
+        retries: int = 5,
+        timeout: float = 30.0,
+        max_pool: int = 64,
+        part_size: int = 16 * MiB,
+        page_size: int = 1000,
+    ) -> None:
+        if not bucket:
+            raise UserError("an S3 lake needs a bucket name", hint="Use s3://bucket/prefix.")
+        if (access_key is None) != (secret_key is None):
+            raise UserError(
+                "give both the S3 access key and the secret key, or neither",
+                hint="Set both LAKECACHE_S3_ACCESS_KEY and LAKECACHE_S3_SECRET_KEY, "
+                "or use AWS_* variables or a profile.",
+            )
+        if part_size < MIN_PART_SIZE:
+            raise UserError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum part)")
+        self.bucket = bucket
+        stripped = prefix.strip("/")
+        #: Prepended to every key: "" or "some/prefix/".
+        self.prefix = stripped + "/" if stripped else ""
+        self.retries = max(1, retries)
+        self.part_size = part_size
+        self.page_size = page_size
+        self.max_pool = max_pool
+        self.url = f"s3://{bucket}/{stripped}"
+
+        session = boto3.session.Session(
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            profile_name=profile,
+        )
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            max_pool_connections=max_pool,
+            retries={"max_attempts": self.retries, "mode": "standard"},
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client: Any = session.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region or session.region_name or "us-east-1",
+            config=config,
+        )
+        #: The endpoint for messages; any user:password@ in a custom URL is dropped.
+        self.endpoint = _without_userinfo(self._client.meta.endpoint_url)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Lake:
+        """Open the lake named by ``settings.lake_url`` (``s3://bucket/optional/prefix``)."""
+        url = settings.lake_url
+        if not url.startswith("s3://"):
+            raise UserError(f"not an S3 lake URL: {url!r}", hint="Use s3://bucket/prefix.")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not bucket:
+            raise UserError(f"no bucket in lake URL {url!r}", hint="Use s3://bucket/prefix.")
+        return cls(
+            bucket,
+            prefix,
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            profile=settings.s3_profile,
+            retries=settings.lake_retries,
+            timeout=settings.lake_timeout,
+            # Each worker may have a few parts in flight; keep a connection for each.
+            max_pool=max(64, settings.workers * PART_CONCURRENCY),
+            part_size=max(settings.part_size, MIN_PART_SIZE),
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Lake({self.url!r}, endpoint={self.endpoint!r})"
+
+    # -- helpers -------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """A pool for fan-out (HEADs, parts); made on first use, one per lake."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_pool, thread_name_prefix="s3lake")
+            return self._pool
+
+    def close(self) -> None:
+        """Release the worker threads and connections. The lake is unusable afterwards."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._client.close()
+
+    def _raise(self, exc: Exception, op: str, key: str | None = None) -> NoReturn:
+        """Turn a boto3/botocore error into a lakecache error; never leaks credentials."""
+        what = f"{op} {key}" if key is not None else op
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            if code in _NOT_FOUND_CODES and key is not None:
+                raise ObjectNotFoundError(f"object {key} not found in lake {self.url}") from None
+            if code == "NoSuchBucket" or (code == "404" and key is None):
+                raise LakeError(
+                    f"bucket {self.bucket} does not exist at {self.endpoint} ({what})",
+                    hint="Create the bucket, or fix the lake URL.",
+                ) from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            hint = (
+                "Check the S3 credentials and the bucket's permissions."
+                if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")
+                else None
+            )
+            raise LakeError(
+                f"lake {self.url} at {self.endpoint}: {what} failed: {code} "
+                f"(HTTP {status}) {error.get('Message', '')}".rstrip(),
+                hint=hint,
+            ) from None
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            raise LakeUnreachableError(
+                f"lake endpoint {self.endpoint} unreachable after {self.retries} attempts: "
+                f"{what}: {exc}"
+            ) from None
+        if isinstance(exc, NoCredentialsError):
+            raise LakeError(
+                f"no S3 credentials found for lake {self.url} at {self.endpoint}",
+                hint="Set LAKECACHE_S3_ACCESS_KEY and LAKECACHE_S3_SECRET_KEY, "
+                "the AWS_* variables, or an AWS profile.",
+            ) from None
+        raise LakeError(f"lake {self.url} at {self.endpoint}: {what} failed: {exc}") from None
+
+    # -- writes ----------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        full = self._key(key)
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "put", key)
+
+    def put_file(self, key: str, fileobj: BinaryIO, size: int) -> None:
+        """Stream ``size`` bytes; one PUT up to ``part_size``, else a multipart upload.
+
+        Parts are read one at a time and at most :data:`PART_CONCURRENCY` are
+        uploaded at once, so memory stays near ``(PART_CONCURRENCY + 1) * part_size``.
+        Any failure aborts the upload, so no half object and no orphan parts remain.
+        """
+        full = self._key(key)
+        if size <= self.part_size:
+            data = _read_exactly(fileobj, size, key)
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            except (BotoCoreError, ClientError) as exc:
+                self._raise(exc, "put", key)
+            return
+
+        # Grow the part for huge files, to stay within S3's 10,000 parts.
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        try:
+            upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=full)[
+                "UploadId"
+            ]
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "put", key)
+
+        def upload(number: int, body: bytes) -> dict[str, Any]:
+            response = self._client.upload_part(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        pool = self._executor()
+        pending: set[Future[dict[str, Any]]] = set()
+        parts: list[dict[str, Any]] = []
+        try:
+            remaining, number = size, 0
+            while remaining > 0:
+                body = _read_exactly(fileobj, min(part_size, remaining), key, size - remaining)
+                remaining -= len(body)
+                number += 1
+                pending.add(pool.submit(upload, number, body))
+                del body
+                if len(pending) >= PART_CONCURRENCY:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    parts.extend(f.result() for f in done)
+            done, pending = wait(pending)
+            parts.extend(f.result() for f in done)
+            parts.sort(key=lambda p: p["PartNumber"])
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException as exc:
+            for f in pending:
+                f.cancel()
+            wait(pending)
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full, UploadId=upload_id
+                )
+            except (BotoCoreError, ClientError):
+                pass  # the original error matters more; a lifecycle rule can reap the parts
+            if isinstance(exc, BotoCoreError | ClientError):
+                self._raise(exc, "put", key)
+            raise
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete in batches of 1000 (one request each); missing keys are not an error."""
+        batch: list[dict[str, str]] = []
+        for key in keys:
+            batch.append({"Key": self._key(key)})
+            if len(batch) == DELETE_BATCH:
+                self._delete_batch(batch)
+                batch = []
+        if batch:
+            self._delete_batch(batch)
+
+    def _delete_batch(self, batch: list[dict[str, str]]) -> None:
+        try:
+            response = self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "delete")
+        errors = [e for e in response.get("Errors", []) if e.get("Code") not in _NOT_FOUND_CODES]
+        if errors:
+            first = errors[0]
+            key = str(first.get("Key", ""))[len(self.prefix) :]
+            raise LakeError(
+                f"lake {self.url} at {self.endpoint}: could not delete {len(errors)} object(s), "
+                f"first {key}: {first.get('Code')} {first.get('Message', '')}".rstrip()
+            )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (tests, demo, benchmark)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                self._raise(exc, "head bucket")
+        except BotoCoreError as exc:
+            self._raise(exc, "head bucket")
+        region = self._client.meta.region_name
+        extra: dict[str, Any] = {}
+        if region and region != "us-east-1":
+            extra["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self._client.create_bucket(Bucket=self.bucket, **extra)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                self._raise(exc, "create bucket")
+        except BotoCoreError as exc:
+            self._raise(exc, "create bucket")
+
+    # -- reads -----------------------------------------------------------------
+
+    def _open(self, key: str, start: int, length: int | None) -> tuple[Any, int]:
+        """GET the object or a range of it: (streaming body, its length)."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
+        if length is not None:
+            args["Range"] = f"bytes={start}-{start + length - 1}"
+        elif start:
+            args["Range"] = f"bytes={start}-"
+        try:
+            response = self._client.get_object(**args)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                self._short(key, start, length, 0)
+            self._raise(exc, "get", key)
+        except BotoCoreError as exc:
+            self._raise(exc, "get", key)
+        return response["Body"], int(response["ContentLength"])
+
+    def _short(self, key: str, start: int, length: int | None, got: int) -> NoReturn:
+        wanted = "the rest" if length is None else f"{length} bytes"
+        raise ObjectNotFoundError(
+            f"object {key} in lake {self.url} is shorter than expected "
+            f"(wanted {wanted} at {start}, got {got})"
+        )
+
+    def _size(self, key: str) -> int:
+        try:
+            response = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "head", key)
+        return int(response["ContentLength"])
+
+    def _empty_range(self, key: str, start: int, length: int | None) -> bool:
+        """Whether the request is an empty range of an existing object (which S3 cannot GET)."""
+        if length == 0:
+            if start > self._size(key):
+                self._short(key, start, 0, 0)
+            return True
+        return False
+
+    def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """One GET (ranged when asked); a range that ends past the object raises."""
+        _check_range(start, length)
+        if self._empty_range(key, start, length):
+            return b""
+        return b"".join(self.iter_chunks(key, start, length, chunk_size=self.part_size))
+
+    def iter_chunks(
+        self, key: str, start: int = 0, length: int | None = None, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]:
+        """Stream a (ranged) GET in ``chunk_size`` pieces, resuming where a broken body stopped."""
+        _check_range(start, length)
+        if self._empty_range(key, start, length):
+            return
+        try:
+            body, expected = self._open(key, start, length)
+        except ObjectNotFoundError:
+            # S3 refuses a range starting at the very end; reading "the rest" there is empty.
+            if length is None and start and start == self._size(key):
+                return
+            raise
+        if length is not None and expected != length:
+            body.close()
+            self._short(key, start, length, expected)
+        position, end, failures = start, start + expected, 0
+        try:
+            while position < end:
+                try:
+                    chunk = body.read(min(chunk_size, end - position))
+                except _STREAM_ERRORS as exc:
+                    failures += 1
+                    body.close()
+                    if failures >= self.retries:
+                        self._raise(exc, "get", key)
+                    body, got = self._open(key, position, end - position)
+                    if got != end - position:
+                        body.close()
+                        self._short(key, start, length, position - start + got)
+                    continue
+                if not chunk:
+                    self._short(key, start, length, position - start)
+                position += len(chunk)
+                yield chunk
+        finally:
+            body.close()
+
+    def exists(self, keys: Iterable[str]) -> set[str]:
+        """Which keys exist, by parallel HEAD requests (up to ``max_pool`` at once).
+
+        HEADs cost one request per asked key whatever the lake holds; listing by
+        prefix would cost one request per 1000 keys *stored* under the prefix,
+        which grows with the lake. Callers ask about a commit's packs, a few
+        hundred at most since packs are big, so HEADs stay cheap and never scan.
+        """
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            check_key(key)
+        if len(wanted) <= 1:
+            return {k for k in wanted if self._exists(k)}
+        found = self._executor().map(self._exists, wanted)
+        return {k for k, ok in zip(wanted, found, strict=True) if ok}
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES:
+                return False
+            self._raise(exc, "head", key)
+        except BotoCoreError as exc:
+            self._raise(exc, "head", key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in key (UTF-8 byte) order.
+
+        ListObjectsV2 pages of ``page_size`` keys are gathered and sorted before
+        the first is yielded: S3 itself lists in byte order, but SeaweedFS lists
+        a folder's contents right after the folder's name ("a", "a/b", "a-"),
+        and the contract promises one order on every store. Lakes hold few keys
+        (packs are large), so holding one listing in memory is cheap.
+        """
+        if "\x00" in prefix or prefix.startswith("/"):
+            raise InvalidPathError(f"invalid lake prefix {prefix!r}")
+        out: list[ObjectInfo] = []
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix + prefix,
+            "MaxKeys": self.page_size,
+        }
+        try:
+            while True:
+                response = self._client.list_objects_v2(**args)
+                out.extend(
+                    ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]))
+                    for obj in response.get("Contents", ())
+                )
+                token = response.get("NextContinuationToken")
+                if not response.get("IsTruncated") or not token:
+                    break
+                args["ContinuationToken"] = token
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "list", prefix)
+        out.sort(key=lambda o: o.key.encode())
+        yield from out
+
+
+def _check_range(start: int, length: int | None) -> None:
+    if start < 0 or (length is not None and length < 0):
+        raise ValueError(f"invalid range: start={start}, length={length}")
+
+
+def _read_exactly(fileobj: BinaryIO, n: int, key: str, offset: int = 0) -> bytes:
+    """Read ``n`` bytes, or raise if the source ends first (a file that shrank)."""
+    data = fileobj.read(n)
+    if len(data) < n:
+        parts = [data]
+        got = len(data)
+        while got < n:
+            more = fileobj.read(n - got)
+            if not more:
+                raise LakeError(
+                    f"source ended {n - got} bytes early at offset {offset + got} "
+                    f"while writing {key}"
+                )
+            parts.append(more)
+            got += len(more)
+        data = b"".join(parts)
+    return data
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

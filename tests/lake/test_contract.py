@@ -1,0 +1,422 @@
+"""The lake contract: every backend passes the same tests.
+
+``lake`` runs each test on a local folder and on a real SeaweedFS S3 gateway.
+The S3 lake uses S3's smallest part (5 MiB) and a page size of 100, so
+multipart uploads and listing pagination run with little data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+from fixtures.seaweed import drop_bucket, new_bucket
+
+import lakecache.lake.s3 as s3mod
+from lakecache.errors import (
+    InvalidPathError,
+    LakeError,
+    LakeUnreachableError,
+    ObjectNotFoundError,
+    UserError,
+)
+from lakecache.lake import Lake, ObjectInfo, open_lake
+from lakecache.lake.local import LocalLake
+from lakecache.lake.s3 import S3Lake
+from lakecache.settings import Settings
+from lakecache.testing.seaweed import SeaweedServer
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+PAGE = 100
+
+
+def make_s3_lake(seaweed: SeaweedServer, bucket: str, **kwargs: Any) -> S3Lake:
+    args: dict[str, Any] = {"part_size": PART, "page_size": PAGE, **kwargs}
+    return S3Lake(
+        bucket,
+        "pfx",
+        endpoint=seaweed.endpoint,
+        access_key=seaweed.access_key,
+        secret_key=seaweed.secret_key,
+        **args,
+    )
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
+    if request.param == "local":
+        yield LocalLake(tmp_path / "lake")
+        return
+    seaweed: SeaweedServer = request.getfixturevalue("seaweed")
+    bucket = new_bucket(seaweed)
+    s3 = make_s3_lake(seaweed, bucket)
+    try:
+        yield s3
+    finally:
+        s3.close()
+        drop_bucket(seaweed, bucket)
+
+
+@pytest.fixture
+def s3_lake(seaweed: SeaweedServer, s3_bucket: str) -> Iterator[S3Lake]:
+    s3 = make_s3_lake(seaweed, s3_bucket)
+    yield s3
+    s3.close()
+
+
+def payload(n: int, seed: int = 0) -> bytes:
+    """Deterministic, incompressible-looking bytes."""
+    out = bytearray()
+    block = seed.to_bytes(8, "little")
+    while len(out) < n:
+        block = hashlib.blake2b(block).digest()
+        out += block * 64
+    return bytes(out[:n])
+
+
+class BoundedReader:
+    """A source that records how much ``put_file`` asks for at once, to prove it streams."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.largest_read = 0
+
+    def read(self, n: int = -1) -> bytes:
+        assert n is not None and n >= 0, "put_file must not read the whole source at once"
+        self.largest_read = max(self.largest_read, n)
+        return self.f.read(n)
+
+
+# -- contract ------------------------------------------------------------------
+
+
+def test_satisfies_protocol(lake: Lake) -> None:
+    assert isinstance(lake, Lake)
+    assert lake.url
+
+
+def test_put_get_roundtrip(lake: Lake) -> None:
+    data = payload(100_000)
+    lake.put("a/b/obj", data)
+    lake.put("empty", b"")
+    assert lake.get("a/b/obj") == data
+    assert lake.get("empty") == b""
+    assert b"".join(lake.iter_chunks("a/b/obj", chunk_size=30_000)) == data
+
+
+def test_ranged_get(lake: Lake) -> None:
+    data = payload(10_000)
+    lake.put("r", data)
+    assert lake.get("r", 0, 10) == data[:10]
+    assert lake.get("r", 4321, 1000) == data[4321:5321]
+    assert lake.get("r", 9990, 10) == data[9990:]
+    assert lake.get("r", 9990) == data[9990:]
+    assert lake.get("r", 500, 0) == b""
+    assert lake.get("r", 10_000) == b""  # the rest, from the very end
+
+
+@pytest.mark.parametrize(("start", "length"), [(9995, 10), (10_000, 1), (20_000, 5)])
+def test_ranged_get_past_end_raises(lake: Lake, start: int, length: int) -> None:
+    lake.put("r", payload(10_000))
+    with pytest.raises(ObjectNotFoundError, match="shorter"):
+        lake.get("r", start, length)
+    with pytest.raises(ObjectNotFoundError):
+        list(lake.iter_chunks("r", start, length))
+
+
+def test_missing_key(lake: Lake) -> None:
+    for call in (
+        lambda: lake.get("no/such/key"),
+        lambda: lake.get("no/such/key", 5, 10),
+        lambda: list(lake.iter_chunks("no/such/key")),
+        lambda: list(lake.iter_chunks("no/such/key", 5, 10)),
+    ):
+        with pytest.raises(ObjectNotFoundError) as info:
+            call()
+        assert "no/such/key" in str(info.value)
+        assert lake.url in str(info.value)
+
+
+def test_put_file_streams_multipart(lake: Lake, tmp_path: Path) -> None:
+    data = payload(12 * MiB + 12345, seed=1)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    with open(src, "rb") as f:
+        reader = BoundedReader(f)
+        lake.put_file("big/obj", reader, len(data))  # type: ignore[arg-type]
+    assert 0 < reader.largest_read <= 16 * MiB
+    if isinstance(lake, S3Lake):
+        assert reader.largest_read <= PART
+    got = hashlib.sha256()
+    for chunk in lake.iter_chunks("big/obj", chunk_size=MiB):
+        assert len(chunk) <= MiB
+        got.update(chunk)
+    assert got.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert lake.get("big/obj", 5 * MiB - 10, 20) == data[5 * MiB - 10 : 5 * MiB + 10]
+    assert [o.size for o in lake.list("big/")] == [len(data)]
+
+
+def test_put_file_small_and_exact_size(lake: Lake) -> None:
+    data = payload(1000)
+    lake.put_file("small", io.BytesIO(data + b"extra, not stored"), len(data))
+    assert lake.get("small") == data
+    lake.put_file("zero", io.BytesIO(b""), 0)
+    assert lake.get("zero") == b""
+
+
+@pytest.mark.parametrize("size", [1000, 12 * MiB])
+def test_put_file_source_too_short_leaves_nothing(lake: Lake, size: int) -> None:
+    short = payload(size - 100)
+    with pytest.raises(LakeError, match="early"):
+        lake.put_file("short", io.BytesIO(short), size)
+    assert lake.exists(["short"]) == set()
+    assert list(lake.list()) == []
+    if isinstance(lake, S3Lake):  # the multipart upload was aborted, no parts left behind
+        uploads = lake._client.list_multipart_uploads(Bucket=lake.bucket)
+        assert not uploads.get("Uploads")
+
+
+def test_iter_chunks_ranges(lake: Lake) -> None:
+    data = payload(1_000_000)
+    lake.put("c", data)
+    for start, length, chunk_size in [(0, None, 65536), (123, 456_789, 100_000), (999_000, 1000, 7)]:
+        chunks = list(lake.iter_chunks("c", start, length, chunk_size=chunk_size))
+        assert all(0 < len(c) <= chunk_size for c in chunks)
+        end = len(data) if length is None else start + length
+        assert b"".join(chunks) == data[start:end]
+
+
+def test_exists_batch(lake: Lake) -> None:
+    present = [f"e/{i:03d}" for i in range(40)]
+    for key in present:
+        lake.put(key, b"x")
+    missing = [f"e/{i:03d}" for i in range(40, 80)] + ["other/e/001"]
+    asked = present[::3] + missing + present[:2]  # duplicates are fine
+    assert lake.exists(asked) == set(present[::3]) | set(present[:2])
+    assert lake.exists([]) == set()
+    assert lake.exists(iter(["e/000"])) == {"e/000"}
+
+
+def test_list_prefix_key_order_and_sizes(lake: Lake) -> None:
+    # "d/a/b" sorts after "d/a-" and "d/a.b" ('/' is 0x2f): stores that list
+    # folder by folder (SeaweedFS) get this wrong unless the backend sorts.
+    sizes = {"d/a/b": 3, "d/a-": 1, "d/a.b": 4, "d/a0": 0, "d/ab": 7, "d/z/y/x": 2, "dz": 5}
+    for key, n in sizes.items():
+        lake.put(key, b"q" * n)
+    listed = list(lake.list("d/"))
+    assert [o.key for o in listed] == sorted(k for k in sizes if k.startswith("d/"))
+    assert all(isinstance(o, ObjectInfo) and o.size == sizes[o.key] for o in listed)
+    assert [o.key for o in lake.list("d/a")] == ["d/a-", "d/a.b", "d/a/b", "d/a0", "d/ab"]
+    assert [o.key for o in lake.list()] == sorted(sizes)
+    assert list(lake.list("nothing/")) == []
+
+
+def test_list_paginates(lake: Lake) -> None:
+    keys = [f"p/{i:04x}" for i in range(2 * PAGE + 37)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: lake.put(k, k.encode()), keys))
+    lake.put("q/outside", b"")
+    listed = list(lake.list("p/"))
+    assert [o.key for o in listed] == sorted(keys)
+    assert all(o.size == 6 for o in listed)
+    assert [o.key for o in lake.list("p/01")] == sorted(k for k in keys if k.startswith("p/01"))
+
+
+def test_delete_batch(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3mod, "DELETE_BATCH", 50)  # several delete_objects calls on S3
+    keys = [f"x/{i:03d}" for i in range(130)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: lake.put(k, b"1"), keys))
+    gone = keys[:120]
+    lake.delete(gone + ["x/missing", "never/there"])
+    assert [o.key for o in lake.list("x/")] == keys[120:]
+    assert lake.exists(keys) == set(keys[120:])
+    lake.delete([])
+    lake.delete(gone)  # deleting again is fine
+
+
+@pytest.mark.parametrize("key", ["../x", "a/../b", "/abs", "a\x00b", "", "a//b", "a/./b", "a\\b"])
+def test_invalid_keys_refused(lake: Lake, key: str) -> None:
+    calls = [
+        lambda: lake.put(key, b"x"),
+        lambda: lake.put_file(key, io.BytesIO(b"x"), 1),
+        lambda: lake.get(key),
+        lambda: list(lake.iter_chunks(key)),
+        lambda: lake.exists(["ok", key]),
+        lambda: lake.delete([key]),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidPathError):
+            call()
+
+
+def test_overwrite_is_atomic_and_idempotent(lake: Lake) -> None:
+    old, new = b"a" * 300_000, b"b" * 200_000
+    lake.put("o", old)
+    lake.put("o", old)
+    assert lake.get("o") == old
+    stop = threading.Event()
+    seen: list[bytes] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.append(lake.get("o"))
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(20):
+            lake.put("o", new if i % 2 == 0 else old)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert seen and all(s in (old, new) for s in seen)
+    assert lake.get("o") == old
+    assert [o.size for o in lake.list("o")] == [len(old)]
+
+
+def test_concurrent_puts(lake: Lake) -> None:
+    keys = {f"cc/{i // 8}/{i}": payload(5000 + i, seed=i) for i in range(96)}
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda kv: lake.put(*kv), keys.items()))
+    assert lake.exists(keys) == set(keys)
+    with ThreadPoolExecutor(16) as pool:
+        got = dict(zip(keys, pool.map(lake.get, keys), strict=True))
+    assert got == keys
+
+
+# -- S3 only -------------------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_s3_lake_down_then_back(seaweed: SeaweedServer, s3_bucket: str) -> None:
+    lake = make_s3_lake(seaweed, s3_bucket, retries=2, timeout=2.0)
+    lake.put("k", b"before")
+    seaweed.stop()
+    try:
+        for call in (
+            lambda: lake.get("k"),
+            lambda: lake.put("k2", b"x"),
+            lambda: lake.exists(["k", "k2"]),
+            lambda: list(lake.list()),
+            lambda: lake.delete(["k"]),
+        ):
+            started = time.monotonic()
+            with pytest.raises(LakeUnreachableError) as info:
+                call()
+            assert time.monotonic() - started < 10
+            message = str(info.value)
+            assert seaweed.endpoint in message
+            assert "after 2 attempts" in message
+            assert seaweed.secret_key not in message
+            assert seaweed.access_key not in message
+    finally:
+        seaweed.start()
+    assert lake.get("k") == b"before"  # stale pooled connections are retried transparently
+    lake.put("k2", b"after")
+    assert lake.exists(["k", "k2"]) == {"k", "k2"}
+    lake.close()
+
+
+@pytest.mark.s3
+def test_s3_credentials_never_shown(seaweed: SeaweedServer, s3_bucket: str) -> None:
+    lake = make_s3_lake(seaweed, s3_bucket)
+    secret, access = seaweed.secret_key, seaweed.access_key
+    for text in (repr(lake), lake.url, lake.endpoint, str(vars(lake).get("url"))):
+        assert secret not in text and access not in text
+    assert lake.url == f"s3://{s3_bucket}/pfx"
+    with pytest.raises(ObjectNotFoundError) as missing:
+        lake.get("nope")
+    wrong = S3Lake(
+        s3_bucket,
+        endpoint=seaweed.endpoint,
+        access_key=access,
+        secret_key=secret[::-1],
+        retries=1,
+    )
+    with pytest.raises(LakeError) as denied:
+        wrong.get("nope")
+    assert not isinstance(denied.value, ObjectNotFoundError)
+    for exc in (missing.value, denied.value):
+        assert secret not in str(exc) and secret[::-1] not in str(exc)
+        assert secret not in exc.hint
+    lake.close()
+    wrong.close()
+
+
+@pytest.mark.s3
+def test_s3_from_settings(s3_settings: Settings) -> None:
+    lake = open_lake(s3_settings)
+    assert isinstance(lake, S3Lake)
+    assert lake.url == s3_settings.lake_url
+    assert lake.part_size == s3_settings.part_size
+    lake.put("hello", b"world")
+    assert lake.get("hello") == b"world"
+    # Keys live under the URL's prefix.
+    bare = S3Lake.from_settings(s3_settings.with_(lake_url=s3_settings.lake_url[: -len("/pfx")]))
+    assert [o.key for o in bare.list()] == ["pfx/hello"]
+    for url in ("s3://", "s3:///pfx"):
+        with pytest.raises(UserError):
+            S3Lake.from_settings(s3_settings.with_(lake_url=url))
+
+
+@pytest.mark.s3
+def test_s3_read_resumes_after_broken_stream(
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ResponseStreamingError
+
+    data = payload(300_000)
+    s3_lake.put("b", data)
+    real_get = s3_lake._client.get_object
+    ranges: list[str | None] = []
+
+    class BreaksOnce:
+        def __init__(self, body: Any) -> None:
+            self.body, self.reads = body, 0
+
+        def read(self, n: int) -> bytes:
+            self.reads += 1
+            if self.reads == 2:
+                raise ResponseStreamingError(error="connection reset")
+            return self.body.read(n)  # type: ignore[no-any-return]
+
+        def close(self) -> None:
+            self.body.close()
+
+    def flaky_get(**kwargs: Any) -> dict[str, Any]:
+        ranges.append(kwargs.get("Range"))
+        response = real_get(**kwargs)
+        if len(ranges) == 1:
+            response["Body"] = BreaksOnce(response["Body"])
+        return response  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(s3_lake._client, "get_object", flaky_get)
+    assert b"".join(s3_lake.iter_chunks("b", 1000, 250_000, chunk_size=100_000)) == (
+        data[1000:251_000]
+    )
+    assert ranges == ["bytes=1000-250999", "bytes=101000-250999"]
+
+
+def test_boto3_loads_only_for_s3(tmp_path: Path) -> None:
+    code = (
+        "import sys; from lakecache.lake import open_lake; from lakecache.settings import Settings;"
+        f"lake = open_lake(Settings(home={str(tmp_path)!r}, author='t'));"
+        "lake.put('k', b'v');"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
