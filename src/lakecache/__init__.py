@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Dataset", "Settings", "LakecacheError", "__version__"]
+__all__ = ["Dataset", "Settings", "LakecacheError", "use", "__version__"]
 
 if TYPE_CHECKING:
     from lakecache.data.dataset import Dataset
     from lakecache.errors import LakecacheError
+    from lakecache.cache.api import use
     from lakecache.settings import Settings
 
 
@@ -27,6 +28,10 @@ def __getattr__(name: str) -> Any:
         from lakecache.settings import Settings
 
         return Settings
+    if name == "use":
+        from lakecache.cache.api import use
+
+        return use
     if name == "LakecacheError":
         from lakecache.errors import LakecacheError
 

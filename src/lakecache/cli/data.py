@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from lakecache.cli.common import get_hub, json_option
 from lakecache.cli.output import human_age, human_bytes, print_json, print_table
 
 if TYPE_CHECKING:
@@ -15,16 +16,7 @@ if TYPE_CHECKING:
 
 
 def _hub() -> Hub:
-    ctx = click.get_current_context()
-    root = ctx.find_root()
-    hub = root.meta.get("lakecache.hub")
-    if hub is None:
-        from lakecache.data.hub import Hub
-        from lakecache.settings import Settings
-
-        hub = root.meta["lakecache.hub"] = Hub(Settings.load())
-        root.call_on_close(hub.close)
-    return hub
+    return get_hub()
 
 
 def _dataset(spec: str) -> tuple[Dataset, str | None]:
@@ -38,9 +30,6 @@ def _progress(quiet: bool) -> object:
     from lakecache.cli.output import RichProgress
 
     return RichProgress(enabled=False if quiet else None)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
 @click.group()

@@ -14,6 +14,11 @@ class _Group(click.Group):
 
     _lazy = {
         "data": ("lakecache.cli.data", "data"),
+        "site": ("lakecache.cli.topology", "site"),
+        "volume": ("lakecache.cli.topology", "volume"),
+        "compute": ("lakecache.cli.topology", "compute"),
+        "cache": ("lakecache.cli.cache", "cache"),
+        "agent": ("lakecache.cli.agent", "agent"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,0 +1,90 @@
+"""The site agent: takes the fill, verify and evict work for one site's volumes.
+
+It connects outward to the catalog only (no listening port), so a site behind
+a firewall works. Fills run in a bounded pool; everything else is quick.
+Several agents for the same site are safe: claims are compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from lakecache.cache.service import CacheService
+from lakecache.errors import LakecacheError
+
+log = logging.getLogger("lakecache.agent")
+
+
+class SiteAgent:
+    def __init__(
+        self, service: CacheService, site: str, *, max_fills: int = 2, interval: float = 1.0,
+        gc_every: float = 60.0,
+    ) -> None:
+        self.service = service
+        self.site = site
+        self.max_fills = max_fills
+        self.interval = interval
+        self.gc_every = gc_every
+        self._pool = ThreadPoolExecutor(max_fills, thread_name_prefix=f"agent-{site}")
+        self._running: dict[int, Future[object]] = {}
+        self._last_gc = 0.0
+        self.stop_event = threading.Event()
+
+    def run_once(self) -> int:
+        """One pass: start fills that are waiting, serve requests, run GC when due.
+
+        Returns the number of fills started.
+        """
+        svc = self.service
+        topo = svc.topology
+        started = 0
+        for cid in [c for c, f in self._running.items() if f.done()]:
+            self._running.pop(cid).exception()  # failures are already recorded on the row
+        now = svc.clock.now()
+        for rec in topo.list_caches(site=self.site, states=("pending", "filling")):
+            if len(self._running) >= self.max_fills or rec.id in self._running:
+                continue
+            if rec.state == "filling" and rec.heartbeat_at and now - rec.heartbeat_at < svc.stale_after:
+                continue
+            if topo.claim_fill(rec.id, f"agent:{self.site}", now=now, stale_after=svc.stale_after):
+                log.info("filling %s on %s", rec.name, rec.volume)
+                self._running[rec.id] = self._pool.submit(svc.fill_claimed, rec.id)
+                started += 1
+        for rec in topo.list_caches(site=self.site, states=("ready", "failed")):
+            if rec.request is None:
+                continue
+            topo.update_cache(rec.id, request=None)
+            try:
+                if rec.request == "evict":
+                    svc.evict(rec.id)
+                elif rec.request in ("verify", "repair") and rec.state == "ready":
+                    svc.verify(rec.id, repair=rec.request == "repair")
+            except LakecacheError as exc:
+                log.warning("%s of %s failed: %s", rec.request, rec.name, exc.message)
+        if time.monotonic() - self._last_gc >= self.gc_every:
+            self._last_gc = time.monotonic()
+            svc.gc(site=self.site)
+        return started
+
+    def run_forever(self) -> None:
+        """Loop until :attr:`stop_event` is set (the CLI sets it on SIGINT/SIGTERM)."""
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+            except LakecacheError as exc:
+                log.warning("agent pass failed: %s", exc.message)
+            self.stop_event.wait(self.interval)
+        self.close()
+
+    def wait_idle(self) -> None:
+        for f in list(self._running.values()):
+            try:
+                f.result()
+            except Exception:  # noqa: BLE001 - the failure is on the cache row
+                pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

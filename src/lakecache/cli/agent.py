@@ -1,0 +1,39 @@
+"""``lakecache agent``: the worker at a site that fills, verifies and evicts its caches."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import click
+
+from lakecache.cli.common import get_caches
+
+
+@click.command()
+@click.option("--site", "-s", required=True, help="The site whose volumes this machine mounts.")
+@click.option("--max-fills", default=2, show_default=True, help="Fills at once.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between polls of the catalog.")
+@click.option("--once", is_flag=True, help="One pass, wait for its fills, then exit.")
+def agent(site: str, max_fills: int, interval: float, once: bool) -> None:
+    """Run the site agent: take fill, verify and evict work for SITE's volumes from the catalog.
+
+    It only connects outward (to the catalog and the lake), so it works behind
+    a firewall. Stop it with Ctrl-C; fills in flight finish or resume later.
+    """
+    from lakecache.cache.agent import SiteAgent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    svc = get_caches()
+    svc.topology.get_site(site)
+    a = SiteAgent(svc, site, max_fills=max_fills, interval=interval)
+    if once:
+        a.run_once()
+        a.wait_idle()
+        a.close()
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: a.stop_event.set())
+    click.echo(f"agent for site {site} running; Ctrl-C to stop", err=True)
+    a.run_forever()
