@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -86,3 +87,30 @@ def test_twenty_thousand_blobs_in_one_pack_and_batched_lookups(catalog: Catalog)
     # Generous bounds: these are milliseconds on SQLite and PostgreSQL alike.
     assert recorded < 5.0, recorded
     assert looked_up < 5.0, looked_up
+
+
+def test_record_blob_refuses_packed_locations(catalog: Catalog) -> None:
+    with pytest.raises(ValueError, match="record_pack"):
+        catalog.record_blob(BlobLocation(hash_bytes(b"x"), 1, "somepack", 0))
+    assert catalog.known_blobs([hash_bytes(b"x")]) == set()
+
+
+def test_a_digest_twice_in_one_pack_is_recorded_once(catalog: Catalog) -> None:
+    digest = hash_bytes(b"twice")
+    catalog.record_pack(
+        "p", 20, [BlobLocation(digest, 10, "p", 0), BlobLocation(digest, 10, "p", 10)]
+    )
+    assert catalog.locate_blobs([digest]) == {digest: BlobLocation(digest, 10, "p", 0)}
+
+
+def test_one_catalog_shared_by_many_threads(catalog: Catalog) -> None:
+    def work(n: int) -> set[str]:
+        pack = f"pack{n}"
+        ds = digests(200, salt=pack)
+        catalog.record_pack(pack, 1, packed(pack, ds))
+        return catalog.known_blobs(ds)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(16)))
+    assert [len(r) for r in results] == [200] * 16
+    assert len(catalog.known_blobs(digests(200, salt="pack3"))) == 200

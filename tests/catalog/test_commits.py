@@ -9,6 +9,7 @@ import pytest
 from catalog.helpers import commit_chain, make_commit
 from lakecache.catalog import Catalog
 from lakecache.errors import ConflictError, NotFoundError, UserError
+from lakecache.lake.objects import Commit
 
 
 @pytest.fixture
@@ -105,34 +106,39 @@ def test_unknown_dataset_in_commit(catalog: Catalog) -> None:
         catalog.add_commit(make_commit("ghost"), expected_head=None)
 
 
+def _race(catalogs: list[Catalog], commits: list[Commit], parent: str | None) -> list[object]:
+    """Each catalog adds its commit on ``parent`` at the same moment; returns id or error each."""
+    barrier = threading.Barrier(len(catalogs))
+    outcomes: list[object] = [None] * len(catalogs)
+
+    def write(w: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[w] = catalogs[w].add_commit(commits[w], expected_head=parent)
+        except ConflictError as exc:
+            outcomes[w] = exc
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(len(catalogs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
 def test_racing_writers_on_the_same_parent_exactly_one_wins(catalog_url: str) -> None:
     """Separate Catalog objects (separate connections) commit on one parent at the same time."""
-    writers = 4
-    rounds = 8
+    writers, rounds = 4, 8
     catalogs = [Catalog.open(catalog_url) for _ in range(writers)]
     try:
         catalogs[0].create_dataset("race", "alice")
         head: str | None = None
         for r in range(rounds):
-            barrier = threading.Barrier(writers)
-            outcomes: list[str | ConflictError] = [""] * writers
             commits = [
                 make_commit("race", (head,) if head else (), f"round {r} writer {w}", minute=r)
                 for w in range(writers)
             ]
-
-            def write(w: int, parent: str | None = head) -> None:
-                barrier.wait()
-                try:
-                    outcomes[w] = catalogs[w].add_commit(commits[w], expected_head=parent)
-                except ConflictError as exc:
-                    outcomes[w] = exc
-
-            threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=60)
+            outcomes = _race(catalogs, commits, head)
             winners = [o for o in outcomes if isinstance(o, str)]
             losers = [o for o in outcomes if isinstance(o, ConflictError)]
             assert len(winners) == 1 and len(losers) == writers - 1, outcomes

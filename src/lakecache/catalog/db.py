@@ -21,9 +21,12 @@ Concurrency, the part callers must be able to trust:
 * Migrations run under a lock (PostgreSQL advisory lock, SQLite write lock), so
   two processes opening a new catalog at once create the tables only once.
 
-Cost: lookups of many digests go in chunks of :data:`LOOKUP_CHUNK` per ``IN``
-query (600,000 digests are about 1,200 queries); inserts of many blob rows go
-as one ``executemany`` per chunk, which both drivers batch.
+Cost: the blob index is the one big table (a row per distinct file ever
+committed), so its digests are stored as 32 raw bytes and it is touched only in
+batches. Lookups: ``IN (...)`` of :data:`LOOKUP_CHUNK` digests on SQLite,
+``= ANY(:array)`` of :data:`PG_LOOKUP_CHUNK` on PostgreSQL, each one statement
+compiled once. Inserts: an ``executemany`` on SQLite, one ``unnest`` statement
+per :data:`INSERT_CHUNK` rows on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ class Catalog:
     """
 
     def __init__(self, engine: Engine) -> None:
-        """Wrap an engine that :func:`_create_engine` built and that is migrated; use :meth:`open`."""
+        """Wrap a migrated engine built by :func:`_create_engine`; callers use :meth:`open`."""
         self._engine = engine
         self._dialect = engine.dialect.name
 
@@ -709,7 +712,7 @@ def _create_engine(url: str) -> Engine:
 def _sqlite_connect(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's "begin" hook issue BEGIN: the sqlite3 module's own
     # transaction handling skips it for SELECT and DDL, which breaks isolation.
-    dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+    dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     try:
         # busy_timeout first: switching to WAL itself may wait for another process.

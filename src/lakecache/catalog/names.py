@@ -41,7 +41,10 @@ def check_ref_name(name: str, kind: str) -> str:
     64-hex commit id (it would shadow that commit), and the head aliases
     ``latest``/``HEAD`` in any case (``main`` too for a tag).
     """
-    rule = "Use 1 to 128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit."
+    rule = (
+        "Use 1 to 128 characters: letters, digits, '.', '_' or '-', "
+        "starting with a letter or a digit."
+    )
     if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
         raise UserError(f"invalid {kind} name {name!r}", hint=rule)
     if _FULL_ID.fullmatch(name.lower()):
