@@ -199,7 +199,13 @@ class CacheService:
         except BaseException as exc:
             stop.set()
             beat.join()
-            self._fail(rec, layout, staging, exc)
+            reason = self._fail(rec, layout, staging, exc)
+            if isinstance(exc, Exception) and not isinstance(exc, CacheFillError):
+                raise CacheFillError(
+                    f"fill of {rec.name} on {v.name} failed: {reason}",
+                    hint="`lakecache cache ls` shows the reason; fix it and ask again "
+                    "(`lakecache cache add`): files already verified are kept.",
+                ) from exc
             raise
         stop.set()
         beat.join()
@@ -295,7 +301,7 @@ class CacheService:
             except LakecacheError:
                 pass  # the catalog blinked; the next beat tries again
 
-    def _fail(self, rec: CacheRecord, layout: VolumeLayout, staging: Path, exc: BaseException) -> None:
+    def _fail(self, rec: CacheRecord, layout: VolumeLayout, staging: Path, exc: BaseException) -> str:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = f"volume full while filling ({exc.strerror}); staging removed"
             layout.remove_tree(staging)
@@ -309,6 +315,7 @@ class CacheService:
             layout.remove_tree(staging)
         now = self.clock.now()
         self.topology.update_cache(rec.id, state="failed", error=reason, worker=None, updated_at=now, done_bytes=0)
+        return reason
 
     # -- using -------------------------------------------------------------------------
 
