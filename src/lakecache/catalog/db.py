@@ -40,11 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import (
     ColumnElement,
     Engine,
@@ -736,8 +731,33 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _newest_shipped_revision() -> str:
+    """The newest migration shipped: revision ids are the files' number prefixes (0001, 0002...)."""
+    versions = MIGRATIONS_DIR / "versions"
+    return max(p.name.split("_", 1)[0] for p in versions.glob("[0-9]*_*.py"))
+
+
+def _current_revision(engine: Engine) -> str | None:
+    """The catalog's schema version, or None if it has none yet (or cannot be read)."""
+    try:
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql(f"SELECT version_num FROM {t.VERSION_TABLE}").first()
+            conn.rollback()
+    except (sa_exc.OperationalError, sa_exc.ProgrammingError):
+        return None
+    return None if row is None else str(row[0])
+
+
 def _migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration, once, however many processes try at once."""
+    if _current_revision(engine) == _newest_shipped_revision():
+        return  # the common case, decided without importing Alembic (it costs CLI start-up)
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     script = ScriptDirectory.from_config(config)
