@@ -190,7 +190,11 @@ def test_put_file_source_too_short_leaves_nothing(lake: Lake, size: int) -> None
 def test_iter_chunks_ranges(lake: Lake) -> None:
     data = payload(1_000_000)
     lake.put("c", data)
-    for start, length, chunk_size in [(0, None, 65536), (123, 456_789, 100_000), (999_000, 1000, 7)]:
+    for start, length, chunk_size in [
+        (0, None, 65536),
+        (123, 456_789, 100_000),
+        (999_000, 1000, 7),
+    ]:
         chunks = list(lake.iter_chunks("c", start, length, chunk_size=chunk_size))
         assert all(0 < len(c) <= chunk_size for c in chunks)
         end = len(data) if length is None else start + length
@@ -405,8 +409,9 @@ def test_s3_read_resumes_after_broken_stream(
         return response  # type: ignore[no-any-return]
 
     monkeypatch.setattr(s3_lake._client, "get_object", flaky_get)
-    assert b"".join(s3_lake.iter_chunks("b", 1000, 250_000, chunk_size=100_000)) == (
-        data[1000:251_000]
+    assert (
+        b"".join(s3_lake.iter_chunks("b", 1000, 250_000, chunk_size=100_000))
+        == (data[1000:251_000])
     )
     assert ranges == ["bytes=1000-250999", "bytes=101000-250999"]
 

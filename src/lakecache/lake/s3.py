@@ -22,6 +22,7 @@ Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -35,6 +36,7 @@ from botocore.exceptions import (
     ClientError,
     HTTPClientError,
     NoCredentialsError,
+    ProfileNotFound,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -103,11 +105,17 @@ class S3Lake:
         self.max_pool = max_pool
         self.url = f"s3://{bucket}/{stripped}"
 
-        session = boto3.session.Session(
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            profile_name=profile,
-        )
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                profile_name=profile,
+            )
+        except ProfileNotFound:
+            raise UserError(
+                f"AWS profile {profile!r} not found",
+                hint="Fix LAKECACHE_S3_PROFILE, or add the profile to ~/.aws/config.",
+            ) from None
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path"},
@@ -280,12 +288,11 @@ class S3Lake:
             for f in pending:
                 f.cancel()
             wait(pending)
-            try:
+            # The original error matters more; a lifecycle rule can reap leftover parts.
+            with contextlib.suppress(BotoCoreError, ClientError):
                 self._client.abort_multipart_upload(
                     Bucket=self.bucket, Key=full, UploadId=upload_id
                 )
-            except (BotoCoreError, ClientError):
-                pass  # the original error matters more; a lifecycle rule can reap the parts
             if isinstance(exc, BotoCoreError | ClientError):
                 self._raise(exc, "put", key)
             raise

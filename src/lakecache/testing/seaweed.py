@@ -11,6 +11,7 @@ and ``-master.resumeState=false`` for the two restart races this avoids).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
@@ -86,6 +87,7 @@ class SeaweedServer:
         self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
         self.log_path = self.data_dir / "weed.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._atexit = False
 
     @property
     def endpoint(self) -> str:
@@ -129,13 +131,19 @@ class SeaweedServer:
             # it learns the volumes (and the highest volume id) from the volume
             # server's first heartbeat, which start() waits for.
             "-master.resumeState=false",
+            "-volume.preStopSeconds=0",  # nothing to drain in a one-node test server
         ]
 
     def start(self, timeout: float = 30.0) -> SeaweedServer:
-        """Start (or restart) the server and wait until the S3 gateway answers. Idempotent."""
+        """Start (or restart) the server; return once S3 reads and writes work. Idempotent."""
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self._atexit:
+            # weed runs in its own session (a Ctrl-C reaches Python, which stops it
+            # cleanly); this stops it too if the caller never does.
+            atexit.register(self.stop)
+            self._atexit = True
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 self._command(),
@@ -143,7 +151,7 @@ class SeaweedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.data_dir,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches us, not weed directly
+                start_new_session=True,
             )
         try:
             self._wait_ready(timeout)
