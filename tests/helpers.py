@@ -22,3 +22,12 @@ def tree(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+def make_files(root: Path, n: int = 60, size: int = 20_000, seed: int = 0) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    for i in range(n):
+        write(root, f"{['Edema', 'Mass', 'Hernia'][i % 3]}/{i:05d}.png", rng.randbytes(size), age=10)
+    return root

@@ -5,7 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import write
+from helpers import make_files
 
 from lakecache.cache.clock import ManualClock
 from lakecache.cache.service import CacheService
@@ -51,15 +51,6 @@ def sites(svc: CacheService, clock: ManualClock, tmp_path: Path) -> dict[str, Pa
         roots[site] = tmp_path / f"vol-{site}"
         topo.add_volume(f"{site}-vol", site, str(roots[site]), 10**9, DAY, clock.now())
     return roots
-
-
-def make_files(root: Path, n: int = 60, size: int = 20_000, seed: int = 0) -> Path:
-    import random
-
-    rng = random.Random(seed)
-    for i in range(n):
-        write(root, f"{['Edema', 'Mass', 'Hernia'][i % 3]}/{i:05d}.png", rng.randbytes(size), age=10)
-    return root
 
 
 @pytest.fixture

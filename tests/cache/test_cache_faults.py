@@ -153,7 +153,7 @@ def test_lake_down_midway_fails_with_reason_then_retry_completes(
     s3_settings: Settings, seaweed: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import lakecache.data.materialize as m
-    from conftest import make_files
+    from helpers import make_files
 
     monkeypatch.setattr(m, "RANGE_MAX", 64 * 1024)
     hub = Hub(s3_settings.with_(lake_retries=2, lake_timeout=3.0))

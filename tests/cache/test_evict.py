@@ -101,7 +101,7 @@ def test_dead_holder_lease_lapses(
 def test_fill_makes_room_lru_or_fails_naming_the_holder(
     svc: CacheService, sites: dict[str, Path], xray: Dataset, clock: ManualClock, tmp_path: Path
 ) -> None:
-    from conftest import make_files
+    from helpers import make_files
 
     size = xray.get_commit("v1").bytes
     topo = svc.topology

@@ -55,9 +55,10 @@ if TYPE_CHECKING:
     from lakecache.lake import Lake
     from lakecache.settings import Settings
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 CHUNK_FILES = 256
-PACK_BYTES_IN_FLIGHT = 160 << 20
+#: Packs being uploaded at once, in bytes: with the reads in flight, this bounds memory.
+PACK_BYTES_IN_FLIGHT = 128 << 20
 _ATTEMPTS = 3
 
 
@@ -163,13 +164,22 @@ class VerifyingReader:
 
 
 class _Pack:
+    """Blobs collected for one pack object; joined once, in the upload thread."""
+
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
         self.blobs: list[tuple[str, int, int]] = []
 
     def add(self, digest: str, data: bytes) -> None:
-        self.blobs.append((digest, len(self.buf), len(data)))
-        self.buf += data
+        self.blobs.append((digest, self.size, len(data)))
+        self.parts.append(data)
+        self.size += len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()  # one copy alive, not two
+        return data
 
 
 def commit_folder(
@@ -298,13 +308,17 @@ def _hash_and_upload(
     max_uploads = max(2, PACK_BYTES_IN_FLIGHT // max(settings.pack_target, 1))
 
     def upload_pack(p: _Pack) -> Callable[[], None]:
-        data = bytes(p.buf)
-        pack_id = hash_bytes(data)
+        data = p.take()
+        index = encode_pack_index(p.blobs)
+        # Named by its index: the digests in order fix the bytes, at a fraction of the hashing.
+        pack_id = hash_bytes(index)
         lake.put(pack_key(pack_id), data)
-        lake.put(pack_index_key(pack_id), encode_pack_index(p.blobs))
+        lake.put(pack_index_key(pack_id), index)
+        size = len(data)
+        del data
         locs = [BlobLocation(d, n, pack_id, o) for d, o, n in p.blobs]
         # The catalog is written from the coordinating thread only.
-        return lambda: catalog.record_pack(pack_id, len(data), locs)
+        return lambda: catalog.record_pack(pack_id, size, locs)
 
     def upload_large(f: SourceFile, digest: str) -> Callable[[], None]:
         reader = VerifyingReader(f, digest)
@@ -349,7 +363,7 @@ def _hash_and_upload(
         chunk_iter = _chunks(todo, threshold)
         exhausted = False
         while True:
-            while not exhausted and len(reads) < 2 * settings.workers:
+            while not exhausted and len(reads) < settings.workers + 2:
                 nxt = next(chunk_iter, None)
                 if nxt is None:
                     exhausted = True
@@ -381,7 +395,7 @@ def _hash_and_upload(
                         uploads.add(upool.submit(upload_large, f, d))
                     else:
                         pack.add(d, data)
-                        if len(pack.buf) >= settings.pack_target:
+                        if pack.size >= settings.pack_target:
                             submit_pack(upool)
         submit_pack(upool)
         settle(0)

@@ -25,12 +25,16 @@ class SourceFile:
     """A regular file found by the scan: where it is and what its stat said."""
 
     path: str  # dataset-relative, normalised
-    abspath: str
+    root: str  # the scanned folder, shared by every file (no per-file absolute path kept)
     size: int
     mtime_ns: int
     ctime_ns: int
     ino: int
     mode: int  # 0o755 if executable else 0o644
+
+    @property
+    def abspath(self) -> str:
+        return self.root + "/" + self.path
 
 
 def _file_mode(st: os.stat_result) -> int:
@@ -48,6 +52,7 @@ def scan_folder(root: Path | str) -> list[SourceFile]:
     if not root_path.is_dir():
         raise UserError(f"{root} is not a folder", hint="Give the path of the folder to commit.")
     root_path = Path(os.path.abspath(root_path))
+    root_str = str(root_path)
     real_root = os.path.realpath(root_path)
     out: list[SourceFile] = []
     # Stack of (abs folder, rel prefix, realpaths on the way down) to detect symlink loops.
@@ -100,7 +105,7 @@ def scan_folder(root: Path | str) -> list[SourceFile]:
                     )
                 out.append(
                     SourceFile(
-                        rel, abspath, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                        rel, root_str, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
                         _file_mode(st),
                     )
                 )
