@@ -19,6 +19,12 @@ class _Group(click.Group):
         "compute": ("lakecache.cli.topology", "compute"),
         "cache": ("lakecache.cli.cache", "cache"),
         "agent": ("lakecache.cli.agent", "agent"),
+        "server": ("lakecache.cli.server", "server"),
+        "login": ("lakecache.cli.auth", "login"),
+        "logout": ("lakecache.cli.auth", "logout"),
+        "user": ("lakecache.cli.auth", "user"),
+        "token": ("lakecache.cli.auth", "token"),
+        "member": ("lakecache.cli.auth", "member"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -1,0 +1,475 @@
+"""``lakecache login | logout | user | token | member``: accounts on a lakecache server.
+
+``lakecache login URL`` trades a name and password for an API token and keeps
+it in ``$LAKECACHE_HOME/credentials.json`` (mode 0600, written atomically);
+the other commands talk to that server with it (``--server URL`` picks another
+one logged in before).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import click
+
+from lakecache.cli.common import json_option
+from lakecache.cli.output import human_age, print_json, print_table
+from lakecache.errors import LakecacheError, UserError
+
+CREDENTIALS = "credentials.json"
+API = "/api/v1"
+
+server_option = click.option(
+    "--server",
+    "server_url",
+    default=None,
+    metavar="URL",
+    help="The server (default: the one you logged in to last).",
+)
+password_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+
+
+class RemoteError(LakecacheError):
+    """The server answered with an error; message and hint are the server's."""
+
+    def __init__(self, message: str, *, status: int, code: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+
+
+# -- the credentials file ------------------------------------------------------------------
+
+
+def _home() -> Path:
+    from lakecache.settings import Settings
+
+    return Settings.load().home
+
+
+def credentials_path(home: Path) -> Path:
+    return home / CREDENTIALS
+
+
+def load_credentials(home: Path) -> dict[str, Any]:
+    path = credentials_path(home)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"default": None, "servers": {}}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path}: {exc}", hint="Remove it and log in again.") from None
+    data.setdefault("servers", {})
+    data.setdefault("default", None)
+    return data  # type: ignore[no-any-return]
+
+
+def save_credentials(home: Path, data: dict[str, Any]) -> Path:
+    """Write the file readable by its owner only: created 0600 under a temp name, then renamed,
+    so it is never visible with wider permissions, nor half-written."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = credentials_path(home)
+    tmp = path.with_name(f".{CREDENTIALS}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask or a leftover temp file said
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+def normalize_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserError(f"not a server URL: {url!r}", hint="Write it as http://HOST:PORT.")
+    if parts.username or parts.password:
+        raise UserError(
+            "put no user or password in the URL", hint="Use --user; the password is asked."
+        )
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+# -- talking to the server -----------------------------------------------------------------
+
+
+class Api:
+    """A small client for the server's REST API; errors become :class:`RemoteError`."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url
+        self._client = httpx.Client(base_url=url + API, headers=headers, timeout=60.0)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            r = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise LakecacheError(
+                f"cannot reach the lakecache server at {self.url}: {exc}",
+                hint="Check the URL and that `lakecache server` runs there.",
+            ) from None
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                message, code, hint = err["message"], err["code"], err.get("hint") or None
+            except (ValueError, KeyError, TypeError):
+                message, code, hint = f"HTTP {r.status_code} from {self.url}", "http_error", None
+            raise RemoteError(message, status=r.status_code, code=code, hint=hint)
+        if r.status_code == 204 or not r.content:
+            return None
+        return r.json()
+
+    def all(self, path: str, **params: Any) -> list[Any]:
+        """Every item of a paginated list."""
+        items: list[Any] = []
+        cursor = None
+        while True:
+            page = self.call(
+                "GET",
+                path,
+                params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})},
+            )
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+
+def connect(server_url: str | None) -> Api:
+    """A client for ``server_url`` (or the default server), with the stored token."""
+    creds = load_credentials(_home())
+    url = normalize_url(server_url) if server_url else creds.get("default")
+    if not url:
+        raise UserError("not logged in to any lakecache server", hint="Run `lakecache login URL`.")
+    entry = creds["servers"].get(url)
+    if not entry:
+        raise UserError(f"not logged in to {url}", hint=f"Run `lakecache login {url}`.")
+    api = Api(url, entry["token"])
+    click.get_current_context().call_on_close(api.close)
+    return api
+
+
+def _read_password(stdin: bool, prompt: str = "Password", confirm: bool = False) -> str:
+    if stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise UserError("no password on stdin")
+        return line
+    value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+# -- login / logout ------------------------------------------------------------------------
+
+
+@click.command("login")
+@click.argument("url")
+@click.option("--user", "-u", "name", default=None, help="Your user name (asked if not given).")
+@password_stdin
+@click.option("--token-name", default=None, help="Name of the token (default cli@HOSTNAME).")
+@click.option(
+    "--expires",
+    "expires_days",
+    type=click.IntRange(1, 3650),
+    default=90,
+    show_default=True,
+    help="Days until the token expires.",
+)
+def login(
+    url: str, name: str | None, password_stdin: bool, token_name: str | None, expires_days: int
+) -> None:
+    """Log in to the lakecache server at URL and keep an API token for it (file mode 0600)."""
+    url = normalize_url(url)
+    if name is None:
+        name = click.prompt("User", default=getpass.getuser())
+    password = _read_password(password_stdin)
+    api = Api(url)
+    try:
+        created = api.call(
+            "POST",
+            "/auth/token",
+            json={
+                "name": name,
+                "password": password,
+                "token_name": token_name or f"cli@{socket.gethostname()}"[:128],
+                "expires_in_days": expires_days,
+            },
+        )
+    finally:
+        api.close()
+    home = _home()
+    creds = load_credentials(home)
+    creds["servers"][url] = {
+        "user": name,
+        "token": created["token"],
+        "token_id": created["id"],
+        "expires_at": created["expires_at"],
+    }
+    creds["default"] = url
+    path = save_credentials(home, creds)
+    click.echo(
+        f"logged in to {url} as {name}; token saved in {path} "
+        f"(expires {created['expires_at'][:10]})"
+    )
+
+
+@click.command("logout")
+@server_option
+def logout(server_url: str | None) -> None:
+    """Revoke this machine's token for the server and forget it."""
+    home = _home()
+    creds = load_credentials(home)
+    url = normalize_url(server_url) if server_url else creds.get("default")
+    entry = creds["servers"].get(url) if url else None
+    if not url or not entry:
+        raise UserError("not logged in", hint="Nothing to do.")
+    api = Api(url, entry["token"])
+    try:
+        api.call("DELETE", f"/tokens/{int(entry['token_id'])}")
+    except RemoteError as exc:
+        if exc.status not in (401, 404):  # already revoked or expired: forget it anyway
+            raise
+    finally:
+        api.close()
+    del creds["servers"][url]
+    if creds.get("default") == url:
+        creds["default"] = next(iter(creds["servers"]), None)
+    save_credentials(home, creds)
+    click.echo(f"logged out of {url}")
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Users of the server (adding, disabling: org admins)."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--org-admin", is_flag=True, help="May manage users, sites and every dataset.")
+@password_stdin
+@click.option("--generate", is_flag=True, help="Let the server choose a password (printed once).")
+@server_option
+def user_add(
+    name: str, org_admin: bool, password_stdin: bool, generate: bool, server_url: str | None
+) -> None:
+    """Add the user NAME (asks for a password unless --generate or --password-stdin)."""
+    api = connect(server_url)
+    password = None if generate else _read_password(password_stdin, "Password for " + name, True)
+    out = api.call(
+        "POST", "/users", json={"name": name, "password": password, "org_admin": org_admin}
+    )
+    click.echo(f"added user {name}{' (org admin)' if org_admin else ''}")
+    if out.get("password"):
+        click.echo(f"password: {out['password']}  (shown only now)")
+
+
+@user.command("ls")
+@json_option
+@server_option
+def user_ls(as_json: bool, server_url: str | None) -> None:
+    """List users (org admins)."""
+    users = connect(server_url).all("/users")
+    if as_json:
+        print_json(users)
+        return
+    print_table(
+        ["user", "org admin", "disabled", "created"],
+        [
+            (
+                u["name"],
+                "yes" if u["org_admin"] else "",
+                "yes" if u["disabled"] else "",
+                human_age(u["created_at"]),
+            )
+            for u in users
+        ],
+    )
+
+
+@user.command("passwd")
+@click.argument("name")
+@password_stdin
+@server_option
+def user_passwd(name: str, password_stdin: bool, server_url: str | None) -> None:
+    """Set NAME's password (yours, given the current one; anyone's for org admins)."""
+    api = connect(server_url)
+    me = api.call("GET", "/auth/session")["user"]
+    body: dict[str, Any] = {}
+    if me["name"] == name and not me["org_admin"]:
+        body["current_password"] = _read_password(password_stdin, "Current password")
+    body["password"] = _read_password(password_stdin, "New password", not password_stdin)
+    api.call("PATCH", f"/users/{quote(name, safe='')}", json=body)
+    click.echo(f"password of {name} changed; their dashboard sessions were ended")
+
+
+@user.command("disable")
+@click.argument("name")
+@server_option
+def user_disable(name: str, server_url: str | None) -> None:
+    """Disable NAME: their tokens and sessions stop working at once (org admins)."""
+    connect(server_url).call("PATCH", f"/users/{quote(name, safe='')}", json={"disabled": True})
+    click.echo(f"disabled {name}")
+
+
+@user.command("enable")
+@click.argument("name")
+@server_option
+def user_enable(name: str, server_url: str | None) -> None:
+    """Enable NAME again (org admins)."""
+    connect(server_url).call("PATCH", f"/users/{quote(name, safe='')}", json={"disabled": False})
+    click.echo(f"enabled {name}")
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+@click.group()
+def token() -> None:
+    """Your API tokens for scripts and CI (each shown once when created)."""
+
+
+@token.command("create")
+@click.option("--name", "-n", default="api", show_default=True, help="What the token is for.")
+@click.option(
+    "--expires",
+    "expires_days",
+    type=click.IntRange(1, 3650),
+    default=90,
+    show_default=True,
+    help="Days until it expires.",
+)
+@click.option("--no-expiry", is_flag=True, help="A token that never expires (revoke it by hand).")
+@json_option
+@server_option
+def token_create(
+    name: str, expires_days: int, no_expiry: bool, as_json: bool, server_url: str | None
+) -> None:
+    """Create a token; print it once (the server keeps only its hash)."""
+    out = connect(server_url).call(
+        "POST",
+        "/tokens",
+        json={"name": name, "expires_in_days": None if no_expiry else expires_days},
+    )
+    if as_json:
+        print_json(out)
+        return
+    click.echo(out["token"])
+    expiry = out["expires_at"][:10] if out["expires_at"] else "never"
+    click.echo(f"token {out['id']} ({name}), expires {expiry}; shown only now", err=True)
+
+
+@token.command("ls")
+@json_option
+@server_option
+def token_ls(as_json: bool, server_url: str | None) -> None:
+    """List your tokens (never their secrets)."""
+    tokens = connect(server_url).all("/tokens")
+    if as_json:
+        print_json(tokens)
+        return
+    print_table(
+        ["id", "name", "prefix", "state", "expires", "last used"],
+        [
+            (
+                t["id"],
+                t["name"],
+                t["prefix"],
+                "active" if t["active"] else ("revoked" if t["revoked_at"] else "expired"),
+                (t["expires_at"] or "never")[:10],
+                human_age(t["last_used_at"]),
+            )
+            for t in tokens
+        ],
+        right=["id"],
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@server_option
+def token_revoke(token_id: int, server_url: str | None) -> None:
+    """Revoke the token TOKEN_ID (see `lakecache token ls`): refused from now on."""
+    connect(server_url).call("DELETE", f"/tokens/{token_id}")
+    click.echo(f"revoked token {token_id}")
+
+
+# -- members -------------------------------------------------------------------------------
+
+
+@click.group()
+def member() -> None:
+    """Who may read, write or administer a dataset."""
+
+
+def _member_path(dataset: str, name: str | None = None) -> str:
+    path = f"/datasets/{quote(dataset, safe='')}/members"
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
+@member.command("add")
+@click.argument("dataset")
+@click.argument("name", metavar="USER")
+@click.option(
+    "--role",
+    "-r",
+    type=click.Choice(["reader", "writer", "admin"]),
+    default="reader",
+    show_default=True,
+    help="reader: read; writer: also commit, tag, cache; admin: also members, delete.",
+)
+@server_option
+def member_add(dataset: str, name: str, role: str, server_url: str | None) -> None:
+    """Give USER a role on DATASET (or change it). Dataset admins only."""
+    out = connect(server_url).call("PUT", _member_path(dataset, name), json={"role": role})
+    click.echo(f"{out['user']} is {out['role']} of {dataset}")
+
+
+@member.command("rm")
+@click.argument("dataset")
+@click.argument("name", metavar="USER")
+@server_option
+def member_rm(dataset: str, name: str, server_url: str | None) -> None:
+    """Take USER off DATASET. Dataset admins only."""
+    connect(server_url).call("DELETE", _member_path(dataset, name))
+    click.echo(f"removed {name} from {dataset}")
+
+
+@member.command("ls")
+@click.argument("dataset")
+@json_option
+@server_option
+def member_ls(dataset: str, as_json: bool, server_url: str | None) -> None:
+    """List the members of DATASET and their roles."""
+    members = connect(server_url).all(_member_path(dataset))
+    if as_json:
+        print_json(members)
+        return
+    print_table(
+        ["user", "role", "since"],
+        [(m["user"], m["role"], human_age(m["created_at"])) for m in members],
+    )

@@ -1,0 +1,123 @@
+"""``lakecache server``: the control plane (REST API, later the dashboard) on one port."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import click
+
+
+@click.command("server")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8765; 0 picks a free one).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file: catalog, lake, sites, server settings.",
+)
+@click.option("--no-agent", is_flag=True, help="Do not run site agents inside the server.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def server(
+    host: str | None, port: int | None, config_path: Path | None, no_agent: bool, log_level: str
+) -> None:
+    """Run the lakecache server: REST API at /api/v1, health at /healthz, metrics at /metrics.
+
+    \b
+    Embedded default: the SQLite catalog and lake folder of LAKECACHE_HOME, one
+    site 'local' with a cache volume in LAKECACHE_HOME/cache, filled by an agent
+    inside the server. On first start it creates the org admin 'admin' with the
+    password in LAKECACHE_ADMIN_PASSWORD, or a random one printed once.
+    """
+    import uvicorn
+
+    from lakecache.server import ControlPlane, create_app, load_config
+
+    _configure_logging(log_level)
+    settings, config = load_config(
+        config_path, os.environ, host=host, port=port, agents=False if no_agent else None
+    )
+    sock = _bind(config.host, config.port)
+    actual = sock.getsockname()[1]
+    config = dataclasses.replace(config, port=actual)
+    plane = ControlPlane.open(settings, config)
+    try:
+        app = create_app(settings, config, plane=plane)
+        _announce(plane, config.url)
+        uv = uvicorn.Config(
+            app,
+            log_level=log_level,
+            server_header=False,
+            proxy_headers=True,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+        )
+        uvicorn.Server(uv).run(sockets=[sock])
+    finally:
+        sock.close()
+        plane.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind first, so the address printed is the real one (also for --port 0)."""
+    from lakecache.errors import UserError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="Is another server running there? Choose another --port.",
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _announce(plane: object, url: str) -> None:
+    from lakecache.server.runtime import ControlPlane
+
+    assert isinstance(plane, ControlPlane)
+    boot = plane.bootstrap
+    click.echo(f"lakecache server at {url}")
+    click.echo(f"  catalog  {plane.hub.catalog.url}")
+    sites = [s.name for s in plane.topology.list_sites()]
+    click.echo(f"  sites    {', '.join(sites) or '(none yet)'}")
+    click.echo(f"  API      {url}/api/v1/docs")
+    if boot.admin_name and boot.admin_password:
+        click.secho(
+            f"first start: created org admin '{boot.admin_name}' with password "
+            f"{boot.admin_password}",
+            fg="yellow",
+        )
+        click.echo(f"  (shown only now; change it with `lakecache user passwd {boot.admin_name}`)")
+    elif boot.admin_name:
+        click.echo(
+            f"first start: created org admin '{boot.admin_name}' with the password "
+            "in LAKECACHE_ADMIN_PASSWORD"
+        )
+    click.echo(f"log in:  lakecache login {url} --user {boot.admin_name or 'NAME'}")
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Their debug output includes request headers (the S3 access key id); keep them quiet.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

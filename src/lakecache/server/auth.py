@@ -1,0 +1,142 @@
+"""Who is asking, and what they may do.
+
+Two ways in:
+
+* ``Authorization: Bearer lct_...``: an API token (CLI, SDK, scripts). No
+  cookie is looked at when this header is present.
+* The ``lakecache_session`` cookie set by ``POST /api/v1/auth/login``
+  (the dashboard): HttpOnly, SameSite=Lax. Every unsafe request (POST, PUT,
+  PATCH, DELETE) made with it must carry the session's CSRF token in the
+  ``X-CSRF-Token`` header; a page on another site can make the browser send
+  the cookie, but cannot read the token.
+
+Dataset permissions: the caller's role on the dataset must rank at least as
+high as what the endpoint needs (reader < writer < admin); org admins pass
+every check. Someone with no role at all gets the very same 404 as for a
+dataset that does not exist, so a dataset's name never leaks.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from lakecache.catalog.accounts import ROLE_RANK, UserRecord
+from lakecache.errors import DatasetNotFoundError
+from lakecache.server.errors import AuthenticationError, PermissionDeniedError
+from lakecache.server.runtime import ControlPlane
+
+SESSION_COOKIE = "lakecache_session"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    user: UserRecord
+    via: Literal["token", "session"]
+    csrf_token: str | None = None
+
+    @property
+    def org_admin(self) -> bool:
+        return self.user.org_admin
+
+
+def get_plane(request: Request) -> ControlPlane:
+    plane: ControlPlane = request.app.state.plane
+    return plane
+
+
+def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
+    """The caller, None when no credentials came, or AuthenticationError for bad ones."""
+    now = plane.clock.now()
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+        user = plane.accounts.authenticate_token(token.strip(), now)
+        if user is None:
+            raise AuthenticationError(
+                "the API token is unknown, expired or revoked",
+                hint="Log in again with `lakecache login URL` to get a new token.",
+            )
+        return Principal(user, "token")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        session = plane.accounts.get_session(cookie, now)
+        if session is None:
+            raise AuthenticationError("the session has ended", hint="Log in again.")
+        if request.method in UNSAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+                raise PermissionDeniedError(
+                    "missing or wrong CSRF token",
+                    hint=f"Send the session's csrf_token (GET /api/v1/auth/session) in the "
+                    f"{CSRF_HEADER} header.",
+                )
+        return Principal(session.user, "session", session.csrf_token)
+    return None
+
+
+def require_user(request: Request, plane: Annotated[ControlPlane, Depends(get_plane)]) -> Principal:
+    """Dependency: an authenticated caller, else 401."""
+    principal = authenticate(request, plane)
+    if principal is None:
+        raise AuthenticationError("log in first")
+    return principal
+
+
+def require_org_admin(principal: Annotated[Principal, Depends(require_user)]) -> Principal:
+    """Dependency: an org admin, else 403."""
+    if not principal.org_admin:
+        raise PermissionDeniedError("only org admins may do this", hint="Ask an org admin.")
+    return principal
+
+
+User = Annotated[Principal, Depends(require_user)]
+OrgAdmin = Annotated[Principal, Depends(require_org_admin)]
+Plane = Annotated[ControlPlane, Depends(get_plane)]
+
+
+def dataset_role(plane: ControlPlane, principal: Principal, dataset: str) -> str | None:
+    """The caller's role on ``dataset`` (org admins: admin), None if none or no such dataset."""
+    if principal.org_admin:
+        try:
+            plane.hub.catalog.get_dataset(dataset)
+        except DatasetNotFoundError:
+            return None
+        return "admin"
+    return plane.accounts.role_of(principal.user.id, dataset)
+
+
+def require_dataset(
+    plane: ControlPlane, principal: Principal, dataset: str, need: str = "reader"
+) -> str:
+    """The caller's role on ``dataset`` if it allows ``need``.
+
+    Raises DatasetNotFoundError (404) when the caller has no role or the dataset
+    does not exist, with one message for both, and PermissionDeniedError (403)
+    when the role is too low.
+    """
+    role = dataset_role(plane, principal, dataset)
+    if role is None:
+        raise DatasetNotFoundError(f"no dataset named {dataset!r}")
+    if ROLE_RANK[role] < ROLE_RANK[need]:
+        raise PermissionDeniedError(
+            f"your role on dataset {dataset!r} is {role}; this needs {need}",
+            hint=f"Ask an admin of {dataset!r} for the {need} role.",
+        )
+    return role
+
+
+def visible_datasets(plane: ControlPlane, principal: Principal) -> dict[str, str] | None:
+    """Dataset -> role for a member; None for an org admin (every dataset, as admin)."""
+    if principal.org_admin:
+        return None
+    return plane.accounts.roles_of(principal.user.id)

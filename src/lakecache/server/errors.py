@@ -1,0 +1,179 @@
+"""Errors of the web layer, and the one JSON body every error response has.
+
+::
+
+    {"error": {"code": "not_found", "message": "no dataset named 'x'", "hint": "..."}}
+
+Every :class:`~lakecache.errors.LakecacheError` maps to a status by its class
+(first match in :data:`_STATUS`); anything else is a 500 whose body says only
+"internal error" (the traceback goes to the server log, never to the client).
+The authentication errors below extend the project's hierarchy::
+
+    LakecacheError
+    └── AccessError
+        ├── AuthenticationError   401: no, unknown, expired or revoked credentials
+        ├── PermissionDeniedError 403: known user, not allowed
+        └── RateLimitedError      429: too many failed logins; says when to retry
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lakecache.errors import (
+    AlreadyExistsError,
+    AmbiguousRefError,
+    CatalogError,
+    ConflictError,
+    IntegrityError,
+    InvalidPathError,
+    LakecacheError,
+    LakeError,
+    LakeUnreachableError,
+    NotFoundError,
+    ObjectNotFoundError,
+    SourceError,
+    UserError,
+)
+
+log = logging.getLogger("lakecache.server")
+
+
+class AccessError(LakecacheError):
+    """Who is asking, or what they may do."""
+
+
+class AuthenticationError(AccessError):
+    default_hint = "Log in with `lakecache login URL`, or send 'Authorization: Bearer <token>'."
+
+
+class PermissionDeniedError(AccessError):
+    default_hint = "Ask an admin of the dataset (or an org admin) for a role that allows it."
+
+
+class RateLimitedError(AccessError):
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or f"Wait {retry_after} s, then try again.")
+        self.retry_after = retry_after
+
+
+class InvalidCursorError(UserError):
+    default_hint = "Pass the next_cursor of the previous page unchanged, or no cursor for page 1."
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    hint: str = ""
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+# (class, HTTP status, code); the first class an error is an instance of wins.
+_STATUS: list[tuple[type[LakecacheError], int, str]] = [
+    (AuthenticationError, 401, "unauthenticated"),
+    (PermissionDeniedError, 403, "forbidden"),
+    (RateLimitedError, 429, "rate_limited"),
+    (InvalidPathError, 400, "invalid_path"),
+    (InvalidCursorError, 400, "invalid_cursor"),
+    (NotFoundError, 404, "not_found"),
+    (AlreadyExistsError, 409, "already_exists"),
+    (AmbiguousRefError, 400, "ambiguous_ref"),
+    (UserError, 400, "invalid_request"),
+    (ConflictError, 409, "conflict"),
+    (ObjectNotFoundError, 502, "lake_object_missing"),
+    (LakeUnreachableError, 503, "lake_unreachable"),
+    (LakeError, 502, "lake_error"),
+    (IntegrityError, 502, "integrity_error"),
+    (CatalogError, 503, "catalog_unavailable"),
+    (SourceError, 400, "source_error"),
+]
+
+#: What FastAPI takes as ``responses=``: extra statuses for the OpenAPI spec.
+Responses = dict[int | str, dict[str, Any]]
+
+#: Responses every API route can give, for the OpenAPI spec.
+COMMON_RESPONSES: Responses = {
+    400: {"model": ErrorBody, "description": "Invalid request or path"},
+    401: {"model": ErrorBody, "description": "Not logged in, or the token is expired or revoked"},
+    403: {"model": ErrorBody, "description": "Logged in, but the role does not allow this"},
+    404: {"model": ErrorBody, "description": "No such thing, or not visible to this user"},
+    422: {"model": ErrorBody, "description": "The request does not match the schema"},
+    503: {"model": ErrorBody, "description": "The catalog or the lake is unavailable"},
+}
+
+
+def status_of(exc: LakecacheError) -> tuple[int, str]:
+    for cls, status, code in _STATUS:
+        if isinstance(exc, cls):
+            return status, code
+    return 500, "internal"
+
+
+def error_response(
+    status: int, code: str, message: str, hint: str = "", headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, hint=hint))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error the one body, and never a traceback."""
+
+    @app.exception_handler(LakecacheError)
+    async def _lakecache_error(request: Request, exc: LakecacheError) -> JSONResponse:
+        status, code = status_of(exc)
+        headers = None
+        if isinstance(exc, RateLimitedError):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, AuthenticationError):
+            headers = {"WWW-Authenticate": 'Bearer realm="lakecache"'}
+        if status >= 500:
+            log.warning("%s %s: %s: %s", request.method, request.url.path, code, exc.message)
+        return error_response(status, code, exc.message, exc.hint, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(
+            422,
+            "validation_error",
+            "; ".join(problems) or "invalid request",
+            "Check the request against the API spec at /api/v1/openapi.json.",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated"}
+        code = codes.get(exc.status_code, "http_error")
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.url.path}"
+        return error_response(
+            exc.status_code,
+            code,
+            message,
+            "See /api/v1/openapi.json for the API.",
+            dict(exc.headers) if exc.headers else None,
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(
+            500, "internal", "internal error", "The server log has the details; please report it."
+        )

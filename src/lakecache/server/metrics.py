@@ -1,0 +1,173 @@
+"""Prometheus metrics: volumes, caches, fills and HTTP requests.
+
+Each :class:`Metrics` has its own registry (no process-global state, so two
+servers in one test process never mix their figures). Volume and cache gauges
+are read from the catalog at scrape time, so they cover every agent of every
+site; fill bytes and durations are counted by the fills this process runs.
+Labels carry site, volume, state and route templates only: never a dataset
+name (a scraper is not a dataset member) and never a raw path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as _Counter
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from lakecache.cache.service import CacheService
+from lakecache.catalog.topology_tables import CACHE_STATES
+
+if TYPE_CHECKING:
+    from lakecache.cache.clock import Clock
+    from lakecache.catalog.topology import CacheRecord, Topology
+    from lakecache.data.hub import Hub
+    from lakecache.data.progress import Progress
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_FILL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+_HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.fill_bytes = Counter(
+            "lakecache_cache_fill_bytes",
+            "Bytes written into caches by fills of this server",
+            ["site", "volume", "source"],
+            registry=self.registry,
+        )
+        self.fill_duration = Histogram(
+            "lakecache_cache_fill_duration_seconds",
+            "Wall time of cache fills run by this server",
+            ["site", "volume", "outcome"],
+            buckets=_FILL_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "lakecache_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.http_duration = Histogram(
+            "lakecache_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_catalog(self, snapshot: Callable[[], tuple[list[Any], list[CacheRecord]]]) -> None:
+        """Add the catalog gauges; ``snapshot`` returns (volume usages, caches) at scrape time."""
+        self.registry.register(_CatalogCollector(snapshot))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CatalogCollector(Collector):
+    def __init__(self, snapshot: Callable[[], tuple[list[Any], list[CacheRecord]]]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> list[Any]:
+        return []  # collected on demand only; nothing to check at registration
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        usages, caches = self._snapshot()
+        labels = ["site", "volume"]
+        capacity = GaugeMetricFamily(
+            "lakecache_volume_capacity_bytes", "Quota of a cache volume", labels=labels
+        )
+        committed = GaugeMetricFamily(
+            "lakecache_volume_committed_bytes",
+            "Bytes committed to caches on a volume (pending and filling count in full)",
+            labels=labels,
+        )
+        free = GaugeMetricFamily(
+            "lakecache_volume_free_bytes",
+            "Bytes a new cache can still take: quota left, bounded by the filesystem's free space",
+            labels=labels,
+        )
+        fs_free = GaugeMetricFamily(
+            "lakecache_volume_filesystem_free_bytes",
+            "Free bytes of the volume's filesystem",
+            labels=labels,
+        )
+        saved = GaugeMetricFamily(
+            "lakecache_volume_linked_bytes",
+            "Bytes saved on a volume by hard links between caches",
+            labels=labels,
+        )
+        for u in usages:
+            key = [u.volume.site, u.volume.name]
+            capacity.add_metric(key, u.volume.capacity)
+            committed.add_metric(key, u.committed)
+            free.add_metric(key, u.available)
+            if u.free_fs is not None:  # None: the volume is not mounted here
+                fs_free.add_metric(key, u.free_fs)
+            saved.add_metric(key, u.linked_saved)
+        counts = _Counter((c.site, c.volume, c.state) for c in caches)
+        sizes: _Counter[tuple[str, str, str]] = _Counter()
+        filling: _Counter[tuple[str, str]] = _Counter()
+        for c in caches:
+            sizes[(c.site, c.volume, c.state)] += c.bytes
+            if c.state == "filling":
+                filling[(c.site, c.volume)] += c.done_bytes
+        states = GaugeMetricFamily(
+            "lakecache_caches", "Caches by state", labels=["site", "volume", "state"]
+        )
+        state_bytes = GaugeMetricFamily(
+            "lakecache_cache_bytes",
+            "Bytes of the caches in each state",
+            labels=["site", "volume", "state"],
+        )
+        in_flight = GaugeMetricFamily(
+            "lakecache_cache_filling_done_bytes",
+            "Bytes done so far by fills in progress",
+            labels=labels,
+        )
+        for u in usages:
+            site, vol = u.volume.site, u.volume.name
+            for state in CACHE_STATES:
+                states.add_metric([site, vol, state], counts.get((site, vol, state), 0))
+                state_bytes.add_metric([site, vol, state], sizes.get((site, vol, state), 0))
+            in_flight.add_metric([site, vol], filling.get((site, vol), 0))
+        yield from (capacity, committed, free, fs_free, saved, states, state_bytes, in_flight)
+
+
+class MeteredCacheService(CacheService):
+    """A cache service that counts the bytes and time of the fills it runs."""
+
+    def __init__(self, hub: Hub, metrics: Metrics, *, clock: Clock | None = None) -> None:
+        super().__init__(hub, clock=clock)
+        self.metrics = metrics
+
+    def fill_claimed(self, cache_id: int, *, progress: Progress | None = None) -> CacheRecord:
+        rec = self.topology.get_cache(cache_id)
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            done = super().fill_claimed(cache_id, progress=progress)
+            outcome = "ready"
+            m = self.metrics
+            m.fill_bytes.labels(done.site, done.volume, "fetched").inc(done.fetched_bytes)
+            m.fill_bytes.labels(done.site, done.volume, "linked").inc(done.linked_bytes)
+            return done
+        finally:
+            self.metrics.fill_duration.labels(rec.site, rec.volume, outcome).observe(
+                time.monotonic() - started
+            )
+
+
+def catalog_snapshot(topology: Topology) -> tuple[list[Any], list[CacheRecord]]:
+    """Volume usages and every cache row, read once for a scrape."""
+    from lakecache.server.views import volume_usage
+
+    caches = topology.list_caches()
+    return [volume_usage(topology, v, caches) for v in topology.list_volumes()], caches

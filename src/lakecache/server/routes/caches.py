@@ -1,0 +1,150 @@
+"""Caches: ask for one, watch it fill, pin it, clear it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from lakecache.catalog.topology import CacheRecord
+from lakecache.errors import ConflictError, DatasetNotFoundError, NotFoundError
+from lakecache.server.auth import Plane, Principal, User, require_dataset, visible_datasets
+from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, Responses
+from lakecache.server.models import CacheIn, CacheOut, CachePatch, CacheState
+from lakecache.server.pagination import Page, Paging, paginate
+from lakecache.server.runtime import ControlPlane
+from lakecache.server.views import cache_out
+
+router = APIRouter(tags=["caches"], responses=COMMON_RESPONSES)
+
+_CONFLICT: Responses = {409: {"model": ErrorBody, "description": "In use, pinned or busy"}}
+DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
+CacheId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def caches_out(plane: ControlPlane, caches: list[CacheRecord]) -> list[CacheOut]:
+    ttl = {v.name: v.ttl_seconds for v in plane.topology.list_volumes()}
+    now = plane.clock.now()
+    return [cache_out(c, ttl.get(c.volume, 0), now) for c in caches]
+
+
+def visible_caches(
+    plane: ControlPlane, principal: Principal, caches: list[CacheRecord], state: str | None
+) -> list[CacheRecord]:
+    """Caches of datasets the caller can read; evicted ones only when asked for by state."""
+    roles = visible_datasets(plane, principal)
+    return [
+        c
+        for c in caches
+        if (roles is None or c.dataset in roles)
+        and (c.state == state if state else c.state != "evicted")
+    ]
+
+
+def _cache(plane: ControlPlane, principal: Principal, cache_id: int, need: str) -> CacheRecord:
+    """A cache the caller may see; the same 404 for a missing one and one of a hidden dataset."""
+    try:
+        rec = plane.topology.get_cache(cache_id, plane.clock.now())
+        require_dataset(plane, principal, rec.dataset, need)
+    except DatasetNotFoundError:
+        raise NotFoundError(f"no cache with id {cache_id}") from None
+    return rec
+
+
+def caches_page(plane: ControlPlane, caches: list[CacheRecord], paging: Paging) -> Page[CacheOut]:
+    page = paginate(caches, paging)
+    return Page[CacheOut](
+        items=caches_out(plane, list(page.items)), next_cursor=page.next_cursor, total=page.total
+    )
+
+
+@router.get("/caches", response_model=Page[CacheOut])
+def list_caches(
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    volume: Annotated[str | None, Query(max_length=64)] = None,
+    dataset: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[
+        CacheState | None, Query(description="Default: every state but evicted")
+    ] = None,
+) -> Page[CacheOut]:
+    """Caches of the datasets you can read, by site and volume."""
+    caches = plane.topology.list_caches(
+        site=site, volume=volume, dataset=dataset, now=plane.clock.now()
+    )
+    return caches_page(plane, visible_caches(plane, principal, caches, state), paging)
+
+
+@router.get("/caches/{cache_id}", response_model=CacheOut)
+def get_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
+    """One cache: state, progress, size, last use, time to expiry, leases."""
+    return caches_out(plane, [_cache(plane, principal, cache_id, "reader")])[0]
+
+
+@router.patch("/caches/{cache_id}", response_model=CacheOut)
+def pin_cache(cache_id: CacheId, body: CachePatch, principal: User, plane: Plane) -> CacheOut:
+    """Pin a cache (never evicted by TTL or for room) or unpin it (writers)."""
+    rec = _cache(plane, principal, cache_id, "writer")
+    plane.topology.update_cache(rec.id, pinned=body.pinned, updated_at=plane.clock.now())
+    return get_cache(cache_id, principal, plane)
+
+
+@router.delete("/caches/{cache_id}", response_model=CacheOut, status_code=202, responses=_CONFLICT)
+def clear_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
+    """Clear a cache (writers): its site's agent removes the files; watch the state.
+
+    A cache not yet started is dropped at once. One that is pinned, leased by a
+    running job, or filling is refused (409) with what holds it.
+    """
+    rec = _cache(plane, principal, cache_id, "writer")
+    topo, now = plane.topology, plane.clock.now()
+    if rec.state == "pending" and topo.update_cache(
+        rec.id, expect_state="pending", state="evicted", updated_at=now
+    ):
+        return get_cache(cache_id, principal, plane)
+    if rec.state in ("evicting", "evicted"):
+        return caches_out(plane, [rec])[0]
+    if rec.state in ("pending", "filling"):
+        raise ConflictError(
+            f"cache {rec.name} is filling", hint="Clear it once it is ready or has failed."
+        )
+    if rec.pinned:
+        raise ConflictError(f"cache {rec.name} is pinned", hint="Unpin it first.")
+    if rec.leases:
+        raise ConflictError(
+            f"cache {rec.name} is in use by {rec.leases} job(s)",
+            hint="Clear it when they finish; it is evicted by TTL once unused anyway.",
+        )
+    topo.update_cache(rec.id, request="evict", updated_at=now)
+    return get_cache(cache_id, principal, plane)
+
+
+@router.get("/datasets/{dataset}/caches", response_model=Page[CacheOut], tags=["datasets"])
+def dataset_caches(
+    dataset: DatasetName,
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    state: Annotated[
+        CacheState | None, Query(description="Default: every state but evicted")
+    ] = None,
+) -> Page[CacheOut]:
+    """Where this dataset is cached (readers)."""
+    require_dataset(plane, principal, dataset)
+    caches = plane.topology.list_caches(dataset=dataset, now=plane.clock.now())
+    return caches_page(plane, visible_caches(plane, principal, caches, state), paging)
+
+
+@router.post(
+    "/datasets/{dataset}/caches", response_model=CacheOut, status_code=202, tags=["datasets"]
+)
+def request_cache(dataset: DatasetName, body: CacheIn, principal: User, plane: Plane) -> CacheOut:
+    """Cache a commit (or a folder of it) on a site or volume (writers). The site's agent
+    fills it; poll GET /caches/{id} for progress. Idempotent per commit, path and volume."""
+    require_dataset(plane, principal, dataset, "writer")
+    rec = plane.caches().request(
+        dataset, body.ref, site=body.site, volume=body.volume, path=body.path
+    )
+    return caches_out(plane, [rec])[0]

@@ -1,0 +1,306 @@
+"""A dataset's history and contents: commits, folder listings, file downloads, diffs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+from urllib.parse import quote
+
+import blake3
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from lakecache.data.index import ManifestIndex
+from lakecache.errors import IntegrityError, NotFoundError
+from lakecache.lake.objects import EMPTY_DIGEST, Commit, normalize_folder, normalize_path
+from lakecache.server.auth import Plane, User, require_dataset
+from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, InvalidCursorError, Responses, log
+from lakecache.server.listing import content_type, folder_totals, list_folder
+from lakecache.server.models import ChangeOut, CommitOut, DiffPage, TreeItem, TreePage
+from lakecache.server.pagination import Page, Paging, decode_cursor, encode_cursor, paginate
+from lakecache.server.runtime import ControlPlane
+
+router = APIRouter(prefix="/datasets/{dataset}", tags=["commits"], responses=COMMON_RESPONSES)
+
+DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
+Ref = Annotated[
+    str, Path(min_length=1, max_length=128, description="Tag, 'latest' or commit id (prefix)")
+]
+FilePath = Annotated[str, Path(min_length=1, max_length=4096, description="Path inside the commit")]
+
+#: Shown in the browser; anything else downloads as a file. Never HTML or SVG inline:
+#: a dataset's files are not trusted, and the dashboard shares this origin.
+_INLINE = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "text/plain"})
+_FILE_RESPONSES: Responses = {
+    200: {
+        "content": {"application/octet-stream": {}, "image/png": {}, "image/jpeg": {}},
+        "description": "The file's bytes, streamed from the lake",
+    },
+    304: {"description": "Not modified (If-None-Match matched the file's digest)"},
+    502: {"model": ErrorBody, "description": "The lake lost or damaged the file's bytes"},
+}
+
+
+@contextmanager
+def open_index(plane: ControlPlane, manifest: str) -> Iterator[ManifestIndex]:
+    """The local index of a manifest, built once even when many requests ask at once."""
+    state = plane.settings.state_dir
+    if ManifestIndex.location(state, manifest).exists():
+        idx = ManifestIndex.open(state, manifest, plane.hub.lake)
+    else:
+        with plane.index_lock(manifest):
+            idx = ManifestIndex.open(state, manifest, plane.hub.lake)
+    try:
+        yield idx
+    finally:
+        idx.close()
+
+
+def _commit_out(commit_id: str, c: Commit, tags: list[str]) -> CommitOut:
+    return CommitOut(
+        id=commit_id,
+        parents=list(c.parents),
+        author=c.author,
+        message=c.message,  # type: ignore[attr-defined]
+        created_at=c.created_at,
+        file_count=c.file_count,
+        bytes=c.bytes,
+        tags=tags,  # type: ignore[attr-defined]
+    )
+
+
+@router.get("/commits", response_model=Page[CommitOut])
+def list_commits(
+    dataset: DatasetName,
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    ref: Annotated[
+        str | None, Query(max_length=128, description="Start here (default: latest)")
+    ] = None,
+) -> Page[CommitOut]:
+    """History from ``ref``, newest first, with parents (for the lineage graph) and tags."""
+    require_dataset(plane, principal, dataset)
+    catalog = plane.hub.catalog
+    tags = catalog.tags(dataset)
+    commits = catalog.log(dataset, ref)
+    page = paginate(commits, paging)
+    items = [_commit_out(c.id, c, tags.get(c.id, [])) for c in page.items]
+    return Page[CommitOut](items=items, next_cursor=page.next_cursor, total=page.total)
+
+
+@router.get("/commits/{ref}", response_model=CommitOut)
+def get_commit(dataset: DatasetName, ref: Ref, principal: User, plane: Plane) -> CommitOut:
+    """One commit, by tag, 'latest' or id prefix."""
+    require_dataset(plane, principal, dataset)
+    catalog = plane.hub.catalog
+    commit_id = catalog.resolve(dataset, ref)
+    return _commit_out(
+        commit_id, catalog.get_commit(dataset, commit_id), catalog.tags(dataset).get(commit_id, [])
+    )
+
+
+def _tree(plane: ControlPlane, dataset: str, ref: str, path: str, paging: Paging) -> TreePage:
+    folder = normalize_folder(path)
+    after = None
+    if paging.cursor is not None:
+        data = decode_cursor(paging.cursor)
+        kind, name = data.get("k"), data.get("n")
+        if kind not in ("d", "f") or not isinstance(name, str):
+            raise InvalidCursorError("the cursor is not one of this listing's")
+        after = (kind, name)
+    catalog = plane.hub.catalog
+    commit_id = catalog.resolve(dataset, ref)
+    commit = catalog.get_commit(dataset, commit_id)
+    with open_index(plane, commit.manifest) as idx:
+        entries, last = list_folder(idx, folder, limit=paging.limit, after=after)
+        totals = folder_totals(idx, folder) or (1, entries[0].size if entries else 0)
+    items = [
+        TreeItem(
+            name=e.name,
+            path=e.path,
+            type="folder" if e.is_dir else "file",
+            size=e.size,
+            files=e.files,
+            digest=e.digest,
+            content_type=None if e.is_dir else content_type(e.name),
+        )
+        for e in entries
+    ]
+    return TreePage(
+        items=items,
+        next_cursor=encode_cursor({"k": last[0], "n": last[1]}) if last else None,
+        commit=commit_id,
+        path=folder,
+        folder_files=totals[0],
+        folder_bytes=totals[1],
+    )
+
+
+@router.get("/commits/{ref}/tree", response_model=TreePage)
+def tree_root(
+    dataset: DatasetName, ref: Ref, principal: User, plane: Plane, paging: Paging
+) -> TreePage:
+    """The top folder of a commit: sub-folders (with file counts and bytes), then files."""
+    require_dataset(plane, principal, dataset)
+    return _tree(plane, dataset, ref, "", paging)
+
+
+@router.get("/commits/{ref}/tree/{path:path}", response_model=TreePage)
+def tree(
+    dataset: DatasetName, ref: Ref, path: FilePath, principal: User, plane: Plane, paging: Paging
+) -> TreePage:
+    """One folder of a commit, paginated by name; a file path lists just that file."""
+    require_dataset(plane, principal, dataset)
+    return _tree(plane, dataset, ref, path, paging)
+
+
+@router.get(
+    "/commits/{ref}/files/{path:path}", response_class=StreamingResponse, responses=_FILE_RESPONSES
+)
+def download(
+    dataset: DatasetName, ref: Ref, path: FilePath, request: Request, principal: User, plane: Plane
+) -> Response:
+    """The bytes of one file, streamed from the lake and checked against the file's digest.
+
+    PNG, JPEG, GIF, WebP and plain text are served inline (image previews);
+    everything else as an attachment. The ETag is the file's BLAKE3 digest.
+    """
+    require_dataset(plane, principal, dataset)
+    rel = normalize_path(path)
+    catalog = plane.hub.catalog
+    commit_id = catalog.resolve(dataset, ref)
+    commit = catalog.get_commit(dataset, commit_id)
+    with open_index(plane, commit.manifest) as idx:
+        entry = idx.get(rel)
+        is_folder = entry is None and folder_totals(idx, rel) is not None
+    if entry is None:
+        hint = (
+            ("It is a folder: list it with .../tree/" + rel)
+            if is_folder
+            else ("List the folder to see what is there.")
+        )
+        raise NotFoundError(f"no file {rel!r} in {dataset}@{commit_id[:12]}", hint=hint)
+    name = rel.rpartition("/")[2]
+    ctype = content_type(name) or "application/octet-stream"
+    inline = ctype in _INLINE
+    etag = f'"{entry.digest}"'
+    disposition = "inline" if inline else "attachment"
+    headers = {
+        "ETag": etag,
+        "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(name)}",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "X-Content-Type-Options": "nosniff",
+        # A commit's file never changes; a tag or 'latest' can move to another commit.
+        "Cache-Control": "private, max-age=31536000, immutable"
+        if ref == commit_id
+        else "private, no-cache",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    media = f"{ctype}; charset=utf-8" if ctype == "text/plain" else ctype
+    headers["Content-Length"] = str(entry.size)
+    if entry.size == 0 or entry.digest == EMPTY_DIGEST:
+        return Response(b"", media_type=media, headers=headers)
+    loc = catalog.locate_blobs([entry.digest]).get(entry.digest)
+    if loc is None:
+        raise IntegrityError(f"the bytes of {rel!r} are not in the lake's index")
+    chunks = plane.hub.lake.iter_chunks(
+        loc.key,
+        start=loc.offset if loc.pack_id else 0,
+        length=entry.size,
+        chunk_size=plane.settings.part_size if entry.size > (1 << 20) else 1 << 20,
+    )
+    # The first chunk is read here, so a missing or unreachable object is a JSON error,
+    # not a response cut short.
+    first = next(chunks, b"")
+    return StreamingResponse(
+        _verified(first, chunks, entry.digest, entry.size, f"{dataset}@{commit_id[:12]}:{rel}"),
+        media_type=media,
+        headers=headers,
+    )
+
+
+def _verified(
+    first: bytes, rest: Iterator[bytes], digest: str, size: int, what: str
+) -> Iterator[bytes]:
+    """Pass the chunks on, hashing them; on a mismatch break the response (the client sees a
+    truncated body, never silently wrong bytes presented as complete)."""
+    h = blake3.blake3()
+    n = 0
+    for chunk in _chain(first, rest):
+        h.update(chunk)
+        n += len(chunk)
+        if n > size:
+            break
+        if n < size:
+            yield chunk
+            continue
+        if h.hexdigest() != digest:
+            break
+        yield chunk
+        return
+    log.error(
+        "integrity error: the lake's bytes of %s do not match its digest; response aborted", what
+    )
+    raise IntegrityError(f"the lake's bytes of {what} do not match its digest")
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+@router.get("/diff", response_model=DiffPage)
+def diff(
+    dataset: DatasetName,
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    from_: Annotated[str, Query(alias="from", min_length=1, max_length=128)],
+    to: Annotated[str, Query(min_length=1, max_length=128)] = "latest",
+) -> DiffPage:
+    """What changed from one commit to another: counts and bytes, and a page of changes."""
+    require_dataset(plane, principal, dataset)
+    catalog = plane.hub.catalog
+    ida, idb = catalog.resolve(dataset, from_), catalog.resolve(dataset, to)
+    ca, cb = catalog.get_commit(dataset, ida), catalog.get_commit(dataset, idb)
+    start = paging.offset()
+    counts = {"added": 0, "removed": 0, "modified": 0}
+    added_bytes = removed_bytes = 0
+    items: list[ChangeOut] = []
+    n = 0
+    with open_index(plane, ca.manifest) as ia, open_index(plane, cb.manifest) as ib:
+        for ch in ia.diff(ib):
+            counts[ch.status] += 1
+            if ch.status != "removed":
+                added_bytes += ch.new_size or 0
+            if ch.status != "added":
+                removed_bytes += ch.old_size or 0
+            if start <= n < start + paging.limit:
+                items.append(
+                    ChangeOut(
+                        path=ch.path,
+                        status=ch.status,  # type: ignore[arg-type]
+                        old_size=ch.old_size,
+                        new_size=ch.new_size,
+                        old_digest=ch.old_digest,
+                        new_digest=ch.new_digest,
+                    )
+                )
+            n += 1
+    end = start + len(items)
+    return DiffPage(
+        items=items,
+        next_cursor=encode_cursor({"o": end}) if end < n else None,
+        total=n,
+        from_commit=ida,
+        to_commit=idb,
+        added=counts["added"],
+        removed=counts["removed"],
+        modified=counts["modified"],
+        bytes_added=added_bytes,
+        bytes_removed=removed_bytes,
+    )

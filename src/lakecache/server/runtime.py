@@ -1,0 +1,207 @@
+"""The control plane's long-lived parts: the hub, accounts, cache service and site agents.
+
+:meth:`ControlPlane.open` does everything that must happen once before the
+first request: open (and migrate) the catalog, set up the sites of the config
+(or the embedded default), create the first admin. :meth:`start_agents` and
+:meth:`close` bracket the server's life. The web app only reads from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecache.cache.clock import Clock, SystemClock
+from lakecache.cache.service import CacheService
+from lakecache.catalog.accounts import Accounts
+from lakecache.catalog.topology import Topology
+from lakecache.data.hub import Hub
+from lakecache.errors import AlreadyExistsError
+from lakecache.server.config import (
+    DEFAULT_SITE,
+    ComputeSpec,
+    ServerConfig,
+    SiteSpec,
+    VolumeSpec,
+)
+from lakecache.server.metrics import MeteredCacheService, Metrics, catalog_snapshot
+
+if TYPE_CHECKING:
+    from lakecache.cache.agent import SiteAgent
+    from lakecache.settings import Settings
+
+log = logging.getLogger("lakecache.server")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """What the first start did, for the command to print once."""
+
+    admin_name: str | None = None
+    #: Set only when the server generated it; never logged.
+    admin_password: str | None = None
+    created_sites: tuple[str, ...] = ()
+
+
+class ControlPlane:
+    """Everything the API serves from. One per server process; thread-safe."""
+
+    def __init__(
+        self, settings: Settings, config: ServerConfig, *, clock: Clock | None = None
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.hub = Hub(settings)
+        self.metrics = Metrics()
+        self.metrics.watch_catalog(lambda: catalog_snapshot(self.topology))
+        self._accounts: Accounts | None = None
+        self._agents: list[tuple[SiteAgent, threading.Thread]] = []
+        self._agent_sites: list[str] = []
+        self.bootstrap = Bootstrap()
+        # One build of a manifest's local index at a time per manifest, so fifty
+        # first visitors of a big commit do not fetch and index it fifty times.
+        self._index_locks: dict[str, threading.Lock] = {}
+        self._index_locks_guard = threading.Lock()
+
+    @classmethod
+    def open(
+        cls, settings: Settings, config: ServerConfig, *, clock: Clock | None = None
+    ) -> ControlPlane:
+        """Open the catalog, set up sites and the first admin. Raises LakecacheError subclasses."""
+        plane = cls(settings, config, clock=clock)
+        try:
+            plane._setup()
+        except BaseException:
+            plane.close()
+            raise
+        return plane
+
+    @property
+    def accounts(self) -> Accounts:
+        if self._accounts is None:
+            self._accounts = Accounts(self.hub.catalog)
+        return self._accounts
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(self.hub.catalog)
+
+    def caches(self) -> CacheService:
+        return MeteredCacheService(self.hub, self.metrics, clock=self.clock)
+
+    def index_lock(self, manifest: str) -> threading.Lock:
+        with self._index_locks_guard:
+            return self._index_locks.setdefault(manifest, threading.Lock())
+
+    # -- start ---------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        catalog = self.hub.catalog  # opens and migrates
+        log.info("catalog %s, lake %s", catalog.url, _lake_url(self.settings.lake_url))
+        created = self._ensure_sites()
+        admin, password = self._ensure_admin()
+        self.bootstrap = Bootstrap(admin, password, tuple(created))
+
+    def _ensure_sites(self) -> list[str]:
+        topo = self.topology
+        now = self.clock.now()
+        specs = list(self.config.sites)
+        if not specs and not topo.list_sites():
+            specs = [_embedded_site(self.settings)]
+        self._agent_sites = [s.name for s in specs if s.agent]
+        existing_sites = {s.name for s in topo.list_sites()}
+        existing_volumes = {v.name for v in topo.list_volumes()}
+        existing_compute = {c.name for c in topo.list_compute()}
+        created = []
+        # Another server process starting at the same time may create any of these first.
+        for spec in specs:
+            if spec.name not in existing_sites:
+                with contextlib.suppress(AlreadyExistsError):
+                    topo.add_site(spec.name, spec.description, now)
+                created.append(spec.name)
+            for v in spec.volumes:
+                if v.name in existing_volumes:
+                    continue
+                if spec.agent:  # mounted here; another site's mount path means nothing here
+                    Path(v.root).mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(AlreadyExistsError):
+                    topo.add_volume(v.name, spec.name, v.root, v.capacity, v.ttl_seconds, now)
+            for c in spec.compute:
+                if c.name not in existing_compute:
+                    with contextlib.suppress(AlreadyExistsError):
+                        topo.add_compute(c.name, spec.name, c.backend, dict(c.config), [], now)
+        return created
+
+    def _ensure_admin(self) -> tuple[str | None, str | None]:
+        accounts = self.accounts
+        if accounts.count_users():
+            return None, None
+        generated = self.config.admin_password is None
+        password = self.config.admin_password or secrets.token_urlsafe(15)
+        try:
+            accounts.create_user(
+                self.config.admin_name, password, org_admin=True, now=self.clock.now()
+            )
+        except AlreadyExistsError:  # another server process made it first
+            return None, None
+        log.info("created the first org admin %r", self.config.admin_name)
+        return self.config.admin_name, password if generated else None
+
+    @property
+    def agent_sites(self) -> list[str]:
+        """Sites whose agent runs in this process (once started)."""
+        return [agent.site for agent, _ in self._agents]
+
+    def start_agents(self) -> None:
+        """Start an agent thread for each site the config runs in-process (once)."""
+        if not self.config.agents or self._agents:
+            return
+        from lakecache.cache.agent import SiteAgent
+
+        for site in self._agent_sites:
+            agent = SiteAgent(self.caches(), site, interval=self.config.agent_interval)
+            thread = threading.Thread(target=agent.run_forever, name=f"agent-{site}", daemon=True)
+            thread.start()
+            self._agents.append((agent, thread))
+            log.info("agent for site %r runs in this server", site)
+
+    def stop_agents(self) -> None:
+        """Stop the agents after their current pass (fills in flight finish first)."""
+        for agent, _ in self._agents:
+            agent.stop_event.set()
+        for _, thread in self._agents:
+            thread.join(timeout=60)
+        self._agents.clear()
+
+    def close(self) -> None:
+        """Stop the agents and close the catalog."""
+        self.stop_agents()
+        self.hub.close()
+
+
+def _embedded_site(settings: Settings) -> SiteSpec:
+    """One site with one volume under the home, sized like the filesystem it is on."""
+    import os
+
+    root = settings.home / "cache"
+    root.mkdir(parents=True, exist_ok=True)
+    st = os.statvfs(root)
+    capacity = max(st.f_blocks * st.f_frsize, 1)
+    return SiteSpec(
+        name=DEFAULT_SITE,
+        description="this machine (embedded default)",
+        volumes=(VolumeSpec(DEFAULT_SITE, str(root), capacity),),
+        compute=(ComputeSpec(DEFAULT_SITE, "local"),),
+        agent=True,
+    )
+
+
+def _lake_url(url: str) -> str:
+    """The lake URL for the log: scheme, bucket and prefix only."""
+    return url.split("@")[-1] if "://" in url else url
