@@ -1,0 +1,340 @@
+"""Every endpoint, as every kind of caller: each gets exactly what its role allows.
+
+Callers: anonymous, nora (logged in, no role on ``xray``), rita (reader),
+wendy (writer), alice (dataset admin), admin (org admin). A row names the
+least a caller needs:
+
+* ``public``: anyone, even without logging in;
+* ``user``: anyone logged in;
+* ``reader`` / ``writer`` / ``dsadmin``: that role on ``xray`` (or on the
+  dataset the row creates);
+* ``orgadmin``: org admins only.
+
+Denied: 401 without credentials; 404 for a caller with no role on the dataset
+(the same answer as for a dataset that does not exist); 403 otherwise. The
+last test checks that the table covers every route the app has.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lakecache.server.app import create_app
+from server.live import PASSWORD, World
+
+CALLERS = [None, "nora", "rita", "wendy", "alice", "admin"]
+RANK = {None: 0, "nora": 1, "rita": 2, "wendy": 3, "alice": 4, "admin": 5}
+NEEDS = {"public": 0, "user": 1, "reader": 2, "writer": 3, "dsadmin": 4, "orgadmin": 5}
+_seq = itertools.count()
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    template: str  # the route as the app declares it
+    needs: str
+    ok: int
+    #: (world, caller) -> (path, request kwargs); default: the template itself.
+    make: Callable[[World, str | None], tuple[str, dict[str, Any]]] | None = None
+
+    def request(self, world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        if self.make is None:
+            return self.template, {}
+        return self.make(world, who)
+
+
+def _tag(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    name = f"del{next(_seq)}"
+    world.plane.hub.catalog.set_tag("xray", name, world.commits["v1"])
+    return f"/api/v1/datasets/xray/tags/{name}", {}
+
+
+def _new_dataset(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    name = f"tmp{next(_seq)}"
+    world.plane.accounts.create_owned_dataset(name, "alice", now=world.plane.clock.now())
+    for member, role in (("rita", "reader"), ("wendy", "writer")):
+        world.plane.accounts.set_member(name, member, role, now=world.plane.clock.now())
+    return f"/api/v1/datasets/{name}", {}
+
+
+def _member(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    name = f"m{next(_seq)}"
+    world.plane.accounts.create_user(name, PASSWORD, now=world.plane.clock.now())
+    world.plane.accounts.set_member("xray", name, "reader", now=world.plane.clock.now())
+    return f"/api/v1/datasets/xray/members/{name}", {}
+
+
+def _own_token(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    now = world.plane.clock.now()
+    record, _ = world.plane.accounts.create_token(who or "rita", "gone", now=now, expires_at=None)
+    return f"/api/v1/tokens/{record.id}", {}
+
+
+def _pending_cache(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    # A cache nobody fills (this server runs no agent): clearing it drops it at once.
+    path = f"many/f{next(_seq):04d}.bin"
+    rec = world.plane.caches().request("xray", "v1", site="local", path=path)
+    return f"/api/v1/caches/{rec.id}", {}
+
+
+def _cache(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    rec = world.plane.caches().request("xray", "v1", site="local", path="images")
+    return f"/api/v1/caches/{rec.id}", {}
+
+
+def _unique(prefix: str, body: Callable[[str], dict[str, Any]]) -> Callable[..., Any]:
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        return "", {"json": body(f"{prefix}{next(_seq)}")}
+
+    return make
+
+
+def _at(path: str, make: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        _, kw = make(world, who)
+        return path, kw
+
+    return wrapped
+
+
+def _self(suffix: str = "", **kw: Any) -> Callable[..., Any]:
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        return f"/api/v1/users/{who or 'rita'}{suffix}", kw
+
+    return make
+
+
+def _json(path: str, body: dict[str, Any]) -> Callable[..., Any]:
+    return lambda world, who: (path, {"json": body})
+
+
+D = "/api/v1/datasets/{dataset}"
+X = "/api/v1/datasets/xray"
+ROWS = [
+    # public
+    Row("GET", "/healthz", "public", 200),
+    Row("GET", "/metrics", "public", 200),
+    Row("GET", "/api/v1/openapi.json", "public", 200),
+    Row("GET", "/api/v1/docs", "public", 200),
+    Row(
+        "POST",
+        "/api/v1/auth/login",
+        "public",
+        200,
+        _json("/api/v1/auth/login", {"name": "matrix", "password": PASSWORD}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/auth/token",
+        "public",
+        201,
+        _json("/api/v1/auth/token", {"name": "matrix", "password": PASSWORD}),
+    ),
+    # any logged-in user
+    Row("GET", "/api/v1/auth/session", "user", 200),
+    Row("POST", "/api/v1/auth/logout", "user", 204),
+    Row("GET", "/api/v1/tokens", "user", 200),
+    Row("POST", "/api/v1/tokens", "user", 201, _json("/api/v1/tokens", {"name": "t"})),
+    Row("DELETE", "/api/v1/tokens/{token_id}", "user", 204, _own_token),
+    Row("GET", "/api/v1/users/{name}", "user", 200, _self()),
+    Row(
+        "PATCH",
+        "/api/v1/users/{name}",
+        "user",
+        200,
+        _self(json={"password": PASSWORD, "current_password": PASSWORD}),
+    ),
+    Row("GET", "/api/v1/sites", "user", 200),
+    Row("GET", "/api/v1/sites/{site}", "user", 200, _json("/api/v1/sites/local", {})),
+    Row("GET", "/api/v1/volumes", "user", 200),
+    Row("GET", "/api/v1/volumes/{volume}", "user", 200, _json("/api/v1/volumes/local", {})),
+    Row(
+        "GET",
+        "/api/v1/volumes/{volume}/caches",
+        "user",
+        200,
+        _json("/api/v1/volumes/local/caches", {}),
+    ),
+    Row("GET", "/api/v1/compute", "user", 200),
+    Row("GET", "/api/v1/caches", "user", 200),
+    Row("GET", "/api/v1/datasets", "user", 200),
+    Row(
+        "POST",
+        "/api/v1/datasets",
+        "user",
+        201,
+        _at("/api/v1/datasets", _unique("new", lambda n: {"name": n})),
+    ),
+    # org admins
+    Row("GET", "/api/v1/users", "orgadmin", 200),
+    Row(
+        "POST",
+        "/api/v1/users",
+        "orgadmin",
+        201,
+        _at("/api/v1/users", _unique("u", lambda n: {"name": n})),
+    ),
+    Row("GET", "/api/v1/server", "orgadmin", 200),
+    Row(
+        "POST",
+        "/api/v1/sites",
+        "orgadmin",
+        201,
+        _at("/api/v1/sites", _unique("s", lambda n: {"name": n})),
+    ),
+    Row(
+        "POST",
+        "/api/v1/volumes",
+        "orgadmin",
+        201,
+        _at(
+            "/api/v1/volumes",
+            _unique(
+                "v",
+                lambda n: {
+                    "name": n,
+                    "site": "local",
+                    "root": "/nonexistent/vol",
+                    "capacity": 10**9,
+                },
+            ),
+        ),
+    ),
+    Row(
+        "POST",
+        "/api/v1/compute",
+        "orgadmin",
+        201,
+        _at("/api/v1/compute", _unique("c", lambda n: {"name": n, "site": "local"})),
+    ),
+    # readers of the dataset
+    Row("GET", D, "reader", 200, _json(X, {})),
+    Row("GET", D + "/members", "reader", 200, _json(X + "/members", {})),
+    Row("GET", D + "/tags", "reader", 200, _json(X + "/tags", {})),
+    Row("GET", D + "/commits", "reader", 200, _json(X + "/commits", {})),
+    Row("GET", D + "/commits/{ref}", "reader", 200, _json(X + "/commits/v1", {})),
+    Row("GET", D + "/commits/{ref}/tree", "reader", 200, _json(X + "/commits/v1/tree", {})),
+    Row(
+        "GET",
+        D + "/commits/{ref}/tree/{path}",
+        "reader",
+        200,
+        _json(X + "/commits/v1/tree/images", {}),
+    ),
+    Row(
+        "GET",
+        D + "/commits/{ref}/files/{path}",
+        "reader",
+        200,
+        _json(X + "/commits/v1/files/images/a.png", {}),
+    ),
+    Row("GET", D + "/diff", "reader", 200, _json(X + "/diff?from=v1", {})),
+    Row("GET", D + "/caches", "reader", 200, _json(X + "/caches", {})),
+    Row("GET", "/api/v1/caches/{cache_id}", "reader", 200, _cache),
+    # writers
+    Row(
+        "PUT",
+        D + "/tags/{tag}",
+        "writer",
+        200,
+        _at(X + "/tags/wtag", lambda w, who: ("", {"json": {"ref": "v1", "force": True}})),
+    ),
+    Row("DELETE", D + "/tags/{tag}", "writer", 204, _tag),
+    Row(
+        "POST",
+        D + "/caches",
+        "writer",
+        202,
+        _json(X + "/caches", {"ref": "v1", "site": "local", "path": "docs"}),
+    ),
+    Row(
+        "PATCH",
+        "/api/v1/caches/{cache_id}",
+        "writer",
+        200,
+        lambda w, who: (_cache(w, who)[0], {"json": {"pinned": False}}),
+    ),
+    Row("DELETE", "/api/v1/caches/{cache_id}", "writer", 202, _pending_cache),
+    # dataset admins
+    Row(
+        "PUT",
+        D + "/members/{user}",
+        "dsadmin",
+        200,
+        lambda w, who: (_member(w, who)[0], {"json": {"role": "writer"}}),
+    ),
+    Row("DELETE", D + "/members/{user}", "dsadmin", 204, _member),
+    Row("DELETE", D, "dsadmin", 204, _new_dataset),
+]
+
+
+def expected(row: Row, who: str | None) -> int:
+    if RANK[who] >= NEEDS[row.needs]:
+        return row.ok
+    if who is None:
+        return 401
+    if row.needs in ("reader", "writer", "dsadmin") and who == "nora":
+        return 404
+    return 403
+
+
+@pytest.fixture(scope="module")
+def matrix_world(world_factory: Callable[..., World]) -> World:
+    w = world_factory(agents=False)
+    w.plane.accounts.create_user("matrix", PASSWORD, now=w.plane.clock.now())
+    return w
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.method} {r.template}")
+def test_each_caller_gets_what_its_role_allows(matrix_world: World, row: Row) -> None:
+    got = {}
+    for who in CALLERS:
+        path, kw = row.request(matrix_world, who)
+        r = matrix_world.call(who, row.method, path, **kw)
+        got[who] = r.status_code
+        if r.status_code >= 400:
+            body = r.json()
+            assert set(body) == {"error"} and {"code", "message", "hint"} <= set(body["error"])
+            if r.status_code == 404:
+                # The same words as for a dataset that does not exist: nothing leaks.
+                assert (
+                    "xray" not in body["error"]["message"]
+                    or "no dataset named" in body["error"]["message"]
+                )
+    assert got == {who: expected(row, who) for who in CALLERS}
+
+
+def test_non_members_cannot_tell_a_hidden_dataset_from_a_missing_one(matrix_world: World) -> None:
+    for path in ("", "/commits", "/commits/latest/tree", "/members", "/caches"):
+        hidden = matrix_world.call("nora", "GET", f"/api/v1/datasets/hidden{path}")
+        missing = matrix_world.call("nora", "GET", f"/api/v1/datasets/nosuch{path}")
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["error"]["message"].replace("hidden", "X") == missing.json()["error"][
+            "message"
+        ].replace("nosuch", "X")
+    listed = matrix_world.call("alice", "GET", "/api/v1/datasets").json()["items"]
+    names = [d["name"] for d in listed]
+    assert "hidden" not in names and "xray" in names
+    everything = matrix_world.call("admin", "GET", "/api/v1/datasets?limit=1000").json()["items"]
+    assert {"hidden", "xray"} <= {d["name"] for d in everything}
+    # A cache of the hidden dataset: a non-member gets the same 404 as for no cache.
+    rec = matrix_world.plane.caches().request("hidden", None, site="local")
+    seen = matrix_world.call("nora", "GET", f"/api/v1/caches/{rec.id}")
+    assert seen.status_code == 404 and "hidden" not in seen.text
+    listed = matrix_world.call("nora", "GET", "/api/v1/caches").json()["items"]
+    assert all(c["dataset"] != "hidden" for c in listed)
+
+
+def test_the_matrix_covers_every_route(matrix_world: World) -> None:
+    """Every operation of the API's spec (every route but the spec and docs pages) has a row."""
+    app = create_app(matrix_world.settings, matrix_world.plane.config, plane=matrix_world.plane)
+    spec = app.openapi()["paths"]
+    routes = {(m.upper(), p) for p, ops in spec.items() for m in ops}
+    routes |= {("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/docs")}
+    assert len(routes) >= 45
+    assert routes == {(r.method, r.template) for r in ROWS}
