@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
+from lakecache.data.index import ManifestIndex
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.data.scan import SourceFile, scan_folder
 from lakecache.data.statcache import StatCache
@@ -59,6 +60,7 @@ CHUNK_BYTES = 2 << 20
 CHUNK_FILES = 256
 #: Packs being uploaded at once, in bytes: with the reads in flight, this bounds memory.
 PACK_BYTES_IN_FLIGHT = 128 << 20
+MIN_PACK = 4 << 20
 _ATTEMPTS = 3
 
 
@@ -210,14 +212,22 @@ def commit_folder(
     stats.extra["scan_s"] = time.perf_counter() - t0
 
     statcache = StatCache(settings.state_dir / "statcache.db")
+    parent_index = None
+    if parent:
+        manifest = catalog.get_commit(dataset, parent).manifest
+        if ManifestIndex.location(settings.state_dir, manifest).exists():
+            parent_index = ManifestIndex(ManifestIndex.location(settings.state_dir, manifest), manifest)
     try:
         digests, fresh = _hash_and_upload(
             files, lake=lake, catalog=catalog, settings=settings, statcache=statcache,
             root=str(Path(os.path.abspath(root))), progress=progress, stats=stats,
+            parent_index=parent_index,
         )
         statcache.remember(fresh)
     finally:
         statcache.close()
+        if parent_index is not None:
+            parent_index.close()
 
     entries = [ManifestEntry(f.path, d, f.size, f.mode) for f, d in zip(files, digests, strict=True)]
     stats.bytes = sum(e.size for e in entries)
@@ -237,8 +247,6 @@ def commit_folder(
     )
     lake.put(commit_key(commit.id), commit.to_json())
     # Remember the manifest locally before it becomes visible: ls/diff are then instant.
-    from lakecache.data.index import ManifestIndex
-
     ManifestIndex.build(settings.state_dir, manifest_digest, entries)
     try:
         catalog.add_commit(commit, expected_head=parent)
@@ -256,6 +264,23 @@ def commit_folder(
     stats.commit_id = commit.id
     stats.seconds = time.perf_counter() - t0
     return commit, stats
+
+
+def _same_in_parent(
+    parent: ManifestIndex, remembered: list[tuple[int, SourceFile, str]]
+) -> set[str]:
+    """Digests of ``remembered`` that the parent commit has at the same path (a merge join)."""
+    out: set[str] = set()
+    it = iter(remembered)
+    cur = next(it, None)
+    for e in parent.entries():
+        while cur is not None and cur[1].path < e.path:
+            cur = next(it, None)
+        if cur is None:
+            break
+        if cur[1].path == e.path and cur[2] == e.digest:
+            out.add(e.digest)
+    return out
 
 
 def _chunks(files: list[tuple[int, SourceFile]], threshold: int) -> Iterator[list[tuple[int, SourceFile]]]:
@@ -284,15 +309,20 @@ def _hash_and_upload(
     root: str,
     progress: Progress,
     stats: CommitStats,
+    parent_index: ManifestIndex | None = None,
 ) -> tuple[list[str], list[tuple[SourceFile, str]]]:
     """Fill in every file's digest and make sure the lake has every blob."""
     digests: list[str] = [""] * len(files)
     fresh: list[tuple[SourceFile, str]] = []
     progress.begin("commit", len(files), sum(f.size for f in files))
 
-    # 1. Digests remembered by stat, kept only if the lake still has the blob.
+    # 1. Digests remembered by stat, kept only if the lake still has the blob: it
+    # does if the parent commit holds the same bytes at the same path (a commit's
+    # blobs are never collected), else the catalog is asked.
     remembered = [(i, f, d) for i, (f, d) in enumerate(statcache.lookup(root, files)) if d]
-    known: set[str] = catalog.known_blobs({d for _, _, d in remembered}) if remembered else set()
+    in_parent = _same_in_parent(parent_index, remembered) if parent_index else set()
+    rest = {d for _, _, d in remembered} - in_parent
+    known: set[str] = in_parent | (catalog.known_blobs(rest) if rest else set())
     hit = set()
     for i, f, d in remembered:
         if d in known:
@@ -305,7 +335,12 @@ def _hash_and_upload(
     threshold = settings.pack_threshold
     pack = _Pack()
     uploads: set[Future[Callable[[], None]]] = set()
-    max_uploads = max(2, PACK_BYTES_IN_FLIGHT // max(settings.pack_target, 1))
+    up_threads = max(2, settings.workers // 2)
+    # A small change makes several small packs, not one big one, so its upload
+    # still runs in parallel; a large commit gets full-size packs.
+    todo_small = sum(f.size for _, f in todo if f.size <= threshold)
+    pack_target = max(min(settings.pack_target, todo_small // up_threads), MIN_PACK)
+    max_uploads = max(2, PACK_BYTES_IN_FLIGHT // max(pack_target, 1))
 
     def upload_pack(p: _Pack) -> Callable[[], None]:
         data = p.take()
@@ -357,7 +392,7 @@ def _hash_and_upload(
         return out
 
     readers = ThreadPoolExecutor(settings.workers, thread_name_prefix="lakecache-read")
-    upool = ThreadPoolExecutor(max(2, settings.workers // 2), thread_name_prefix="lakecache-up")
+    upool = ThreadPoolExecutor(up_threads, thread_name_prefix="lakecache-up")
     reads: dict[Future[list[tuple[int, SourceFile, str, bytes | None]]], None] = {}
     try:
         chunk_iter = _chunks(todo, threshold)
@@ -395,7 +430,7 @@ def _hash_and_upload(
                         uploads.add(upool.submit(upload_large, f, d))
                     else:
                         pack.add(d, data)
-                        if pack.size >= settings.pack_target:
+                        if pack.size >= pack_target:
                             submit_pack(upool)
         submit_pack(upool)
         settle(0)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lakecache.errors import InvalidPathError, SourceError, UserError
-from lakecache.lake.objects import normalize_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,22 +108,30 @@ def scan_folder(root: Path | str) -> list[SourceFile]:
                         _file_mode(st),
                     )
                 )
-    out.sort(key=lambda f: f.path.encode())
+    # Code point order is UTF-8 byte order, the manifest's order (and SQLite's BINARY).
+    out.sort(key=lambda f: f.path)
     return out
 
 
 def _check_name(name: str, prefix: str) -> str:
-    shown = (prefix + name).encode("utf-8", "backslashreplace").decode()
+    # scandir never yields '', '.', '..', a '/' or a NUL, so a single name only
+    # needs the two rules the manifest adds: valid UTF-8, no backslash.
+    if "\\" in name or not (name.isascii() or _utf8(name)):
+        shown = (prefix + name).encode("utf-8", "backslashreplace").decode()
+        if "\\" in name:
+            raise InvalidPathError(
+                f"file name {shown!r} contains a backslash",
+                hint="Rename the file: manifests use '/' as the only separator.",
+            )
+        raise InvalidPathError(
+            f"file name {shown!r} is not valid UTF-8", hint="Rename the file to a UTF-8 name."
+        )
+    return name
+
+
+def _utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidPathError(
-            f"file name {shown!r} is not valid UTF-8", hint="Rename the file to a UTF-8 name."
-        ) from None
-    if "\\" in name:
-        raise InvalidPathError(
-            f"file name {shown!r} contains a backslash",
-            hint="Rename the file: manifests use '/' as the only separator.",
-        )
-    normalize_path(name)
-    return name
+        return False
+    return True

@@ -53,7 +53,7 @@ class StatCache:
         row = rows.fetchone()
         for f in files:
             key = f.abspath
-            while row is not None and row[0].encode() < key.encode():
+            while row is not None and row[0] < key:  # str order == UTF-8 byte order
                 row = rows.fetchone()
             if (
                 row is not None

@@ -139,14 +139,14 @@ def encode_manifest(entries: Iterable[ManifestEntry]) -> bytes:
     packer = msgpack.Packer(use_bin_type=True)
     cctx = zstandard.ZstdCompressor(level=3, threads=-1)
     chunks: list[bytes] = []
-    prev: bytes | None = None
+    prev: str | None = None
     body: list[bytes] = []
     count = 0
     for e in entries:
-        p = e.path.encode("utf-8", "surrogateescape")
-        if prev is not None and p <= prev:
+        # Code point order is UTF-8 byte order, so str comparison checks the byte order.
+        if prev is not None and e.path <= prev:
             raise ValueError(f"manifest entries not sorted/unique at {e.path!r}")
-        prev = p
+        prev = e.path
         body.append(packer.pack((e.path, bytes.fromhex(e.digest), e.size, e.mode)))
         count += 1
     chunks.append(packer.pack({"format": MANIFEST_FORMAT, "count": count}))
