@@ -40,9 +40,9 @@ def server(
     """
     import uvicorn
 
-    from lakecache.server import ControlPlane, create_app, load_config
+    from lakecache.server import ControlPlane, create_app, load_config, logs
 
-    _configure_logging(log_level)
+    logs.configure(log_level)
     settings, config = load_config(
         config_path, os.environ, host=host, port=port, agents=False if no_agent else None
     )
@@ -110,14 +110,3 @@ def _announce(plane: object, url: str) -> None:
             "in LAKECACHE_ADMIN_PASSWORD"
         )
     click.echo(f"log in:  lakecache login {url} --user {boot.admin_name or 'NAME'}")
-
-
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Their debug output includes request headers (the S3 access key id); keep them quiet.
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)

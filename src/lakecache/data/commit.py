@@ -339,7 +339,7 @@ def _hash_and_upload(
     # A small change makes several small packs, not one big one, so its upload
     # still runs in parallel; a large commit gets full-size packs.
     todo_small = sum(f.size for _, f in todo if f.size <= threshold)
-    pack_target = max(min(settings.pack_target, todo_small // up_threads), MIN_PACK)
+    pack_target = min(settings.pack_target, max(todo_small // up_threads, MIN_PACK))
     max_uploads = max(2, PACK_BYTES_IN_FLIGHT // max(pack_target, 1))
 
     def upload_pack(p: _Pack) -> Callable[[], None]:
