@@ -14,9 +14,9 @@ from server.live import World, build_world
 def world_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., World]]:
     made: list[World] = []
 
-    def make(**config: Any) -> World:
+    def make(settings: Any = None, **config: Any) -> World:
         base = tmp_path_factory.mktemp("world")
-        w = build_world(base / "home", base / "src", **config)
+        w = build_world(base / "home", base / "src", settings=settings, **config)
         made.append(w)
         return w
 

@@ -118,8 +118,8 @@ class World:
             return c.request(method, path, **kw)
 
 
-def build_world(home: Path, src: Path, **config: Any) -> World:
-    settings = Settings(home=home, workers=4, author="tester")
+def build_world(home: Path, src: Path, *, settings: Settings | None = None, **config: Any) -> World:
+    settings = settings or Settings(home=home, workers=4, author="tester")
     hub = Hub(settings)
     try:
         ds = Dataset.create("xray", hub=hub, description="Chest X-rays")
