@@ -275,31 +275,31 @@ class Topology:
         v = self.get_volume(volume)
         with self._c._write() as conn:
             dataset_id = self._c._dataset_id(conn, dataset)
-            row = conn.execute(
-                select(tt.caches.c.id, tt.caches.c.state).where(
-                    tt.caches.c.volume_id == v.id, tt.caches.c.commit_id == commit_id,
-                    tt.caches.c.subpath == subpath,
+            # Insert-or-nothing, so concurrent requests (on PostgreSQL, truly at once)
+            # end with one row and no unique-key error.
+            res = conn.execute(
+                self._c._insert_ignore(tt.caches).values(
+                    dataset_id=dataset_id, commit_id=commit_id, volume_id=v.id, subpath=subpath,
+                    state="pending", files=files, bytes=nbytes, done_bytes=0, linked_bytes=0,
+                    fetched_bytes=0, pinned=False, created_at=now, updated_at=now, last_used_at=now,
                 )
-            ).one_or_none()
-            created = False
-            if row is None:
-                conn.execute(
-                    tt.caches.insert().values(
-                        dataset_id=dataset_id, commit_id=commit_id, volume_id=v.id, subpath=subpath,
-                        state="pending", files=files, bytes=nbytes, done_bytes=0, linked_bytes=0,
-                        fetched_bytes=0, pinned=False, created_at=now, updated_at=now, last_used_at=now,
+            )
+            created = res.rowcount == 1
+            if not created:
+                # An evicted or failed cache is armed again, once, whoever asks first.
+                res = conn.execute(
+                    update(tt.caches)
+                    .where(
+                        tt.caches.c.volume_id == v.id, tt.caches.c.commit_id == commit_id,
+                        tt.caches.c.subpath == subpath, tt.caches.c.state.in_(("evicted", "failed")),
                     )
-                )
-                created = True
-            elif row.state in ("evicted", "failed"):
-                conn.execute(
-                    update(tt.caches).where(tt.caches.c.id == row.id).values(
+                    .values(
                         state="pending", error=None, done_bytes=0, linked_bytes=0, fetched_bytes=0,
                         worker=None, heartbeat_at=None, updated_at=now, last_used_at=now, ready_at=None,
                         files=files, bytes=nbytes,
                     )
                 )
-                created = True
+                created = res.rowcount == 1
         return self.find_cache(dataset, commit_id, volume, subpath, now=now), created
 
     def find_cache(
