@@ -147,3 +147,28 @@ def test_verify_finds_edits_and_repair_restores(
     assert fixed.repaired == 2
     assert svc.verify(rec.id).ok
     assert tree(root) == tree(tmp_path / "src")
+
+
+@pytest.mark.s3
+def test_fill_from_a_real_s3_lake(s3_settings: object, tmp_path: Path) -> None:
+    from helpers import make_files
+
+    from lakecache.settings import Settings
+
+    assert isinstance(s3_settings, Settings)
+    hub = Hub(s3_settings)
+    try:
+        ds = Dataset.create("xray", hub=hub)
+        ds.commit(make_files(tmp_path / "src", n=90), message="v1")
+        svc = CacheService(hub, poll_every=0.02)
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        svc.topology.add_site("onprem", "", now)
+        svc.topology.add_volume("nfs", "onprem", str(tmp_path / "nfs"), 10**9, 86400, now)
+        with svc.use("xray", None, site="onprem") as p:
+            assert tree(p) == tree(tmp_path / "src")
+        rec = svc.topology.list_caches()[0]
+        assert rec.state == "ready" and rec.bytes <= rec.fetched_bytes <= rec.bytes * 1.05
+    finally:
+        hub.close()

@@ -210,7 +210,7 @@ def cache_verify(target: str, site: str | None, volume: str | None, repair: bool
         for p in r.modified[:20]:
             click.echo(f"  modified  {p}")
     if not r.ok and not repair:
-        raise SystemExit(1)
+        raise click.exceptions.Exit(1)
 
 
 @cache.command("gc")

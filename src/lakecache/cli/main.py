@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from lakecache.errors import LakecacheError
 
     try:
-        cli.main(args=argv, prog_name="lakecache", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="lakecache", standalone_mode=False)
     except LakecacheError as exc:
         click.secho(f"error: {exc.message}", err=True, fg="red")
         if exc.hint:
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    # Without standalone mode, click returns ctx.exit(N) codes instead of raising.
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
