@@ -3,8 +3,11 @@
 Starts a SeaweedFS S3 gateway in ``./.lakecache/demo/seaweed``, generates a small
 chest-X-ray-style dataset in ``./demo-data/chest-xray``, and runs the CLI as a
 user would: init, commit, tag, change a few files, commit again, then log,
-diff, ls and a partial pull. Every run starts from a clean slate; SeaweedFS
-stops at the end, whatever happens.
+diff, ls and a partial pull. Then it adds two sites (``onprem`` and ``cloud``)
+with a cache volume each (folders in ``./.lakecache/demo/volumes``), caches the
+dataset on both, prints ``volume ls`` and ``cache ls``, and reads the cache from
+Python with ``lakecache.use``. Every run starts from a clean slate (the state of
+the previous run is removed first); SeaweedFS stops at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def main() -> int:
     data = root / "demo-data" / "chest-xray"
     pulled = root / "demo-data" / "xray-v1-pneumonia"
     for old in (state, data, pulled):
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old)  # loudly: a half-removed state would break this run
 
     _say(f"starting SeaweedFS (S3 gateway) in {_rel(state / 'seaweed')}")
     server = start_seaweed(state / "seaweed")
@@ -66,8 +70,11 @@ def main() -> int:
         cli.run("data", "ls", f"{DATASET}@latest")
         cli.run("data", "pull", f"{DATASET}@v1", _rel(pulled), "--path", "Pneumonia/")
 
+        volumes = _cache_on_two_sites(cli, state)
+
         _say("where to look")
         print(f"  local state and catalog (SQLite): {_rel(state / 'home')}")
+        print(f"  cache volumes (each stands for a site's NFS export or NVMe): {_rel(volumes)}")
         print(f"  the lake: s3://{BUCKET}/lake at {server.endpoint} (stops now)")
         print(f"  the dataset's files: {_rel(data)}; pulled v1 Pneumonia/: {_rel(pulled)}")
         print(
@@ -85,6 +92,41 @@ def main() -> int:
     return 0
 
 
+#: (site, description, volume): two sites, one cache volume each.
+SITES = (
+    ("onprem", "GPU cluster, NFS export on every node", "onprem-nfs"),
+    ("cloud", "cloud region, local NVMe", "cloud-nvme"),
+)
+
+#: What a training script does: the site's cache of a commit, leased while the block runs.
+USE_SNIPPET = f"""\
+import lakecache
+with lakecache.use("{DATASET}@latest", site="onprem") as path:
+    files = sum(1 for f in path.rglob("*") if f.is_file())
+    print(f"{{path}}: {{files}} files")
+"""
+
+
+def _cache_on_two_sites(cli: _Cli, state: Path) -> Path:
+    """Two sites with a cache volume each; the dataset cached on both; then used from Python."""
+    volumes = state / "volumes"
+    _say("caching the dataset next to the compute, on two sites")
+    for site, description, vol in SITES:
+        cli.run("site", "add", site, "-d", description)
+        root = volumes / vol
+        print(f"\n$ mkdir -p {_rel(root)}    # the volume, as mounted at {site}", flush=True)
+        root.mkdir(parents=True, exist_ok=True)
+        cli.run("volume", "add", vol, "--site", site, "--root", _rel(root), "--capacity", "1GB")
+    for site, _, _ in SITES:
+        cli.run("cache", "add", f"{DATASET}@latest", "--site", site, "--quiet")
+    # v1 shares all but a few files with latest: hard-linked, not downloaded again.
+    cli.run("cache", "add", f"{DATASET}@v1", "--site", "onprem", "--quiet")
+    cli.run("volume", "ls")
+    cli.run("cache", "ls")
+    cli.python(USE_SNIPPET)
+    return volumes
+
+
 class _Cli:
     """Runs ``lakecache ...`` as a user would type it, echoing the command first."""
 
@@ -97,6 +139,10 @@ class _Cli:
     def run(self, *args: str) -> None:
         print(f"\n$ lakecache {shlex.join(args)}", flush=True)
         subprocess.run([*self.argv0, *args], env=self.env, cwd=self.cwd, check=True)
+
+    def python(self, code: str) -> None:
+        print(f"\n$ python -c '\n{code}'", flush=True)
+        subprocess.run([sys.executable, "-c", code], env=self.env, cwd=self.cwd, check=True)
 
 
 def _create_bucket(endpoint: str, access_key: str, secret_key: str) -> None:
