@@ -109,7 +109,9 @@ COMMON_RESPONSES: Responses = {
     401: {"model": ErrorBody, "description": "Not logged in, or the token is expired or revoked"},
     403: {"model": ErrorBody, "description": "Logged in, but the role does not allow this"},
     404: {"model": ErrorBody, "description": "No such thing, or not visible to this user"},
+    409: {"model": ErrorBody, "description": "Already exists, or conflicts with the state"},
     422: {"model": ErrorBody, "description": "The request does not match the schema"},
+    502: {"model": ErrorBody, "description": "The lake lost, damaged or refused the data"},
     503: {"model": ErrorBody, "description": "The catalog or the lake is unavailable"},
 }
 
