@@ -238,7 +238,7 @@ def mb(nbytes: int | float) -> float:
 
 
 def _fmt(value: float, unit: str) -> str:
-    if unit in ("files",):
+    if unit in ("files", "processes"):
         return f"{value:,.0f} {unit}"
     if unit == "ms":
         return f"{value:,.1f} ms"

@@ -1,4 +1,4 @@
-"""The targets of issue 2, as checks over the figures of one run.
+"""The targets of issues 2 (dataset hub) and 3 (caches), as checks over the figures of one run.
 
 A target is a ratio or a bound over figure keys. Each evaluates to PASS, FAIL,
 or n/a when a figure it needs was not measured (a section skipped or failed).
@@ -19,7 +19,7 @@ class Target:
     #: How the measured value is computed, for the table ("s5cmd upload / commit").
     formula: str
     measure: Callable[[Figures], float | None]
-    op: str  # ">=" or "<="
+    op: str  # ">=", "<=" or "=="
     limit: float
     unit: str  # "x", "s", "ms", "MiB", ""
 
@@ -27,7 +27,10 @@ class Target:
         value = self.measure(fig)
         if value is None:
             return None, "n/a"
-        ok = value >= self.limit if self.op == ">=" else value <= self.limit
+        if self.op == "==":
+            ok = value == self.limit
+        else:
+            ok = value >= self.limit if self.op == ">=" else value <= self.limit
         return value, "PASS" if ok else "FAIL"
 
 
@@ -146,5 +149,70 @@ TARGETS: list[Target] = [
         "<=",
         0.5,
         "s",
+    ),
+    # --- issue 3: caches -------------------------------------------------------------
+    Target(
+        "cache fill A vs s5cmd download",
+        "s5cmd download s / fill s",
+        ratio("a.s5cmd.download.s", "a.cache.fill.s"),
+        ">=",
+        2.0,
+        "x",
+    ),
+    Target(
+        "cache fill A vs dvc pull",
+        "dvc pull s / fill s",
+        ratio("a.dvc.pull.s", "a.cache.fill.s"),
+        ">=",
+        5.0,
+        "x",
+    ),
+    Target(
+        "cache fill A vs 1 GiB GET rate",
+        "fill MB/s / 1 GiB GET MB/s",
+        ratio("a.cache.fill.MBps", "ref.get_1gib.MBps"),
+        ">=",
+        0.5,
+        "x",
+    ),
+    Target(
+        "use() warm hit on A",
+        "first call in a process",
+        value("a.cache.use.first_ms"),
+        "<=",
+        200,
+        "ms",
+    ),
+    Target(
+        "use() warm hit on B",
+        "first call in a process",
+        value("b.cache.use.first_ms"),
+        "<=",
+        200,
+        "ms",
+    ),
+    Target(
+        "8 concurrent use(): fills",
+        "processes that read the lake",
+        value("a.cache.race.fillers"),
+        "==",
+        1,
+        "",
+    ),
+    Target(
+        "8 concurrent use(): lake bytes",
+        "bytes read (sum of 8) / commit",
+        ratio("a.cache.race.lake_MB", "a.cache.race.commit_MB"),
+        "<=",
+        1.05,
+        "x",
+    ),
+    Target(
+        "2nd commit (99% shared) fill",
+        "1st fill s / 2nd fill s",
+        ratio("a.cache.fill.op_s", "a.cache.fill2.op_s"),
+        ">=",
+        20.0,
+        "x",
     ),
 ]
