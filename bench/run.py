@@ -47,6 +47,9 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "cli": (lakecache_ops.cli_startup, ("A",)),
 }
 
+#: name -> datasets a section also uses when they are there (loaded, never required).
+OPTIONAL: dict[str, tuple[str, ...]] = {"caches": ("B",)}
+
 A_FILES = 20_000
 B_FILES = 627_615  # the NIH ChestX-ray14 sample's file count
 #: name -> generator parameters (besides the file count).
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         args=args,
     )
     selected = [name for name in SECTIONS if _wanted(name, args)]
-    needs = {d for name in selected for d in SECTIONS[name][1]}
+    needs = {d for name in selected for d in (*SECTIONS[name][1], *OPTIONAL.get(name, ()))}
     if not args.with_b:
         needs.discard("B")
     started = time.time()
