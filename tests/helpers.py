@@ -29,5 +29,7 @@ def make_files(root: Path, n: int = 60, size: int = 20_000, seed: int = 0) -> Pa
 
     rng = random.Random(seed)
     for i in range(n):
-        write(root, f"{['Edema', 'Mass', 'Hernia'][i % 3]}/{i:05d}.png", rng.randbytes(size), age=10)
+        write(
+            root, f"{['Edema', 'Mass', 'Hernia'][i % 3]}/{i:05d}.png", rng.randbytes(size), age=10
+        )
     return root

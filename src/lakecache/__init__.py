@@ -12,9 +12,9 @@ __version__ = "0.1.0"
 __all__ = ["Dataset", "Settings", "LakecacheError", "use", "__version__"]
 
 if TYPE_CHECKING:
+    from lakecache.cache.api import use
     from lakecache.data.dataset import Dataset
     from lakecache.errors import LakecacheError
-    from lakecache.cache.api import use
     from lakecache.settings import Settings
 
 

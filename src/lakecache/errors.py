@@ -52,7 +52,9 @@ class NotFoundError(UserError):
 
 
 class DatasetNotFoundError(NotFoundError):
-    default_hint = "List datasets with `lakecache data ls`, or create one with `lakecache data init NAME`."
+    default_hint = (
+        "List datasets with `lakecache data ls`, or create one with `lakecache data init NAME`."
+    )
 
 
 class AlreadyExistsError(UserError):
@@ -86,11 +88,15 @@ class LakeError(LakecacheError):
 
 
 class ObjectNotFoundError(LakeError):
-    default_hint = "The lake lost an object this commit needs; re-commit the files from a good copy."
+    default_hint = (
+        "The lake lost an object this commit needs; re-commit the files from a good copy."
+    )
 
 
 class LakeUnreachableError(LakeError):
-    default_hint = "Check that the endpoint is up and reachable, and the credentials, then run again."
+    default_hint = (
+        "Check that the endpoint is up and reachable, and the credentials, then run again."
+    )
 
 
 class CatalogError(LakecacheError):

@@ -71,7 +71,7 @@ class Settings:
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``config.toml`` and the environment (``env`` defaults to os.environ)."""
+        """Build settings from ``config.toml`` and the environment (default ``os.environ``)."""
         env = os.environ if env is None else env
         home = Path(env.get("LAKECACHE_HOME") or Path.home() / ".lakecache").expanduser()
         values: dict[str, Any] = {}

@@ -83,7 +83,9 @@ def tiny_tmpfs(tmp_path: Path) -> Path:
     """A real 600 KiB filesystem, so writes fail with ENOSPC for real."""
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], capture_output=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
     yield mnt
@@ -91,7 +93,11 @@ def tiny_tmpfs(tmp_path: Path) -> Path:
 
 
 def test_volume_full_midway_fails_cleanly(
-    svc: CacheService, xray: Dataset, tiny_tmpfs: Path, clock: object, monkeypatch: pytest.MonkeyPatch
+    svc: CacheService,
+    xray: Dataset,
+    tiny_tmpfs: Path,
+    clock: object,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     topo = svc.topology
     now = datetime.now(UTC)
@@ -105,7 +111,9 @@ def test_volume_full_midway_fails_cleanly(
     rec = topo.list_caches(volume="edge-vol")[0]
     assert rec.state == "failed" and "volume full" in (rec.error or "")
     assert not (tiny_tmpfs / ".lakecache" / "staging" / str(rec.id)).exists()
-    assert not (tiny_tmpfs / "caches" / "xray").exists() or not any((tiny_tmpfs / "caches" / "xray").iterdir())
+    assert not (tiny_tmpfs / "caches" / "xray").exists() or not any(
+        (tiny_tmpfs / "caches" / "xray").iterdir()
+    )
     assert svc.usage(topo.get_volume("edge-vol")).committed == 0
 
 
@@ -124,7 +132,9 @@ def test_hostile_manifest_never_escapes_the_volume(
     raw = zstandard.ZstdCompressor().compress(body)
     svc.hub.lake.put(manifest_key(hash_bytes(raw)), raw)
     head = svc.hub.catalog.head("xray")
-    evil = Commit("xray", hash_bytes(raw), (head,), "x", "evil", "2026-01-02T00:00:00+00:00", 1, good.size)
+    evil = Commit(
+        "xray", hash_bytes(raw), (head,), "x", "evil", "2026-01-02T00:00:00+00:00", 1, good.size
+    )
     svc.hub.catalog.add_commit(evil, expected_head=head)
     with pytest.raises(CacheFillError, match=r"'\.\.'") as err:
         svc.ensure_ready(svc.request("xray", "latest", site="onprem"))
@@ -152,8 +162,9 @@ def test_agent_fills_only_its_site_and_serves_requests(
 def test_lake_down_midway_fails_with_reason_then_retry_completes(
     s3_settings: Settings, seaweed: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lakecache.data.materialize as m
     from helpers import make_files
+
+    import lakecache.data.materialize as m
 
     monkeypatch.setattr(m, "RANGE_MAX", 64 * 1024)
     hub = Hub(s3_settings.with_(lake_retries=2, lake_timeout=3.0))

@@ -16,7 +16,15 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(days=1)
 
 
-def view(i: int, *, age_h: float, size: int = 100, state: str = "ready", pinned: bool = False, leases: int = 0) -> CacheView:
+def view(
+    i: int,
+    *,
+    age_h: float,
+    size: int = 100,
+    state: str = "ready",
+    pinned: bool = False,
+    leases: int = 0,
+) -> CacheView:
     return CacheView(i, f"ds@{i}", state, size, T0 - timedelta(hours=age_h), pinned, leases)
 
 
@@ -34,7 +42,12 @@ def test_plan_ttl_keeps_pinned_leased_and_busy() -> None:
 
 
 def test_plan_room_is_lru_and_explains_what_blocks() -> None:
-    caches = [view(1, age_h=5), view(2, age_h=9), view(3, age_h=1), view(4, age_h=20, pinned=True, size=1000)]
+    caches = [
+        view(1, age_h=5),
+        view(2, age_h=9),
+        view(3, age_h=1),
+        view(4, age_h=20, pinned=True, size=1000),
+    ]
     plan = plan_eviction(caches, now=T0, ttl=TTL, available=50, need_bytes=220)
     assert [e.cache_id for e in plan.evictions] == [2, 1]
     assert plan.fits and plan.available_after == 250

@@ -65,7 +65,10 @@ def test_sdk_use_cached_and_uncached(hub: Hub, sites: dict[str, Path], xray: Dat
 
 
 def test_eight_concurrent_uses_make_one_fill(
-    cache_settings: object, svc: CacheService, sites: dict[str, Path], xray: Dataset,
+    cache_settings: object,
+    svc: CacheService,
+    sites: dict[str, Path],
+    xray: Dataset,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fetched = {"bytes": 0}

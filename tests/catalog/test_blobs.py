@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -71,22 +70,15 @@ def test_empty_inputs(catalog: Catalog) -> None:
 def test_twenty_thousand_blobs_in_one_pack_and_batched_lookups(catalog: Catalog) -> None:
     pack = new_pack_id()
     ds = digests(20_000)
-    start = time.perf_counter()
     catalog.record_pack(pack, 20_000 * 100, packed(pack, ds))
-    recorded = time.perf_counter() - start
 
     asked = [*ds, *digests(20_000, salt="missing")]
-    start = time.perf_counter()
     known = catalog.known_blobs(asked)
-    looked_up = time.perf_counter() - start
     located = catalog.locate_blobs(ds[::7])
 
     assert known == set(ds)
     assert len(located) == len(ds[::7])
     assert all(loc.pack_id == pack for loc in located.values())
-    # Generous bounds: these are milliseconds on SQLite and PostgreSQL alike.
-    assert recorded < 5.0, recorded
-    assert looked_up < 5.0, looked_up
 
 
 def test_record_blob_refuses_packed_locations(catalog: Catalog) -> None:

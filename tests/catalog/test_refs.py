@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 
@@ -145,15 +144,12 @@ def test_log_orders_by_time_across_utc_offsets(catalog: Catalog, xray: str) -> N
     assert [c.message for c in catalog.log(xray)] == ["merge", "late", "early", "base"]
 
 
-def test_log_of_hundreds_of_commits_is_fast(catalog: Catalog, xray: str) -> None:
+def test_log_of_hundreds_of_commits(catalog: Catalog, xray: str) -> None:
+    # Its speed (target: under 100 ms) is measured by `make bench`, not asserted here.
     ids = commit_chain(catalog, xray, 300)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        log = catalog.log(xray)
-        timings.append(time.perf_counter() - start)
+    log = catalog.log(xray)
     assert [c.id for c in log] == ids[::-1]
-    assert min(timings) < 0.1, timings
+    assert [c.id for c in catalog.log(xray, limit=5)] == ids[::-1][:5]
 
 
 # -- tags ------------------------------------------------------------------------------------

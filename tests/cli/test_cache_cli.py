@@ -37,17 +37,45 @@ def test_topology_and_cache_lifecycle(env: Path, capsys: pytest.CaptureFixture[s
     ok(capsys, "data", "commit", "xray", str(src), "-m", "v1", "-q", "-t", "v1")
     ok(capsys, "site", "add", "onprem", "-d", "GPU cluster")
     ok(capsys, "site", "add", "cloud")
-    ok(capsys, "volume", "add", "nfs", "--site", "onprem", "--root", str(env / "nfs"), "--capacity", "1GB")
-    ok(capsys, "volume", "add", "pvc", "--site", "cloud", "--root", str(env / "pvc"), "--capacity", "500MB", "--ttl", "12h")
+    ok(
+        capsys,
+        "volume",
+        "add",
+        "nfs",
+        "--site",
+        "onprem",
+        "--root",
+        str(env / "nfs"),
+        "--capacity",
+        "1GB",
+    )
+    ok(
+        capsys,
+        "volume",
+        "add",
+        "pvc",
+        "--site",
+        "cloud",
+        "--root",
+        str(env / "pvc"),
+        "--capacity",
+        "500MB",
+        "--ttl",
+        "12h",
+    )
     ok(capsys, "compute", "add", "gpu", "--site", "onprem", "--volume", "pvc")
     comp = json.loads(ok(capsys, "compute", "ls", "--json"))
-    assert comp == [{"name": "gpu", "site": "onprem", "backend": "local", "volumes": ["nfs", "pvc"]}]
+    assert comp == [
+        {"name": "gpu", "site": "onprem", "backend": "local", "volumes": ["nfs", "pvc"]}
+    ]
     sites = json.loads(ok(capsys, "site", "ls", "--json"))
     assert [s["name"] for s in sites] == ["cloud", "onprem"]
 
     added = json.loads(ok(capsys, "cache", "add", "xray@v1", "--site", "onprem", "--json"))
     assert added["state"] == "ready" and added["volume"] == "nfs"
-    pending = json.loads(ok(capsys, "cache", "add", "xray@v1", "--site", "cloud", "--no-wait", "--json"))
+    pending = json.loads(
+        ok(capsys, "cache", "add", "xray@v1", "--site", "cloud", "--no-wait", "--json")
+    )
     assert pending["state"] == "pending"
 
     vols = {v["name"]: v for v in json.loads(ok(capsys, "volume", "ls", "--json"))}
@@ -55,7 +83,13 @@ def test_topology_and_cache_lifecycle(env: Path, capsys: pytest.CaptureFixture[s
     assert vols["nfs"]["caches"] == 1 and vols["nfs"]["free"] > 0
     assert vols["pvc"]["ttl_seconds"] == 12 * 3600
     table = ok(capsys, "volume", "ls")
-    assert table.splitlines()[0].split("\t")[:5] == ["volume", "site", "capacity", "committed", "free (fs)"]
+    assert table.splitlines()[0].split("\t")[:5] == [
+        "volume",
+        "site",
+        "capacity",
+        "committed",
+        "free (fs)",
+    ]
 
     ok(capsys, "agent", "--site", "cloud", "--once")
     caches = json.loads(ok(capsys, "cache", "ls", "--json"))
@@ -80,7 +114,9 @@ def test_topology_and_cache_lifecycle(env: Path, capsys: pytest.CaptureFixture[s
     assert plan == {"dry_run": True, "evictions": []}
     ok(capsys, "cache", "rm", "xray@v1", "--volume", "nfs")
     assert not Path(path).exists()
-    states = {c["volume"]: c["state"] for c in json.loads(ok(capsys, "cache", "ls", "--all", "--json"))}
+    states = {
+        c["volume"]: c["state"] for c in json.loads(ok(capsys, "cache", "ls", "--all", "--json"))
+    }
     assert states == {"nfs": "evicted", "pvc": "ready"}
     code, _, err = run(capsys, "volume", "rm", "pvc")
     assert code == 1 and "still holds 1 cache" in err
@@ -88,9 +124,13 @@ def test_topology_and_cache_lifecycle(env: Path, capsys: pytest.CaptureFixture[s
 
 def test_bad_input_gets_clear_errors(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ok(capsys, "site", "add", "onprem")
-    code, _, err = run(capsys, "volume", "add", "v", "--site", "nowhere", "--root", str(env), "--capacity", "1GB")
+    code, _, err = run(
+        capsys, "volume", "add", "v", "--site", "nowhere", "--root", str(env), "--capacity", "1GB"
+    )
     assert code == 1 and "no site 'nowhere'" in err and "hint:" in err
-    code, _, err = run(capsys, "volume", "add", "v", "--site", "onprem", "--root", str(env), "--capacity", "lots")
+    code, _, err = run(
+        capsys, "volume", "add", "v", "--site", "onprem", "--root", str(env), "--capacity", "lots"
+    )
     assert code == 2 and "not a size" in err
     code, _, err = run(capsys, "site", "add", "Bad/Name")
     assert code == 1 and "invalid site name" in err

@@ -94,7 +94,12 @@ def test_errors_are_one_line_with_a_hint(env: Path, capsys: pytest.CaptureFixtur
 
 
 def test_help_explains(capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["--help"], ["data", "--help"], ["data", "commit", "--help"], ["data", "pull", "--help"]):
+    for args in (
+        ["--help"],
+        ["data", "--help"],
+        ["data", "commit", "--help"],
+        ["data", "pull", "--help"],
+    ):
         code, out, _ = run(capsys, *args)
         assert code == 0 and "Usage:" in out
     assert "ranged GET" in run(capsys, "data", "pull", "--help")[1]
@@ -113,7 +118,12 @@ def test_lake_unreachable_names_the_endpoint(
     src = env / "src"
     write(src, "a.txt", b"a")
     cli = [sys.executable, "-m", "lakecache"]
-    assert subprocess.run([*cli, "data", "init", "xray"], env=os.environ, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [*cli, "data", "init", "xray"], env=os.environ, capture_output=True
+        ).returncode
+        == 0
+    )
     seaweed.stop()
     try:
         r = subprocess.run(

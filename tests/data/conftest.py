@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,5 +27,3 @@ def hub(lake_settings: Settings) -> Iterator[Hub]:
 @pytest.fixture
 def ds(hub: Hub) -> Dataset:
     return Dataset.create("xray", hub=hub)
-
-

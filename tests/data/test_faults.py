@@ -60,7 +60,11 @@ def test_symlinks(ds: Dataset, tmp_path: Path) -> None:
     assert c.file_count == 3
     ds.pull(None, tmp_path / "out")
     got = tree(tmp_path / "out")
-    assert got == {"real/data.bin": b"payload", "link.bin": b"payload", "linkdir/data.bin": b"payload"}
+    assert got == {
+        "real/data.bin": b"payload",
+        "link.bin": b"payload",
+        "linkdir/data.bin": b"payload",
+    }
     assert not (tmp_path / "out" / "link.bin").is_symlink()
 
     outside = tmp_path / "secret.txt"
@@ -74,7 +78,9 @@ def test_symlinks(ds: Dataset, tmp_path: Path) -> None:
         ds.commit(src)
 
 
-def test_unreadable_file_stops_commit(ds: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file_stops_commit(
+    ds: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Tests run as root, which reads any file whatever its mode, so the failing
     # open is simulated for one file; the rest of the pipeline is real.
     import builtins
@@ -263,7 +269,10 @@ def test_racing_commits_one_wins_none_lost(hub: Hub, tmp_path: Path) -> None:
     loser = 0 if isinstance(results["w0"], ConflictError) else 1
     c = Dataset("race", hub=hub).commit(tmp_path / f"src{loser}", message="retry")
     assert c.parents == (winner.id,)
-    assert [e.commit.message for e in Dataset("race", hub=hub).log()][:2] == ["retry", winner.message]
+    assert [e.commit.message for e in Dataset("race", hub=hub).log()][:2] == [
+        "retry",
+        winner.message,
+    ]
     for h in hubs:
         h.close()
 
@@ -315,7 +324,16 @@ def test_manifest_that_escapes_is_refused(ds: Dataset, tmp_path: Path) -> None:
     digest = hash_bytes(raw)
     ds.hub.lake.put(manifest_key(digest), raw)
     head = ds.hub.catalog.head("xray")
-    evil = Commit("xray", digest, (head,) if head else (), "x", "evil", "2026-01-01T00:00:00+00:00", 1, good.size)
+    evil = Commit(
+        "xray",
+        digest,
+        (head,) if head else (),
+        "x",
+        "evil",
+        "2026-01-01T00:00:00+00:00",
+        1,
+        good.size,
+    )
     ds.hub.catalog.add_commit(evil, expected_head=head)
     with pytest.raises(InvalidPathError, match=r"\.\."):
         ds.pull(None, tmp_path / "out" / "inner")

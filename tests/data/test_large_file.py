@@ -36,14 +36,18 @@ _CHILD = textwrap.dedent(
 def _run(home: Path, op: str, path: Path) -> dict[str, float]:
     r = subprocess.run(
         [sys.executable, "-c", _CHILD, str(home), op, str(path)],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
 @pytest.mark.slow
-def test_six_gib_file_commits_and_pulls_with_flat_memory(tmp_path: Path, settings: Settings) -> None:
+def test_six_gib_file_commits_and_pulls_with_flat_memory(
+    tmp_path: Path, settings: Settings
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     big = src / "scan.raw"

@@ -321,7 +321,8 @@ def test_s3_lake_down_then_back(seaweed: SeaweedServer, s3_bucket: str) -> None:
             started = time.monotonic()
             with pytest.raises(LakeUnreachableError) as info:
                 call()
-            assert time.monotonic() - started < 10
+            # Not a speed check: retries must give up instead of hanging.
+            assert time.monotonic() - started < 60
             message = str(info.value)
             assert seaweed.endpoint in message
             assert "after 2 attempts" in message

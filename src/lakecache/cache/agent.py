@@ -20,7 +20,12 @@ log = logging.getLogger("lakecache.agent")
 
 class SiteAgent:
     def __init__(
-        self, service: CacheService, site: str, *, max_fills: int = 2, interval: float = 1.0,
+        self,
+        service: CacheService,
+        site: str,
+        *,
+        max_fills: int = 2,
+        interval: float = 1.0,
         gc_every: float = 60.0,
     ) -> None:
         self.service = service
@@ -47,7 +52,11 @@ class SiteAgent:
         for rec in topo.list_caches(site=self.site, states=("pending", "filling")):
             if len(self._running) >= self.max_fills or rec.id in self._running:
                 continue
-            if rec.state == "filling" and rec.heartbeat_at and now - rec.heartbeat_at < svc.stale_after:
+            if (
+                rec.state == "filling"
+                and rec.heartbeat_at
+                and now - rec.heartbeat_at < svc.stale_after
+            ):
                 continue
             if topo.claim_fill(rec.id, f"agent:{self.site}", now=now, stale_after=svc.stale_after):
                 log.info("filling %s on %s", rec.name, rec.volume)

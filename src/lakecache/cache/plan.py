@@ -101,8 +101,6 @@ def plan_eviction(
     after = available + freed
     blocked: tuple[str, ...] = ()
     if need_bytes > after:
-        holders = sorted(
-            (c for c in caches if c.id in keep_reasons), key=lambda c: -c.size
-        )
+        holders = sorted((c for c in caches if c.id in keep_reasons), key=lambda c: -c.size)
         blocked = tuple(f"{keep_reasons[c.id]}: {c.size:,} bytes" for c in holders)
     return EvictionPlan(tuple(out), freed, need_bytes, after, blocked)

@@ -121,12 +121,19 @@ class CacheService:
             topo.get_site(site)
             raise NotFoundError(
                 f"site {site!r} has no cache volume",
-                hint=f"Add one with `lakecache volume add NAME --site {site} --root PATH --capacity 500GB`.",
+                hint=f"Add one with `lakecache volume add NAME --site {site} "
+                "--root PATH --capacity 500GB`.",
             )
         return max(vols, key=lambda v: self.usage(v).available)
 
     def request(
-        self, dataset: str, ref: str | None, *, site: str | None = None, volume: str | None = None, path: str = ""
+        self,
+        dataset: str,
+        ref: str | None,
+        *,
+        site: str | None = None,
+        volume: str | None = None,
+        path: str = "",
     ) -> CacheRecord:
         """Ask for a cache of ``dataset@ref`` (idempotent); it is filled by whoever claims it."""
         commit_id = self.hub.catalog.resolve(dataset, ref)
@@ -164,15 +171,23 @@ class CacheService:
             if rec.state == "failed":
                 raise CacheFillError(
                     f"cache {rec.name} on {rec.volume} failed: {rec.error}",
-                    hint=f"Fix the cause, then ask again: `lakecache cache add {rec.dataset}@{rec.commit_id[:12]} --volume {rec.volume}`.",
+                    hint="Fix the cause, then ask again: `lakecache cache add "
+                    f"{rec.dataset}@{rec.commit_id[:12]} --volume {rec.volume}`.",
                 )
             if rec.state in ("evicting", "evicted"):
                 rec, _ = self.topology.request_cache(
-                    rec.dataset, rec.commit_id, rec.volume, rec.subpath, files=rec.files,
-                    nbytes=rec.bytes, now=self.clock.now(),
+                    rec.dataset,
+                    rec.commit_id,
+                    rec.volume,
+                    rec.subpath,
+                    files=rec.files,
+                    nbytes=rec.bytes,
+                    now=self.clock.now(),
                 )
                 continue
-            if self.topology.claim_fill(rec.id, _worker_id(), now=self.clock.now(), stale_after=self.stale_after):
+            if self.topology.claim_fill(
+                rec.id, _worker_id(), now=self.clock.now(), stale_after=self.stale_after
+            ):
                 return self.fill_claimed(rec.id, progress=progress)
             if deadline is not None and time.monotonic() > deadline:
                 raise CacheFillError(f"cache {rec.name} is still {rec.state} after {timeout} s")
@@ -195,7 +210,9 @@ class CacheService:
                 # Published by a filler that died before marking it ready.
                 stats_linked = stats_fetched = 0
             else:
-                stats_linked, stats_fetched = self._fill_into(rec, v, layout, staging, final, progress, done)
+                stats_linked, stats_fetched = self._fill_into(
+                    rec, v, layout, staging, final, progress, done
+                )
         except BaseException as exc:
             stop.set()
             beat.join()
@@ -211,15 +228,28 @@ class CacheService:
         beat.join()
         now = self.clock.now()
         topo.update_cache(
-            rec.id, state="ready", ready_at=now, last_used_at=now, updated_at=now,
-            done_bytes=rec.bytes, linked_bytes=stats_linked, fetched_bytes=stats_fetched,
-            worker=None, error=None,
+            rec.id,
+            state="ready",
+            ready_at=now,
+            last_used_at=now,
+            updated_at=now,
+            done_bytes=rec.bytes,
+            linked_bytes=stats_linked,
+            fetched_bytes=stats_fetched,
+            worker=None,
+            error=None,
         )
         return topo.get_cache(rec.id, now)
 
     def _fill_into(
-        self, rec: CacheRecord, v: VolumeRecord, layout: VolumeLayout, staging: Path, final: Path,
-        progress: Progress | None, done: dict[str, int],
+        self,
+        rec: CacheRecord,
+        v: VolumeRecord,
+        layout: VolumeLayout,
+        staging: Path,
+        final: Path,
+        progress: Progress | None,
+        done: dict[str, int],
     ) -> tuple[int, int]:
         from lakecache.data.materialize import materialize
 
@@ -243,8 +273,15 @@ class CacheService:
 
         s = self.hub.settings
         stats = materialize(
-            entries, staging, lake=self.hub.lake, catalog=self.hub.catalog, workers=s.workers,
-            chunk_size=s.part_size, progress=tracker, skip_existing=True, link_source=link_source,
+            entries,
+            staging,
+            lake=self.hub.lake,
+            catalog=self.hub.catalog,
+            workers=s.workers,
+            chunk_size=s.part_size,
+            progress=tracker,
+            skip_existing=True,
+            link_source=link_source,
         )
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -271,7 +308,8 @@ class CacheService:
             if other.subpath:
                 # A partial cache holds only the paths under its sub-path.
                 found = {
-                    d: p for d, p in found.items()
+                    d: p
+                    for d, p in found.items()
                     if p == other.subpath or p.startswith(other.subpath + "/")
                 }
             for d, p in found.items():
@@ -296,12 +334,17 @@ class CacheService:
         while not stop.wait(self.heartbeat_every):
             try:
                 self.topology.update_cache(
-                    cache_id, expect_state="filling", heartbeat_at=self.clock.now(), done_bytes=done["bytes"]
+                    cache_id,
+                    expect_state="filling",
+                    heartbeat_at=self.clock.now(),
+                    done_bytes=done["bytes"],
                 )
             except LakecacheError:
                 pass  # the catalog blinked; the next beat tries again
 
-    def _fail(self, rec: CacheRecord, layout: VolumeLayout, staging: Path, exc: BaseException) -> str:
+    def _fail(
+        self, rec: CacheRecord, layout: VolumeLayout, staging: Path, exc: BaseException
+    ) -> str:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = f"volume full while filling ({exc.strerror}); staging removed"
             layout.remove_tree(staging)
@@ -314,15 +357,24 @@ class CacheService:
         if isinstance(exc, CacheFillError):
             layout.remove_tree(staging)
         now = self.clock.now()
-        self.topology.update_cache(rec.id, state="failed", error=reason, worker=None, updated_at=now, done_bytes=0)
+        self.topology.update_cache(
+            rec.id, state="failed", error=reason, worker=None, updated_at=now, done_bytes=0
+        )
         return reason
 
     # -- using -------------------------------------------------------------------------
 
     @contextmanager
     def use(
-        self, dataset: str, ref: str | None, *, site: str | None = None, volume: str | None = None,
-        path: str = "", holder: str | None = None, progress: Progress | None = None,
+        self,
+        dataset: str,
+        ref: str | None,
+        *,
+        site: str | None = None,
+        volume: str | None = None,
+        path: str = "",
+        holder: str | None = None,
+        progress: Progress | None = None,
     ) -> Iterator[Path]:
         """The local folder of a ready cache, held by a lease while the block runs.
 
@@ -359,7 +411,9 @@ class CacheService:
         commit_id = self.hub.catalog.resolve(dataset, ref)
         sub = normalize_folder(path)
         topo = self.topology
-        candidates = [volume] if volume else [v.name for v in topo.list_volumes(site)] if site else []
+        candidates = (
+            [volume] if volume else [v.name for v in topo.list_volumes(site)] if site else []
+        )
         for vname in candidates:
             try:
                 rec = topo.find_cache(dataset, commit_id, vname, sub)
@@ -381,13 +435,17 @@ class CacheService:
     # -- accounting, eviction ----------------------------------------------------------
 
     def usage(self, v: VolumeRecord, *, exclude: int | None = None) -> VolumeUsage:
-        caches = [c for c in self.topology.list_caches(volume=v.name, states=ACTIVE) if c.id != exclude]
+        caches = [
+            c for c in self.topology.list_caches(volume=v.name, states=ACTIVE) if c.id != exclude
+        ]
         committed = sum(c.occupied for c in caches)
         free = VolumeLayout(Path(v.root)).free_bytes()
         saved = sum(c.linked_bytes for c in caches)
         return VolumeUsage(v, committed, free, len(caches), saved)
 
-    def plan(self, v: VolumeRecord, *, need_bytes: int = 0, available: int | None = None) -> EvictionPlan:
+    def plan(
+        self, v: VolumeRecord, *, need_bytes: int = 0, available: int | None = None
+    ) -> EvictionPlan:
         """What eviction would do on volume ``v`` now (pure planning over a snapshot)."""
         now = self.clock.now()
         caches = self.topology.list_caches(volume=v.name, states=ACTIVE + ("failed",), now=now)
@@ -425,11 +483,15 @@ class CacheService:
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(final, trash)  # gone for readers in one step
         layout.remove_tree(layout.staging_dir(rec.id))
-        topo.update_cache(cache_id, state="evicted", updated_at=self.clock.now(), done_bytes=0, linked_bytes=0)
+        topo.update_cache(
+            cache_id, state="evicted", updated_at=self.clock.now(), done_bytes=0, linked_bytes=0
+        )
         layout.remove_tree(trash)
         return True
 
-    def gc(self, *, dry_run: bool = False, site: str | None = None) -> list[tuple[VolumeRecord, EvictionPlan]]:
+    def gc(
+        self, *, dry_run: bool = False, site: str | None = None
+    ) -> list[tuple[VolumeRecord, EvictionPlan]]:
         """Evict caches past their TTL on every volume (of ``site``); returns the plans."""
         out = []
         for v in self.topology.list_volumes(site):
@@ -447,7 +509,10 @@ class CacheService:
 
         rec = self.topology.get_cache(cache_id)
         if rec.state != "ready":
-            raise UserError(f"cache {rec.name} is {rec.state}, not ready", hint="Only ready caches can be verified.")
+            raise UserError(
+                f"cache {rec.name} is {rec.state}, not ready",
+                hint="Only ready caches can be verified.",
+            )
         root = self.cache_path(rec)
         commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)
         with self._index(commit.manifest) as idx:
@@ -466,12 +531,17 @@ class CacheService:
         if repair and bad:
             s = self.hub.settings
             materialize(
-                bad, root, lake=self.hub.lake, catalog=self.hub.catalog, workers=s.workers,
+                bad,
+                root,
+                lake=self.hub.lake,
+                catalog=self.hub.catalog,
+                workers=s.workers,
                 skip_existing=False,
             )
             report.repaired = len(bad)
         self.topology.update_cache(
-            cache_id, report=f"checked {report.checked}, missing {len(report.missing)}, "
+            cache_id,
+            report=f"checked {report.checked}, missing {len(report.missing)}, "
             f"modified {len(report.modified)}, repaired {report.repaired}",
         )
         return report

@@ -33,7 +33,11 @@ class VolumeLayout:
         return self.root / ".lakecache"
 
     def cache_dir(self, dataset: str, commit_id: str, subpath: str = "") -> Path:
-        if not all(c in "0123456789abcdef" for c in commit_id) or "/" in dataset or dataset in (".", ".."):
+        if (
+            not all(c in "0123456789abcdef" for c in commit_id)
+            or "/" in dataset
+            or dataset in (".", "..")
+        ):
             raise InvalidPathError(f"bad cache name {dataset}@{commit_id}")
         leaf = commit_id
         if subpath:

@@ -120,10 +120,14 @@ class Topology:
         _check_name("site", name)
         try:
             with self._c._write() as conn:
-                res = conn.execute(tt.sites.insert().values(name=name, description=description, created_at=now))
+                res = conn.execute(
+                    tt.sites.insert().values(name=name, description=description, created_at=now)
+                )
                 (sid,) = res.inserted_primary_key or (0,)
         except sa_exc.IntegrityError:
-            raise AlreadyExistsError(f"site {name!r} already exists", hint="List sites with `lakecache site ls`.") from None
+            raise AlreadyExistsError(
+                f"site {name!r} already exists", hint="List sites with `lakecache site ls`."
+            ) from None
         return SiteRecord(int(sid), name, description)
 
     def list_sites(self) -> list[SiteRecord]:
@@ -135,7 +139,10 @@ class Topology:
         for s in self.list_sites():
             if s.name == name:
                 return s
-        raise NotFoundError(f"no site {name!r}", hint="Add it with `lakecache site add NAME`, or list them with `lakecache site ls`.")
+        raise NotFoundError(
+            f"no site {name!r}",
+            hint="Add it with `lakecache site add NAME`, or list them with `lakecache site ls`.",
+        )
 
     # -- volumes -----------------------------------------------------------------------
 
@@ -144,27 +151,43 @@ class Topology:
     ) -> VolumeRecord:
         _check_name("volume", name)
         if capacity <= 0:
-            raise UserError(f"volume capacity must be positive, not {capacity}", hint="Give a size such as 500GB.")
+            raise UserError(
+                f"volume capacity must be positive, not {capacity}",
+                hint="Give a size such as 500GB.",
+            )
         if ttl_seconds <= 0:
-            raise UserError(f"TTL must be positive, not {ttl_seconds} s", hint="Give a duration such as 1d or 12h.")
+            raise UserError(
+                f"TTL must be positive, not {ttl_seconds} s",
+                hint="Give a duration such as 1d or 12h.",
+            )
         s = self.get_site(site)
         try:
             with self._c._write() as conn:
                 res = conn.execute(
                     tt.volumes.insert().values(
-                        name=name, site_id=s.id, root=root, capacity=capacity,
-                        ttl_seconds=ttl_seconds, created_at=now,
+                        name=name,
+                        site_id=s.id,
+                        root=root,
+                        capacity=capacity,
+                        ttl_seconds=ttl_seconds,
+                        created_at=now,
                     )
                 )
                 (vid,) = res.inserted_primary_key or (0,)
         except sa_exc.IntegrityError:
-            raise AlreadyExistsError(f"volume {name!r} already exists", hint="List volumes with `lakecache volume ls`.") from None
+            raise AlreadyExistsError(
+                f"volume {name!r} already exists", hint="List volumes with `lakecache volume ls`."
+            ) from None
         return VolumeRecord(int(vid), name, site, root, capacity, ttl_seconds)
 
     def _volume_query(self) -> Any:
         return select(
-            tt.volumes.c.id, tt.volumes.c.name, tt.sites.c.name.label("site"), tt.volumes.c.root,
-            tt.volumes.c.capacity, tt.volumes.c.ttl_seconds,
+            tt.volumes.c.id,
+            tt.volumes.c.name,
+            tt.sites.c.name.label("site"),
+            tt.volumes.c.root,
+            tt.volumes.c.capacity,
+            tt.volumes.c.ttl_seconds,
         ).join(tt.sites, tt.sites.c.id == tt.volumes.c.site_id)
 
     def list_volumes(self, site: str | None = None) -> list[VolumeRecord]:
@@ -178,7 +201,9 @@ class Topology:
         with self._c._read() as conn:
             row = conn.execute(self._volume_query().where(tt.volumes.c.name == name)).one_or_none()
         if row is None:
-            raise NotFoundError(f"no volume {name!r}", hint="List volumes with `lakecache volume ls`.")
+            raise NotFoundError(
+                f"no volume {name!r}", hint="List volumes with `lakecache volume ls`."
+            )
         return VolumeRecord(*row)
 
     def remove_volume(self, name: str) -> None:
@@ -186,7 +211,8 @@ class Topology:
         live = [c for c in self.list_caches(volume=name) if c.state not in ("evicted", "failed")]
         if live:
             raise UserError(
-                f"volume {name!r} still holds {len(live)} cache(s): {', '.join(c.name for c in live[:5])}",
+                f"volume {name!r} still holds {len(live)} cache(s): "
+                f"{', '.join(c.name for c in live[:5])}",
                 hint=f"Clear them first with `lakecache cache rm ... --volume {name}`.",
             )
         with self._c._write() as conn:
@@ -196,18 +222,31 @@ class Topology:
     # -- compute -----------------------------------------------------------------------
 
     def add_compute(
-        self, name: str, site: str, backend: str, config: dict[str, Any], volumes: list[str], now: datetime
+        self,
+        name: str,
+        site: str,
+        backend: str,
+        config: dict[str, Any],
+        volumes: list[str],
+        now: datetime,
     ) -> ComputeRecord:
         _check_name("compute resource", name)
         if backend not in BACKENDS:
-            raise UserError(f"unknown compute backend {backend!r}", hint=f"Choose one of: {', '.join(BACKENDS)}.")
+            raise UserError(
+                f"unknown compute backend {backend!r}",
+                hint=f"Choose one of: {', '.join(BACKENDS)}.",
+            )
         s = self.get_site(site)
         vols = [self.get_volume(v) for v in volumes]
         try:
             with self._c._write() as conn:
                 res = conn.execute(
                     tt.compute_resources.insert().values(
-                        name=name, site_id=s.id, backend=backend, config=json.dumps(config), created_at=now
+                        name=name,
+                        site_id=s.id,
+                        backend=backend,
+                        config=json.dumps(config),
+                        created_at=now,
                     )
                 )
                 (cid,) = res.inserted_primary_key or (0,)
@@ -218,10 +257,17 @@ class Topology:
         return ComputeRecord(int(cid), name, site, backend, config, tuple(volumes))
 
     def list_compute(self, site: str | None = None) -> list[ComputeRecord]:
-        q = select(
-            tt.compute_resources.c.id, tt.compute_resources.c.name, tt.sites.c.name.label("site"),
-            tt.compute_resources.c.backend, tt.compute_resources.c.config,
-        ).join(tt.sites, tt.sites.c.id == tt.compute_resources.c.site_id).order_by(tt.compute_resources.c.name)
+        q = (
+            select(
+                tt.compute_resources.c.id,
+                tt.compute_resources.c.name,
+                tt.sites.c.name.label("site"),
+                tt.compute_resources.c.backend,
+                tt.compute_resources.c.config,
+            )
+            .join(tt.sites, tt.sites.c.id == tt.compute_resources.c.site_id)
+            .order_by(tt.compute_resources.c.name)
+        )
         if site:
             q = q.where(tt.sites.c.name == site)
         with self._c._read() as conn:
@@ -235,7 +281,14 @@ class Topology:
         for cid, vname in extra:
             mounts.setdefault(cid, []).append(vname)
         return [
-            ComputeRecord(r.id, r.name, r.site, r.backend, json.loads(r.config), tuple(sorted(mounts.get(r.id, []))))
+            ComputeRecord(
+                r.id,
+                r.name,
+                r.site,
+                r.backend,
+                json.loads(r.config),
+                tuple(sorted(mounts.get(r.id, []))),
+            )
             for r in rows
         ]
 
@@ -248,8 +301,11 @@ class Topology:
         live = select(func.count()).where(*cond).correlate(tt.caches).scalar_subquery()
         return (
             select(
-                tt.caches, t.datasets.c.name.label("dataset"), tt.volumes.c.name.label("volume"),
-                tt.sites.c.name.label("site"), live.label("live_leases"),
+                tt.caches,
+                t.datasets.c.name.label("dataset"),
+                tt.volumes.c.name.label("volume"),
+                tt.sites.c.name.label("site"),
+                live.label("live_leases"),
             )
             .join(t.datasets, t.datasets.c.id == tt.caches.c.dataset_id)
             .join(tt.volumes, tt.volumes.c.id == tt.caches.c.volume_id)
@@ -259,17 +315,41 @@ class Topology:
     @staticmethod
     def _record(r: Any) -> CacheRecord:
         return CacheRecord(
-            id=r.id, dataset=r.dataset, commit_id=r.commit_id, volume=r.volume, site=r.site,
-            subpath=r.subpath, state=r.state, files=r.files, bytes=r.bytes, done_bytes=r.done_bytes,
-            linked_bytes=r.linked_bytes, fetched_bytes=r.fetched_bytes, error=r.error,
-            pinned=bool(r.pinned), created_at=r.created_at, updated_at=r.updated_at,
-            ready_at=r.ready_at, last_used_at=r.last_used_at, worker=r.worker,
-            heartbeat_at=r.heartbeat_at, request=r.request, report=r.report,
+            id=r.id,
+            dataset=r.dataset,
+            commit_id=r.commit_id,
+            volume=r.volume,
+            site=r.site,
+            subpath=r.subpath,
+            state=r.state,
+            files=r.files,
+            bytes=r.bytes,
+            done_bytes=r.done_bytes,
+            linked_bytes=r.linked_bytes,
+            fetched_bytes=r.fetched_bytes,
+            error=r.error,
+            pinned=bool(r.pinned),
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            ready_at=r.ready_at,
+            last_used_at=r.last_used_at,
+            worker=r.worker,
+            heartbeat_at=r.heartbeat_at,
+            request=r.request,
+            report=r.report,
             leases=int(r.live_leases or 0),
         )
 
     def request_cache(
-        self, dataset: str, commit_id: str, volume: str, subpath: str, *, files: int, nbytes: int, now: datetime
+        self,
+        dataset: str,
+        commit_id: str,
+        volume: str,
+        subpath: str,
+        *,
+        files: int,
+        nbytes: int,
+        now: datetime,
     ) -> tuple[CacheRecord, bool]:
         """Ask for a cache; returns (record, created). Evicted or failed caches are re-armed."""
         v = self.get_volume(volume)
@@ -279,9 +359,20 @@ class Topology:
             # end with one row and no unique-key error.
             res = conn.execute(
                 self._c._insert_ignore(tt.caches).values(
-                    dataset_id=dataset_id, commit_id=commit_id, volume_id=v.id, subpath=subpath,
-                    state="pending", files=files, bytes=nbytes, done_bytes=0, linked_bytes=0,
-                    fetched_bytes=0, pinned=False, created_at=now, updated_at=now, last_used_at=now,
+                    dataset_id=dataset_id,
+                    commit_id=commit_id,
+                    volume_id=v.id,
+                    subpath=subpath,
+                    state="pending",
+                    files=files,
+                    bytes=nbytes,
+                    done_bytes=0,
+                    linked_bytes=0,
+                    fetched_bytes=0,
+                    pinned=False,
+                    created_at=now,
+                    updated_at=now,
+                    last_used_at=now,
                 )
             )
             created = res.rowcount == 1
@@ -290,24 +381,43 @@ class Topology:
                 res = conn.execute(
                     update(tt.caches)
                     .where(
-                        tt.caches.c.volume_id == v.id, tt.caches.c.commit_id == commit_id,
-                        tt.caches.c.subpath == subpath, tt.caches.c.state.in_(("evicted", "failed")),
+                        tt.caches.c.volume_id == v.id,
+                        tt.caches.c.commit_id == commit_id,
+                        tt.caches.c.subpath == subpath,
+                        tt.caches.c.state.in_(("evicted", "failed")),
                     )
                     .values(
-                        state="pending", error=None, done_bytes=0, linked_bytes=0, fetched_bytes=0,
-                        worker=None, heartbeat_at=None, updated_at=now, last_used_at=now, ready_at=None,
-                        files=files, bytes=nbytes,
+                        state="pending",
+                        error=None,
+                        done_bytes=0,
+                        linked_bytes=0,
+                        fetched_bytes=0,
+                        worker=None,
+                        heartbeat_at=None,
+                        updated_at=now,
+                        last_used_at=now,
+                        ready_at=None,
+                        files=files,
+                        bytes=nbytes,
                     )
                 )
                 created = res.rowcount == 1
         return self.find_cache(dataset, commit_id, volume, subpath, now=now), created
 
     def find_cache(
-        self, dataset: str, commit_id: str, volume: str, subpath: str = "", *, now: datetime | None = None
+        self,
+        dataset: str,
+        commit_id: str,
+        volume: str,
+        subpath: str = "",
+        *,
+        now: datetime | None = None,
     ) -> CacheRecord:
         q = self._cache_query(now).where(
-            t.datasets.c.name == dataset, tt.caches.c.commit_id == commit_id,
-            tt.volumes.c.name == volume, tt.caches.c.subpath == subpath,
+            t.datasets.c.name == dataset,
+            tt.caches.c.commit_id == commit_id,
+            tt.volumes.c.name == volume,
+            tt.caches.c.subpath == subpath,
         )
         with self._c._read() as conn:
             row = conn.execute(q).one_or_none()
@@ -320,14 +430,23 @@ class Topology:
 
     def get_cache(self, cache_id: int, now: datetime | None = None) -> CacheRecord:
         with self._c._read() as conn:
-            row = conn.execute(self._cache_query(now).where(tt.caches.c.id == cache_id)).one_or_none()
+            row = conn.execute(
+                self._cache_query(now).where(tt.caches.c.id == cache_id)
+            ).one_or_none()
         if row is None:
-            raise NotFoundError(f"no cache with id {cache_id}", hint="List caches with `lakecache cache ls`.")
+            raise NotFoundError(
+                f"no cache with id {cache_id}", hint="List caches with `lakecache cache ls`."
+            )
         return self._record(row)
 
     def list_caches(
-        self, *, volume: str | None = None, site: str | None = None, dataset: str | None = None,
-        states: tuple[str, ...] | None = None, now: datetime | None = None,
+        self,
+        *,
+        volume: str | None = None,
+        site: str | None = None,
+        dataset: str | None = None,
+        states: tuple[str, ...] | None = None,
+        now: datetime | None = None,
     ) -> list[CacheRecord]:
         q = self._cache_query(now).order_by(tt.sites.c.name, tt.volumes.c.name, tt.caches.c.id)
         if volume:
@@ -341,7 +460,9 @@ class Topology:
         with self._c._read() as conn:
             return [self._record(r) for r in conn.execute(q).all()]
 
-    def claim_fill(self, cache_id: int, worker: str, *, now: datetime, stale_after: timedelta) -> bool:
+    def claim_fill(
+        self, cache_id: int, worker: str, *, now: datetime, stale_after: timedelta
+    ) -> bool:
         """Take the fill of a pending cache (or of one whose filler stopped heart-beating)."""
         with self._c._write() as conn:
             res = conn.execute(
@@ -350,14 +471,21 @@ class Topology:
                     tt.caches.c.id == cache_id,
                     or_(
                         tt.caches.c.state == "pending",
-                        and_(tt.caches.c.state == "filling", tt.caches.c.heartbeat_at < now - stale_after),
+                        and_(
+                            tt.caches.c.state == "filling",
+                            tt.caches.c.heartbeat_at < now - stale_after,
+                        ),
                     ),
                 )
-                .values(state="filling", worker=worker, heartbeat_at=now, updated_at=now, error=None)
+                .values(
+                    state="filling", worker=worker, heartbeat_at=now, updated_at=now, error=None
+                )
             )
             return bool(res.rowcount == 1)
 
-    def update_cache(self, cache_id: int, *, expect_state: str | None = None, **values: Any) -> bool:
+    def update_cache(
+        self, cache_id: int, *, expect_state: str | None = None, **values: Any
+    ) -> bool:
         """Change columns of a cache row; with ``expect_state``, only if it is in that state."""
         q = update(tt.caches).where(tt.caches.c.id == cache_id)
         if expect_state is not None:
@@ -373,40 +501,57 @@ class Topology:
             state = conn.scalar(select(tt.caches.c.state).where(tt.caches.c.id == cache_id))
             if state != "ready":
                 raise UserError(
-                    f"cache {cache_id} is {state or 'gone'}, not ready", hint="Ask for it again with `lakecache cache add`."
+                    f"cache {cache_id} is {state or 'gone'}, not ready",
+                    hint="Ask for it again with `lakecache cache add`.",
                 )
             res = conn.execute(
-                tt.leases.insert().values(cache_id=cache_id, holder=holder, created_at=now, expires_at=expires_at)
+                tt.leases.insert().values(
+                    cache_id=cache_id, holder=holder, created_at=now, expires_at=expires_at
+                )
             )
-            conn.execute(update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now))
+            conn.execute(
+                update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now)
+            )
             (lid,) = res.inserted_primary_key or (0,)
         return int(lid)
 
     def renew_lease(self, lease_id: int, *, now: datetime, expires_at: datetime) -> None:
         with self._c._write() as conn:
             cache_id = conn.scalar(select(tt.leases.c.cache_id).where(tt.leases.c.id == lease_id))
-            conn.execute(update(tt.leases).where(tt.leases.c.id == lease_id).values(expires_at=expires_at))
+            conn.execute(
+                update(tt.leases).where(tt.leases.c.id == lease_id).values(expires_at=expires_at)
+            )
             if cache_id is not None:
-                conn.execute(update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now))
+                conn.execute(
+                    update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now)
+                )
 
     def release_lease(self, lease_id: int, *, now: datetime) -> None:
         with self._c._write() as conn:
             cache_id = conn.scalar(select(tt.leases.c.cache_id).where(tt.leases.c.id == lease_id))
             conn.execute(delete(tt.leases).where(tt.leases.c.id == lease_id))
             if cache_id is not None:
-                conn.execute(update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now))
+                conn.execute(
+                    update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now)
+                )
 
     def start_eviction(self, cache_id: int, *, now: datetime) -> bool:
-        """ready/failed -> evicting, atomically, only while no live lease holds it and it is not pinned."""
+        """ready/failed -> evicting, atomically, unless a live lease or a pin holds it."""
         with self._c._write() as conn:
             live = conn.scalar(
-                select(func.count()).where(tt.leases.c.cache_id == cache_id, tt.leases.c.expires_at > now)
+                select(func.count()).where(
+                    tt.leases.c.cache_id == cache_id, tt.leases.c.expires_at > now
+                )
             )
             if live:
                 return False
             res = conn.execute(
                 update(tt.caches)
-                .where(tt.caches.c.id == cache_id, tt.caches.c.state.in_(("ready", "failed")), tt.caches.c.pinned.is_(False))
+                .where(
+                    tt.caches.c.id == cache_id,
+                    tt.caches.c.state.in_(("ready", "failed")),
+                    tt.caches.c.pinned.is_(False),
+                )
                 .values(state="evicting", updated_at=now)
             )
             conn.execute(delete(tt.leases).where(tt.leases.c.cache_id == cache_id))

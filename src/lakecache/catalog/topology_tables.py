@@ -60,7 +60,12 @@ compute_resources = Table(
 compute_volumes = Table(
     "compute_volumes",
     metadata,
-    Column("compute_id", BigId, ForeignKey("compute_resources.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "compute_id",
+        BigId,
+        ForeignKey("compute_resources.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     Column("volume_id", BigId, ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True),
 )
 

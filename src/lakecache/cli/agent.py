@@ -13,7 +13,9 @@ from lakecache.cli.common import get_caches
 @click.command()
 @click.option("--site", "-s", required=True, help="The site whose volumes this machine mounts.")
 @click.option("--max-fills", default=2, show_default=True, help="Fills at once.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between polls of the catalog.")
+@click.option(
+    "--interval", default=1.0, show_default=True, help="Seconds between polls of the catalog."
+)
 @click.option("--once", is_flag=True, help="One pass, wait for its fills, then exit.")
 def agent(site: str, max_fills: int, interval: float, once: bool) -> None:
     """Run the site agent: take fill, verify and evict work for SITE's volumes from the catalog.

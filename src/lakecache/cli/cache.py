@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lakecache.cli.common import get_caches, json_option
-from lakecache.cli.output import RichProgress, human_age, human_bytes, human_duration, print_json, print_table
+from lakecache.cli.output import (
+    RichProgress,
+    human_age,
+    human_bytes,
+    human_duration,
+    print_json,
+    print_table,
+)
 
 if TYPE_CHECKING:
     from lakecache.cache.service import CacheService
     from lakecache.catalog.topology import CacheRecord
 
 where = [
-    click.option("--site", "-s", default=None, help="The site (its volume with the most room is used)."),
+    click.option(
+        "--site", "-s", default=None, help="The site (its volume with the most room is used)."
+    ),
     click.option("--volume", "-v", "volume", default=None, help="The cache volume."),
 ]
 
@@ -37,11 +46,14 @@ def _find(svc: CacheService, target: str, site: str | None, volume: str | None) 
     name, ref = split_ref(target)
     commit_id = svc.hub.catalog.resolve(name, ref)
     found = [
-        c for c in svc.topology.list_caches(dataset=name, site=site, volume=volume)
+        c
+        for c in svc.topology.list_caches(dataset=name, site=site, volume=volume)
         if c.commit_id == commit_id and c.state != "evicted"
     ]
     if not found:
-        raise NotFoundError(f"no cache of {target} here", hint="List caches with `lakecache cache ls`.")
+        raise NotFoundError(
+            f"no cache of {target} here", hint="List caches with `lakecache cache ls`."
+        )
     if len(found) > 1:
         from lakecache.errors import UserError
 
@@ -52,17 +64,30 @@ def _find(svc: CacheService, target: str, site: str | None, volume: str | None) 
     return found[0]
 
 
-def _row(svc: CacheService, c: CacheRecord, now: datetime) -> dict[str, object]:
+def _row(svc: CacheService, c: CacheRecord, now: datetime) -> dict[str, Any]:
     ttl = svc.topology.get_volume(c.volume).ttl_seconds
     expires = None
     if c.state == "ready" and not c.pinned and not c.leases:
         expires = max(0.0, (c.last_used_at.timestamp() + ttl) - now.timestamp())
     return {
-        "id": c.id, "dataset": c.dataset, "commit": c.commit_id, "subpath": c.subpath,
-        "site": c.site, "volume": c.volume, "state": c.state, "files": c.files, "bytes": c.bytes,
-        "done_bytes": c.done_bytes, "linked_bytes": c.linked_bytes, "fetched_bytes": c.fetched_bytes,
-        "last_used": c.last_used_at.isoformat(), "expires_in_seconds": expires, "pinned": c.pinned,
-        "leases": c.leases, "error": c.error, "report": c.report,
+        "id": c.id,
+        "dataset": c.dataset,
+        "commit": c.commit_id,
+        "subpath": c.subpath,
+        "site": c.site,
+        "volume": c.volume,
+        "state": c.state,
+        "files": c.files,
+        "bytes": c.bytes,
+        "done_bytes": c.done_bytes,
+        "linked_bytes": c.linked_bytes,
+        "fetched_bytes": c.fetched_bytes,
+        "last_used": c.last_used_at.isoformat(),
+        "expires_in_seconds": expires,
+        "pinned": c.pinned,
+        "leases": c.leases,
+        "error": c.error,
+        "report": c.report,
     }
 
 
@@ -80,11 +105,21 @@ def cache() -> None:
 @cache.command("add")
 @click.argument("spec", metavar="DATASET@REF")
 @_where
-@click.option("--path", "-p", "path", default="", help="Cache only this folder or file of the commit.")
+@click.option(
+    "--path", "-p", "path", default="", help="Cache only this folder or file of the commit."
+)
 @click.option("--no-wait", is_flag=True, help="Only ask; the site's agent fills it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
-def cache_add(spec: str, site: str | None, volume: str | None, path: str, no_wait: bool, quiet: bool, as_json: bool) -> None:
+def cache_add(
+    spec: str,
+    site: str | None,
+    volume: str | None,
+    path: str,
+    no_wait: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Cache a commit on a site (or a volume), filling it now if this machine mounts the volume.
 
     Files already on the volume (in another cache) are hard-linked, the rest
@@ -98,19 +133,26 @@ def cache_add(spec: str, site: str | None, volume: str | None, path: str, no_wai
     rec = svc.request(name, ref, site=site, volume=volume, path=path)
     mounted = Path(svc.topology.get_volume(rec.volume).root).is_dir()
     if rec.state != "ready" and not no_wait and mounted:
-        rec = svc.ensure_ready(rec, progress=RichProgress(enabled=False if quiet or as_json else None))
+        rec = svc.ensure_ready(
+            rec, progress=RichProgress(enabled=False if quiet or as_json else None)
+        )
     if as_json:
         print_json(_row(svc, rec, datetime.now(UTC)))
         return
     if rec.state == "ready":
         click.echo(
-            f"cache {rec.id} ready: {rec.name} on {rec.volume} ({rec.site}) at {svc.cache_path(rec)}; "
-            f"{human_bytes(rec.bytes)}, {human_bytes(rec.linked_bytes)} hard-linked from other caches, "
+            f"cache {rec.id} ready: {rec.name} on {rec.volume} ({rec.site}) "
+            f"at {svc.cache_path(rec)}; "
+            f"{human_bytes(rec.bytes)}, "
+            f"{human_bytes(rec.linked_bytes)} hard-linked from other caches, "
             f"{human_bytes(rec.fetched_bytes)} fetched"
         )
     else:
         why = "" if mounted else " (this machine does not mount the volume)"
-        click.echo(f"cache {rec.id} {rec.state}: {rec.name} on {rec.volume}; the agent of site {rec.site} fills it{why}")
+        click.echo(
+            f"cache {rec.id} {rec.state}: {rec.name} on {rec.volume}; "
+            f"the agent of site {rec.site} fills it{why}"
+        )
 
 
 @cache.command("ls")
@@ -118,30 +160,62 @@ def cache_add(spec: str, site: str | None, volume: str | None, path: str, no_wai
 @click.option("--dataset", "-d", default=None, help="Only caches of this dataset.")
 @click.option("--all", "-a", "show_all", is_flag=True, help="Include evicted caches.")
 @json_option
-def cache_ls(site: str | None, volume: str | None, dataset: str | None, show_all: bool, as_json: bool) -> None:
+def cache_ls(
+    site: str | None, volume: str | None, dataset: str | None, show_all: bool, as_json: bool
+) -> None:
     """Caches: dataset, commit, volume, state, size, last used, expires in, pinned, leases."""
     svc = get_caches()
     now = datetime.now(UTC)
-    recs = [c for c in svc.topology.list_caches(site=site, volume=volume, dataset=dataset, now=now)
-            if show_all or c.state != "evicted"]
+    recs = [
+        c
+        for c in svc.topology.list_caches(site=site, volume=volume, dataset=dataset, now=now)
+        if show_all or c.state != "evicted"
+    ]
     rows = [_row(svc, c, now) for c in recs]
     if as_json:
         print_json(rows)
         return
-    def state(r: dict[str, object]) -> str:
+
+    def state(r: dict[str, Any]) -> str:
         s = str(r["state"])
         if s == "filling" and r["bytes"]:
             s += f" {100 * int(r['done_bytes']) // max(int(r['bytes']), 1)}%"  # type: ignore[call-overload]
         if s == "failed" and r["error"]:
             s += f": {r['error']}"
         return s
+
     print_table(
-        ["id", "dataset", "commit", "volume", "state", "size", "linked", "last used", "expires in", "pinned", "leases"],
-        [(r["id"], r["dataset"] + (f":{r['subpath']}" if r["subpath"] else ""), str(r["commit"])[:12],
-          f"{r['volume']} ({r['site']})", state(r), human_bytes(r["bytes"]),  # type: ignore[arg-type]
-          human_bytes(r["linked_bytes"]), human_age(str(r["last_used"])),  # type: ignore[arg-type]
-          "-" if r["expires_in_seconds"] is None else human_duration(float(r["expires_in_seconds"])),  # type: ignore[arg-type]
-          "yes" if r["pinned"] else "", r["leases"] or "") for r in rows],
+        [
+            "id",
+            "dataset",
+            "commit",
+            "volume",
+            "state",
+            "size",
+            "linked",
+            "last used",
+            "expires in",
+            "pinned",
+            "leases",
+        ],
+        [
+            (
+                r["id"],
+                r["dataset"] + (f":{r['subpath']}" if r["subpath"] else ""),
+                str(r["commit"])[:12],
+                f"{r['volume']} ({r['site']})",
+                state(r),
+                human_bytes(r["bytes"]),  # type: ignore[arg-type]
+                human_bytes(r["linked_bytes"]),
+                human_age(str(r["last_used"])),  # type: ignore[arg-type]
+                "-"
+                if r["expires_in_seconds"] is None
+                else human_duration(float(r["expires_in_seconds"])),  # type: ignore[arg-type]
+                "yes" if r["pinned"] else "",
+                r["leases"] or "",
+            )
+            for r in rows
+        ],
         right=["id", "size", "linked", "leases"],
     )
 
@@ -164,8 +238,16 @@ def cache_rm(target: str, site: str | None, volume: str | None, force: bool) -> 
     from lakecache.errors import UserError
 
     rec = svc.topology.get_cache(rec.id, datetime.now(UTC))
-    why = "pinned (use --force)" if rec.pinned else f"in use by {rec.leases} lease(s)" if rec.leases else rec.state
-    raise UserError(f"cache {rec.id} ({rec.name}) was kept: {why}", hint="Try again when the runs using it end.")
+    why = (
+        "pinned (use --force)"
+        if rec.pinned
+        else f"in use by {rec.leases} lease(s)"
+        if rec.leases
+        else rec.state
+    )
+    raise UserError(
+        f"cache {rec.id} ({rec.name}) was kept: {why}", hint="Try again when the runs using it end."
+    )
 
 
 @cache.command("pin")
@@ -195,16 +277,28 @@ def cache_unpin(target: str, site: str | None, volume: str | None) -> None:
 @_where
 @click.option("--repair", is_flag=True, help="Re-fetch missing or modified files.")
 @json_option
-def cache_verify(target: str, site: str | None, volume: str | None, repair: bool, as_json: bool) -> None:
+def cache_verify(
+    target: str, site: str | None, volume: str | None, repair: bool, as_json: bool
+) -> None:
     """Check every file of a cache against its BLAKE3; exit 1 if any is missing or modified."""
     svc = get_caches()
     rec = _find(svc, target, site, volume)
     r = svc.verify(rec.id, repair=repair)
     if as_json:
-        print_json({"id": rec.id, "checked": r.checked, "missing": r.missing, "modified": r.modified, "repaired": r.repaired})
+        print_json(
+            {
+                "id": rec.id,
+                "checked": r.checked,
+                "missing": r.missing,
+                "modified": r.modified,
+                "repaired": r.repaired,
+            }
+        )
     else:
-        click.echo(f"cache {rec.id} ({rec.name}): checked {r.checked:,} files, {len(r.missing)} missing, "
-                   f"{len(r.modified)} modified" + (f", repaired {r.repaired}" if repair else ""))
+        click.echo(
+            f"cache {rec.id} ({rec.name}): checked {r.checked:,} files, {len(r.missing)} missing, "
+            f"{len(r.modified)} modified" + (f", repaired {r.repaired}" if repair else "")
+        )
         for p in r.missing[:20]:
             click.echo(f"  missing   {p}")
         for p in r.modified[:20]:
@@ -221,8 +315,17 @@ def cache_gc(site: str | None, dry_run: bool, as_json: bool) -> None:
     """Evict caches unused for longer than their volume's TTL (never leased or pinned ones)."""
     svc = get_caches()
     plans = svc.gc(dry_run=dry_run, site=site)
-    rows = [{"volume": v.name, "cache_id": e.cache_id, "cache": e.name, "bytes": e.size, "reason": e.reason}
-            for v, p in plans for e in p.evictions]
+    rows: list[dict[str, Any]] = [
+        {
+            "volume": v.name,
+            "cache_id": e.cache_id,
+            "cache": e.name,
+            "bytes": e.size,
+            "reason": e.reason,
+        }
+        for v, p in plans
+        for e in p.evictions
+    ]
     if as_json:
         print_json({"dry_run": dry_run, "evictions": rows})
         return
@@ -230,8 +333,13 @@ def cache_gc(site: str | None, dry_run: bool, as_json: bool) -> None:
     if not rows:
         click.echo("nothing to evict")
         return
-    print_table(["volume", "id", "cache", "size", "reason"],
-                [(r["volume"], r["cache_id"], r["cache"], human_bytes(r["bytes"]), r["reason"]) for r in rows])  # type: ignore[arg-type]
+    print_table(
+        ["volume", "id", "cache", "size", "reason"],
+        [
+            (r["volume"], r["cache_id"], r["cache"], human_bytes(r["bytes"]), r["reason"])
+            for r in rows
+        ],
+    )  # type: ignore[arg-type]
     click.echo(f"{verb} {len(rows)} cache(s), {human_bytes(sum(int(r['bytes']) for r in rows))}")  # type: ignore[call-overload]
 
 

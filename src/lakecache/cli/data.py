@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -59,7 +59,9 @@ def init(name: str, description: str) -> None:
 @click.option("--tag", "-t", "tags", multiple=True, help="Tag the new commit (repeatable).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
-def commit(name: str, path: Path, message: str, tags: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+def commit(
+    name: str, path: Path, message: str, tags: tuple[str, ...], quiet: bool, as_json: bool
+) -> None:
     """Commit the folder PATH as the new latest version of NAME.
 
     Files are hashed (BLAKE3) in parallel, small ones packed together, and only
@@ -75,9 +77,19 @@ def commit(name: str, path: Path, message: str, tags: tuple[str, ...], quiet: bo
     s = ds.last_commit_stats
     assert s is not None
     if as_json:
-        print_json({"id": c.id, "files": s.files, "bytes": s.bytes, "uploaded_bytes": s.uploaded_bytes,
-                    "uploaded_blobs": s.uploaded_blobs, "hashed_files": s.hashed_files,
-                    "packs": s.packs, "seconds": round(s.seconds, 3), "tags": list(tags)})
+        print_json(
+            {
+                "id": c.id,
+                "files": s.files,
+                "bytes": s.bytes,
+                "uploaded_bytes": s.uploaded_bytes,
+                "uploaded_blobs": s.uploaded_blobs,
+                "hashed_files": s.hashed_files,
+                "packs": s.packs,
+                "seconds": round(s.seconds, 3),
+                "tags": list(tags),
+            }
+        )
         return
     click.echo(
         f"committed {name}@{c.id[:12]}: {s.files:,} files, {human_bytes(s.bytes)}; "
@@ -95,18 +107,42 @@ def log(spec: str, limit: int | None, as_json: bool) -> None:
     ds, ref = _dataset(spec)
     entries = ds.log(ref, limit=limit)
     if as_json:
-        print_json([{"id": e.id, "parents": list(e.commit.parents), "author": e.commit.author,
-                     "message": e.commit.message, "created_at": e.commit.created_at,
-                     "files": e.commit.file_count, "bytes": e.commit.bytes, "tags": list(e.tags)}
-                    for e in entries])
+        print_json(
+            [
+                {
+                    "id": e.id,
+                    "parents": list(e.commit.parents),
+                    "author": e.commit.author,
+                    "message": e.commit.message,
+                    "created_at": e.commit.created_at,
+                    "files": e.commit.file_count,
+                    "bytes": e.commit.bytes,
+                    "tags": list(e.tags),
+                }
+                for e in entries
+            ]
+        )
         return
     if not entries:
-        click.echo(f"{ds.name} has no commits yet; add one with: lakecache data commit {ds.name} PATH -m MESSAGE")
+        click.echo(
+            f"{ds.name} has no commits yet; add one with: "
+            f"lakecache data commit {ds.name} PATH -m MESSAGE"
+        )
         return
     print_table(
         ["commit", "tags", "when", "author", "files", "size", "message"],
-        [(e.id[:12], ",".join(e.tags), human_age(e.commit.created_at), e.commit.author,
-          f"{e.commit.file_count:,}", human_bytes(e.commit.bytes), e.commit.message) for e in entries],
+        [
+            (
+                e.id[:12],
+                ",".join(e.tags),
+                human_age(e.commit.created_at),
+                e.commit.author,
+                f"{e.commit.file_count:,}",
+                human_bytes(e.commit.bytes),
+                e.commit.message,
+            )
+            for e in entries
+        ],
         right=["files", "size"],
     )
 
@@ -119,27 +155,59 @@ def ls_(spec: str | None, folder: str, as_json: bool) -> None:
     """List datasets, or one folder of a commit (folders first, with their totals)."""
     if spec is None:
         cat = _hub().catalog
-        rows = []
+        rows: list[dict[str, Any]] = []
         for d in cat.list_datasets():
             st = cat.dataset_stats(d.name)
             rows.append({"name": d.name, "owner": d.owner, "description": d.description, **st})
         if as_json:
             print_json(rows)
         else:
-            print_table(["dataset", "commits", "files", "size", "owner", "description"],
-                        [(r["name"], r.get("commit_count", 0), f"{r.get('file_count') or 0:,}",
-                          human_bytes(r.get("bytes") or 0), r["owner"], r["description"]) for r in rows],
-                        right=["commits", "files", "size"])
+            print_table(
+                ["dataset", "commits", "files", "size", "owner", "description"],
+                [
+                    (
+                        r["name"],
+                        r.get("commit_count", 0),
+                        f"{r.get('file_count') or 0:,}",
+                        human_bytes(r.get("bytes") or 0),
+                        r["owner"],
+                        r["description"],
+                    )
+                    for r in rows
+                ],
+                right=["commits", "files", "size"],
+            )
         return
     ds, ref = _dataset(spec)
     items = ds.ls(ref, folder)
     if as_json:
-        print_json([{"name": i.name, "path": i.path, "type": "dir" if i.is_dir else "file",
-                     "size": i.size, "files": i.files, "digest": i.digest} for i in items])
+        print_json(
+            [
+                {
+                    "name": i.name,
+                    "path": i.path,
+                    "type": "dir" if i.is_dir else "file",
+                    "size": i.size,
+                    "files": i.files,
+                    "digest": i.digest,
+                }
+                for i in items
+            ]
+        )
         return
-    print_table(["name", "files", "size", "blake3"],
-                [(i.name + ("/" if i.is_dir else ""), f"{i.files:,}", human_bytes(i.size),
-                  (i.digest or "")[:12]) for i in items], right=["files", "size"])
+    print_table(
+        ["name", "files", "size", "blake3"],
+        [
+            (
+                i.name + ("/" if i.is_dir else ""),
+                f"{i.files:,}",
+                human_bytes(i.size),
+                (i.digest or "")[:12],
+            )
+            for i in items
+        ],
+        right=["files", "size"],
+    )
 
 
 @data.command()
@@ -161,10 +229,24 @@ def diff(old: str, new: str | None, limit: int, as_json: bool) -> None:
     d = ds.diff(a, b)
     counts = d.counts
     if as_json:
-        print_json({"old": d.old, "new": d.new, **counts, "bytes_added": d.bytes_added,
-                    "bytes_removed": d.bytes_removed,
-                    "changes": [{"path": c.path, "status": c.status, "old_size": c.old_size,
-                                 "new_size": c.new_size} for c in d.changes]})
+        print_json(
+            {
+                "old": d.old,
+                "new": d.new,
+                **counts,
+                "bytes_added": d.bytes_added,
+                "bytes_removed": d.bytes_removed,
+                "changes": [
+                    {
+                        "path": c.path,
+                        "status": c.status,
+                        "old_size": c.old_size,
+                        "new_size": c.new_size,
+                    }
+                    for c in d.changes
+                ],
+            }
+        )
         return
     click.echo(
         f"{ds.name}: {d.old[:12]} -> {d.new[:12]}: {counts['added']:,} added, "
@@ -174,9 +256,14 @@ def diff(old: str, new: str | None, limit: int, as_json: bool) -> None:
     shown = d.changes if limit == 0 else d.changes[:limit]
     if shown:
         marks = {"added": "+", "removed": "-", "modified": "M"}
-        print_table(["", "path", "old size", "new size"],
-                    [(marks[c.status], c.path, human_bytes(c.old_size), human_bytes(c.new_size))
-                     for c in sorted(shown, key=lambda c: c.path)], right=["old size", "new size"])
+        print_table(
+            ["", "path", "old size", "new size"],
+            [
+                (marks[c.status], c.path, human_bytes(c.old_size), human_bytes(c.new_size))
+                for c in sorted(shown, key=lambda c: c.path)
+            ],
+            right=["old size", "new size"],
+        )
     if len(shown) < len(d.changes):
         click.echo(f"... and {len(d.changes) - len(shown):,} more (use --limit 0 or --json)")
 
@@ -184,7 +271,9 @@ def diff(old: str, new: str | None, limit: int, as_json: bool) -> None:
 @data.command()
 @click.argument("spec", metavar="NAME[@REF]")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--path", "-p", "paths", multiple=True, help="Pull only this file or folder (repeatable).")
+@click.option(
+    "--path", "-p", "paths", multiple=True, help="Pull only this file or folder (repeatable)."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def pull(spec: str, dest: Path, paths: tuple[str, ...], quiet: bool, as_json: bool) -> None:
@@ -197,11 +286,20 @@ def pull(spec: str, dest: Path, paths: tuple[str, ...], quiet: bool, as_json: bo
     ds, ref = _dataset(spec)
     s = ds.pull(ref, dest, list(paths) or None, progress=_progress(quiet or as_json))  # type: ignore[arg-type]
     if as_json:
-        print_json({"files": s.files, "bytes": s.bytes, "fetched_bytes": s.fetched_bytes,
-                    "requests": s.requests, "kept_files": s.skipped_files})
+        print_json(
+            {
+                "files": s.files,
+                "bytes": s.bytes,
+                "fetched_bytes": s.fetched_bytes,
+                "requests": s.requests,
+                "kept_files": s.skipped_files,
+            }
+        )
         return
-    click.echo(f"pulled {s.files:,} files ({human_bytes(s.bytes)}) into {dest} with {s.requests:,} "
-               f"request(s); {s.skipped_files:,} already there")
+    click.echo(
+        f"pulled {s.files:,} files ({human_bytes(s.bytes)}) into {dest} with {s.requests:,} "
+        f"request(s); {s.skipped_files:,} already there"
+    )
 
 
 @data.command()
@@ -229,9 +327,18 @@ def show(spec: str, as_json: bool) -> None:
     cid = ds.resolve(ref)
     c = ds.hub.catalog.get_commit(ds.name, cid)
     tags = ds.hub.catalog.tags(ds.name).get(cid, [])
-    info = {"dataset": ds.name, "id": cid, "parents": list(c.parents), "author": c.author,
-            "created_at": c.created_at, "message": c.message, "files": c.file_count,
-            "bytes": c.bytes, "manifest": c.manifest, "tags": list(tags)}
+    info = {
+        "dataset": ds.name,
+        "id": cid,
+        "parents": list(c.parents),
+        "author": c.author,
+        "created_at": c.created_at,
+        "message": c.message,
+        "files": c.file_count,
+        "bytes": c.bytes,
+        "manifest": c.manifest,
+        "tags": list(tags),
+    }
     if as_json:
         print_json(info)
         return

@@ -48,8 +48,13 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None,
-                right: Sequence[str] = ()) -> None:
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    right: Sequence[str] = (),
+) -> None:
     """A readable table on a terminal; tab-separated lines when piped (easy to grep/cut)."""
     if not sys.stdout.isatty():
         click.echo("\t".join(columns))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -31,7 +32,10 @@ def site_add(name: str, description: str) -> None:
     from lakecache.catalog.topology import Topology
 
     Topology(get_hub().catalog).add_site(name, description, _now())
-    click.echo(f"added site {name}; next: lakecache volume add VOLUME --site {name} --root PATH --capacity SIZE")
+    click.echo(
+        f"added site {name}; next: "
+        f"lakecache volume add VOLUME --site {name} --root PATH --capacity SIZE"
+    )
 
 
 @site.command("ls")
@@ -43,16 +47,24 @@ def site_ls(as_json: bool) -> None:
     topo = Topology(get_hub().catalog)
     vols, comp = topo.list_volumes(), topo.list_compute()
     rows = [
-        {"name": s.name, "description": s.description,
-         "volumes": [v.name for v in vols if v.site == s.name],
-         "compute": [c.name for c in comp if c.site == s.name]}
+        {
+            "name": s.name,
+            "description": s.description,
+            "volumes": [v.name for v in vols if v.site == s.name],
+            "compute": [c.name for c in comp if c.site == s.name],
+        }
         for s in topo.list_sites()
     ]
     if as_json:
         print_json(rows)
         return
-    print_table(["site", "volumes", "compute", "description"],
-                [(r["name"], ", ".join(r["volumes"]), ", ".join(r["compute"]), r["description"]) for r in rows])
+    print_table(
+        ["site", "volumes", "compute", "description"],
+        [
+            (r["name"], ", ".join(r["volumes"]), ", ".join(r["compute"]), r["description"])
+            for r in rows
+        ],
+    )
 
 
 @click.group()
@@ -63,16 +75,32 @@ def volume() -> None:
 @volume.command("add")
 @click.argument("name")
 @click.option("--site", "-s", required=True, help="The site whose compute mounts this volume.")
-@click.option("--root", "-r", required=True, help="Where the volume is mounted, the same path on every node of the site.")
-@click.option("--capacity", "-c", type=Size(), required=True, help="Quota for caches, e.g. 500GB or 2TiB.")
-@click.option("--ttl", type=Duration(), default="1d", show_default=True, help="Evict caches unused for this long.")
+@click.option(
+    "--root",
+    "-r",
+    required=True,
+    help="Where the volume is mounted, the same path on every node of the site.",
+)
+@click.option(
+    "--capacity", "-c", type=Size(), required=True, help="Quota for caches, e.g. 500GB or 2TiB."
+)
+@click.option(
+    "--ttl",
+    type=Duration(),
+    default="1d",
+    show_default=True,
+    help="Evict caches unused for this long.",
+)
 def volume_add(name: str, site: str, root: str, capacity: int, ttl: int) -> None:
     """Add the cache volume NAME at a site."""
     from lakecache.catalog.topology import Topology
 
     root_path = str(Path(root).expanduser().absolute())
     v = Topology(get_hub().catalog).add_volume(name, site, root_path, capacity, ttl, _now())
-    click.echo(f"added volume {v.name} at {v.site}: {v.root}, {human_bytes(v.capacity)}, TTL {human_duration(v.ttl_seconds)}")
+    click.echo(
+        f"added volume {v.name} at {v.site}: {v.root}, {human_bytes(v.capacity)}, "
+        f"TTL {human_duration(v.ttl_seconds)}"
+    )
 
 
 @volume.command("ls")
@@ -81,19 +109,41 @@ def volume_add(name: str, site: str, root: str, capacity: int, ttl: int) -> None
 def volume_ls(site: str | None, as_json: bool) -> None:
     """Capacity, bytes committed to caches, bytes free on the filesystem, cache count."""
     svc = get_caches()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for v in svc.topology.list_volumes(site):
         u = svc.usage(v)
-        rows.append({"name": v.name, "site": v.site, "root": v.root, "capacity": v.capacity,
-                     "committed": u.committed, "free": u.free_fs, "available": u.available,
-                     "caches": u.caches, "ttl_seconds": v.ttl_seconds, "saved_by_links": u.linked_saved})
+        rows.append(
+            {
+                "name": v.name,
+                "site": v.site,
+                "root": v.root,
+                "capacity": v.capacity,
+                "committed": u.committed,
+                "free": u.free_fs,
+                "available": u.available,
+                "caches": u.caches,
+                "ttl_seconds": v.ttl_seconds,
+                "saved_by_links": u.linked_saved,
+            }
+        )
     if as_json:
         print_json(rows)
         return
     print_table(
         ["volume", "site", "capacity", "committed", "free (fs)", "caches", "ttl", "root"],
-        [(r["name"], r["site"], human_bytes(r["capacity"]), human_bytes(r["committed"]),
-          human_bytes(r["free"]), r["caches"], human_duration(r["ttl_seconds"]), r["root"]) for r in rows],
+        [
+            (
+                r["name"],
+                r["site"],
+                human_bytes(r["capacity"]),
+                human_bytes(r["committed"]),
+                human_bytes(r["free"]),
+                r["caches"],
+                human_duration(r["ttl_seconds"]),
+                r["root"],
+            )
+            for r in rows
+        ],
         right=["capacity", "committed", "free (fs)", "caches"],
     )
 
@@ -116,9 +166,25 @@ def compute() -> None:
 @compute.command("add")
 @click.argument("name")
 @click.option("--site", "-s", required=True)
-@click.option("--backend", "-b", default="local", show_default=True, type=click.Choice(["local", "ray", "kubernetes"]))
-@click.option("--volume", "volumes", multiple=True, help="An extra volume it mounts (repeatable); its site's volumes always count.")
-@click.option("--config", "config", default="{}", help="Backend settings as JSON, e.g. '{\"address\": \"ray://head:10001\"}'.")
+@click.option(
+    "--backend",
+    "-b",
+    default="local",
+    show_default=True,
+    type=click.Choice(["local", "ray", "kubernetes"]),
+)
+@click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    help="An extra volume it mounts (repeatable); its site's volumes always count.",
+)
+@click.option(
+    "--config",
+    "config",
+    default="{}",
+    help='Backend settings as JSON, e.g. \'{"address": "ray://head:10001"}\'.',
+)
 def compute_add(name: str, site: str, backend: str, volumes: tuple[str, ...], config: str) -> None:
     """Add the compute resource NAME at a site."""
     from lakecache.catalog.topology import Topology
@@ -139,11 +205,19 @@ def compute_ls(as_json: bool) -> None:
 
     topo = Topology(get_hub().catalog)
     vols = topo.list_volumes()
-    rows = [{"name": c.name, "site": c.site, "backend": c.backend,
-             "volumes": sorted({v.name for v in vols if v.site == c.site} | set(c.volumes))}
-            for c in topo.list_compute()]
+    rows = [
+        {
+            "name": c.name,
+            "site": c.site,
+            "backend": c.backend,
+            "volumes": sorted({v.name for v in vols if v.site == c.site} | set(c.volumes)),
+        }
+        for c in topo.list_compute()
+    ]
     if as_json:
         print_json(rows)
         return
-    print_table(["compute", "site", "backend", "volumes"],
-                [(r["name"], r["site"], r["backend"], ", ".join(r["volumes"])) for r in rows])
+    print_table(
+        ["compute", "site", "backend", "volumes"],
+        [(r["name"], r["site"], r["backend"], ", ".join(r["volumes"])) for r in rows],
+    )

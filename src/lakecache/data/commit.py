@@ -214,13 +214,21 @@ def commit_folder(
     statcache = StatCache(settings.state_dir / "statcache.db")
     parent_index = None
     if parent:
-        manifest = catalog.get_commit(dataset, parent).manifest
-        if ManifestIndex.location(settings.state_dir, manifest).exists():
-            parent_index = ManifestIndex(ManifestIndex.location(settings.state_dir, manifest), manifest)
+        parent_manifest = catalog.get_commit(dataset, parent).manifest
+        if ManifestIndex.location(settings.state_dir, parent_manifest).exists():
+            parent_index = ManifestIndex(
+                ManifestIndex.location(settings.state_dir, parent_manifest), parent_manifest
+            )
     try:
         digests, fresh = _hash_and_upload(
-            files, lake=lake, catalog=catalog, settings=settings, statcache=statcache,
-            root=str(Path(os.path.abspath(root))), progress=progress, stats=stats,
+            files,
+            lake=lake,
+            catalog=catalog,
+            settings=settings,
+            statcache=statcache,
+            root=str(Path(os.path.abspath(root))),
+            progress=progress,
+            stats=stats,
             parent_index=parent_index,
         )
         statcache.remember(fresh)
@@ -229,7 +237,9 @@ def commit_folder(
         if parent_index is not None:
             parent_index.close()
 
-    entries = [ManifestEntry(f.path, d, f.size, f.mode) for f, d in zip(files, digests, strict=True)]
+    entries = [
+        ManifestEntry(f.path, d, f.size, f.mode) for f, d in zip(files, digests, strict=True)
+    ]
     stats.bytes = sum(e.size for e in entries)
     manifest = encode_manifest(entries)
     manifest_digest = hash_bytes(manifest)
@@ -283,7 +293,9 @@ def _same_in_parent(
     return out
 
 
-def _chunks(files: list[tuple[int, SourceFile]], threshold: int) -> Iterator[list[tuple[int, SourceFile]]]:
+def _chunks(
+    files: list[tuple[int, SourceFile]], threshold: int
+) -> Iterator[list[tuple[int, SourceFile]]]:
     chunk: list[tuple[int, SourceFile]] = []
     size = 0
     for i, f in files:
@@ -380,7 +392,9 @@ def _hash_and_upload(
         uploads.add(upool.submit(upload_pack, pack))
         pack = _Pack()
 
-    def read_chunk(chunk: list[tuple[int, SourceFile]]) -> list[tuple[int, SourceFile, str, bytes | None]]:
+    def read_chunk(
+        chunk: list[tuple[int, SourceFile]],
+    ) -> list[tuple[int, SourceFile, str, bytes | None]]:
         out: list[tuple[int, SourceFile, str, bytes | None]] = []
         for i, f in chunk:
             if f.size > threshold:
@@ -435,8 +449,10 @@ def _hash_and_upload(
         submit_pack(upool)
         settle(0)
     except BaseException:
-        for fut in list(reads) + list(uploads):
-            fut.cancel()
+        for r in reads:
+            r.cancel()
+        for u in uploads:
+            u.cancel()
         raise
     finally:
         readers.shutdown(wait=True, cancel_futures=True)

@@ -52,7 +52,10 @@ def split_ref(spec: str) -> tuple[str, str | None]:
     """``"xray@v1"`` -> ("xray", "v1"); ``"xray"`` -> ("xray", None)."""
     name, sep, ref = spec.partition("@")
     if sep and not ref:
-        raise UserError(f"{spec!r} has an empty ref after '@'", hint="Write NAME@TAG, NAME@latest or NAME@<commit prefix>.")
+        raise UserError(
+            f"{spec!r} has an empty ref after '@'",
+            hint="Write NAME@TAG, NAME@latest or NAME@<commit prefix>.",
+        )
     return name, (ref or None)
 
 
@@ -64,7 +67,9 @@ class Dataset:
     Methods raise :class:`lakecache.LakecacheError` subclasses with a hint.
     """
 
-    def __init__(self, name: str, *, settings: Settings | None = None, hub: Hub | None = None) -> None:
+    def __init__(
+        self, name: str, *, settings: Settings | None = None, hub: Hub | None = None
+    ) -> None:
         if hub is None:
             if settings is None:
                 from lakecache.settings import Settings
@@ -93,7 +98,9 @@ class Dataset:
         from lakecache.errors import AlreadyExistsError
 
         try:
-            ds.hub.catalog.create_dataset(name, owner=ds.hub.settings.author, description=description)
+            ds.hub.catalog.create_dataset(
+                name, owner=ds.hub.settings.author, description=description
+            )
         except AlreadyExistsError:
             if not exist_ok:
                 raise
@@ -101,7 +108,9 @@ class Dataset:
 
     # -- writing -----------------------------------------------------------
 
-    def commit(self, path: str | Path, message: str = "", *, progress: Progress | None = None) -> Commit:
+    def commit(
+        self, path: str | Path, message: str = "", *, progress: Progress | None = None
+    ) -> Commit:
         """Commit the folder ``path`` as the new latest version; returns the commit.
 
         Only files whose size or mtime changed since the last commit from this
@@ -111,8 +120,13 @@ class Dataset:
         from lakecache.data.commit import commit_folder
 
         commit, stats = commit_folder(
-            lake=self.hub.lake, catalog=self.hub.catalog, settings=self.hub.settings,
-            dataset=self.name, root=path, message=message, progress=progress,
+            lake=self.hub.lake,
+            catalog=self.hub.catalog,
+            settings=self.hub.settings,
+            dataset=self.name,
+            root=path,
+            message=message,
+            progress=progress,
         )
         self.last_commit_stats = stats
         return commit
@@ -181,6 +195,11 @@ class Dataset:
             entries = list(idx.entries(prefixes))
         s = self.hub.settings
         return materialize(
-            entries, Path(dest), lake=self.hub.lake, catalog=self.hub.catalog,
-            workers=s.workers, chunk_size=s.part_size, progress=progress,
+            entries,
+            Path(dest),
+            lake=self.hub.lake,
+            catalog=self.hub.catalog,
+            workers=s.workers,
+            chunk_size=s.part_size,
+            progress=progress,
         )

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 _SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, dir TEXT NOT NULL, name TEXT NOT NULL,
-                    digest TEXT NOT NULL, size INTEGER NOT NULL, mode INTEGER NOT NULL) WITHOUT ROWID;
+                    digest TEXT NOT NULL, size INTEGER NOT NULL, mode INTEGER NOT NULL)
+                    WITHOUT ROWID;
 CREATE INDEX files_dir ON files (dir, name);
 CREATE INDEX files_digest ON files (digest);
 CREATE TABLE dirs (path TEXT PRIMARY KEY, parent TEXT, name TEXT NOT NULL,
@@ -178,7 +179,8 @@ class ManifestIndex:
                 return
             found = False
             for row in self._db.execute(
-                q + " WHERE path = ? OR (path > ? AND path < ?) ORDER BY path", (p, p + "/", p + "0")
+                q + " WHERE path = ? OR (path > ? AND path < ?) ORDER BY path",
+                (p, p + "/", p + "0"),
             ):
                 found = True
                 yield ManifestEntry(*row)

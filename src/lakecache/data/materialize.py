@@ -126,7 +126,9 @@ def plan_ranges(locations: Iterable[BlobLocation]) -> Iterator[_Range]:
         start = end = -1
         blobs: list[tuple[str, int, int]] = []
         for loc in locs:
-            if blobs and (loc.offset - end > RANGE_GAP or loc.offset + loc.size - start > RANGE_MAX):
+            if blobs and (
+                loc.offset - end > RANGE_GAP or loc.offset + loc.size - start > RANGE_MAX
+            ):
                 yield _Range(key, start, end - start, tuple(blobs))
                 blobs = []
             if not blobs:

@@ -104,7 +104,12 @@ def scan_folder(root: Path | str) -> list[SourceFile]:
                     )
                 out.append(
                     SourceFile(
-                        rel, root_str, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                        rel,
+                        root_str,
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
                         _file_mode(st),
                     )
                 )

@@ -28,7 +28,8 @@ class StatCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER,"
+            "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER,"
+            " mtime_ns INTEGER,"
             " ctime_ns INTEGER, ino INTEGER, digest TEXT) WITHOUT ROWID"
         )
         self.started_ns = time.time_ns()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from lakecache.errors import LakeError, ObjectNotFoundError
-from lakecache.lake.base import ObjectInfo, check_key, local_path
+from lakecache.lake.base import ObjectInfo, local_path
 
 
 class LocalLake:
@@ -28,7 +28,7 @@ class LocalLake:
     def __repr__(self) -> str:
         return f"LocalLake({self.url!r})"
 
-    def _write(self, key: str, writer: callable) -> None:  # type: ignore[valid-type]
+    def _write(self, key: str, writer: Callable[[BinaryIO], object]) -> None:
         path = local_path(self.root, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -102,7 +102,9 @@ class LocalLake:
             rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             # Prune folders that cannot hold keys with this prefix.
             dirnames[:] = [
-                d for d in dirnames if (rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/")
+                d
+                for d in dirnames
+                if (rel + d + "/").startswith(prefix) or prefix.startswith(rel + d + "/")
             ]
             for name in filenames:
                 if name.startswith(".tmp-"):

@@ -14,6 +14,7 @@ object twice is harmless and a crash never corrupts what exists.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -186,7 +187,7 @@ class Commit:
     file_count: int
     bytes: int
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:  # the field 'bytes' shadows the type in here
         d = asdict(self)
         d["parents"] = list(self.parents)
         d["format"] = "lakecache-commit/1"
@@ -197,7 +198,7 @@ class Commit:
         return hash_bytes(self.to_json())
 
     @classmethod
-    def from_json(cls, data: bytes) -> Commit:
+    def from_json(cls, data: builtins.bytes) -> Commit:
         d = json.loads(data)
         d.pop("format", None)
         d["parents"] = tuple(d["parents"])

@@ -73,7 +73,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["volume_id"], ["volumes.id"], name="fk_compute_volumes_volume_id_volumes",
+            ["volume_id"],
+            ["volumes.id"],
+            name="fk_compute_volumes_volume_id_volumes",
             ondelete="CASCADE",
         ),
     )
@@ -109,11 +111,12 @@ def upgrade() -> None:
             "volume_id", "commit_id", "subpath", name="uq_caches_volume_id_commit_id_subpath"
         ),
         sa.ForeignKeyConstraint(
-            ["dataset_id"], ["datasets.id"], name="fk_caches_dataset_id_datasets", ondelete="CASCADE"
+            ["dataset_id"],
+            ["datasets.id"],
+            name="fk_caches_dataset_id_datasets",
+            ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["commit_id"], ["commits.id"], name="fk_caches_commit_id_commits"
-        ),
+        sa.ForeignKeyConstraint(["commit_id"], ["commits.id"], name="fk_caches_commit_id_commits"),
         sa.ForeignKeyConstraint(
             ["volume_id"], ["volumes.id"], name="fk_caches_volume_id_volumes", ondelete="CASCADE"
         ),
