@@ -48,6 +48,11 @@ class Settings:
     lake_retries: int = 5
     lake_timeout: float = 30.0
     author: str = ""
+    #: A lakecache server to work through (``http://host:port``): the lake and the
+    #: catalog are then the server's, reached with :attr:`token`; no lake credentials here.
+    server_url: str | None = None
+    #: API token for :attr:`server_url` (else the one ``lakecache login`` saved).
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser()
@@ -111,6 +116,8 @@ _ENV = {
     "LAKECACHE_WORKERS": "workers",
     "LAKECACHE_S3_RETRIES": "lake_retries",
     "LAKECACHE_AUTHOR": "author",
+    "LAKECACHE_SERVER": "server_url",
+    "LAKECACHE_TOKEN": "token",
 }
 
 

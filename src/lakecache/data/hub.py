@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lakecache.catalog import Catalog
+    from lakecache.client import ServerConnection
     from lakecache.lake import Lake
     from lakecache.settings import Settings
 
@@ -16,30 +17,92 @@ class Hub:
 
     Opening is lazy so that a command that only reads the catalog never loads
     the S3 client, and one that only lists never touches the lake.
+
+    Direct or through a server. With a server configured (``settings.server_url``,
+    or a ``lakecache login`` saved in the home folder) the lake and the catalog
+    are the server's: :class:`~lakecache.client.RemoteLake` and
+    :class:`~lakecache.client.RemoteCatalog`, which move bytes with presigned
+    URLs and never hold the lake's credentials. ``remote=False`` forces direct
+    access (the server itself, and anything that needs the catalog database:
+    sites, volumes, caches); ``remote=True`` requires a server.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, remote: bool | None = None) -> None:
         self.settings = settings
+        self._remote = remote
+        self._server: ServerConnection | None = None
+        self._server_known = False
         self._lake: Lake | None = None
         self._catalog: Catalog | None = None
         self._lock = threading.Lock()
 
     @property
+    def server(self) -> ServerConnection | None:
+        """The server this hub works through, or None when it opens the lake and catalog itself."""
+        with self._lock:
+            return self._find_server()
+
+    def _find_server(self) -> ServerConnection | None:
+        if not self._server_known:
+            if self._remote is not False:
+                from lakecache.client import ServerConnection, find_server
+
+                found = find_server(self.settings)
+                if found is None and self._remote:
+                    from lakecache.errors import UserError
+
+                    raise UserError(
+                        "no lakecache server configured",
+                        hint="Log in with `lakecache login URL`, or set LAKECACHE_SERVER "
+                        "and LAKECACHE_TOKEN.",
+                    )
+                if found is not None:
+                    url, token = found
+                    self._server = ServerConnection(
+                        url,
+                        token,
+                        timeout=max(self.settings.lake_timeout, 60.0),
+                        max_connections=max(64, self.settings.workers * 4),
+                    )
+            self._server_known = True
+        return self._server
+
+    @property
     def lake(self) -> Lake:
         with self._lock:
             if self._lake is None:
-                from lakecache.lake import open_lake
+                server = self._find_server()
+                if server is not None:
+                    from lakecache.client import RemoteLake
 
-                self._lake = open_lake(self.settings)
+                    self._lake = RemoteLake(
+                        server,
+                        workers=self.settings.workers,
+                        retries=self.settings.lake_retries,
+                        timeout=self.settings.lake_timeout,
+                    )
+                else:
+                    from lakecache.lake import open_lake
+
+                    self._lake = open_lake(self.settings)
             return self._lake
 
     @property
     def catalog(self) -> Catalog:
         with self._lock:
             if self._catalog is None:
-                from lakecache.catalog import Catalog
+                server = self._find_server()
+                if server is not None:
+                    from lakecache.client import RemoteCatalog
 
-                self._catalog = Catalog.open(self.settings.catalog_url)
+                    # Same methods, types and errors as the Catalog the data layer uses.
+                    remote: Any = RemoteCatalog(server)
+                    self._catalog = remote
+                else:
+                    from lakecache.catalog import Catalog
+
+                    self._catalog = Catalog.open(self.settings.catalog_url)
+            assert self._catalog is not None
             return self._catalog
 
     def close(self) -> None:
@@ -47,4 +110,11 @@ class Hub:
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None
+            if self._server is not None:
+                close = getattr(self._lake, "close", None)
+                if close is not None:
+                    close()
+                self._server.close()
+                self._server = None
+                self._server_known = False
             self._lake = None
