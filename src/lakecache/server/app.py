@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakecache import __version__
 from lakecache.errors import CatalogError
-from lakecache.server import errors
+from lakecache.server import dashboard, errors
 from lakecache.server.auth import OrgAdmin, Plane
 from lakecache.server.config import ServerConfig
 from lakecache.server.metrics import CONTENT_TYPE
@@ -120,6 +120,7 @@ def create_app(
         tags=["server"],
         responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
     )
+    dashboard.install(app)
     return app
 
 

@@ -1,0 +1,23 @@
+"""The web dashboard: server-rendered pages at ``/``, a stylesheet and one small script.
+
+No build step: the pages are Jinja2 templates (autoescaped), ``static/dashboard.js``
+is hand-written vanilla JavaScript that calls the REST API with the session
+cookie and the CSRF header, and ``static/dashboard.css`` lays it out for a
+1280 px screen and a phone alike. :func:`install` mounts it on the app.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from lakecache.server.dashboard.pages import router
+from lakecache.server.dashboard.render import STATIC_DIR, STATIC_PREFIX
+
+__all__ = ["install", "router"]
+
+
+def install(app: FastAPI) -> None:
+    """Serve the dashboard's pages and its static files from ``app``."""
+    app.include_router(router)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

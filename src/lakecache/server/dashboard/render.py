@@ -1,0 +1,160 @@
+"""HTML for the dashboard: one Jinja2 environment (autoescaped), its filters, and the headers.
+
+Every page goes out with a Content-Security-Policy that allows scripts, styles,
+images and API calls from this origin only: no inline script or style, no
+frames, no plugins, forms posting only here. Data reaches the page through the
+template (escaped) or through ``dashboard.js`` (``textContent``, never HTML).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from starlette.responses import HTMLResponse
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_PREFIX = "/static"
+
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ]
+)
+
+
+def size(n: int | float | None) -> str:
+    """Bytes for people, in decimal units as the CLI prints them: ``1.23 GB``."""
+    if n is None:
+        return "–"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            if unit == "B":
+                return f"{int(value)} B"
+            return f"{value:.3g} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def number(n: int | None) -> str:
+    return "–" if n is None else f"{n:,}"
+
+
+def duration(seconds: float | None) -> str:
+    """A span for people: ``45 s``, ``12 min``, ``5 h 20 min``, ``3 d 4 h``."""
+    if seconds is None:
+        return "–"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        h, m = divmod(s // 60, 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    d, h = divmod(s // 3600, 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
+def parse_time(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def ago(value: datetime | str | None, now: datetime | None = None) -> str:
+    when = parse_time(value)
+    if when is None:
+        return "never"
+    seconds = ((now or datetime.now(UTC)) - when).total_seconds()
+    return "just now" if seconds < 5 else f"{duration(seconds)} ago"
+
+
+def stamp(value: datetime | str | None) -> str:
+    """A time as ``2026-01-01 12:34 UTC``."""
+    when = parse_time(value)
+    return "–" if when is None else when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def iso(value: datetime | str | None) -> str:
+    when = parse_time(value)
+    return "" if when is None else when.astimezone(UTC).isoformat()
+
+
+def urlpath(path: str) -> str:
+    """A slash-separated path of a commit, each segment percent-encoded for a URL."""
+    return "/".join(quote(seg, safe="") for seg in path.split("/") if seg)
+
+
+def short(commit_id: str | None) -> str:
+    return (commit_id or "")[:12]
+
+
+def percent(part: float, whole: float) -> float:
+    """``part`` of ``whole`` in percent, 0..100, one decimal (0 when ``whole`` is 0)."""
+    if whole <= 0:
+        return 0.0
+    return round(min(100.0, max(0.0, 100.0 * part / whole)), 1)
+
+
+@cache
+def static_url(name: str) -> str:
+    """``/static/<name>?v=<digest>``: the digest changes with the file, so browsers may cache
+    it for long and still never run an old script against a new page."""
+    digest = hashlib.blake2b((STATIC_DIR / name).read_bytes(), digest_size=6).hexdigest()
+    return f"{STATIC_PREFIX}/{quote(name)}?v={digest}"
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        size=size,
+        number=number,
+        duration=duration,
+        ago=ago,
+        stamp=stamp,
+        iso=iso,
+        urlpath=urlpath,
+        short=short,
+    )
+    env.globals.update(static=static_url, percent=percent)
+    return env
+
+
+def page(template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    """A rendered page with the dashboard's security headers."""
+    html = environment().get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers=page_headers())
+
+
+def page_headers() -> dict[str, str]:
+    return {
+        "Content-Security-Policy": CSP,
+        # Pages show what a session may see: never stored by shared caches or the back button.
+        "Cache-Control": "no-store",
+    }

@@ -1,0 +1,513 @@
+// lakecache dashboard: the few things a server-rendered page cannot do by itself.
+//
+// - log in and out (POST /api/v1/auth/login, /logout);
+// - "Load more" of a folder or a diff (the next page of the API, appended);
+// - "Cache on <site>" and "Clear" (POST /datasets/{d}/caches, DELETE /caches/{id}),
+//   then poll GET /caches/{id} every second while anything is filling or clearing.
+//
+// Every unsafe call sends the session's CSRF token (from <meta name="csrf-token">) in
+// X-CSRF-Token. Data from the API reaches the page only through textContent and
+// setAttribute, never as HTML. Links and buttons are real <a> and <button> elements, so
+// everything works from the keyboard; what changes is announced in a live region.
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+  const ACTIVE = new Set(["pending", "filling", "evicting"]);
+
+  // --- the API --------------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, error) {
+      super(error.message || `HTTP ${status}`);
+      this.status = status;
+      this.hint = error.hint || "";
+    }
+  }
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (method !== "GET") headers["X-CSRF-Token"] = csrfToken();
+    const response = await fetch(path, {
+      method,
+      headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    if (response.status !== 204) {
+      try {
+        data = await response.json();
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      if (response.status === 401 && !path.startsWith("/api/v1/auth/")) {
+        window.location.assign(loginUrl());
+      }
+      const error = data && data.error ? data.error : { message: `HTTP ${response.status}` };
+      throw new ApiError(response.status, error);
+    }
+    return data;
+  }
+
+  function loginUrl() {
+    const here = window.location.pathname + window.location.search;
+    return "/login?next=" + encodeURIComponent(here);
+  }
+
+  // --- words for numbers (as the server's templates write them) -------------------------
+
+  function size(n) {
+    if (n === null || n === undefined) return "–";
+    let value = Number(n);
+    const units = ["B", "kB", "MB", "GB", "TB"];
+    for (let i = 0; i < units.length; i++) {
+      if (Math.abs(value) < 1000 || i === units.length - 1) {
+        if (i === 0) return `${Math.trunc(value)} B`;
+        const shown = Math.abs(value) < 100 ? Number(value.toPrecision(3)) : Math.round(value);
+        return `${shown} ${units[i]}`;
+      }
+      value /= 1000;
+    }
+    return "";
+  }
+
+  function number(n) {
+    return n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US");
+  }
+
+  function duration(seconds) {
+    const s = Math.max(0, Math.trunc(seconds));
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return `${Math.trunc(s / 60)} min`;
+    if (s < 86400) {
+      const h = Math.trunc(s / 3600);
+      const m = Math.trunc((s % 3600) / 60);
+      return m ? `${h} h ${m} min` : `${h} h`;
+    }
+    const d = Math.trunc(s / 86400);
+    const h = Math.trunc((s % 86400) / 3600);
+    return h ? `${d} d ${h} h` : `${d} d`;
+  }
+
+  function ago(iso) {
+    if (!iso) return "never";
+    const seconds = (Date.now() - Date.parse(iso)) / 1000;
+    return seconds < 5 ? "just now" : `${duration(seconds)} ago`;
+  }
+
+  function percent(part, whole) {
+    if (!whole || whole <= 0) return 0;
+    return Math.round(Math.min(100, Math.max(0, (100 * part) / whole)) * 10) / 10;
+  }
+
+  function short(id) {
+    return (id || "").slice(0, 12);
+  }
+
+  function urlPath(path) {
+    return path
+      .split("/")
+      .filter((s) => s)
+      .map(encodeURIComponent)
+      .join("/");
+  }
+
+  // --- small DOM helpers ------------------------------------------------------------------
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function field(root, name) {
+    return root.querySelector(`[data-field="${name}"]`);
+  }
+
+  function setText(root, name, text) {
+    const node = field(root, name);
+    if (node) node.textContent = text;
+  }
+
+  function announce(text) {
+    const region = document.getElementById("announce");
+    if (!region) return;
+    region.textContent = "";
+    window.setTimeout(() => {
+      region.textContent = text;
+    }, 30);
+  }
+
+  function flash(message, hint) {
+    let box = document.getElementById("flash");
+    if (!box) {
+      box = el("div", { id: "flash", class: "notice error", role: "alert" });
+      const main = document.getElementById("main");
+      main.insertBefore(box, main.firstChild);
+    }
+    box.replaceChildren(el("p", {}, message));
+    if (hint) box.appendChild(el("p", { class: "hint" }, hint));
+  }
+
+  // --- log in and out -----------------------------------------------------------------------
+
+  function safeNext(target) {
+    if (!target || target[0] !== "/" || target.startsWith("//") || target.includes("\\")) {
+      return "/";
+    }
+    return target;
+  }
+
+  function setUpLogin() {
+    const form = document.getElementById("login-form");
+    if (!form) return;
+    const error = document.getElementById("login-error");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const name = form.elements.namedItem("name").value.trim();
+      const password = form.elements.namedItem("password").value;
+      error.hidden = true;
+      if (!name || !password) {
+        error.textContent = "Enter your user name and password.";
+        error.hidden = false;
+        return;
+      }
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      try {
+        await api("POST", "/api/v1/auth/login", { name, password });
+        window.location.assign(safeNext(form.dataset.next));
+      } catch (e) {
+        error.textContent = e.hint ? `${e.message}. ${e.hint}` : e.message;
+        error.hidden = false;
+        form.elements.namedItem("password").focus();
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  async function logOut() {
+    try {
+      await api("POST", "/api/v1/auth/logout");
+    } finally {
+      window.location.assign("/login");
+    }
+  }
+
+  // --- "Load more" --------------------------------------------------------------------------
+
+  function treeRow(tbody, item) {
+    const href =
+      `/datasets/${encodeURIComponent(tbody.dataset.dataset)}/tree/${tbody.dataset.commit}/` +
+      urlPath(item.path);
+    const tr = el("tr");
+    const th = el("th", { scope: "row" });
+    th.appendChild(el("a", { class: item.type, href }, item.name + (item.type === "folder" ? "/" : "")));
+    tr.appendChild(th);
+    tr.appendChild(el("td", { class: "num", "data-label": "Size" }, size(item.size)));
+    tr.appendChild(el("td", { class: "num", "data-label": "Files" }, number(item.files)));
+    const kind = item.type === "folder" ? "folder" : item.content_type || "file";
+    tr.appendChild(el("td", { "data-label": "Type" }, kind));
+    return tr;
+  }
+
+  function changeRow(tbody, change) {
+    const commit = change.status === "removed" ? tbody.dataset.from : tbody.dataset.to;
+    const href =
+      `/datasets/${encodeURIComponent(tbody.dataset.dataset)}/tree/${commit}/` + urlPath(change.path);
+    const tr = el("tr");
+    const status = el("td", { "data-label": "Change" });
+    status.appendChild(el("span", { class: `change change-${change.status}` }, change.status));
+    tr.appendChild(status);
+    const th = el("th", { scope: "row" });
+    th.appendChild(el("a", { class: "mono", href }, change.path));
+    tr.appendChild(th);
+    const before = change.old_size === null ? "–" : size(change.old_size);
+    const after = change.new_size === null ? "–" : size(change.new_size);
+    tr.appendChild(el("td", { class: "num", "data-label": "Size before" }, before));
+    tr.appendChild(el("td", { class: "num", "data-label": "Size after" }, after));
+    return tr;
+  }
+
+  async function loadMore(link) {
+    if (link.getAttribute("aria-busy") === "true") return;
+    const table = document.getElementById(link.dataset.target);
+    const tbody = table.tBodies[0];
+    const sep = link.dataset.api.includes("?") ? "&" : "?";
+    const url = `${link.dataset.api}${sep}limit=200&cursor=${encodeURIComponent(link.dataset.cursor)}`;
+    link.setAttribute("aria-busy", "true");
+    try {
+      const page = await api("GET", url);
+      const build = link.dataset.kind === "diff" ? changeRow : treeRow;
+      let first = null;
+      for (const item of page.items) {
+        const row = build(tbody, item);
+        tbody.appendChild(row);
+        first = first || row;
+      }
+      const counter = document.getElementById("shown-count");
+      const shown = Number(counter.dataset.shown) + page.items.length;
+      counter.dataset.shown = String(shown);
+      counter.textContent =
+        page.total !== null && page.total !== undefined
+          ? `${number(shown)} of ${number(page.total)} shown`
+          : `${number(shown)} shown`;
+      if (page.next_cursor) {
+        link.dataset.cursor = page.next_cursor;
+        link.setAttribute("href", `?cursor=${encodeURIComponent(page.next_cursor)}`);
+      } else {
+        link.remove();
+      }
+      announce(`Loaded ${number(page.items.length)} more; ${counter.textContent}.`);
+      // Keyboard users go on from the first new row, not from the top of the page.
+      const target = first && first.querySelector("a");
+      if (target) target.focus();
+    } catch (e) {
+      flash(e.message, e.hint);
+    } finally {
+      link.removeAttribute("aria-busy");
+    }
+  }
+
+  // --- caches: ask, clear, watch --------------------------------------------------------------
+
+  let pollTimer = null;
+
+  function expiryText(c) {
+    if (c.pinned) return "pinned";
+    if (c.leases) return "in use";
+    if (c.expires_in_seconds !== null && c.expires_in_seconds !== undefined) {
+      return `in ${duration(c.expires_in_seconds)}`;
+    }
+    return "–";
+  }
+
+  function updateState(root, c) {
+    root.dataset.state = c.state;
+    const badge = field(root, "state");
+    if (badge) {
+      badge.textContent = c.state;
+      badge.className = `state state-${c.state}`;
+    }
+  }
+
+  function updateRow(row, c) {
+    updateState(row, c);
+    row.dataset.request = c.request || "";
+    const done = c.state === "ready" ? c.bytes : c.done_bytes;
+    const pct = c.bytes ? percent(done, c.bytes) : c.state === "ready" ? 100 : 0;
+    const bar = field(row, "progress");
+    if (bar) {
+      bar.setAttribute("aria-valuenow", String(pct));
+      bar.setAttribute("aria-valuetext", `${pct}% (${size(done)} of ${size(c.bytes)})`);
+      bar.setAttribute("aria-label", `Fill progress of ${c.dataset}@${short(c.commit)} on ${c.volume}`);
+      bar.querySelector(".bar-fill").setAttribute("width", `${pct}%`);
+    }
+    setText(row, "progress-text", `${size(done)} of ${size(c.bytes)}`);
+    const sizeCell = field(row, "size");
+    if (sizeCell) {
+      sizeCell.textContent = size(c.bytes);
+      sizeCell.appendChild(el("span", { class: "sub" }, ` · ${number(c.files)} files`));
+    }
+    const used = field(row, "last-used");
+    if (used) used.replaceChildren(el("time", { datetime: c.last_used_at }, ago(c.last_used_at)));
+    setText(row, "expires", expiryText(c));
+    setText(row, "leases", String(c.leases));
+    setText(row, "linked", size(c.linked_bytes));
+    const clear = row.querySelector('[data-action="clear"]');
+    if (clear && (c.state === "evicting" || c.state === "evicted")) clear.remove();
+  }
+
+  function newRow(c) {
+    const template = document.getElementById("cache-row-template");
+    const table = document.getElementById("caches-table");
+    if (!template || !table) return null;
+    const row = template.content.firstElementChild.cloneNode(true);
+    row.dataset.cache = String(c.id);
+    const dsLink = field(row, "dataset-link");
+    if (dsLink) {
+      dsLink.setAttribute("href", `/datasets/${encodeURIComponent(c.dataset)}`);
+      dsLink.textContent = c.dataset;
+    }
+    const commitLink = field(row, "commit-link");
+    commitLink.setAttribute("href", `/datasets/${encodeURIComponent(c.dataset)}/tree/${c.commit}`);
+    commitLink.textContent = short(c.commit) + (c.subpath ? `:${c.subpath}` : "");
+    setText(row, "place", `${c.site} / ${c.volume}`);
+    const clear = row.querySelector('[data-action="clear"]');
+    clear.dataset.cacheId = String(c.id);
+    clear.setAttribute("aria-label", `Clear cache ${c.dataset}@${short(c.commit)} on ${c.volume}`);
+    table.tBodies[0].appendChild(row);
+    table.hidden = false;
+    const empty = document.getElementById("no-caches");
+    if (empty) empty.hidden = true;
+    return row;
+  }
+
+  function newBadge(c) {
+    if (c.subpath) return;
+    const holder = document.querySelector(`.commit-caches[data-commit="${CSS.escape(c.commit)}"]`);
+    if (!holder) return;
+    const badge = el("span", { class: "place-state", "data-cache": String(c.id) }, `${c.site}: `);
+    badge.appendChild(el("span", { class: `state state-${c.state}`, "data-field": "state" }, c.state));
+    holder.appendChild(badge);
+  }
+
+  // Show a cache everywhere this page mentions it: table rows and the badges beside commits.
+  function show(c) {
+    const nodes = document.querySelectorAll(`[data-cache="${CSS.escape(String(c.id))}"]`);
+    let rows = 0;
+    let badges = 0;
+    for (const node of nodes) {
+      if (node.tagName === "TR") {
+        updateRow(node, c);
+        rows++;
+      } else {
+        updateState(node, c);
+        badges++;
+      }
+    }
+    if (!rows && c.state !== "evicted") {
+      const row = newRow(c);
+      if (row) updateRow(row, c);
+    }
+    if (!badges && c.state !== "evicted") newBadge(c);
+  }
+
+  function watching() {
+    const ids = new Set();
+    for (const node of document.querySelectorAll("[data-cache]")) {
+      const state = node.dataset.state;
+      const clearing = node.dataset.request === "evict" && state !== "evicted" && state !== "failed";
+      if (ACTIVE.has(state) || clearing) {
+        ids.add(node.dataset.cache);
+      }
+    }
+    return ids;
+  }
+
+  function schedulePoll() {
+    if (pollTimer === null && watching().size) {
+      pollTimer = window.setTimeout(poll, POLL_MS);
+    }
+  }
+
+  async function poll() {
+    pollTimer = null;
+    const ids = watching();
+    try {
+      for (const id of ids) {
+        const before = document.querySelector(`[data-cache="${CSS.escape(id)}"]`);
+        const was = before ? before.dataset.state : "";
+        const c = await api("GET", `/api/v1/caches/${encodeURIComponent(id)}`);
+        show(c);
+        if (c.state !== was) announce(`${c.dataset}@${short(c.commit)} on ${c.site}: ${c.state}`);
+      }
+      if (ids.size && document.querySelector(".capacity[data-volume]")) await refreshVolumes();
+    } catch (e) {
+      flash(e.message, e.hint);
+    }
+    schedulePoll();
+  }
+
+  async function refreshVolumes() {
+    const page = await api("GET", "/api/v1/volumes?limit=1000");
+    for (const v of page.items) {
+      const bar = document.querySelector(`.capacity[data-volume="${CSS.escape(v.name)}"]`);
+      if (!bar) continue;
+      const quota = Math.max(v.capacity, 0);
+      const committed = quota ? Math.min(v.committed, quota) : v.committed;
+      const available = Math.max(0, Math.min(v.available, quota - committed));
+      const blocked = Math.max(0, quota - committed - available);
+      const [c, a, b] = [committed, available, blocked].map((x) => percent(x, quota));
+      bar.setAttribute("aria-valuenow", String(c));
+      bar.setAttribute(
+        "aria-valuetext",
+        `${size(v.committed)} committed to caches of a ${size(quota)} quota; ${size(v.available)} free`,
+      );
+      const rects = bar.querySelectorAll("rect");
+      rects[0].setAttribute("width", `${c}%`);
+      rects[1].setAttribute("x", `${c}%`);
+      rects[1].setAttribute("width", `${a}%`);
+      rects[2].setAttribute("x", `${c + a}%`);
+      rects[2].setAttribute("width", `${b}%`);
+      const legend = bar.nextElementSibling;
+      if (legend) {
+        setText(legend, "committed", size(v.committed));
+        setText(legend, "available", size(v.available));
+        setText(legend, "linked-saved", size(v.linked_saved));
+      }
+    }
+  }
+
+  async function askCache(button) {
+    const { dataset, ref, site } = button.dataset;
+    button.disabled = true;
+    try {
+      const c = await api("POST", `/api/v1/datasets/${encodeURIComponent(dataset)}/caches`, {
+        ref,
+        site,
+      });
+      show(c);
+      announce(`Caching ${dataset}@${short(ref)} on ${site}: ${c.state}`);
+      schedulePoll();
+    } catch (e) {
+      flash(`Could not cache ${dataset}@${short(ref)} on ${site}: ${e.message}`, e.hint);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function clearCache(button) {
+    const id = button.dataset.cacheId;
+    button.disabled = true;
+    try {
+      const c = await api("DELETE", `/api/v1/caches/${encodeURIComponent(id)}`);
+      show(c);
+      announce(`Clearing ${c.dataset}@${short(c.commit)} on ${c.volume}: ${c.state}`);
+      schedulePoll();
+    } catch (e) {
+      button.disabled = false;
+      flash(`Could not clear the cache: ${e.message}`, e.hint);
+    }
+  }
+
+  // --- wiring ---------------------------------------------------------------------------------
+
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest("[data-action]");
+    if (!target) return;
+    const action = target.dataset.action;
+    if (action === "load-more") {
+      event.preventDefault();
+      loadMore(target);
+    } else if (action === "cache") {
+      askCache(target);
+    } else if (action === "clear") {
+      clearCache(target);
+    } else if (action === "logout") {
+      logOut();
+    }
+  });
+
+  function start() {
+    setUpLogin();
+    schedulePoll();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
