@@ -83,6 +83,7 @@ from lakecache.lake.objects import (
     Commit,
     ManifestEntry,
     blob_key,
+    check_digest,
     commit_key,
     decode_manifest,
     decode_pack_index,
@@ -800,9 +801,19 @@ def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) 
     raw = body.commit.encode()
     try:
         commit = Commit.from_json(raw)
-    except (ValueError, TypeError, KeyError):
+        well_typed = (
+            all(isinstance(v, str) for v in (commit.dataset, commit.author, commit.message))
+            and all(isinstance(p, str) for p in commit.parents)
+            and isinstance(commit.created_at, str)
+            and all(type(v) is int and v >= 0 for v in (commit.file_count, commit.bytes))
+        )
+        if not well_typed:
+            raise TypeError
+        check_digest(commit.manifest)
+        canonical = commit.to_json() == raw
+    except (ValueError, TypeError, KeyError, AttributeError, IntegrityError):
         raise UserError("'commit' is not a lakecache commit object") from None
-    if commit.to_json() != raw:
+    if not canonical:
         raise UserError("the commit object is not in canonical form (as Commit.to_json writes it)")
     _allowed(plane, principal, [commit.dataset], "writer")
     commit_id = commit.id
@@ -903,7 +914,10 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 @router.get(
     "/objects/{key:path}",
     response_class=StreamingResponse,
-    responses={206: {"description": "The requested bytes of the object"}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The object's bytes"},
+        206: {"content": {"application/octet-stream": {}}, "description": "The bytes asked for"},
+    },
 )
 def get_object(
     key: str,

@@ -1,0 +1,338 @@
+"""What the lake endpoints refuse: keys outside the dataset, writes by readers, lies about uploads,
+tampered URLs; and what a client sees when the server goes away."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import urllib3
+from helpers import make_files
+from server.live import build_world
+
+from client.world import LakeWorld, MiB
+from lakecache.client import ServerUnreachableError
+from lakecache.data.dataset import Dataset
+from lakecache.data.progress import NullProgress
+from lakecache.lake.objects import (
+    Commit,
+    blob_key,
+    commit_key,
+    encode_manifest,
+    encode_pack_index,
+    hash_bytes,
+    manifest_key,
+    pack_index_key,
+    pack_key,
+)
+from lakecache.settings import Settings
+
+LAKE = "/api/v1/lake"
+
+
+def _xray_pack(lw: LakeWorld) -> str:
+    hub = lw.world.plane.hub
+    entry = Dataset("xray", hub=hub).files("v1", ["many"])[0]
+    loc = hub.catalog.locate_blobs([entry.digest])[entry.digest]
+    assert loc.pack_id is not None
+    return pack_key(loc.pack_id)
+
+
+def _presign(
+    lw: LakeWorld,
+    who: str,
+    *items: tuple[str, str],
+    datasets: tuple[str, ...] = ("xray",),
+    size: int | None = None,
+) -> tuple[int, dict]:  # type: ignore[type-arg]
+    body = {
+        "datasets": list(datasets),
+        "items": [
+            {"method": m, "key": k, **({"size": size} if m == "PUT" else {})} for m, k in items
+        ],
+    }
+    r = lw.call(who, "POST", f"{LAKE}/presign", json=body)
+    return r.status_code, r.json()
+
+
+def test_a_reader_gets_urls_only_for_the_datasets_objects(lake_world: LakeWorld) -> None:
+    xray_pack = _xray_pack(lake_world)
+    v1 = lake_world.world.plane.hub.catalog.get_commit("xray", lake_world.world.commits["v1"])
+    ok, body = _presign(
+        lake_world,
+        "rita",
+        ("GET", xray_pack),
+        ("GET", manifest_key(v1.manifest)),
+        ("GET", commit_key(v1.id)),
+    )
+    assert ok == 200 and all(i["status"] == "ok" and i["url"] for i in body["items"])
+    # another dataset's pack, a made-up pack, a pack index: refused, whatever else is asked
+    for key in (lake_world.other_pack, pack_key("ab" * 32), pack_index_key(xray_pack[6:-5])):
+        status, err = _presign(lake_world, "rita", ("GET", xray_pack), ("GET", key))
+        assert status == 403 and err["error"]["code"] == "forbidden", key
+    # olga may read "other": naming it does not widen rita's scope
+    status, _ = _presign(lake_world, "rita", ("GET", lake_world.other_pack), datasets=("other",))
+    assert status == 404
+    status, _ = _presign(lake_world, "olga", ("GET", lake_world.other_pack), datasets=("other",))
+    assert status == 200
+    # not a key clients use at all
+    for key in ("../secrets", "packs/x.pack", "blobs/zz/" + "0" * 62, "config.toml"):
+        status, err = _presign(lake_world, "rita", ("GET", key))
+        assert status == 400 and err["error"]["code"] == "invalid_path", key
+
+
+def test_only_writers_get_put_urls_and_never_for_existing_keys(lake_world: LakeWorld) -> None:
+    new = blob_key(hash_bytes(os.urandom(32)))
+    status, err = _presign(lake_world, "rita", ("PUT", new), size=32)
+    assert status == 403 and "writer" in err["error"]["message"]
+    status, _ = _presign(lake_world, "nora", ("PUT", new), size=32)
+    assert status == 404
+    status, body = _presign(
+        lake_world, "wendy", ("PUT", new), ("PUT", _xray_pack(lake_world)), size=32
+    )
+    assert status == 200
+    fresh, existing = body["items"]
+    assert fresh["status"] == "ok" and fresh["url"]
+    assert existing["status"] == "exists" and existing["url"] is None
+    status, _ = _presign(lake_world, "wendy", ("PUT", "other/place"), size=32)
+    assert status == 400
+
+
+def test_a_non_member_gets_404_from_every_lake_endpoint(lake_world: LakeWorld) -> None:
+    d = ["xray"]
+    digest = "0" * 64
+    for method, path, kw in (
+        ("POST", "/known", {"json": {"datasets": d, "digests": [digest]}}),
+        ("POST", "/locate", {"json": {"datasets": d, "digests": [digest]}}),
+        ("POST", "/exists", {"json": {"datasets": d, "keys": [blob_key(digest)]}}),
+        (
+            "POST",
+            "/packs",
+            {"json": {"datasets": d, "pack_id": digest, "size": 1, "blob_count": 1}},
+        ),
+        ("GET", f"/commits/{lake_world.world.commits['v1']}?dataset=xray", {}),
+        ("GET", "/log?dataset=xray", {}),
+        ("GET", f"/objects/{_xray_pack(lake_world)}?dataset=xray", {}),
+    ):
+        r = lake_world.call("nora", method, LAKE + path, **kw)
+        assert r.status_code == 404, path
+        assert r.json()["error"]["message"] == "no dataset named 'xray'"
+
+
+@pytest.mark.s3
+def test_seaweedfs_refuses_a_tampered_url(lake_world: LakeWorld) -> None:
+    if lake_world.mode != "s3":
+        pytest.skip("only an S3 lake has presigned URLs")
+    http = urllib3.PoolManager()
+    status, body = _presign(lake_world, "rita", ("GET", _xray_pack(lake_world)))
+    url = body["items"][0]["url"]
+    assert http.request("GET", url, headers={"Range": "bytes=0-9"}).status == 206
+    other = lake_world.other_pack.split("/", 1)[1]
+    tampered = url.replace(_xray_pack(lake_world).split("/", 1)[1], other)
+    assert tampered != url
+    r = http.request("GET", tampered)
+    assert r.status == 403 and b"SignatureDoesNotMatch" in r.data
+    head, sig = url.rsplit("X-Amz-Signature=", 1)
+    forged = head + "X-Amz-Signature=" + ("0" if sig[0] != "0" else "1") + sig[1:]
+    assert http.request("GET", forged).status == 403
+    longer = url.replace("X-Amz-Expires=900", "X-Amz-Expires=604800")
+    assert http.request("GET", longer).status == 403
+    # A PUT URL takes exactly the size it was signed for.
+    data = os.urandom(100)
+    key = blob_key(hash_bytes(data))
+    _, body = _presign(lake_world, "wendy", ("PUT", key), size=len(data))
+    put = body["items"][0]["url"]
+    assert http.request("PUT", put, body=data + b"more").status == 403
+    assert http.request("PUT", put, body=data).status == 200
+
+
+def test_the_server_records_only_what_the_lake_holds(lake_world: LakeWorld) -> None:
+    lake = lake_world.world.plane.hub.lake
+    d = ["xray"]
+    blobs = [os.urandom(10), os.urandom(20)]
+    index = encode_pack_index([(hash_bytes(blobs[0]), 0, 10), (hash_bytes(blobs[1]), 10, 20)])
+    pid = hash_bytes(index)
+
+    def record(size: int = 30, count: int = 2) -> tuple[int, str]:
+        r = lake_world.call(
+            "wendy",
+            "POST",
+            f"{LAKE}/packs",
+            json={"datasets": d, "pack_id": pid, "size": size, "blob_count": count},
+        )
+        return r.status_code, r.text
+
+    status, text = record()
+    assert status == 400 and "not in the lake" in text  # nothing uploaded yet
+    lake.put(pack_key(pid), b"".join(blobs))
+    status, text = record()
+    assert status == 400 and "index" in text  # the index is missing
+    lake.put(pack_index_key(pid), index)
+    assert record(size=31)[0] == 400  # wrong size
+    assert record(count=3)[0] == 400  # wrong blob count
+    assert record() == (200, record()[1])  # idempotent
+    catalog = lake_world.world.plane.hub.catalog
+    assert catalog.known_blobs([hash_bytes(b) for b in blobs]) == {hash_bytes(b) for b in blobs}
+
+    big = blob_key("cd" * 32)
+    r = lake_world.call(
+        "wendy", "POST", f"{LAKE}/blobs", json={"datasets": d, "digest": "cd" * 32, "size": 5}
+    )
+    assert r.status_code == 400 and big in r.text
+
+    # A commit whose objects are not in the lake, or whose manifest names unknown blobs.
+    entries = [("a.bin", "ef" * 32, 7)]
+    from lakecache.lake.objects import ManifestEntry
+
+    manifest = encode_manifest([ManifestEntry(p, dg, n) for p, dg, n in entries])
+    commit = Commit("xray", hash_bytes(manifest), (), "w", "m", "2024-01-01T00:00:00", 1, 7)
+    head = lake_world.world.plane.hub.catalog.head("xray")
+
+    def add() -> tuple[int, str]:
+        r = lake_world.call(
+            "wendy",
+            "POST",
+            f"{LAKE}/commits",
+            json={"commit": commit.to_json().decode(), "expected_head": head},
+        )
+        return r.status_code, r.text
+
+    assert add()[0] == 400  # no commit object
+    lake.put(commit_key(commit.id), commit.to_json())
+    status, text = add()
+    assert status == 400 and "manifest" in text  # no manifest object
+    lake.put(manifest_key(commit.manifest), manifest)
+    status, text = add()
+    assert status == 400 and "does not hold" in text  # names a blob nobody uploaded
+    assert lake_world.world.plane.hub.catalog.head("xray") == head
+    # A commit object sent in another form than the one stored is refused too.
+    r = lake_world.call(
+        "wendy", "POST", f"{LAKE}/commits", json={"commit": commit.to_json().decode() + " "}
+    )
+    assert r.status_code == 400
+
+
+def test_a_streamed_upload_must_match_its_key(lake_world: LakeWorld) -> None:
+    if lake_world.mode != "local":
+        pytest.skip("only a folder lake takes uploads through the server")
+    data = os.urandom(1000)
+    right = blob_key(hash_bytes(data))
+    wrong = blob_key(hash_bytes(b"something else"))
+    url = f"{LAKE}/objects/{wrong}?dataset=xray"
+    r = lake_world.call("wendy", "PUT", url, content=data)
+    assert r.status_code == 400 and "hash" in r.text
+    assert not lake_world.world.plane.hub.lake.exists([wrong])
+    r = lake_world.call("wendy", "PUT", f"{LAKE}/objects/{right}?dataset=xray", content=data)
+    assert r.status_code == 200 and r.json()["status"] == "stored"
+    r = lake_world.call("wendy", "PUT", f"{LAKE}/objects/{right}?dataset=xray", content=data)
+    assert r.json()["status"] == "exists"
+    # readers may not write; the new blob is in no commit yet, so not even its writer reads it
+    assert lake_world.call("rita", "PUT", url, content=data).status_code == 403
+    assert (
+        lake_world.call("wendy", "GET", f"{LAKE}/objects/{right}?dataset=xray").status_code == 403
+    )
+    ranged = lake_world.call(
+        "rita",
+        "GET",
+        f"{LAKE}/objects/{_xray_pack(lake_world)}?dataset=xray",
+        headers={"Range": "bytes=2-5"},
+    )
+    assert ranged.status_code == 206 and len(ranged.content) == 4
+
+
+@pytest.mark.s3
+def test_a_multipart_upload_outliving_its_urls_gets_new_ones(lake_world: LakeWorld) -> None:
+    if lake_world.mode != "s3":
+        pytest.skip("only an S3 lake uploads in parts")
+    data = os.urandom(6 * MiB)
+    key = blob_key(hash_bytes(data))
+    d = ["xray"]
+    r = lake_world.call(
+        "wendy", "POST", f"{LAKE}/multipart", json={"datasets": d, "key": key, "size": len(data)}
+    )
+    started = r.json()
+    assert r.status_code == 200 and [p["size"] for p in started["parts"]] == [5 * MiB, 1 * MiB]
+    again = lake_world.call(
+        "wendy",
+        "POST",
+        f"{LAKE}/multipart/parts",
+        json={
+            "datasets": d,
+            "key": key,
+            "upload_id": started["upload_id"],
+            "size": len(data),
+            "part_size": started["part_size"],
+            "numbers": [1, 2],
+        },
+    ).json()["parts"]
+    http = urllib3.PoolManager()
+    etags = []
+    for part, start in zip(again, (0, 5 * MiB), strict=True):
+        resp = http.request("PUT", part["url"], body=data[start : start + part["size"]])
+        assert resp.status == 200
+        etags.append({"number": part["number"], "etag": resp.headers["ETag"]})
+    done = lake_world.call(
+        "wendy",
+        "POST",
+        f"{LAKE}/multipart/complete",
+        json={"datasets": d, "key": key, "upload_id": started["upload_id"], "parts": etags},
+    )
+    assert done.status_code == 200 and done.json()["size"] == len(data)
+    assert lake_world.world.plane.hub.lake.get(key) == data
+
+
+class _StopServerAt(NullProgress):
+    """Stops the server once the commit has read ``after`` files."""
+
+    def __init__(self, stop: threading.Event, after: int) -> None:
+        self.stop, self.after, self.seen = stop, after, 0
+
+    def advance(self, files: int, nbytes: int) -> None:
+        self.seen += files
+        if self.seen >= self.after:
+            self.stop.set()
+
+
+@pytest.mark.parametrize("mode", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_a_server_that_goes_away_midway_is_named(
+    mode: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    base = tmp_path / "w"
+    settings = Settings(home=base / "home", workers=4, author="tester")
+    if mode == "s3":
+        from fixtures.seaweed import new_bucket
+
+        seaweed = request.getfixturevalue("seaweed")
+        settings = settings.with_(
+            lake_url=f"s3://{new_bucket(seaweed)}/lake",
+            s3_endpoint=seaweed.endpoint,
+            s3_access_key=seaweed.access_key,
+            s3_secret_key=seaweed.secret_key,
+        )
+    world = build_world(base / "home", base / "src", settings=settings)
+    stop = threading.Event()
+    stopper = threading.Thread(target=lambda: (stop.wait(60), world.server.stop()), daemon=True)
+    stopper.start()
+    client = Settings(
+        home=tmp_path / "client",
+        server_url=world.url,
+        token=world.tokens["wendy"],
+        workers=2,
+        pack_target=4 * MiB,
+    )
+    ds = Dataset("xray", settings=client)
+    try:
+        src = make_files(tmp_path / "src", n=400, size=50_000)
+        with pytest.raises(ServerUnreachableError) as caught:
+            ds.commit(src, "interrupted", progress=_StopServerAt(stop, 150))
+        assert world.url in caught.value.message and "lakecache server" in caught.value.message
+        assert "lakecache server" in caught.value.hint
+        with pytest.raises(ServerUnreachableError, match=world.url):
+            ds.log()
+    finally:
+        stop.set()
+        stopper.join(timeout=60)
+        ds.hub.close()
+        world.plane.close()
