@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import cache_ops
+import dashboard
 import lakecache_ops
 import peers
 from harness import REPO, Bench, BenchError, GeneratedData, fmt, load_stamp, remove, say
@@ -45,6 +46,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     # After lakecache-a and -b: their lake and catalog, A's two commits and B's (issue 3).
     "caches": (cache_ops.caches, ("A",)),
     "cli": (lakecache_ops.cli_startup, ("A",)),
+    # Issue 4: the server under 50 clients, and B's commit page in Chromium (B's lake).
+    "dashboard": (dashboard.dashboard, ("B",)),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).

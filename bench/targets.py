@@ -215,4 +215,29 @@ TARGETS: list[Target] = [
         20.0,
         "x",
     ),
+    # --- issue 4: the server and its dashboard ----------------------------------------
+    Target(
+        "50 clients: p99 latency",
+        "0.5-1.5 s between requests",
+        value("dash.paced.p99_ms"),
+        "<=",
+        100,
+        "ms",
+    ),
+    Target(
+        "50 clients: errors",
+        "non-200 or failed, both phases",
+        most("dash.paced.errors", "dash.saturation.errors"),
+        "==",
+        0,
+        "",
+    ),
+    Target(
+        "B's commit page renders",
+        "Chromium: root, largest folder",
+        most("b.dash.render.root_ms", "b.dash.render.folder_ms"),
+        "<=",
+        1000,
+        "ms",
+    ),
 ]
