@@ -33,6 +33,7 @@ import cache_ops
 import dashboard
 import lakecache_ops
 import peers
+import server_ops
 from harness import REPO, Bench, BenchError, GeneratedData, fmt, load_stamp, remove, say
 from targets import TARGETS
 
@@ -46,6 +47,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     # After lakecache-a and -b: their lake and catalog, A's two commits and B's (issue 3).
     "caches": (cache_ops.caches, ("A",)),
     "cli": (lakecache_ops.cli_startup, ("A",)),
+    # Issue 4: commit and pull of A through a server, beside lakecache-a's direct figures.
+    "server-a": (server_ops.server_a, ("A",)),
     # Issue 4: the server under 50 clients, and B's commit page in Chromium (B's lake).
     "dashboard": (dashboard.dashboard, ("B",)),
 }

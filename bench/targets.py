@@ -240,4 +240,21 @@ TARGETS: list[Target] = [
         1000,
         "ms",
     ),
+    # --- issue 4: commit and pull through a server (presigned URLs) ---------------------
+    Target(
+        "commit A through a server",
+        "server commit s / direct commit s",
+        ratio("a.srv.commit.s", "a.lc.commit.s"),
+        "<=",
+        1.2,
+        "x",
+    ),
+    Target(
+        "pull A through a server",
+        "server pull s / direct pull s",
+        ratio("a.srv.pull.s", "a.lc.pull.s"),
+        "<=",
+        1.2,
+        "x",
+    ),
 ]

@@ -1,0 +1,324 @@
+"""Who may touch which lake key: roles on the named datasets, each commit's keys, URL signing."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Request
+from pydantic import Field
+
+from lakecache.catalog.accounts import ROLE_RANK
+from lakecache.errors import (
+    DatasetNotFoundError,
+    InvalidPathError,
+    NotFoundError,
+    UserError,
+)
+from lakecache.lake.objects import (
+    Commit,
+    ManifestEntry,
+    commit_key,
+    manifest_key,
+)
+from lakecache.server.auth import Principal, dataset_role
+from lakecache.server.errors import PermissionDeniedError
+from lakecache.server.routes.commits import open_index
+
+if TYPE_CHECKING:
+    from lakecache.lake import Lake
+    from lakecache.server.runtime import ControlPlane
+
+
+#: Seconds a presigned URL stays valid.
+URL_TTL = 900
+#: Digests, keys or URLs in one request.
+MAX_BATCH = 10_000
+MAX_PRESIGN = 1_000
+#: Datasets one request may name.
+MAX_DATASETS = 16
+#: S3's limits on one PUT and on the parts of one multipart upload.
+MAX_PUT = 5 << 30
+MIN_PART = 5 << 20
+MAX_PARTS = 10_000
+#: Commits whose key sets stay in memory.
+SCOPE_CACHE = 256
+#: Digests asked of the blob index at once while working out a commit's scope.
+LOCATE_CHUNK = 20_000
+#: Bytes a streamed upload gathers before each write (written in a worker thread).
+STREAM_WRITE = 4 << 20
+
+_HEX64 = "[0-9a-f]{64}"
+_KEY_KINDS = {
+    "pack": re.compile(rf"packs/({_HEX64})\.pack"),
+    "pack_index": re.compile(rf"packs/({_HEX64})\.idx"),
+    "blob": re.compile(r"blobs/([0-9a-f]{2})/([0-9a-f]{62})"),
+    "manifest": re.compile(rf"manifests/({_HEX64})"),
+    "commit": re.compile(rf"commits/({_HEX64})\.json"),
+}
+_KEY_HINT = (
+    "Lake keys a client may use: packs/<id>.pack, packs/<id>.idx, blobs/ab/<rest>, "
+    "manifests/<digest>, commits/<id>.json (lowercase hex)."
+)
+
+Digest = Annotated[str, Field(pattern=f"^{_HEX64}$")]
+DatasetList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    Field(min_length=1, max_length=MAX_DATASETS, description="Datasets this work is for"),
+]
+LakeKey = Annotated[str, Field(min_length=1, max_length=300)]
+
+
+# -- the shared state: scopes and the presigner ----------------------------------------------
+
+
+class LakeAccess:
+    """What the lake endpoints share for one server: which keys each commit references,
+    and how to sign URLs for the lake (None for a lake that is streamed instead).
+
+    Thread-safe. Made once per app, on first use.
+    """
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+        self.presigner = S3Presigner.for_lake(plane.hub.lake)
+        self._scopes: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._scope_dir = plane.settings.state_dir / "scopes"
+
+    @property
+    def mode(self) -> Literal["presign", "stream"]:
+        return "presign" if self.presigner is not None else "stream"
+
+    def commit_keys(self, commit_id: str, commit: Commit) -> frozenset[str]:
+        """The packs and large blobs commit ``commit_id``'s manifest references.
+
+        Worked out once per commit (an immutable list) and kept on disk; a
+        commit's first pull through the server pays one pass over its manifest.
+        """
+        with self._lock:
+            found = self._scopes.get(commit_id)
+            if found is not None:
+                self._scopes.move_to_end(commit_id)
+                return found
+        path = self._scope_dir / f"{commit_id}.keys"
+        try:
+            keys = frozenset(path.read_text().split())
+        except FileNotFoundError:
+            with open_index(self.plane, commit.manifest) as idx:
+                keys = self._keys_of(e.digest for e in idx.entries())
+            self._save(path, keys)
+        return self._remember(commit_id, keys)
+
+    def learn(self, commit_id: str, entries: Iterable[ManifestEntry]) -> frozenset[str]:
+        """Work out a new commit's keys from its manifest's entries (at add_commit)."""
+        keys = self._keys_of(e.digest for e in entries)
+        self._save(self._scope_dir / f"{commit_id}.keys", keys)
+        return self._remember(commit_id, keys)
+
+    def _keys_of(self, digests: Iterable[str]) -> frozenset[str]:
+        catalog = self.plane.hub.catalog
+        keys: set[str] = set()
+        it = iter(digests)
+        while True:
+            chunk = [d for _, d in zip(range(LOCATE_CHUNK), it, strict=False)]
+            if not chunk:
+                break
+            keys.update(loc.key for loc in catalog.locate_blobs(set(chunk)).values())
+        return frozenset(keys)
+
+    def _save(self, path: Path, keys: frozenset[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        tmp.write_text("".join(k + "\n" for k in sorted(keys)))
+        os.replace(tmp, path)
+
+    def _remember(self, commit_id: str, keys: frozenset[str]) -> frozenset[str]:
+        with self._lock:
+            self._scopes[commit_id] = keys
+            self._scopes.move_to_end(commit_id)
+            while len(self._scopes) > SCOPE_CACHE:
+                self._scopes.popitem(last=False)
+        return keys
+
+    def in_scope(self, datasets: Iterable[str], keys: Iterable[str]) -> set[str]:
+        """The subset of ``keys`` that one of ``datasets`` references (see the module doc).
+
+        Manifests and commit objects are matched against the commit list first;
+        packs and blobs against each commit's key set, newest commit first,
+        stopping as soon as every key is placed.
+        """
+        wanted = set(keys)
+        left = set(wanted)
+        catalog = self.plane.hub.catalog
+        for dataset in datasets:
+            if not left:
+                break
+            try:
+                commits = catalog.log(dataset)
+            except NotFoundError:
+                continue
+            for c in commits:
+                left.discard(commit_key(c.id))
+                left.discard(manifest_key(c.manifest))
+            if not any(key_kind(k)[0] in ("pack", "blob") for k in left):
+                continue
+            for c in commits:
+                left -= self.commit_keys(c.id, c)
+                if not left:
+                    break
+        return wanted - left
+
+
+def lake_access(request: Request) -> LakeAccess:
+    state = request.app.state
+    access: LakeAccess | None = getattr(state, "lake_access", None)
+    if access is None:
+        with _ACCESS_LOCK:
+            access = getattr(state, "lake_access", None)
+            if access is None:
+                access = state.lake_access = LakeAccess(state.plane)
+    return access
+
+
+_ACCESS_LOCK = threading.Lock()
+
+
+class S3Presigner:
+    """Signs URLs for one S3 lake with the server's own credentials (SigV4, path style)."""
+
+    def __init__(self, lake: Any) -> None:
+        # S3Lake keeps its boto3 client private; signing is this module's only use of it.
+        self._lake = lake
+        self._client = lake._client
+        self.bucket: str = lake.bucket
+        self.prefix: str = lake.prefix
+
+    @classmethod
+    def for_lake(cls, lake: Lake) -> S3Presigner | None:
+        if getattr(lake, "_client", None) is None or not hasattr(lake, "bucket"):
+            return None
+        return cls(lake)
+
+    def _sign(self, op: str, key: str, **params: Any) -> str:
+        url: str = self._client.generate_presigned_url(
+            op,
+            Params={"Bucket": self.bucket, "Key": self.prefix + key, **params},
+            ExpiresIn=URL_TTL,
+        )
+        return url
+
+    def get(self, key: str) -> str:
+        return self._sign("get_object", key)
+
+    def put(self, key: str, size: int) -> str:
+        return self._sign("put_object", key, ContentLength=size)
+
+    def part(self, key: str, upload_id: str, number: int, size: int) -> str:
+        return self._sign(
+            "upload_part", key, UploadId=upload_id, PartNumber=number, ContentLength=size
+        )
+
+    def _call(self, what: str, key: str, fn: str, **params: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._client, fn)(Bucket=self.bucket, Key=self.prefix + key, **params)
+        except (BotoCoreError, ClientError) as exc:
+            self._lake._raise(exc, what, key)
+
+    def create_multipart(self, key: str) -> str:
+        return str(self._call("put", key, "create_multipart_upload")["UploadId"])
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Join the parts, given as (number, ETag)."""
+        self._call(
+            "put",
+            key,
+            "complete_multipart_upload",
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in sorted(parts)]},
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._call("abort", key, "abort_multipart_upload", UploadId=upload_id)
+
+
+def key_kind(key: str) -> tuple[str, str]:
+    """(kind, id) of a client key, or raise InvalidPathError."""
+    for kind, pattern in _KEY_KINDS.items():
+        m = pattern.fullmatch(key)
+        if m:
+            return kind, "".join(m.groups())
+    raise InvalidPathError(f"{key!r} is not a lake key clients may use", hint=_KEY_HINT)
+
+
+def allowed(plane: ControlPlane, principal: Principal, datasets: list[str], need: str) -> list[str]:
+    """The named datasets on which the caller holds ``need`` (at least one, else 404 / 403)."""
+    roles = [(d, dataset_role(plane, principal, d)) for d in dict.fromkeys(datasets)]
+    ok = [d for d, r in roles if r is not None and ROLE_RANK[r] >= ROLE_RANK[need]]
+    if ok:
+        return ok
+    member = [(d, r) for d, r in roles if r is not None]
+    if not member:
+        raise DatasetNotFoundError(f"no dataset named {datasets[0]!r}")
+    d, r = member[0]
+    raise PermissionDeniedError(
+        f"your role on dataset {d!r} is {r}; this needs {need}",
+        hint=f"Ask an admin of {d!r} for the {need} role.",
+    )
+
+
+def check_readable(access: LakeAccess, datasets: list[str], keys: list[str]) -> None:
+    for key in keys:
+        kind, _ = key_kind(key)
+        if kind == "pack_index":
+            raise PermissionDeniedError(
+                f"{key} is not readable by clients", hint="Ask for the pack itself (.pack)."
+            )
+    outside = set(keys) - access.in_scope(datasets, keys)
+    if outside:
+        first = sorted(outside)[0]
+        raise PermissionDeniedError(
+            f"{first} is not part of dataset {' or '.join(repr(d) for d in datasets)}"
+            + (f" (and {len(outside) - 1} more keys)" if len(outside) > 1 else ""),
+            hint="Ask only for objects the dataset's commits reference.",
+        )
+
+
+def presigner_of(request: Request) -> S3Presigner:
+    presigner = lake_access(request).presigner
+    if presigner is None:
+        raise UserError(
+            "this server's lake is a folder it streams to; there are no URLs or parts to sign",
+            hint="PUT the whole object to /api/v1/lake/objects/KEY.",
+        )
+    return presigner
+
+
+def size_of(lake: Lake, key: str) -> int | None:
+    """The size of the object at ``key``, None if there is none (one LIST request)."""
+    for info in lake.list(key):
+        if info.key == key:
+            return info.size
+    return None
+
+
+def url_expiry() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=URL_TTL)
+
+
+def check_key_bytes(key: str, digest: str) -> None:
+    """Refuse bytes whose BLAKE3 does not match a content-addressed key."""
+    kind, ident = key_kind(key)
+    if kind in ("blob", "manifest", "commit", "pack_index") and ident != digest:
+        raise UserError(
+            f"the bytes sent for {key} hash to {digest[:16]}, not to the key",
+            hint="Upload the right bytes; a key names its content.",
+        )
