@@ -256,20 +256,17 @@ class CacheService:
         commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)
         with self._index(commit.manifest) as idx:
             entries = list(idx.entries([rec.subpath] if rec.subpath else None))
-        links = self._link_sources(rec, v, layout, entries)
+            links = self._link_sources(rec, v, layout, idx)
         need = sum(e.size for e in entries if e.digest not in links) - _tree_bytes(staging)
         self._make_room(rec, v, need)
+        resuming = staging.exists()
         _clean_temp_files(staging)
         tracker = _Tracker(progress or NullProgress(), done)
 
         def link_source(e: ManifestEntry) -> str | None:
-            src = links.get(e.digest)
-            if src is None:
-                return None
-            try:
-                return src if os.stat(src).st_size == e.size else None
-            except OSError:
-                return None
+            # No stat per file: a source that vanished makes the link fail, and the
+            # file is downloaded instead; `cache verify` checks contents.
+            return links.get(e.digest)
 
         s = self.hub.settings
         stats = materialize(
@@ -280,8 +277,9 @@ class CacheService:
             workers=s.workers,
             chunk_size=s.part_size,
             progress=tracker,
-            skip_existing=True,
+            skip_existing=resuming,
             link_source=link_source,
+            private_dest=True,
         )
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -290,31 +288,23 @@ class CacheService:
         return stats.linked_bytes, stats.fetched_bytes
 
     def _link_sources(
-        self, rec: CacheRecord, v: VolumeRecord, layout: VolumeLayout, entries: list[ManifestEntry]
+        self, rec: CacheRecord, v: VolumeRecord, layout: VolumeLayout, index: ManifestIndex
     ) -> dict[str, str]:
         """For each digest already on this volume (in another ready cache), one file to link."""
-        wanted = {e.digest for e in entries}
         out: dict[str, str] = {}
         for other in self.topology.list_caches(volume=v.name, states=("ready",)):
-            if other.id == rec.id or not wanted:
+            if other.id == rec.id:
                 continue
             commit = self.hub.catalog.get_commit(other.dataset, other.commit_id)
-            base = layout.cache_dir(other.dataset, other.commit_id, other.subpath)
+            base = str(layout.cache_dir(other.dataset, other.commit_id, other.subpath)) + "/"
             try:
                 with self._index(commit.manifest) as idx:
-                    found = idx.paths_of(wanted)
+                    # A partial cache holds only the paths under its sub-path.
+                    found = index.shared_paths(idx, other.subpath)
             except LakecacheError:
                 continue
-            if other.subpath:
-                # A partial cache holds only the paths under its sub-path.
-                found = {
-                    d: p
-                    for d, p in found.items()
-                    if p == other.subpath or p.startswith(other.subpath + "/")
-                }
             for d, p in found.items():
-                out[d] = str(base / p)  # caches keep the commit's full paths
-            wanted -= found.keys()
+                out.setdefault(d, base + p)  # caches keep the commit's full paths
         return out
 
     def _make_room(self, rec: CacheRecord, v: VolumeRecord, need: int) -> None:

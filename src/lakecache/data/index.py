@@ -190,24 +190,30 @@ class ManifestIndex:
                     hint="Check the path with `lakecache data ls`.",
                 )
 
-    def paths_of(self, digests: Iterable[str]) -> dict[str, str]:
-        """One path per digest, for the digests this manifest holds (hard-link sources)."""
-        out: dict[str, str] = {}
-        batch: list[str] = []
+    def shared_paths(self, other: ManifestIndex, under: str = "") -> dict[str, str]:
+        """For each digest of this manifest that ``other`` also holds: one of its paths there.
 
-        def run() -> None:
-            q = f"SELECT digest, path FROM files WHERE digest IN ({','.join('?' * len(batch))})"
-            for d, p in self._db.execute(q, batch):
+        One join in SQLite (``other`` is indexed by digest), so finding the
+        files a new cache can hard-link from an old one costs no Python loop.
+        ``under`` keeps only ``other``'s paths in that folder.
+        """
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            db.execute("ATTACH DATABASE ? AS other", (f"file:{other.path}?mode=ro",))
+            q = (
+                "SELECT DISTINCT n.digest, o.path FROM main.files n"
+                " JOIN other.files o ON o.digest = n.digest"
+            )
+            args: tuple[str, ...] = ()
+            if under:
+                q += " WHERE o.path = ? OR (o.path > ? AND o.path < ?)"
+                args = (under, under + "/", under + "0")
+            out: dict[str, str] = {}
+            for d, p in db.execute(q, args):
                 out.setdefault(d, p)
-            batch.clear()
-
-        for d in digests:
-            batch.append(d)
-            if len(batch) >= 500:
-                run()
-        if batch:
-            run()
-        return out
+            return out
+        finally:
+            db.close()
 
     def diff(self, other: ManifestIndex) -> Iterator[Change]:
         """Changes from this manifest to ``other``: removed and modified, then added."""
