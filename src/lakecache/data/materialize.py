@@ -189,8 +189,9 @@ def materialize(
     may name an existing verified file with the same bytes to hard-link instead
     of downloading (cache volumes). ``private_dest`` says nobody reads ``dest``
     until the caller publishes it (a cache's staging folder): files are then
-    written and linked in place, without a temporary name each. Raises :class:`IntegrityError` naming the
-    file and the lake object when bytes disagree with their digest or a blob is
+    written and linked in place, without a temporary name each.
+
+    Raises :class:`IntegrityError` naming the file and the lake object when bytes disagree with their digest or a blob is
     missing from the index; lake errors propagate after the backend's retries.
     """
     progress = progress or NullProgress()
