@@ -191,8 +191,9 @@ def materialize(
     until the caller publishes it (a cache's staging folder): files are then
     written and linked in place, without a temporary name each.
 
-    Raises :class:`IntegrityError` naming the file and the lake object when bytes disagree with their digest or a blob is
-    missing from the index; lake errors propagate after the backend's retries.
+    Raises :class:`IntegrityError` naming the file and the lake object when
+    bytes disagree with their digest or a blob is missing from the index; lake
+    errors propagate after the backend's retries.
     """
     progress = progress or NullProgress()
     stats = MaterializeStats(files=len(entries), bytes=sum(e.size for e in entries))
