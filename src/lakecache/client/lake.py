@@ -37,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote, urlsplit
 
+import httpx
 import urllib3
 
 from lakecache.client.connection import ServerConnection
@@ -148,11 +149,11 @@ class RemoteLake:
             item = self._presign([{"method": "PUT", "key": key, "size": len(data)}])[0]
             if item["status"] == "exists":
                 return
-            status, _ = self._send("PUT", item["url"], key, data)
+            status, resp = self._send("PUT", item["url"], key, data)
             if status == 403 and attempt == 0:
                 continue  # expired while queued: sign again, once
             if status != 200:
-                self._refused("PUT", key, status, _)
+                self._refused("PUT", key, status, resp)
             return
 
     def _put_multipart(self, key: str, fileobj: BinaryIO, size: int) -> None:
@@ -311,7 +312,7 @@ class RemoteLake:
             for chunk in r.iter_bytes(chunk_size):
                 got += len(chunk)
                 yield chunk
-        except Exception as exc:  # noqa: BLE001 - httpx read errors: the server went away
+        except httpx.HTTPError as exc:  # the server went away mid-body
             raise LakeUnreachableError(
                 f"the lakecache server at {self._conn.url} stopped sending {key}: {exc}"
             ) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -89,6 +90,7 @@ class LakeAccess:
         self.plane = plane
         self.presigner = S3Presigner.for_lake(plane.hub.lake)
         self._scopes: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._building: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._scope_dir = plane.settings.state_dir / "scopes"
 
@@ -102,19 +104,33 @@ class LakeAccess:
         Worked out once per commit (an immutable list) and kept on disk; a
         commit's first pull through the server pays one pass over its manifest.
         """
+        found = self._cached(commit_id)
+        if found is not None:
+            return found
+        # One pass per commit, however many requests ask at once (a pull's first GETs).
+        with self._building_lock(commit_id):
+            found = self._cached(commit_id)
+            if found is not None:
+                return found
+            path = self._scope_dir / f"{commit_id}.keys"
+            try:
+                keys = frozenset(path.read_text().split())
+            except FileNotFoundError:
+                with open_index(self.plane, commit.manifest) as idx:
+                    keys = self._keys_of(e.digest for e in idx.entries())
+                self._save(path, keys)
+            return self._remember(commit_id, keys)
+
+    def _cached(self, commit_id: str) -> frozenset[str] | None:
         with self._lock:
             found = self._scopes.get(commit_id)
             if found is not None:
                 self._scopes.move_to_end(commit_id)
-                return found
-        path = self._scope_dir / f"{commit_id}.keys"
-        try:
-            keys = frozenset(path.read_text().split())
-        except FileNotFoundError:
-            with open_index(self.plane, commit.manifest) as idx:
-                keys = self._keys_of(e.digest for e in idx.entries())
-            self._save(path, keys)
-        return self._remember(commit_id, keys)
+            return found
+
+    def _building_lock(self, commit_id: str) -> threading.Lock:
+        with self._lock:
+            return self._building.setdefault(commit_id, threading.Lock())
 
     def learn(self, commit_id: str, entries: Iterable[ManifestEntry]) -> frozenset[str]:
         """Work out a new commit's keys from its manifest's entries (at add_commit)."""
@@ -126,10 +142,7 @@ class LakeAccess:
         catalog = self.plane.hub.catalog
         keys: set[str] = set()
         it = iter(digests)
-        while True:
-            chunk = [d for _, d in zip(range(LOCATE_CHUNK), it, strict=False)]
-            if not chunk:
-                break
+        while chunk := list(itertools.islice(it, LOCATE_CHUNK)):
             keys.update(loc.key for loc in catalog.locate_blobs(set(chunk)).values())
         return frozenset(keys)
 
