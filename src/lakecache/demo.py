@@ -75,12 +75,13 @@ def main() -> int:
         _say("where to look")
         print(f"  local state and catalog (SQLite): {_rel(state / 'home')}")
         print(f"  cache volumes (each stands for a site's NFS export or NVMe): {_rel(volumes)}")
-        print(f"  the lake: s3://{BUCKET}/lake at {server.endpoint} (stops now)")
+        print(f"  the lake: s3://{BUCKET}/lake at {server.endpoint} (stops when the demo ends)")
         print(f"  the dataset's files: {_rel(data)}; pulled v1 Pneumonia/: {_rel(pulled)}")
         print(
             "  on your own files: `lakecache data init NAME` uses a lake folder in"
             " ~/.lakecache; set LAKECACHE_LAKE=s3://bucket/prefix for a team lake"
         )
+        _serve_dashboard(env, state, root)
     except subprocess.CalledProcessError as exc:
         print(
             f"\ndemo failed: `{shlex.join(exc.cmd[1:])}` exited {exc.returncode}", file=sys.stderr
@@ -125,6 +126,80 @@ def _cache_on_two_sites(cli: _Cli, state: Path) -> Path:
     cli.run("cache", "ls")
     cli.python(USE_SNIPPET)
     return volumes
+
+
+def _serve_dashboard(env: dict[str, str], state: Path, root: Path) -> None:
+    """Start the control-plane server on the demo's catalog and lake, agents for both sites.
+
+    In a terminal it serves until Ctrl-C; otherwise (CI, a pipe, or
+    LAKECACHE_DEMO_SERVE=0) it checks the dashboard answers, then stops.
+    """
+    import secrets
+    import socket
+    import time
+    import urllib.request
+
+    config = state / "server.toml"
+    lines = []
+    for site, description, _vol in SITES:
+        lines += [
+            "[[sites]]",
+            f'name = "{site}"',
+            f'description = "{description}"',
+            "agent = true",
+            "",
+        ]
+    config.write_text("\n".join(lines))
+    port = 8765
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            port = 0  # 8765 is taken: let the server pick a free port
+    password = secrets.token_urlsafe(12)
+    server_env = {**env, "LAKECACHE_ADMIN_PASSWORD": password}
+    cmd = [sys.executable, "-m", "lakecache", "server"]
+    cmd += ["--port", str(port), "--config", str(config)]
+    _say("the control plane: dashboard and API, with agents for both sites")
+    print(f"$ lakecache server --port {port} --config {_rel(config)}", flush=True)
+    proc = subprocess.Popen(cmd, env=server_env, cwd=root, stdout=subprocess.PIPE, text=True)
+    url = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print("  " + line.rstrip(), flush=True)
+        if line.startswith("lakecache server at "):
+            url = line.split(" at ", 1)[1].strip()
+        if line.startswith("log in:"):
+            break
+    if url is None:
+        proc.terminate()
+        raise subprocess.CalledProcessError(proc.wait(), cmd)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    print(f"\n  dashboard: {url}/   log in as admin / {password}")
+    print(f"  CLI:       lakecache login {url} --user admin")
+    interactive = sys.stdin.isatty() and os.environ.get("LAKECACHE_DEMO_SERVE", "1") != "0"
+    try:
+        if interactive:
+            print("  serving until Ctrl-C", flush=True)
+            for line in proc.stdout:
+                print("  " + line.rstrip(), flush=True)
+            proc.wait()
+        else:
+            with urllib.request.urlopen(f"{url}/login", timeout=10) as r:
+                print(f"  (not a terminal: checked the dashboard answers {r.status}, stopping it)")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 class _Cli:
