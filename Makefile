@@ -25,12 +25,16 @@ $(VENV)/.stamp: pyproject.toml
 	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | $(PIP_FILTER)
 	@touch $@
 
-# PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it).
+# PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it),
+# Chromium for the dashboard tests (Playwright drives Debian's build; no browser download).
 deps:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		echo "installing postgresql (Debian package)"; \
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; \
+		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 test: venv deps
