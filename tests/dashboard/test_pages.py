@@ -204,3 +204,17 @@ def test_the_page_carries_the_csrf_token_that_unsafe_calls_need(dash: Dash) -> N
         assert f'data-action="clear" data-cache-id="{cache["id"]}"' in rows
     finally:
         s.close()
+
+
+def test_a_cached_listing_is_still_only_for_readers(admin: httpx.Client, dash: Dash) -> None:
+    # the org admin's visit puts notes' top folder in the listing cache...
+    assert "readme.txt" in admin.get("/datasets/notes/tree/latest").text
+    rita = _session(dash, "rita", PASSWORD)
+    try:
+        # ...and a non-member still gets the same 404 as for a dataset that does not exist
+        notes_id = dash.plane.hub.catalog.resolve("notes", "latest")
+        for path in ("/datasets/notes/tree/latest", f"/datasets/notes/tree/{notes_id}"):
+            r = rita.get(path)
+            assert r.status_code == 404 and "readme.txt" not in r.text
+    finally:
+        rita.close()

@@ -102,3 +102,42 @@ def test_capacity_bar_parts_add_up_to_the_quota() -> None:
     bar = capacity(_volume(1000, 1500, None))
     assert (bar.committed_pct, bar.available_pct, bar.blocked_pct) == (100.0, 0.0, 0.0)
     assert percent(1, 0) == 0.0
+
+
+def test_rows_are_escaped_and_link_each_path_segment() -> None:
+    from lakecache.server.dashboard.render import tree_rows
+    from lakecache.server.models import TreeItem
+
+    rows = tree_rows(
+        [
+            TreeItem(name="a b", path="x/a b", type="folder", size=5, files=2),
+            TreeItem(
+                name='<i>"q"&.png',
+                path='x/<i>"q"&.png',
+                type="file",
+                size=7,
+                files=1,
+                content_type="image/png",
+            ),
+        ],
+        "/datasets/d/tree/c0ffee/",
+    )
+    assert '<a class="folder" href="/datasets/d/tree/c0ffee/x/a%20b">a b/</a>' in rows
+    assert "&lt;i&gt;&quot;q&quot;&amp;.png</a>" in rows
+    assert 'href="/datasets/d/tree/c0ffee/x/%3Ci%3E%22q%22%26.png"' in rows
+    assert "<i>" not in rows
+
+
+def test_the_listing_cache_keeps_the_last_pages_only() -> None:
+    from markupsafe import Markup
+
+    from lakecache.server.dashboard.pages import Listing, ListingCache
+
+    cache = ListingCache(size=2)
+    page = Listing(Markup(""), 0, None, 0, 0)
+    cache.put(("c1", "", None), page)
+    cache.put(("c2", "", None), page)
+    assert cache.get(("c1", "", None)) is page  # c1 is now the most recent
+    cache.put(("c3", "", None), page)
+    assert cache.get(("c2", "", None)) is None
+    assert cache.get(("c1", "", None)) is page and cache.get(("c3", "", None)) is page

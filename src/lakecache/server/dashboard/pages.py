@@ -19,12 +19,15 @@ without a valid session is sent to the login page.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Path, Query, Request
+from markupsafe import Markup
 from starlette.responses import RedirectResponse, Response
 
 from lakecache.catalog.accounts import ROLE_RANK
@@ -40,7 +43,7 @@ from lakecache.server.auth import (
 from lakecache.server.dashboard import render
 from lakecache.server.dashboard.lineage import layout
 from lakecache.server.errors import AuthenticationError, log, status_of
-from lakecache.server.models import CacheOut, DatasetOut, VolumeOut
+from lakecache.server.models import CacheOut, DatasetOut, TreeItem, VolumeOut
 from lakecache.server.pagination import PageRequest, encode_cursor
 from lakecache.server.routes import caches as caches_api
 from lakecache.server.routes import commits as commits_api
@@ -254,15 +257,14 @@ class DatasetHead:
 def _tree_view(
     v: Viewer, dataset: str, ref: str, path: str, cursor: str | None
 ) -> tuple[str, dict[str, Any]]:
-    commit = commits_api.get_commit(dataset, ref, v.principal, v.plane)  # readers, else 404
-    role = require_dataset(v.plane, v.principal, dataset)
+    role = require_dataset(v.plane, v.principal, dataset)  # readers, else the same 404
+    commit = commits_api.get_commit(dataset, ref, v.principal, v.plane)
     ds = DatasetHead(dataset, role, v.plane.hub.catalog.resolve(dataset, "latest"))
     folder = normalize_folder(path)
-    paging = v.paging(TREE_PAGE, cursor)
-    if folder:
-        page = commits_api.tree(dataset, commit.id, folder, v.principal, v.plane, paging)
-    else:
-        page = commits_api.tree_root(dataset, commit.id, v.principal, v.plane, paging)
+    listing = LISTINGS.get((commit.id, folder, cursor))
+    if listing is None:
+        listing = _listing(v, dataset, commit.id, folder, cursor)
+        LISTINGS.put((commit.id, folder, cursor), listing)
     crumbs = []
     parts = folder.split("/") if folder else []
     for i, name in enumerate(parts):
@@ -275,41 +277,94 @@ def _tree_view(
         "crumbs": crumbs,
         "sites": _cache_sites(v.plane) if _can_write(role) else [],
     }
-    single = page.items[0] if len(page.items) == 1 else None
-    if single is not None and single.type == "file" and single.path == folder:
-        context.update(title=f"{single.name} · {dataset}", file=single)
+    if listing.file is not None:
+        context.update(title=f"{listing.file.name} · {dataset}", file=listing.file)
         return "file.html", context
     more = None
-    if page.next_cursor:
+    if listing.next_cursor:
         more = {
-            "href": "?" + urlencode({"cursor": page.next_cursor}),
+            "href": "?" + urlencode({"cursor": listing.next_cursor}),
             "api": f"/api/v1/datasets/{quote(dataset)}/commits/{commit.id}/tree"
             + (f"/{render.urlpath(folder)}" if folder else ""),
-            "cursor": page.next_cursor,
+            "cursor": listing.next_cursor,
         }
-    # Rows as plain strings, made here once: a page of 200 rows is the dashboard's most
-    # opened page, and per-row filters in the template cost more than the listing.
-    base = f"/datasets/{quote(dataset, safe='')}/tree/{commit.id}/"
-    rows = [
-        (
-            e.type,
-            e.name + ("/" if e.type == "folder" else ""),
-            base + render.urlpath(e.path),
-            render.size(e.size),
-            f"{e.files:,}",
-            "folder" if e.type == "folder" else (e.content_type or "file"),
-        )
-        for e in page.items
-    ]
     context.update(
         title=f"{folder or '/'} · {dataset}@{commit.id[:12]}",
-        page=page,
-        rows=rows,
+        listing=listing,
         more=more,
         folder=folder,
         later_page=bool(cursor),  # reached by "Load more" without JavaScript
     )
     return "tree.html", context
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One page of a folder of a commit, rendered: the same for everyone who may read it."""
+
+    #: The page's table rows as HTML (every value escaped).
+    rows: Markup
+    count: int
+    next_cursor: str | None
+    folder_files: int
+    folder_bytes: int
+    #: Set when the path is a file of the commit (its preview page), not a folder.
+    file: TreeItem | None = None
+
+
+class ListingCache:
+    """The last ``size`` folder pages rendered, by (commit id, folder, cursor).
+
+    A commit never changes, so neither does a page of one of its folders: the
+    50 people who open the same folder of the same commit cost one listing and
+    one rendering, not 50. Only what everyone may see is kept; who may see it
+    is checked on every request, before the cache is asked. Thread-safe.
+    """
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = size
+        self._pages: OrderedDict[tuple[str, str, str | None], Listing] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str | None]) -> Listing | None:
+        with self._lock:
+            page = self._pages.get(key)
+            if page is not None:
+                self._pages.move_to_end(key)
+            return page
+
+    def put(self, key: tuple[str, str, str | None], page: Listing) -> None:
+        with self._lock:
+            self._pages[key] = page
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+
+LISTINGS = ListingCache()
+
+
+def _listing(v: Viewer, dataset: str, commit_id: str, folder: str, cursor: str | None) -> Listing:
+    paging = v.paging(TREE_PAGE, cursor)
+    if folder:
+        page = commits_api.tree(dataset, commit_id, folder, v.principal, v.plane, paging)
+    else:
+        page = commits_api.tree_root(dataset, commit_id, v.principal, v.plane, paging)
+    single = page.items[0] if len(page.items) == 1 else None
+    if single is not None and single.type == "file" and single.path == folder:
+        return Listing(Markup(""), 1, None, 1, single.size, file=single)
+    base = f"/datasets/{quote(dataset, safe='')}/tree/{commit_id}/"
+    return Listing(
+        rows=render.tree_rows(page.items, base),
+        count=len(page.items),
+        next_cursor=page.next_cursor,
+        folder_files=page.folder_files,
+        folder_bytes=page.folder_bytes,
+    )
 
 
 @router.get("/datasets/{dataset}/diff")

@@ -9,14 +9,20 @@ template (escaped) or through ``dashboard.js`` (``textContent``, never HTML).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import cache
+from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
+from markupsafe import Markup
 from starlette.responses import HTMLResponse
+
+if TYPE_CHECKING:
+    from lakecache.server.models import TreeItem
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -106,6 +112,27 @@ def urlpath(path: str) -> str:
 
 def short(commit_id: str | None) -> str:
     return (commit_id or "")[:12]
+
+
+def tree_rows(items: Iterable[TreeItem], base: str) -> Markup:
+    """The table rows of a folder listing, as one escaped HTML string.
+
+    Written here rather than as a template loop: a page of 200 rows is the
+    dashboard's most opened page, and a loop of filters in Jinja holds the
+    interpreter for milliseconds, which every other request then waits out.
+    """
+    out = []
+    for e in items:
+        folder = e.type == "folder"
+        kind = "folder" if folder else (e.content_type or "file")
+        out.append(
+            f'<tr><th scope="row"><a class="{e.type}" href="{escape(base + urlpath(e.path))}">'
+            f"{escape(e.name)}{'/' if folder else ''}</a></th>"
+            f'<td class="num" data-label="Size">{size(e.size)}</td>'
+            f'<td class="num" data-label="Files">{e.files:,}</td>'
+            f'<td data-label="Type">{escape(kind)}</td></tr>\n'
+        )
+    return Markup("".join(out))  # every value above is escaped
 
 
 def percent(part: float, whole: float) -> float:
