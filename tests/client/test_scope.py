@@ -336,3 +336,26 @@ def test_a_server_that_goes_away_midway_is_named(
         stopper.join(timeout=60)
         ds.hub.close()
         world.plane.close()
+
+
+def test_a_record_the_server_refuses_stops_the_commit_before_it_is_added(
+    lake_world: LakeWorld, tmp_path: Path
+) -> None:
+    from lakecache.client import RemoteCatalog
+    from lakecache.errors import UserError
+    from lakecache.lake.objects import BlobLocation
+
+    hub = lake_world.hub("wendy", tmp_path / "client")
+    try:
+        catalog = hub.catalog
+        assert isinstance(catalog, RemoteCatalog)
+        catalog.get_dataset("xray")
+        pid = hash_bytes(b"never uploaded")
+        # Records go in the background: the call returns; the refusal comes at the flush
+        # that every add_commit starts with.
+        catalog.record_pack(pid, 10, [BlobLocation("ab" * 32, 10, pid, 0)])
+        with pytest.raises(UserError, match="not in the lake"):
+            catalog.flush()
+        catalog.flush()  # reported once
+    finally:
+        hub.close()

@@ -8,7 +8,11 @@ checks every write against the lake before it records it, and the caller's
 role on the dataset; this side only translates.
 
 Blob-index calls are batched (:data:`BATCH` digests a request) and consume
-their input lazily, so memory stays flat in the number of files. Things only
+their input lazily, so memory stays flat in the number of files. Records of
+uploaded packs and blobs go in the background, a few at a time, so a commit's
+coordinating thread does not wait while the server checks each pack in the
+lake; :meth:`RemoteCatalog.add_commit` waits for them all first, and the first
+one the server refused is raised there (or from the next blob-index call). Things only
 the server's own database can do (sites, volumes, caches, accounts) are not
 here: asking for them raises a :class:`UserError` that says so.
 """
@@ -16,7 +20,10 @@ here: asking for them raises a :class:`UserError` that says so.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -28,6 +35,9 @@ from lakecache.lake.objects import BlobLocation, Commit
 
 #: Digests per known/locate request (the server takes up to 10,000).
 BATCH = 10_000
+#: Records sent at once, and in flight at most (then a new one waits for the oldest).
+RECORDERS = 4
+MAX_PENDING = 16
 
 
 class RemoteCatalog:
@@ -37,6 +47,9 @@ class RemoteCatalog:
         self._conn = conn
         # list_datasets already carries each dataset's stats; the CLI asks for them next.
         self._listed: dict[str, DatasetStats] = {}
+        self._records: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[Any]] = deque()
+        self._records_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -46,7 +59,17 @@ class RemoteCatalog:
         return f"RemoteCatalog({self._conn.url!r})"
 
     def close(self) -> None:
-        """Nothing to release: the hub closes the connection."""
+        """Wait for the records still in flight (the hub closes the connection next).
+
+        Their errors are not raised here: a commit that needed them raised them
+        from :meth:`add_commit`; one that stopped early for another reason has
+        that error to report, and an unrecorded pack is only an upload to redo.
+        """
+        with self._records_lock:
+            pool, self._records = self._records, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._pending.clear()
 
     # -- datasets --------------------------------------------------------------------------
 
@@ -78,31 +101,66 @@ class RemoteCatalog:
     # -- blob index --------------------------------------------------------------------------
 
     def record_pack(self, pack_id: str, size: int, blobs: Sequence[BlobLocation]) -> None:
-        """Have the server record an uploaded pack; it reads the blobs from the pack's index."""
+        """Have the server record an uploaded pack; it reads the blobs from the pack's index.
+
+        Sent in the background (see :meth:`flush`): the server checks the pack in
+        the lake before it records it, which takes a round trip or two there, and
+        a commit's coordinating thread need not wait for it.
+        """
         for loc in blobs:
             if loc.pack_id != pack_id:
                 raise ValueError(f"blob {loc.digest} is located in {loc.pack_id}, not {pack_id}")
-        self._conn.call(
-            "POST",
-            "/lake/packs",
-            json={
-                "datasets": self._conn.scope(),
-                "pack_id": pack_id,
-                "size": size,
-                "blob_count": len(blobs),
-            },
-        )
+        body = {
+            "datasets": self._conn.scope(),
+            "pack_id": pack_id,
+            "size": size,
+            "blob_count": len(blobs),
+        }
+        self._record("/lake/packs", body)
 
     def record_blob(self, loc: BlobLocation) -> None:
+        """Have the server record a large blob stored alone; in the background, as packs."""
         if loc.pack_id is not None:
             raise ValueError(f"blob {loc.digest} is in pack {loc.pack_id}: use record_pack")
-        self._conn.call(
-            "POST",
-            "/lake/blobs",
-            json={"datasets": self._conn.scope(), "digest": loc.digest, "size": loc.size},
-        )
+        body = {"datasets": self._conn.scope(), "digest": loc.digest, "size": loc.size}
+        self._record("/lake/blobs", body)
+
+    def _record(self, path: str, body: dict[str, Any]) -> None:
+        self._raise_failed()
+        with self._records_lock:
+            if self._records is None:
+                self._records = ThreadPoolExecutor(RECORDERS, thread_name_prefix="remote-record")
+            pool = self._records
+            oldest = self._pending[0] if len(self._pending) >= MAX_PENDING else None
+        if oldest is not None:
+            wait([oldest])  # backpressure: a bounded number of records in flight
+            self._raise_failed()
+        future = pool.submit(self._conn.call, "POST", path, json=body)
+        with self._records_lock:
+            self._pending.append(future)
+
+    def _raise_failed(self) -> None:
+        """Forget finished records; raise the first error among them."""
+        with self._records_lock:
+            done = [f for f in self._pending if f.done()]
+            for f in done:
+                self._pending.remove(f)
+        for f in done:
+            f.result()
+
+    def flush(self) -> None:
+        """Wait until every record sent is made; raise the first that failed.
+
+        :meth:`add_commit` flushes first, so a commit is never added before the
+        packs and blobs it names are recorded.
+        """
+        with self._records_lock:
+            pending = list(self._pending)
+        wait(pending)
+        self._raise_failed()
 
     def known_blobs(self, digests: Iterable[str]) -> set[str]:
+        self._raise_failed()
         out: set[str] = set()
         for batch in _batches(digests):
             answer = self._conn.call(
@@ -126,6 +184,7 @@ class RemoteCatalog:
 
     def add_commit(self, commit: Commit, *, expected_head: str | None, branch: str = MAIN) -> str:
         """Add a commit whose objects are in the lake; ConflictError if the branch moved."""
+        self.flush()
         self._conn.touch(commit.dataset)
         out = self._conn.call(
             "POST",

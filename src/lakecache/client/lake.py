@@ -259,12 +259,12 @@ class RemoteLake:
             try:
                 data = resp.read()
             except _TRANSIENT as exc:
+                resp.close()  # a half-read body: its connection cannot serve another request
                 if failure + 1 == self.retries:
                     self._unreachable("GET", key, exc)
                 time.sleep(min(2.0, 0.1 * 2**failure))
                 continue
-            finally:
-                resp.release_conn()
+            resp.release_conn()
             if length is not None and len(data) != length:
                 _short(key, start, length, len(data))
             return bytes(data)
@@ -283,17 +283,24 @@ class RemoteLake:
         position, end, failures = start, None if length is None else start + length, 0
         while True:
             resp = self._open(key, position, None if end is None else end - position)
+            read_all = False
             try:
                 for chunk in resp.stream(chunk_size, decode_content=False):
                     position += len(chunk)
                     yield chunk
+                read_all = True
             except _TRANSIENT as exc:
                 failures += 1
                 if failures >= self.retries:
                     self._unreachable("GET", key, exc)
                 continue
             finally:
-                resp.release_conn()
+                # Only a body read to its end leaves the connection fit for the pool; one
+                # left midway (a broken stream, a caller that stopped) is closed instead.
+                if read_all:
+                    resp.release_conn()
+                else:
+                    resp.close()
             if end is not None and position != end:
                 _short(key, start, length, position - start)
             return
