@@ -2,16 +2,22 @@
 
 :class:`~lakecache.data.hub.Hub` builds these when a server is configured
 (``LAKECACHE_SERVER`` and ``LAKECACHE_TOKEN``, or ``lakecache login``), so the
-SDK and the CLI run unchanged against a server. Only the hub imports this
-package, and only then: httpx and urllib3 load for server work alone.
+SDK and the CLI run unchanged against a server. Names load on first use: a hub
+that works directly asks only :func:`find_server` (standard library only), and
+httpx and urllib3 load for server work alone.
 """
 
 from __future__ import annotations
 
-from lakecache.client.catalog import RemoteCatalog
-from lakecache.client.connection import ServerConnection, find_server
-from lakecache.client.errors import AccessDeniedError, ServerError, ServerUnreachableError
-from lakecache.client.lake import RemoteLake
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lakecache.client.catalog import RemoteCatalog
+    from lakecache.client.connection import ServerConnection
+    from lakecache.client.errors import AccessDeniedError, ServerError, ServerUnreachableError
+    from lakecache.client.lake import RemoteLake
+    from lakecache.client.login import find_server
 
 __all__ = [
     "AccessDeniedError",
@@ -22,3 +28,20 @@ __all__ = [
     "ServerUnreachableError",
     "find_server",
 ]
+
+_WHERE = {
+    "AccessDeniedError": "errors",
+    "RemoteCatalog": "catalog",
+    "RemoteLake": "lake",
+    "ServerConnection": "connection",
+    "ServerError": "errors",
+    "ServerUnreachableError": "errors",
+    "find_server": "login",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lakecache.client' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lakecache.client.{module}"), name)

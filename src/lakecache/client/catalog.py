@@ -25,14 +25,18 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from lakecache.catalog.db import DatasetRecord, DatasetStats
-from lakecache.catalog.names import MAIN
 from lakecache.client.connection import ServerConnection, path_part
 from lakecache.errors import IntegrityError, UserError
 from lakecache.lake.objects import BlobLocation, Commit
 
+if TYPE_CHECKING:
+    from lakecache.catalog import DatasetRecord, DatasetStats
+
+#: The branch commits go to: :data:`lakecache.catalog.names.MAIN`, named again here
+#: because importing the catalog package loads SQLAlchemy, which a client never needs.
+MAIN = "main"
 #: Digests per known/locate request (the server takes up to 10,000).
 BATCH = 10_000
 #: Records sent at once, and in flight at most (then a new one waits for the oldest).
@@ -271,17 +275,19 @@ def _batches(digests: Iterable[str]) -> Iterator[list[str]]:
 
 
 def _record(d: dict[str, Any]) -> DatasetRecord:
+    from lakecache.catalog.db import DatasetRecord  # loads SQLAlchemy: only when asked
+
     # The API does not expose the catalog's row ids; nothing in the data layer uses them.
     return DatasetRecord(0, d["name"], d["owner"], d["description"], _time(d["created_at"]))
 
 
 def _stats(d: dict[str, Any]) -> DatasetStats:
-    return DatasetStats(
-        commit_count=int(d["commit_count"]),
-        head=d["head"],
-        file_count=int(d["file_count"]),
-        bytes=int(d["bytes"]),
-    )
+    return {
+        "commit_count": int(d["commit_count"]),
+        "head": d["head"],
+        "file_count": int(d["file_count"]),
+        "bytes": int(d["bytes"]),
+    }
 
 
 def _time(value: str) -> datetime:

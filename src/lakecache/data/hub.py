@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lakecache.catalog import Catalog
-    from lakecache.client import ServerConnection
+    from lakecache.client.connection import ServerConnection
     from lakecache.lake import Lake
     from lakecache.settings import Settings
 
@@ -45,7 +45,7 @@ class Hub:
     def _find_server(self) -> ServerConnection | None:
         if not self._server_known:
             if self._remote is not False:
-                from lakecache.client import ServerConnection, find_server
+                from lakecache.client.login import find_server
 
                 found = find_server(self.settings)
                 if found is None and self._remote:
@@ -57,6 +57,8 @@ class Hub:
                         "and LAKECACHE_TOKEN.",
                     )
                 if found is not None:
+                    from lakecache.client.connection import ServerConnection
+
                     url, token = found
                     self._server = ServerConnection(
                         url,
@@ -73,7 +75,7 @@ class Hub:
             if self._lake is None:
                 server = self._find_server()
                 if server is not None:
-                    from lakecache.client import RemoteLake
+                    from lakecache.client.lake import RemoteLake
 
                     self._lake = RemoteLake(
                         server,
@@ -93,7 +95,7 @@ class Hub:
             if self._catalog is None:
                 server = self._find_server()
                 if server is not None:
-                    from lakecache.client import RemoteCatalog
+                    from lakecache.client.catalog import RemoteCatalog
 
                     # Same methods, types and errors as the Catalog the data layer uses.
                     remote: Any = RemoteCatalog(server)
