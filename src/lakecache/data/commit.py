@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import blake3
 
 from lakecache.data.index import ManifestIndex
+from lakecache.data.memory import pin_mmap_threshold
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.data.scan import SourceFile, scan_folder
 from lakecache.data.statcache import StatCache
@@ -204,6 +205,7 @@ def commit_folder(
     run several commits of different datasets at once.
     """
     progress = progress or NullProgress()
+    pin_mmap_threshold()
     t0 = time.perf_counter()
     catalog.get_dataset(dataset)
     parent = catalog.head(dataset)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import blake3
 
+from lakecache.data.memory import pin_mmap_threshold
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.errors import IntegrityError, InvalidPathError, ObjectNotFoundError
 from lakecache.lake.objects import BlobLocation, ManifestEntry, normalize_path
@@ -196,6 +197,7 @@ def materialize(
     errors propagate after the backend's retries.
     """
     progress = progress or NullProgress()
+    pin_mmap_threshold()
     stats = MaterializeStats(files=len(entries), bytes=sum(e.size for e in entries))
     target = _Target(dest)
     progress.begin("pull", stats.files, stats.bytes)
