@@ -155,6 +155,7 @@ def _load_phase(
 ) -> None:
     waits = f"{think[0]:g}-{think[1]:g} s between requests" if think[1] else "no wait"
     say(f"dashboard: {CLIENTS} concurrent clients, {waits}, for {seconds:.0f} s ({phase})")
+    load_before = os.getloadavg()[0]
     load, server_cpu = _run_load(
         bench,
         server,
@@ -183,7 +184,9 @@ def _load_phase(
         f"    server CPU: {server_cpu:.1f} s in {load['seconds']:.1f} s "
         f"({server_cpu / load['seconds']:.2f} cores, "
         f"{1000 * server_cpu / max(1, load['requests']):.1f} ms a request); "
-        f"machine: {os.cpu_count()} cores, the clients on it too",
+        f"machine: {os.cpu_count()} cores, the clients on it too; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (anything else running "
+        "on the machine shows in the tail)",
         flush=True,
     )
     if load["error_samples"]:
