@@ -17,7 +17,7 @@ SIZE = int(os.environ.get("LAKECACHE_TEST_LARGE_SIZE", 6 << 30))
 
 _CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from lakecache import Dataset, Settings
     s = Settings(home=sys.argv[1], workers=4, author="t")
     ds = Dataset.create("big", settings=s, exist_ok=True)
@@ -27,7 +27,10 @@ _CHILD = textwrap.dedent(
     else:
         st = ds.pull(None, sys.argv[3])
         out = {"bytes": st.bytes}
-    out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: after fork+exec the latter can report the parent's (pytest's) peak.
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    out["maxrss_mib"] = hwm / 1024
     print(json.dumps(out))
     """
 )

@@ -331,10 +331,16 @@ def test_non_members_cannot_tell_a_hidden_dataset_from_a_missing_one(matrix_worl
 
 
 def test_the_matrix_covers_every_route(matrix_world: World) -> None:
-    """Every operation of the API's spec (every route but the spec and docs pages) has a row."""
+    """Every operation of the API's spec (every route but the spec and docs pages) has a row.
+
+    The lake routes that clients use to commit and pull have their own matrix
+    (tests/client/test_lake_authz.py), where a lake with real objects exists.
+    """
     app = create_app(matrix_world.settings, matrix_world.plane.config, plane=matrix_world.plane)
     spec = app.openapi()["paths"]
-    routes = {(m.upper(), p) for p, ops in spec.items() for m in ops}
+    routes = {
+        (m.upper(), p) for p, ops in spec.items() for m in ops if not p.startswith("/api/v1/lake")
+    }
     routes |= {("GET", "/api/v1/openapi.json"), ("GET", "/api/v1/docs")}
     assert len(routes) >= 45
     assert routes == {(r.method, r.template) for r in ROWS}

@@ -57,7 +57,7 @@ class ControlPlane:
         self.settings = settings
         self.config = config
         self.clock = clock or SystemClock()
-        self.hub = Hub(settings)
+        self.hub = Hub(settings, remote=False)  # the server is the catalog's owner, never a client
         self.metrics = Metrics()
         self.metrics.watch_catalog(lambda: catalog_snapshot(self.topology))
         self._accounts: Accounts | None = None
