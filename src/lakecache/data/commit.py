@@ -78,7 +78,6 @@ class CommitStats:
     packs: int = 0
     seconds: float = 0.0
     commit_id: str = ""
-    unchanged: bool = False
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -194,7 +193,6 @@ def commit_folder(
     root: Path | str,
     message: str,
     progress: Progress | None = None,
-    allow_empty_change: bool = True,
 ) -> tuple[Commit, CommitStats]:
     """Commit the folder ``root`` as the new head of ``dataset``.
 

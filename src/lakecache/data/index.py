@@ -148,9 +148,8 @@ class ManifestIndex:
             "SELECT name, path, size, digest FROM files WHERE dir = ? ORDER BY name", (folder,)
         ).fetchall()
         if not dirs and not files and folder:
-            if self.get(folder) is not None:
-                e = self.get(folder)
-                assert e is not None
+            e = self.get(folder)
+            if e is not None:
                 return [FolderItem(folder.rpartition("/")[2], e.path, False, e.size, 1, e.digest)]
             raise NotFoundError(
                 f"no folder or file {folder!r} in this commit",

@@ -7,7 +7,6 @@ a crash leaves either the old state or the new object, never a half.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -119,10 +118,6 @@ class LocalLake:
         for key in keys:
             with _suppress_missing():
                 os.unlink(local_path(self.root, key))
-
-    def destroy(self) -> None:
-        """Remove the whole lake folder (tests only)."""
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class _suppress_missing:

@@ -19,7 +19,6 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import BinaryIO
 
 import blake3
 
@@ -32,16 +31,6 @@ EMPTY_DIGEST = blake3.blake3(b"").hexdigest()
 def hash_bytes(data: bytes) -> str:
     """BLAKE3 hex digest of ``data``."""
     return blake3.blake3(data).hexdigest()
-
-
-def hash_stream(f: BinaryIO, chunk: int = 1 << 20) -> tuple[str, int]:
-    """Hash a stream in chunks; returns (digest, bytes read). Memory stays flat."""
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    n = 0
-    while data := f.read(chunk):
-        h.update(data)
-        n += len(data)
-    return h.hexdigest(), n
 
 
 def check_digest(digest: str) -> str:
