@@ -6,6 +6,7 @@ a crash leaves either the old state or the new object, never a half.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +37,7 @@ class LocalLake:
                 writer(out)
             os.replace(tmp, path)
         except BaseException:
-            with _suppress_missing():
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
 
@@ -116,13 +117,5 @@ class LocalLake:
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
-            with _suppress_missing():
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(local_path(self.root, key))
-
-
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: type | None, ev: BaseException | None, tb: object) -> bool:
-        return et is not None and issubclass(et, FileNotFoundError)
