@@ -16,7 +16,6 @@ from helpers import tree
 
 from lakecache.cache.agent import SiteAgent
 from lakecache.cache.service import CacheFillError, CacheService
-from lakecache.cache.volume import VolumeLayout
 from lakecache.data.dataset import Dataset
 from lakecache.data.hub import Hub
 from lakecache.errors import InvalidPathError
@@ -105,7 +104,7 @@ def test_volume_full_midway_fails_cleanly(
     topo.add_volume("edge-vol", "edge", str(tiny_tmpfs), 10**10, 86400, now)
     # The volume is shared with others (thin-provisioned): when the fill starts the
     # filesystem says there is room; it runs out midway. The ENOSPC itself is real.
-    monkeypatch.setattr(VolumeLayout, "free_bytes", lambda self: 10**12)
+    monkeypatch.setattr("lakecache.cache.service.volume_free_bytes", lambda root: 10**12)
     with pytest.raises(CacheFillError, match="volume full|No space"):
         svc.ensure_ready(svc.request("xray", "v1", site="edge"))
     rec = topo.list_caches(volume="edge-vol")[0]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +32,8 @@ CALLERS = [None, "nora", "rita", "wendy", "alice", "admin"]
 RANK = {None: 0, "nora": 1, "rita": 2, "wendy": 3, "alice": 4, "admin": 5}
 NEEDS = {"public": 0, "user": 1, "reader": 2, "writer": 3, "dsadmin": 4, "orgadmin": 5}
 _seq = itertools.count()
+#: One of the 250 files of ``many/`` per cache a row makes (a cache per sub-path).
+_files = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _own_token(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
 
 def _pending_cache(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
     # A cache nobody fills (this server runs no agent): clearing it drops it at once.
-    path = f"many/f{next(_seq):04d}.bin"
+    path = f"many/f{next(_files):04d}.bin"
     rec = world.plane.caches().request("xray", "v1", site="local", path=path)
     return f"/api/v1/caches/{rec.id}", {}
 
@@ -85,6 +88,45 @@ def _pending_cache(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
 def _cache(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
     rec = world.plane.caches().request("xray", "v1", site="local", path="images")
     return f"/api/v1/caches/{rec.id}", {}
+
+
+def _fresh_cache(world: World, state: str = "pending", claimant: str | None = None) -> int:
+    """A cache of its own (a sub-path nobody else asks for), in ``state``."""
+    plane, now = world.plane, world.plane.clock.now()
+    rec = plane.caches().request("xray", "v1", site="local", path=f"many/f{next(_files):04d}.bin")
+    if state in ("filling", "ready"):
+        stale = timedelta(seconds=60)
+        assert plane.topology.claim_fill(rec.id, f"{claimant}/m", now=now, stale_after=stale)
+    if state == "ready":
+        assert plane.topology.complete_fill(rec.id, linked_bytes=0, fetched_bytes=0, now=now)
+    return rec.id
+
+
+def _step(step: str, state: str, body: dict[str, Any] | None = None) -> Callable[..., Any]:
+    """A fill step on a fresh cache; a filling one is claimed by the caller."""
+
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        cache_id = _fresh_cache(world, state, who)
+        return f"/api/v1/caches/{cache_id}/{step}", {"json": body} if body is not None else {}
+
+    return make
+
+
+def _lease(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    plane, now = world.plane, world.plane.clock.now()
+    cache_id = _fresh_cache(world, "ready")
+    lease = plane.topology.add_lease(
+        cache_id, f"{who}/job", now=now, expires_at=now + timedelta(minutes=5)
+    )
+    return f"/api/v1/leases/{lease}", {"json": {"ttl_seconds": 30}}
+
+
+def _volume(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    name = f"gone{next(_seq)}"
+    world.plane.topology.add_volume(
+        name, "local", "/nonexistent/gone", 10**9, 60, world.plane.clock.now()
+    )
+    return f"/api/v1/volumes/{name}", {}
 
 
 def _unique(prefix: str, body: Callable[[str], dict[str, Any]]) -> Callable[..., Any]:
@@ -212,6 +254,7 @@ ROWS = [
         201,
         _at("/api/v1/compute", _unique("c", lambda n: {"name": n, "site": "local"})),
     ),
+    Row("DELETE", "/api/v1/volumes/{volume}", "orgadmin", 204, _volume),
     # readers of the dataset
     Row("GET", D, "reader", 200, _json(X, {})),
     Row("GET", D + "/members", "reader", 200, _json(X + "/members", {})),
@@ -260,6 +303,69 @@ ROWS = [
         lambda w, who: (_cache(w, who)[0], {"json": {"pinned": False}}),
     ),
     Row("DELETE", "/api/v1/caches/{cache_id}", "writer", 202, _pending_cache),
+    # what the workers of a cache report (fills, evictions, verifies) and leases
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/claim",
+        "writer",
+        200,
+        _step("claim", "pending", {"worker": "h:1"}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/heartbeat",
+        "writer",
+        200,
+        _step("heartbeat", "filling", {"done_bytes": 1}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/ready",
+        "writer",
+        200,
+        _step("ready", "filling", {"linked_bytes": 0, "fetched_bytes": 0}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/failed",
+        "writer",
+        200,
+        _step("failed", "filling", {"reason": "disk"}),
+    ),
+    Row("POST", "/api/v1/caches/{cache_id}/eviction", "writer", 200, _step("eviction", "ready")),
+    Row("POST", "/api/v1/caches/{cache_id}/evicted", "writer", 200, _step("evicted", "ready")),
+    Row(
+        "PUT",
+        "/api/v1/caches/{cache_id}/report",
+        "writer",
+        200,
+        _step("report", "ready", {"report": "ok"}),
+    ),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/requests",
+        "writer",
+        202,
+        _step("requests", "ready", {"request": "verify"}),
+    ),
+    Row(
+        "DELETE",
+        "/api/v1/caches/{cache_id}/requests/{request}",
+        "writer",
+        200,
+        _step("requests/verify", "ready"),
+    ),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/leases",
+        "reader",
+        201,
+        _step("leases", "ready", {"holder": "job"}),
+    ),
+    Row("PUT", "/api/v1/leases/{lease_id}", "reader", 200, _lease),
+    Row(
+        "DELETE", "/api/v1/leases/{lease_id}", "reader", 204, lambda w, who: (_lease(w, who)[0], {})
+    ),
     # dataset admins
     Row(
         "PUT",

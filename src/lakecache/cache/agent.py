@@ -1,7 +1,8 @@
 """The site agent: takes the fill, verify and evict work for one site's volumes.
 
-It connects outward to the catalog only (no listening port), so a site behind
-a firewall works. Fills run in a bounded pool; everything else is quick.
+It connects outward only (no listening port), to the catalog or, logged in, to
+a lakecache server, so a site behind a firewall works. Fills run in a bounded
+pool; everything else is quick.
 Several agents for the same site are safe: claims are compare-and-set.
 """
 
@@ -58,15 +59,23 @@ class SiteAgent:
                 and now - rec.heartbeat_at < svc.stale_after
             ):
                 continue
-            if topo.claim_fill(rec.id, f"agent:{self.site}", now=now, stale_after=svc.stale_after):
+            try:
+                claimed = topo.claim_fill(
+                    rec.id, f"agent:{self.site}", now=now, stale_after=svc.stale_after
+                )
+            except LakecacheError as exc:  # e.g. through a server, no writer role on it
+                log.warning("cannot fill %s: %s", rec.name, exc.message)
+                continue
+            if claimed:
                 log.info("filling %s on %s", rec.name, rec.volume)
                 self._running[rec.id] = self._pool.submit(svc.fill_claimed, rec.id)
                 started += 1
         for rec in topo.list_caches(site=self.site, states=("ready", "failed")):
             if rec.request is None:
                 continue
-            topo.update_cache(rec.id, request=None)
             try:
+                if not topo.take_request(rec.id, rec.request):
+                    continue  # another agent of this site took it
                 if rec.request == "evict":
                     svc.evict(rec.id)
                 elif rec.request in ("verify", "repair") and rec.state == "ready":

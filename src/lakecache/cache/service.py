@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from lakecache.cache.clock import Clock, SystemClock
 from lakecache.cache.plan import CacheView, EvictionPlan, plan_eviction
-from lakecache.cache.volume import VolumeLayout
-from lakecache.catalog.topology import CacheRecord, Topology, VolumeRecord
+from lakecache.cache.volume import VolumeLayout, volume_free_bytes
+from lakecache.catalog.topology import CacheRecord, TopologyStore, VolumeRecord
 from lakecache.data.index import ManifestIndex
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.errors import LakecacheError, NotFoundError, UserError
@@ -67,13 +67,15 @@ class VerifyReport:
 class VolumeUsage:
     volume: VolumeRecord
     committed: int  # bytes held by caches (pending/filling count their full size)
-    free_fs: int  # bytes free on the filesystem
+    #: Bytes free on the filesystem; None where this machine does not mount the volume.
+    free_fs: int | None
     caches: int
     linked_saved: int
 
     @property
     def available(self) -> int:
-        return max(0, min(self.volume.capacity - self.committed, self.free_fs))
+        left = max(0, self.volume.capacity - self.committed)
+        return left if self.free_fs is None else min(left, self.free_fs)
 
 
 def _worker_id() -> str:
@@ -100,9 +102,27 @@ class CacheService:
         self.heartbeat_every = heartbeat_every
         self.poll_every = poll_every
 
+        self._topology: TopologyStore | None = None
+
     @property
-    def topology(self) -> Topology:
-        return Topology(self.hub.catalog)
+    def remote(self) -> bool:
+        """True when this service works through a lakecache server (``lakecache login``)."""
+        return self.hub.server is not None
+
+    @property
+    def topology(self) -> TopologyStore:
+        """The catalog's topology, or the server's when working through one."""
+        if self._topology is None:
+            server = self.hub.server
+            if server is not None:
+                from lakecache.client.topology import RemoteTopology
+
+                self._topology = RemoteTopology(server)
+            else:
+                from lakecache.catalog.topology import Topology
+
+                self._topology = Topology(self.hub.catalog)
+        return self._topology
 
     # -- requesting --------------------------------------------------------------------
 
@@ -135,7 +155,17 @@ class CacheService:
         volume: str | None = None,
         path: str = "",
     ) -> CacheRecord:
-        """Ask for a cache of ``dataset@ref`` (idempotent); it is filled by whoever claims it."""
+        """Ask for a cache of ``dataset@ref`` (idempotent); it is filled by whoever claims it.
+
+        Through a server, the server picks the volume and sizes the cache (the
+        caller needs the writer role on the dataset).
+        """
+        if self.remote:
+            from lakecache.client.topology import RemoteTopology
+
+            topo = self.topology
+            assert isinstance(topo, RemoteTopology)
+            return topo.request(dataset, ref, site=site, volume=volume, path=path)
         commit_id = self.hub.catalog.resolve(dataset, ref)
         commit = self.hub.catalog.get_commit(dataset, commit_id)
         sub = normalize_folder(path)
@@ -227,18 +257,7 @@ class CacheService:
         stop.set()
         beat.join()
         now = self.clock.now()
-        topo.update_cache(
-            rec.id,
-            state="ready",
-            ready_at=now,
-            last_used_at=now,
-            updated_at=now,
-            done_bytes=rec.bytes,
-            linked_bytes=stats_linked,
-            fetched_bytes=stats_fetched,
-            worker=None,
-            error=None,
-        )
+        topo.complete_fill(rec.id, linked_bytes=stats_linked, fetched_bytes=stats_fetched, now=now)
         return topo.get_cache(rec.id, now)
 
     def _fill_into(
@@ -257,6 +276,11 @@ class CacheService:
         with self._index(commit.manifest) as idx:
             entries = list(idx.entries([rec.subpath] if rec.subpath else None))
             links = self._link_sources(rec, v, layout, idx)
+        server = self.hub.server
+        if server is not None:
+            # Reading other caches' manifests named their datasets to the server last;
+            # the fetches below are for this one.
+            server.touch(rec.dataset)
         need = sum(e.size for e in entries if e.digest not in links) - _tree_bytes(staging)
         self._make_room(rec, v, need)
         resuming = staging.exists()
@@ -295,9 +319,10 @@ class CacheService:
         for other in self.topology.list_caches(volume=v.name, states=("ready",)):
             if other.id == rec.id:
                 continue
-            commit = self.hub.catalog.get_commit(other.dataset, other.commit_id)
             base = str(layout.cache_dir(other.dataset, other.commit_id, other.subpath)) + "/"
             try:
+                # Through a server, a dataset this user cannot read is skipped.
+                commit = self.hub.catalog.get_commit(other.dataset, other.commit_id)
                 with self._index(commit.manifest) as idx:
                     # A partial cache holds only the paths under its sub-path.
                     found = index.shared_paths(idx, other.subpath)
@@ -323,12 +348,7 @@ class CacheService:
     def _heartbeat(self, cache_id: int, stop: threading.Event, done: dict[str, int]) -> None:
         while not stop.wait(self.heartbeat_every):
             try:
-                self.topology.update_cache(
-                    cache_id,
-                    expect_state="filling",
-                    heartbeat_at=self.clock.now(),
-                    done_bytes=done["bytes"],
-                )
+                self.topology.beat_fill(cache_id, done_bytes=done["bytes"], now=self.clock.now())
             except LakecacheError:
                 pass  # the catalog blinked; the next beat tries again
 
@@ -346,10 +366,7 @@ class CacheService:
             reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, CacheFillError):
             layout.remove_tree(staging)
-        now = self.clock.now()
-        self.topology.update_cache(
-            rec.id, state="failed", error=reason, worker=None, updated_at=now, done_bytes=0
-        )
+        self.topology.fail_fill(rec.id, reason=reason, now=self.clock.now())
         return reason
 
     # -- using -------------------------------------------------------------------------
@@ -425,11 +442,26 @@ class CacheService:
     # -- accounting, eviction ----------------------------------------------------------
 
     def usage(self, v: VolumeRecord, *, exclude: int | None = None) -> VolumeUsage:
-        caches = [
-            c for c in self.topology.list_caches(volume=v.name, states=ACTIVE) if c.id != exclude
-        ]
+        """What volume ``v`` holds, without cache ``exclude``; free space if mounted here."""
+        topo = self.topology
+        free = volume_free_bytes(v.root)
+        if self.remote:
+            from lakecache.client.topology import RemoteTopology
+
+            # The server counts every dataset's caches; this user may see only some.
+            assert isinstance(topo, RemoteTopology)
+            f = topo.volume_figures(v.name)
+            committed, count, saved = f.committed, f.caches, f.linked_saved
+            if exclude is not None:
+                ex = topo.get_cache(exclude)
+                if ex.volume == v.name and ex.state in ACTIVE:
+                    committed, count = committed - ex.occupied, count - 1
+                    saved -= ex.linked_bytes
+            return VolumeUsage(
+                v, max(committed, 0), free if free is not None else f.free_fs, count, saved
+            )
+        caches = [c for c in topo.list_caches(volume=v.name, states=ACTIVE) if c.id != exclude]
         committed = sum(c.occupied for c in caches)
-        free = VolumeLayout(Path(v.root)).free_bytes()
         saved = sum(c.linked_bytes for c in caches)
         return VolumeUsage(v, committed, free, len(caches), saved)
 
@@ -461,7 +493,7 @@ class CacheService:
         topo = self.topology
         now = self.clock.now()
         if force_unpin:
-            topo.update_cache(cache_id, pinned=False)
+            topo.set_pinned(cache_id, False, now=now)
         if not topo.start_eviction(cache_id, now=now):
             return False
         rec = topo.get_cache(cache_id)
@@ -473,9 +505,7 @@ class CacheService:
             trash.parent.mkdir(parents=True, exist_ok=True)
             os.replace(final, trash)  # gone for readers in one step
         layout.remove_tree(layout.staging_dir(rec.id))
-        topo.update_cache(
-            cache_id, state="evicted", updated_at=self.clock.now(), done_bytes=0, linked_bytes=0
-        )
+        topo.finish_eviction(cache_id, now=self.clock.now())
         layout.remove_tree(trash)
         return True
 
@@ -529,9 +559,9 @@ class CacheService:
                 skip_existing=False,
             )
             report.repaired = len(bad)
-        self.topology.update_cache(
+        self.topology.set_report(
             cache_id,
-            report=f"checked {report.checked}, missing {len(report.missing)}, "
+            f"checked {report.checked}, missing {len(report.missing)}, "
             f"modified {len(report.modified)}, repaired {report.repaired}",
         )
         return report

@@ -24,6 +24,18 @@ from pathlib import Path
 from lakecache.errors import InvalidPathError
 
 
+def volume_free_bytes(root: str | Path) -> int | None:
+    """Bytes free for caches at ``root``, or None where this machine does not mount it.
+
+    Never creates the folder: listing volumes from a laptop must not make empty
+    mount points for other sites' volumes.
+    """
+    if not os.path.isdir(root):
+        return None
+    st = os.statvfs(root)
+    return st.f_bavail * st.f_frsize
+
+
 @dataclass(frozen=True)
 class VolumeLayout:
     root: Path
@@ -49,17 +61,6 @@ class VolumeLayout:
 
     def trash_dir(self, cache_id: int) -> Path:
         return self.internal / "trash" / f"{int(cache_id)}-{os.urandom(4).hex()}"
-
-    def free_bytes(self) -> int:
-        """Bytes free on the filesystem for an unprivileged writer."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
-
-    def total_bytes(self) -> int:
-        self.root.mkdir(parents=True, exist_ok=True)
-        st = os.statvfs(self.root)
-        return st.f_blocks * st.f_frsize
 
     def remove_tree(self, path: Path) -> None:
         """Delete a folder under this volume; refuses anything outside the root."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy import exc as sa_exc
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TTL = timedelta(days=1)
 BACKENDS = ("local", "ray", "kubernetes")
+#: What can be asked of a site's agent for one cache.
+REQUESTS = ("evict", "verify", "repair")
 
 
 @dataclass(frozen=True)
@@ -493,6 +495,83 @@ class Topology:
         with self._c._write() as conn:
             return bool(conn.execute(q.values(**values)).rowcount == 1)
 
+    # -- what fillers, evictors and users report -----------------------------------------
+    # Named transitions rather than raw column writes, so that the same verbs can
+    # be offered over HTTP (client.topology.RemoteTopology) and checked there.
+
+    def beat_fill(self, cache_id: int, *, done_bytes: int, now: datetime) -> bool:
+        """A filler is alive and has written ``done_bytes``; False if the cache left filling."""
+        return self.update_cache(
+            cache_id, expect_state="filling", heartbeat_at=now, done_bytes=done_bytes
+        )
+
+    def complete_fill(
+        self, cache_id: int, *, linked_bytes: int, fetched_bytes: int, now: datetime
+    ) -> bool:
+        """filling -> ready: the cache is published on its volume."""
+        with self._c._write() as conn:
+            size = conn.scalar(select(tt.caches.c.bytes).where(tt.caches.c.id == cache_id))
+            res = conn.execute(
+                update(tt.caches)
+                .where(tt.caches.c.id == cache_id, tt.caches.c.state == "filling")
+                .values(
+                    state="ready",
+                    ready_at=now,
+                    last_used_at=now,
+                    updated_at=now,
+                    done_bytes=size or 0,
+                    linked_bytes=linked_bytes,
+                    fetched_bytes=fetched_bytes,
+                    worker=None,
+                    error=None,
+                )
+            )
+            return bool(res.rowcount == 1)
+
+    def fail_fill(self, cache_id: int, *, reason: str, now: datetime) -> bool:
+        """filling -> failed, with the reason users see in `cache ls`."""
+        return self.update_cache(
+            cache_id,
+            expect_state="filling",
+            state="failed",
+            error=reason,
+            worker=None,
+            updated_at=now,
+            done_bytes=0,
+        )
+
+    def finish_eviction(self, cache_id: int, *, now: datetime) -> bool:
+        """evicting -> evicted: the files are gone from the volume."""
+        return self.update_cache(
+            cache_id,
+            expect_state="evicting",
+            state="evicted",
+            updated_at=now,
+            done_bytes=0,
+            linked_bytes=0,
+        )
+
+    def set_pinned(self, cache_id: int, pinned: bool, *, now: datetime) -> None:
+        self.get_cache(cache_id)
+        self.update_cache(cache_id, pinned=pinned, updated_at=now)
+
+    def set_report(self, cache_id: int, report: str) -> None:
+        """The outcome of the last verify, shown with the cache."""
+        self.update_cache(cache_id, report=report)
+
+    def ask(self, cache_id: int, request: str) -> None:
+        """Leave work for the site's agent on a cache: ``evict``, ``verify`` or ``repair``."""
+        if request not in REQUESTS:
+            raise UserError(f"unknown cache request {request!r}", hint=f"One of {REQUESTS}.")
+        self.get_cache(cache_id)
+        self.update_cache(cache_id, request=request)
+
+    def take_request(self, cache_id: int, request: str) -> bool:
+        """Consume a request left on a cache; of several agents exactly one gets it."""
+        q = update(tt.caches).where(tt.caches.c.id == cache_id, tt.caches.c.request == request)
+        with self._c._write() as conn:
+            return bool(conn.execute(q.values(request=None)).rowcount == 1)
+
     # -- leases ------------------------------------------------------------------------
 
     def add_lease(self, cache_id: int, holder: str, *, now: datetime, expires_at: datetime) -> int:
@@ -526,6 +605,16 @@ class Topology:
                     update(tt.caches).where(tt.caches.c.id == cache_id).values(last_used_at=now)
                 )
 
+    def lease_holder(self, lease_id: int) -> tuple[int, str]:
+        """(cache id, holder) of a live or lapsed lease; NotFoundError once released."""
+        with self._c._read() as conn:
+            row = conn.execute(
+                select(tt.leases.c.cache_id, tt.leases.c.holder).where(tt.leases.c.id == lease_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFoundError(f"no lease with id {lease_id}", hint="It was released or lapsed.")
+        return int(row.cache_id), str(row.holder)
+
     def release_lease(self, lease_id: int, *, now: datetime) -> None:
         with self._c._write() as conn:
             cache_id = conn.scalar(select(tt.leases.c.cache_id).where(tt.leases.c.id == lease_id))
@@ -556,3 +645,78 @@ class Topology:
             )
             conn.execute(delete(tt.leases).where(tt.leases.c.cache_id == cache_id))
             return bool(res.rowcount == 1)
+
+
+class TopologyStore(Protocol):
+    """What the cache layer and the CLI ask of the topology: :class:`Topology` in the
+    catalog database, or :class:`lakecache.client.topology.RemoteTopology` through a
+    server (which takes ``now`` from its own clock and ignores the caller's)."""
+
+    def add_site(self, name: str, description: str, now: datetime) -> SiteRecord: ...
+    def list_sites(self) -> list[SiteRecord]: ...
+    def get_site(self, name: str) -> SiteRecord: ...
+    def add_volume(
+        self, name: str, site: str, root: str, capacity: int, ttl_seconds: int, now: datetime
+    ) -> VolumeRecord: ...
+    def list_volumes(self, site: str | None = None) -> list[VolumeRecord]: ...
+    def get_volume(self, name: str) -> VolumeRecord: ...
+    def remove_volume(self, name: str) -> None: ...
+    def add_compute(
+        self,
+        name: str,
+        site: str,
+        backend: str,
+        config: dict[str, Any],
+        volumes: list[str],
+        now: datetime,
+    ) -> ComputeRecord: ...
+    def list_compute(self, site: str | None = None) -> list[ComputeRecord]: ...
+    def request_cache(
+        self,
+        dataset: str,
+        commit_id: str,
+        volume: str,
+        subpath: str,
+        *,
+        files: int,
+        nbytes: int,
+        now: datetime,
+    ) -> tuple[CacheRecord, bool]: ...
+    def find_cache(
+        self,
+        dataset: str,
+        commit_id: str,
+        volume: str,
+        subpath: str = "",
+        *,
+        now: datetime | None = None,
+    ) -> CacheRecord: ...
+    def get_cache(self, cache_id: int, now: datetime | None = None) -> CacheRecord: ...
+    def list_caches(
+        self,
+        *,
+        volume: str | None = None,
+        site: str | None = None,
+        dataset: str | None = None,
+        states: tuple[str, ...] | None = None,
+        now: datetime | None = None,
+    ) -> list[CacheRecord]: ...
+    def claim_fill(
+        self, cache_id: int, worker: str, *, now: datetime, stale_after: timedelta
+    ) -> bool: ...
+    def beat_fill(self, cache_id: int, *, done_bytes: int, now: datetime) -> bool: ...
+    def complete_fill(
+        self, cache_id: int, *, linked_bytes: int, fetched_bytes: int, now: datetime
+    ) -> bool: ...
+    def fail_fill(self, cache_id: int, *, reason: str, now: datetime) -> bool: ...
+    def start_eviction(self, cache_id: int, *, now: datetime) -> bool: ...
+    def finish_eviction(self, cache_id: int, *, now: datetime) -> bool: ...
+    def set_pinned(self, cache_id: int, pinned: bool, *, now: datetime) -> None: ...
+    def set_report(self, cache_id: int, report: str) -> None: ...
+    def ask(self, cache_id: int, request: str) -> None: ...
+    def take_request(self, cache_id: int, request: str) -> bool: ...
+    def add_lease(
+        self, cache_id: int, holder: str, *, now: datetime, expires_at: datetime
+    ) -> int: ...
+    def renew_lease(self, lease_id: int, *, now: datetime, expires_at: datetime) -> None: ...
+    def release_lease(self, lease_id: int, *, now: datetime) -> None: ...

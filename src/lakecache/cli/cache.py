@@ -229,7 +229,7 @@ def cache_rm(target: str, site: str | None, volume: str | None, force: bool) -> 
     svc = get_caches()
     rec = _find(svc, target, site, volume)
     if not Path(svc.topology.get_volume(rec.volume).root).is_dir():
-        svc.topology.update_cache(rec.id, request="evict")
+        svc.topology.ask(rec.id, "evict")
         click.echo(f"asked the agent of {rec.site} to evict cache {rec.id}")
         return
     if svc.evict(rec.id, force_unpin=force):
@@ -257,7 +257,7 @@ def cache_pin(target: str, site: str | None, volume: str | None) -> None:
     """Keep a cache whatever its TTL or the room needed."""
     svc = get_caches()
     rec = _find(svc, target, site, volume)
-    svc.topology.update_cache(rec.id, pinned=True)
+    svc.topology.set_pinned(rec.id, True, now=datetime.now(UTC))
     click.echo(f"pinned cache {rec.id} ({rec.name})")
 
 
@@ -268,7 +268,7 @@ def cache_unpin(target: str, site: str | None, volume: str | None) -> None:
     """Let a cache be evicted again by TTL or for room."""
     svc = get_caches()
     rec = _find(svc, target, site, volume)
-    svc.topology.update_cache(rec.id, pinned=False)
+    svc.topology.set_pinned(rec.id, False, now=datetime.now(UTC))
     click.echo(f"unpinned cache {rec.id} ({rec.name})")
 
 
@@ -283,6 +283,14 @@ def cache_verify(
     """Check every file of a cache against its BLAKE3; exit 1 if any is missing or modified."""
     svc = get_caches()
     rec = _find(svc, target, site, volume)
+    if not Path(svc.topology.get_volume(rec.volume).root).is_dir():
+        svc.topology.ask(rec.id, "repair" if repair else "verify")
+        click.echo(
+            f"this machine does not mount {rec.volume}: asked the agent of {rec.site} to "
+            f"{'repair' if repair else 'verify'} cache {rec.id}; `lakecache cache ls` shows "
+            "the report"
+        )
+        return
     r = svc.verify(rec.id, repair=repair)
     if as_json:
         print_json(

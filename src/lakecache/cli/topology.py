@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from lakecache.cli.common import get_caches, get_hub, json_option
+from lakecache.cli.common import get_caches, json_option
 from lakecache.cli.output import human_bytes, human_duration, print_json, print_table
 from lakecache.cli.units import Duration, Size
 
@@ -29,9 +29,7 @@ def site() -> None:
 @click.option("--description", "-d", default="", help="One line about the site.")
 def site_add(name: str, description: str) -> None:
     """Add the site NAME."""
-    from lakecache.catalog.topology import Topology
-
-    Topology(get_hub().catalog).add_site(name, description, _now())
+    get_caches().topology.add_site(name, description, _now())
     click.echo(
         f"added site {name}; next: "
         f"lakecache volume add VOLUME --site {name} --root PATH --capacity SIZE"
@@ -42,9 +40,7 @@ def site_add(name: str, description: str) -> None:
 @json_option
 def site_ls(as_json: bool) -> None:
     """List sites with their volumes and compute resources."""
-    from lakecache.catalog.topology import Topology
-
-    topo = Topology(get_hub().catalog)
+    topo = get_caches().topology
     vols, comp = topo.list_volumes(), topo.list_compute()
     rows = [
         {
@@ -91,16 +87,30 @@ def volume() -> None:
     show_default=True,
     help="Evict caches unused for this long.",
 )
-def volume_add(name: str, site: str, root: str, capacity: int, ttl: int) -> None:
-    """Add the cache volume NAME at a site."""
-    from lakecache.catalog.topology import Topology
+@click.option(
+    "--create/--no-create",
+    default=True,
+    show_default=True,
+    help="Make ROOT on this machine if missing; --no-create where only the site mounts it.",
+)
+def volume_add(name: str, site: str, root: str, capacity: int, ttl: int, create: bool) -> None:
+    """Add the cache volume NAME at a site.
 
-    root_path = str(Path(root).expanduser().absolute())
-    v = Topology(get_hub().catalog).add_volume(name, site, root_path, capacity, ttl, _now())
+    A machine fills caches on the volumes it mounts (where ROOT is a folder);
+    the others leave the fill to the site's agent.
+    """
+    path = Path(root).expanduser().absolute()
+    v = get_caches().topology.add_volume(name, site, str(path), capacity, ttl, _now())
     click.echo(
         f"added volume {v.name} at {v.site}: {v.root}, {human_bytes(v.capacity)}, "
         f"TTL {human_duration(v.ttl_seconds)}"
     )
+    if not path.is_dir():
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+            click.echo(f"created {path} on this machine")
+        else:
+            click.echo(f"{path} is not mounted on this machine; the agent of {site} fills it")
 
 
 @volume.command("ls")
@@ -152,9 +162,7 @@ def volume_ls(site: str | None, as_json: bool) -> None:
 @click.argument("name")
 def volume_rm(name: str) -> None:
     """Remove the volume NAME from the catalog (it must hold no caches)."""
-    from lakecache.catalog.topology import Topology
-
-    Topology(get_hub().catalog).remove_volume(name)
+    get_caches().topology.remove_volume(name)
     click.echo(f"removed volume {name} (its files on disk were not touched)")
 
 
@@ -187,13 +195,11 @@ def compute() -> None:
 )
 def compute_add(name: str, site: str, backend: str, volumes: tuple[str, ...], config: str) -> None:
     """Add the compute resource NAME at a site."""
-    from lakecache.catalog.topology import Topology
-
     try:
         cfg = json.loads(config)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"--config is not JSON: {exc}") from exc
-    Topology(get_hub().catalog).add_compute(name, site, backend, cfg, list(volumes), _now())
+    get_caches().topology.add_compute(name, site, backend, cfg, list(volumes), _now())
     click.echo(f"added compute {name} ({backend}) at {site}")
 
 
@@ -201,9 +207,7 @@ def compute_add(name: str, site: str, backend: str, volumes: tuple[str, ...], co
 @json_option
 def compute_ls(as_json: bool) -> None:
     """List compute resources with their site, backend and the volumes they see."""
-    from lakecache.catalog.topology import Topology
-
-    topo = Topology(get_hub().catalog)
+    topo = get_caches().topology
     vols = topo.list_volumes()
     rows = [
         {

@@ -34,7 +34,16 @@ from lakecache.server.auth import OrgAdmin, Plane
 from lakecache.server.config import ServerConfig
 from lakecache.server.metrics import CONTENT_TYPE
 from lakecache.server.models import HealthOut, ServerInfo
-from lakecache.server.routes import auth, caches, commits, datasets, lake, topology, users
+from lakecache.server.routes import (
+    auth,
+    caches,
+    commits,
+    datasets,
+    fills,
+    lake,
+    topology,
+    users,
+)
 from lakecache.server.runtime import ControlPlane
 
 if TYPE_CHECKING:
@@ -94,7 +103,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(_Guard, plane=opened)
 
-    for module in (auth, users, datasets, commits, caches, topology, lake):
+    for module in (auth, users, datasets, commits, caches, fills, topology, lake):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_api_route(
         f"{API_PREFIX}/server",

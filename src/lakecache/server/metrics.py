@@ -38,13 +38,13 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.fill_bytes = Counter(
             "lakecache_cache_fill_bytes",
-            "Bytes written into caches by fills of this server",
+            "Bytes written into caches by fills (the server's agents and those reported to it)",
             ["site", "volume", "source"],
             registry=self.registry,
         )
         self.fill_duration = Histogram(
             "lakecache_cache_fill_duration_seconds",
-            "Wall time of cache fills run by this server",
+            "Wall time of cache fills (the server's agents and those reported to it)",
             ["site", "volume", "outcome"],
             buckets=_FILL_BUCKETS,
             registry=self.registry,

@@ -226,6 +226,11 @@ class CacheOut(BaseModel):
     error: str | None
     #: Work asked of the site's agent: verify, repair or evict.
     request: str | None
+    #: Who fills it (``user/host:pid:thread``), and when it last said it was alive.
+    worker: str | None = None
+    heartbeat_at: datetime | None = None
+    #: The outcome of the last verify.
+    report: str | None = None
 
 
 class CacheIn(BaseModel):
@@ -238,6 +243,62 @@ class CacheIn(BaseModel):
 
 class CachePatch(BaseModel):
     pinned: bool
+
+
+# -- what fillers, evictors and users of a cache report --------------------------------------
+
+_WORKER = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+
+
+class ClaimIn(BaseModel):
+    #: Who fills it, e.g. ``host:pid:thread``; the server prefixes the user's name.
+    worker: str = _WORKER
+    #: A fill whose heartbeat is older than this may be taken over.
+    stale_after_seconds: float = Field(default=60.0, ge=1, le=86400)
+
+
+class BeatIn(BaseModel):
+    done_bytes: int = Field(ge=0, le=2**62)
+
+
+class FillDoneIn(BaseModel):
+    linked_bytes: int = Field(ge=0, le=2**62)
+    fetched_bytes: int = Field(ge=0, le=2**62)
+
+
+class FillFailedIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ReportIn(BaseModel):
+    report: str = Field(max_length=2000)
+
+
+class RequestIn(BaseModel):
+    request: Literal["evict", "verify", "repair"]
+
+
+class TransitionOut(BaseModel):
+    #: False when the cache was not in the state the step needs (someone else has it).
+    done: bool
+    cache: CacheOut
+
+
+class LeaseIn(BaseModel):
+    #: Who holds it, e.g. ``host:pid``; the server prefixes the user's name.
+    holder: str = _WORKER
+    ttl_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
+class LeaseRenewIn(BaseModel):
+    ttl_seconds: float = Field(default=60.0, ge=1, le=3600)
+
+
+class LeaseOut(BaseModel):
+    id: int
+    cache_id: int
+    holder: str
+    expires_at: datetime
 
 
 class SiteIn(BaseModel):

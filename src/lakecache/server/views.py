@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakecache.cache.service import ACTIVE
+from lakecache.cache.volume import volume_free_bytes
 from lakecache.server.models import CacheOut, TokenOut, UserOut
 
 if TYPE_CHECKING:
@@ -43,14 +42,10 @@ def volume_usage(
     if caches is None:
         caches = topology.list_caches(volume=volume.name, states=ACTIVE)
     mine = [c for c in caches if c.volume == volume.name and c.state in ACTIVE]
-    free: int | None = None
-    if os.path.isdir(volume.root):
-        st = os.statvfs(Path(volume.root))
-        free = st.f_bavail * st.f_frsize
     return Usage(
         volume,
         committed=sum(c.occupied for c in mine),
-        free_fs=free,
+        free_fs=volume_free_bytes(volume.root),
         caches=len(mine),
         linked_saved=sum(c.linked_bytes for c in mine),
     )
@@ -107,4 +102,7 @@ def cache_out(c: CacheRecord, ttl_seconds: int, now: datetime) -> CacheOut:
         expires_in_seconds=expires,
         error=c.error,
         request=c.request,
+        worker=c.worker,
+        heartbeat_at=c.heartbeat_at,
+        report=c.report,
     )

@@ -20,6 +20,10 @@ router = APIRouter(tags=["caches"], responses=COMMON_RESPONSES)
 _CONFLICT: Responses = {409: {"model": ErrorBody, "description": "In use, pinned or busy"}}
 DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
 CacheId = Annotated[int, Path(ge=1, le=2**62)]
+StateFilter = Annotated[
+    list[CacheState] | None,
+    Query(description="Repeatable; default: every state but evicted", max_length=6),
+]
 
 
 def caches_out(plane: ControlPlane, caches: list[CacheRecord]) -> list[CacheOut]:
@@ -29,7 +33,10 @@ def caches_out(plane: ControlPlane, caches: list[CacheRecord]) -> list[CacheOut]
 
 
 def visible_caches(
-    plane: ControlPlane, principal: Principal, caches: list[CacheRecord], state: str | None
+    plane: ControlPlane,
+    principal: Principal,
+    caches: list[CacheRecord],
+    state: list[CacheState] | None,
 ) -> list[CacheRecord]:
     """Caches of datasets the caller can read; evicted ones only when asked for by state."""
     roles = visible_datasets(plane, principal)
@@ -37,11 +44,13 @@ def visible_caches(
         c
         for c in caches
         if (roles is None or c.dataset in roles)
-        and (c.state == state if state else c.state != "evicted")
+        and (c.state in state if state else c.state != "evicted")
     ]
 
 
-def _cache(plane: ControlPlane, principal: Principal, cache_id: int, need: str) -> CacheRecord:
+def cache_or_404(
+    plane: ControlPlane, principal: Principal, cache_id: int, need: str
+) -> CacheRecord:
     """A cache the caller may see; the same 404 for a missing one and one of a hidden dataset."""
     try:
         rec = plane.topology.get_cache(cache_id, plane.clock.now())
@@ -66,9 +75,7 @@ def list_caches(
     site: Annotated[str | None, Query(max_length=64)] = None,
     volume: Annotated[str | None, Query(max_length=64)] = None,
     dataset: Annotated[str | None, Query(max_length=64)] = None,
-    state: Annotated[
-        CacheState | None, Query(description="Default: every state but evicted")
-    ] = None,
+    state: StateFilter = None,
 ) -> Page[CacheOut]:
     """Caches of the datasets you can read, by site and volume."""
     caches = plane.topology.list_caches(
@@ -80,13 +87,13 @@ def list_caches(
 @router.get("/caches/{cache_id}", response_model=CacheOut)
 def get_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
     """One cache: state, progress, size, last use, time to expiry, leases."""
-    return caches_out(plane, [_cache(plane, principal, cache_id, "reader")])[0]
+    return caches_out(plane, [cache_or_404(plane, principal, cache_id, "reader")])[0]
 
 
 @router.patch("/caches/{cache_id}", response_model=CacheOut)
 def pin_cache(cache_id: CacheId, body: CachePatch, principal: User, plane: Plane) -> CacheOut:
     """Pin a cache (never evicted by TTL or for room) or unpin it (writers)."""
-    rec = _cache(plane, principal, cache_id, "writer")
+    rec = cache_or_404(plane, principal, cache_id, "writer")
     plane.topology.update_cache(rec.id, pinned=body.pinned, updated_at=plane.clock.now())
     return get_cache(cache_id, principal, plane)
 
@@ -98,7 +105,7 @@ def clear_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
     A cache not yet started is dropped at once. One that is pinned, leased by a
     running job, or filling is refused (409) with what holds it.
     """
-    rec = _cache(plane, principal, cache_id, "writer")
+    rec = cache_or_404(plane, principal, cache_id, "writer")
     topo, now = plane.topology, plane.clock.now()
     if rec.state == "pending" and topo.update_cache(
         rec.id, expect_state="pending", state="evicted", updated_at=now
@@ -117,7 +124,7 @@ def clear_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
             f"cache {rec.name} is in use by {rec.leases} job(s)",
             hint="Clear it when they finish; it is evicted by TTL once unused anyway.",
         )
-    topo.update_cache(rec.id, request="evict", updated_at=now)
+    topo.ask(rec.id, "evict")
     return get_cache(cache_id, principal, plane)
 
 
@@ -127,9 +134,7 @@ def dataset_caches(
     principal: User,
     plane: Plane,
     paging: Paging,
-    state: Annotated[
-        CacheState | None, Query(description="Default: every state but evicted")
-    ] = None,
+    state: StateFilter = None,
 ) -> Page[CacheOut]:
     """Where this dataset is cached (readers)."""
     require_dataset(plane, principal, dataset)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from lakecache.catalog.topology import VolumeRecord
 from lakecache.errors import NotFoundError
@@ -16,7 +16,6 @@ from lakecache.server.auth import OrgAdmin, Plane, User
 from lakecache.server.errors import COMMON_RESPONSES
 from lakecache.server.models import (
     CacheOut,
-    CacheState,
     ComputeIn,
     ComputeOut,
     SiteIn,
@@ -25,7 +24,7 @@ from lakecache.server.models import (
     VolumeOut,
 )
 from lakecache.server.pagination import Page, Paging, paginate
-from lakecache.server.routes.caches import caches_page, visible_caches
+from lakecache.server.routes.caches import StateFilter, caches_page, visible_caches
 from lakecache.server.runtime import ControlPlane
 from lakecache.server.views import Usage, volume_usage
 
@@ -116,15 +115,23 @@ def get_volume(volume: Name, _: User, plane: Plane) -> VolumeOut:
     return _volumes_out(plane, [plane.topology.get_volume(volume)])[0]
 
 
+@router.delete("/volumes/{volume}", status_code=204, response_class=Response)
+def remove_volume(volume: Name, _: OrgAdmin, plane: Plane) -> Response:
+    """Remove a cache volume from the catalog (org admins); it must hold no caches.
+
+    Its files on disk are not touched.
+    """
+    plane.topology.remove_volume(volume)
+    return Response(status_code=204)
+
+
 @router.get("/volumes/{volume}/caches", response_model=Page[CacheOut])
 def volume_caches(
     volume: Name,
     principal: User,
     plane: Plane,
     paging: Paging,
-    state: Annotated[
-        CacheState | None, Query(description="Default: every state but evicted")
-    ] = None,
+    state: StateFilter = None,
 ) -> Page[CacheOut]:
     """The caches on a volume, of the datasets you can read."""
     plane.topology.get_volume(volume)
