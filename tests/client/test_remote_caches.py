@@ -281,3 +281,26 @@ def test_fill_steps_and_leases_are_checked_per_user(lake_world: LakeWorld, tmp_p
     first = call("admin", "DELETE", f"/api/v1/caches/{ready.id}/requests/verify")
     second = call("admin", "DELETE", f"/api/v1/caches/{ready.id}/requests/verify")
     assert first.json()["done"] is True and second.json()["done"] is False
+
+
+def test_cli_agent_fills_what_was_asked_where_the_volume_is_not_mounted(
+    lake_world: LakeWorld, tmp_path: Path, cli: Callable[..., tuple[int, str]]
+) -> None:
+    site = f"far-{uuid.uuid4().hex[:6]}"
+    root = tmp_path / "far-mount"
+    assert cli("admin", "site", "add", site)[0] == 0
+    code, out = cli(
+        "admin", "volume", "add", site, "--site", site, "--root", str(root), "-c", "1GB",
+        "--no-create",
+    )  # fmt: skip
+    assert code == 0 and "not mounted on this machine" in out and not root.exists()
+    # This machine does not mount it: the writer's request waits for the site's agent.
+    code, out = cli("wendy", "cache", "add", "xray@v1", "--site", site)
+    assert code == 0 and "pending" in out and "agent of site" in out and not root.exists()
+    # At the site (here: once the mount appears), the agent fills it through the server.
+    root.mkdir()
+    code, out = cli("admin", "agent", "--site", site, "--once")
+    assert code == 0, out
+    (rec,) = lake_world.world.plane.topology.list_caches(volume=site)
+    assert rec.state == "ready"
+    assert tree(root / "caches" / "xray" / rec.commit_id) == _expected(lake_world, "v1", tmp_path)

@@ -2,7 +2,8 @@
 
 :class:`~lakecache.data.hub.Hub` builds these when a server is configured
 (``LAKECACHE_SERVER`` and ``LAKECACHE_TOKEN``, or ``lakecache login``), so the
-SDK and the CLI run unchanged against a server. Names load on first use: a hub
+SDK and the CLI run unchanged against a server; the cache layer asks for
+:class:`RemoteTopology` the same way. Names load on first use: a hub
 that works directly asks only :func:`find_server` (standard library only), and
 httpx and urllib3 load for server work alone.
 """
@@ -18,11 +19,13 @@ if TYPE_CHECKING:
     from lakecache.client.errors import AccessDeniedError, ServerError, ServerUnreachableError
     from lakecache.client.lake import RemoteLake
     from lakecache.client.login import find_server
+    from lakecache.client.topology import RemoteTopology
 
 __all__ = [
     "AccessDeniedError",
     "RemoteCatalog",
     "RemoteLake",
+    "RemoteTopology",
     "ServerConnection",
     "ServerError",
     "ServerUnreachableError",
@@ -33,6 +36,7 @@ _WHERE = {
     "AccessDeniedError": "errors",
     "RemoteCatalog": "catalog",
     "RemoteLake": "lake",
+    "RemoteTopology": "topology",
     "ServerConnection": "connection",
     "ServerError": "errors",
     "ServerUnreachableError": "errors",

@@ -13,8 +13,9 @@ uploaded packs and blobs go in the background, a few at a time, so a commit's
 coordinating thread does not wait while the server checks each pack in the
 lake; :meth:`RemoteCatalog.add_commit` waits for them all first, and the first
 one the server refused is raised there (or from the next blob-index call). Things only
-the server's own database can do (sites, volumes, caches, accounts) are not
-here: asking for them raises a :class:`UserError` that says so.
+the server's own database can do are not here (sites, volumes and caches are
+:class:`~lakecache.client.topology.RemoteTopology`'s; accounts are the
+server's): asking for them raises a :class:`UserError` that says so.
 """
 
 from __future__ import annotations
@@ -262,9 +263,9 @@ class RemoteCatalog:
         raise UserError(
             f"this needs the catalog database itself, and this machine works through the "
             f"lakecache server at {self._conn.url}",
-            hint="Use the server's dashboard or REST API for sites, volumes and caches; or "
-            "run this where the catalog is configured (unset LAKECACHE_SERVER, or "
-            "`lakecache logout`).",
+            hint="Use the server's REST API or dashboard for it (the `cache`, `site`, "
+            "`volume`, `user` and `member` commands already do); or run this where the "
+            "catalog is configured (unset LAKECACHE_SERVER, or `lakecache logout`).",
         )
 
 
