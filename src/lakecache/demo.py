@@ -6,7 +6,10 @@ user would: init, commit, tag, change a few files, commit again, then log,
 diff, ls and a partial pull. Then it adds two sites (``onprem`` and ``cloud``)
 with a cache volume each (folders in ``./.lakecache/demo/volumes``), caches the
 dataset on both, prints ``volume ls`` and ``cache ls``, and reads the cache from
-Python with ``lakecache.use``. Every run starts from a clean slate (the state of
+Python with ``lakecache.use``. Last it starts ``lakecache server`` with an
+agent for each site, and works through it from a "laptop" home that holds no
+lake keys and no catalog (``login``, ``data log``, ``cache ls``, ``volume ls``).
+Every run starts from a clean slate (the state of
 the previous run is removed first); SeaweedFS stops at the end, whatever happens.
 """
 
@@ -180,6 +183,7 @@ def _serve_dashboard(env: dict[str, str], state: Path, root: Path) -> None:
                     break
         except OSError:
             time.sleep(0.2)
+    _work_through(url, password, env, state, root)
     print(f"\n  dashboard: {url}/   log in as admin / {password}")
     print(f"  CLI:       lakecache login {url} --user admin")
     interactive = sys.stdin.isatty() and os.environ.get("LAKECACHE_DEMO_SERVE", "1") != "0"
@@ -202,6 +206,18 @@ def _serve_dashboard(env: dict[str, str], state: Path, root: Path) -> None:
             proc.kill()
 
 
+def _work_through(url: str, password: str, env: dict[str, str], state: Path, root: Path) -> None:
+    """A teammate's laptop: no lake credentials, no catalog; everything through the server."""
+    _say("a teammate's laptop: logged in to the server, with no lake keys and no catalog")
+    laptop = {k: v for k, v in env.items() if not k.startswith(("LAKECACHE_", "AWS_"))}
+    laptop["LAKECACHE_HOME"] = str(state / "laptop")
+    cli = _Cli(laptop, root)
+    cli.run("login", url, "--user", "admin", "--password-stdin", stdin=password + "\n")
+    cli.run("data", "log", "xray")
+    cli.run("cache", "ls")
+    cli.run("volume", "ls")
+
+
 class _Cli:
     """Runs ``lakecache ...`` as a user would type it, echoing the command first."""
 
@@ -211,9 +227,11 @@ class _Cli:
         script = Path(sys.executable).parent / "lakecache"
         self.argv0 = [str(script)] if script.is_file() else [sys.executable, "-m", "lakecache.cli"]
 
-    def run(self, *args: str) -> None:
+    def run(self, *args: str, stdin: str | None = None) -> None:
         print(f"\n$ lakecache {shlex.join(args)}", flush=True)
-        subprocess.run([*self.argv0, *args], env=self.env, cwd=self.cwd, check=True)
+        subprocess.run(
+            [*self.argv0, *args], env=self.env, cwd=self.cwd, check=True, input=stdin, text=True
+        )
 
     def python(self, code: str) -> None:
         print(f"\n$ python -c '\n{code}'", flush=True)

@@ -32,6 +32,11 @@ def use(
     it is never evicted while in use. With ``cached=False`` the files are
     pulled straight from the lake into a private temporary folder, deleted
     afterwards. Paths inside are the commit's own (``folder/file.png``).
+
+    Logged in to a server (``lakecache login``), the cache and its lease are the
+    server's: a writer's call fills a missing cache here when this machine
+    mounts the volume, a reader's waits for a writer or the site's agent to
+    fill it (AccessDeniedError when nobody has asked for it yet).
     """
     from lakecache.cache.service import CacheService
     from lakecache.data.dataset import Dataset, split_ref

@@ -512,9 +512,15 @@ class CacheService:
     def gc(
         self, *, dry_run: bool = False, site: str | None = None
     ) -> list[tuple[VolumeRecord, EvictionPlan]]:
-        """Evict caches past their TTL on every volume (of ``site``); returns the plans."""
+        """Evict caches past their TTL on every volume (of ``site``) this machine mounts.
+
+        Returns the plans. A volume mounted elsewhere is its site agent's to
+        collect: marking its caches evicted from here would leave their files.
+        """
         out = []
         for v in self.topology.list_volumes(site):
+            if not os.path.isdir(v.root):
+                continue
             plan = self.plan(v)
             if not dry_run:
                 self.execute(plan)

@@ -320,7 +320,10 @@ def cache_verify(
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; evict nothing.")
 @json_option
 def cache_gc(site: str | None, dry_run: bool, as_json: bool) -> None:
-    """Evict caches unused for longer than their volume's TTL (never leased or pinned ones)."""
+    """Evict caches unused for longer than their volume's TTL (never leased or pinned ones).
+
+    Only on the volumes this machine mounts; each site's agent collects its own.
+    """
     svc = get_caches()
     plans = svc.gc(dry_run=dry_run, site=site)
     rows: list[dict[str, Any]] = [
