@@ -101,7 +101,6 @@ class CacheService:
         self.stale_after = stale_after
         self.heartbeat_every = heartbeat_every
         self.poll_every = poll_every
-
         self._topology: TopologyStore | None = None
 
     @property
