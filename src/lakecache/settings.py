@@ -32,6 +32,9 @@ class Settings:
     #: SQLAlchemy URL; SQLite in ``home`` by default, ``postgresql+psycopg://`` for teams.
     catalog_url: str = ""
     s3_endpoint: str | None = None
+    #: The endpoint a lakecache server's clients reach S3 at, where it differs from
+    #: :attr:`s3_endpoint` (the server's own, often internal, address): presigned URLs name it.
+    s3_public_endpoint: str | None = None
     s3_region: str | None = None
     s3_access_key: str | None = field(default=None, repr=False)
     s3_secret_key: str | None = field(default=None, repr=False)
@@ -47,6 +50,7 @@ class Settings:
     #: Attempts for one lake request before giving up (with exponential backoff).
     lake_retries: int = 5
     lake_timeout: float = 30.0
+    #: Named in commits made directly; through a server, commits are by the logged-in user.
     author: str = ""
     #: A lakecache server to work through (``http://host:port``): the lake and the
     #: catalog are then the server's, reached with :attr:`token`; no lake credentials here.
@@ -109,6 +113,7 @@ _ENV = {
     "LAKECACHE_LAKE": "lake_url",
     "LAKECACHE_CATALOG": "catalog_url",
     "LAKECACHE_S3_ENDPOINT": "s3_endpoint",
+    "LAKECACHE_S3_PUBLIC_ENDPOINT": "s3_public_endpoint",
     "LAKECACHE_S3_REGION": "s3_region",
     "LAKECACHE_S3_ACCESS_KEY": "s3_access_key",
     "LAKECACHE_S3_SECRET_KEY": "s3_secret_key",

@@ -14,15 +14,20 @@ import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from fixtures.seaweed import drop_bucket, new_bucket
 from helpers import make_files, tree, write
+from server.live import build_world
 
 from client.world import LakeWorld, MiB, Recorder
 from lakecache.client import AccessDeniedError, RemoteCatalog, RemoteLake
 from lakecache.data.dataset import Dataset
 from lakecache.errors import ConflictError, DatasetNotFoundError, UserError
 from lakecache.lake.objects import commit_key
+from lakecache.settings import Settings
+from lakecache.testing.seaweed import SeaweedServer
 
 
 def _name(prefix: str) -> str:
@@ -77,6 +82,28 @@ def test_sdk_commit_log_ls_diff_tag_pull_round_trip(lake_world: LakeWorld, tmp_p
     assert not (home / "lake").exists() and not (home / "catalog.db").exists()
 
 
+def test_a_commit_through_a_server_is_by_the_logged_in_user(
+    lake_world: LakeWorld, tmp_path: Path, recorder: Recorder
+) -> None:
+    hub = lake_world.hub("wendy", tmp_path / "client", author="someone@laptop")
+    try:
+        name = _name("who")
+        ds = Dataset.create(name, hub=hub)
+        src = make_files(tmp_path / "src", n=5, size=1000)
+        first = ds.commit(src, "first")
+        write(src, "added.txt", b"more\n", age=5)
+        second = ds.commit(src, "second")
+        assert first.author == second.author == "wendy"
+        assert [e.commit.author for e in ds.log()] == ["wendy", "wendy"]
+        server = lake_world.world.plane.hub.catalog
+        assert server.get_commit(name, second.id).author == "wendy"
+        # Asked once per connection, not once per commit.
+        asked = [u for u in recorder.sent_urls if u.endswith("/api/v1/auth/session")]
+        assert len(asked) == 1
+    finally:
+        hub.close()
+
+
 def test_cli_init_commit_log_ls_diff_tag_show_pull(
     lake_world: LakeWorld,
     tmp_path: Path,
@@ -91,6 +118,7 @@ def test_cli_init_commit_log_ls_diff_tag_show_pull(
     monkeypatch.setenv("LAKECACHE_HOME", str(tmp_path / "client"))
     monkeypatch.setenv("LAKECACHE_SERVER", lake_world.url)
     monkeypatch.setenv("LAKECACHE_TOKEN", lake_world.world.tokens["wendy"])
+    monkeypatch.setenv("LAKECACHE_AUTHOR", "someone@laptop")  # the server's user name wins
     name = _name("cli")
     src = make_files(tmp_path / "src", n=30, size=4000)
 
@@ -107,6 +135,7 @@ def test_cli_init_commit_log_ls_diff_tag_show_pull(
     assert one["files"] == 30 and two["files"] == 31 and two["uploaded_blobs"] == 1
     log = json.loads(run("data", "log", name, "--json"))
     assert [e["id"] for e in log] == [two["id"], one["id"]] and log[1]["tags"] == ["v1"]
+    assert [e["author"] for e in log] == ["wendy", "wendy"]
     listed = {d["name"]: d for d in json.loads(run("data", "ls", "--json"))}
     assert listed[name]["commit_count"] == 2 and listed[name]["file_count"] == 31
     assert "xray" in listed and "hidden" not in listed  # what wendy may see, no more
@@ -196,7 +225,7 @@ def test_two_writers_on_one_parent_one_wins(lake_world: LakeWorld, tmp_path: Pat
         base = a.commit(make_files(tmp_path / "base", n=3), "base")
         seen = b.resolve()  # b reads the head...
         a.commit(make_files(tmp_path / "a-src", n=4, seed=1), "a wins")  # ...a moves it
-        mine = replace(base, parents=(seen,), message="b, on the old head")
+        mine = replace(base, parents=(seen,), author="alice", message="b, on the old head")
         b.hub.lake.put(commit_key(mine.id), mine.to_json())
         with pytest.raises(ConflictError):
             b.hub.catalog.add_commit(mine, expected_head=seen)
@@ -248,6 +277,45 @@ def test_no_lake_credential_reaches_the_client(
         assert direct and all("X-Amz-Expires=900" in u for u in direct)
     else:
         assert all(u.startswith(lake_world.url) for u in recorder.sent_urls)
+
+
+@pytest.mark.s3
+def test_urls_are_signed_for_the_public_s3_endpoint(
+    seaweed: SeaweedServer, tmp_path: Path, recorder: Recorder
+) -> None:
+    """The server reaches S3 at 127.0.0.1 and tells its clients localhost: SigV4 signs the
+    host, so the URLs work only because they are signed for the name the client uses."""
+    public = f"http://localhost:{urlsplit(seaweed.endpoint).port}"
+    bucket = new_bucket(seaweed)
+    settings = Settings(
+        home=tmp_path / "server",
+        lake_url=f"s3://{bucket}/lake",
+        s3_endpoint=seaweed.endpoint,
+        s3_public_endpoint=public,
+        s3_access_key=seaweed.access_key,
+        s3_secret_key=seaweed.secret_key,
+        workers=4,
+        part_size=5 * MiB,
+    )
+    world = build_world(tmp_path / "server", tmp_path / "server-src", settings=settings)
+    client = Settings(
+        home=tmp_path / "client", server_url=world.url, token=world.tokens["wendy"], workers=4
+    )
+    ds = Dataset("xray", settings=client)
+    try:
+        ds.pull("v1", tmp_path / "v1")
+        assert (tmp_path / "v1" / "images" / "a.png").is_file()
+        src = _source(tmp_path / "src")  # packs, one PUT and a multipart upload
+        ds.commit(src, "through the public endpoint")
+        ds.pull("latest", tmp_path / "latest")
+        assert tree(tmp_path / "latest") == tree(src)
+    finally:
+        ds.hub.close()
+        world.server.stop()
+        world.plane.close()
+        drop_bucket(seaweed, bucket)
+    direct = [u for u in recorder.sent_urls if not u.startswith(world.url)]
+    assert len(direct) > 5 and all(u.startswith(public + "/") for u in direct)
 
 
 @pytest.mark.s3

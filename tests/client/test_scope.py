@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import urllib3
 from helpers import make_files
@@ -16,6 +17,7 @@ from client.world import LakeWorld, MiB
 from lakecache.client import ServerUnreachableError
 from lakecache.data.dataset import Dataset
 from lakecache.data.progress import NullProgress
+from lakecache.errors import NotFoundError
 from lakecache.lake.objects import (
     Commit,
     blob_key,
@@ -187,7 +189,7 @@ def test_the_server_records_only_what_the_lake_holds(lake_world: LakeWorld) -> N
     from lakecache.lake.objects import ManifestEntry
 
     manifest = encode_manifest([ManifestEntry(p, dg, n) for p, dg, n in entries])
-    commit = Commit("xray", hash_bytes(manifest), (), "w", "m", "2024-01-01T00:00:00", 1, 7)
+    commit = Commit("xray", hash_bytes(manifest), (), "wendy", "m", "2024-01-01T00:00:00", 1, 7)
     head = lake_world.world.plane.hub.catalog.head("xray")
 
     def add() -> tuple[int, str]:
@@ -212,6 +214,39 @@ def test_the_server_records_only_what_the_lake_holds(lake_world: LakeWorld) -> N
         "wendy", "POST", f"{LAKE}/commits", json={"commit": commit.to_json().decode() + " "}
     )
     assert r.status_code == 400
+
+
+def test_a_commit_by_anyone_but_the_caller_is_refused(lake_world: LakeWorld) -> None:
+    plane = lake_world.world.plane
+    catalog = plane.hub.catalog
+    plane.accounts.create_owned_dataset("authors", "wendy", now=plane.clock.now())
+    head = catalog.head("xray")
+    assert head is not None
+    top = catalog.get_commit("xray", head)
+
+    def add(who: str, author: str) -> tuple[Commit, httpx.Response]:
+        """A commit of "authors" that is right in every way but perhaps its author."""
+        c = Commit(
+            "authors", top.manifest, (), author, "m", "2025-01-01", top.file_count, top.bytes
+        )
+        plane.hub.lake.put(commit_key(c.id), c.to_json())
+        body = {"commit": c.to_json().decode(), "expected_head": None}
+        return c, lake_world.call(who, "POST", f"{LAKE}/commits", json=body)
+
+    # Org admins too: a commit names the one who made it, whoever that is.
+    for who, author in (("wendy", "alice"), ("wendy", "wendy@laptop"), ("admin", "wendy")):
+        forged, r = add(who, author)
+        assert r.status_code == 403, (who, author)
+        error = r.json()["error"]
+        assert error["code"] == "forbidden"
+        assert f"names {author!r} as its author" in error["message"]
+        assert f"logged in as {who!r}" in error["message"] and repr(who) in error["hint"]
+        with pytest.raises(NotFoundError):
+            catalog.get_commit("authors", forged.id)
+    assert catalog.head("authors") is None
+    mine, r = add("wendy", "wendy")
+    assert r.status_code == 201 and r.json()["author"] == "wendy"
+    assert catalog.head("authors") == mine.id
 
 
 def test_a_streamed_upload_must_match_its_key(lake_world: LakeWorld) -> None:

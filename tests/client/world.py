@@ -49,7 +49,6 @@ class LakeWorld:
             server_url=self.url,
             token=self.world.tokens[who],
             workers=4,
-            author=f"{who}@client",
             **kw,
         )
 

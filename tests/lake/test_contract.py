@@ -337,6 +337,15 @@ def test_s3_lake_down_then_back(seaweed: SeaweedServer, s3_bucket: str) -> None:
 
 
 @pytest.mark.s3
+@pytest.mark.parametrize("setting", ["s3_endpoint", "s3_public_endpoint"])
+def test_s3_a_malformed_endpoint_names_the_setting_not_its_value(setting: str) -> None:
+    arg = setting.removeprefix("s3_")
+    with pytest.raises(UserError) as caught:
+        S3Lake("bucket", access_key="key", secret_key="secret", **{arg: "key:secret@host"})
+    assert caught.value.message == f"{setting} is not a URL"
+    assert "secret" not in caught.value.hint
+
+
 def test_s3_credentials_never_shown(seaweed: SeaweedServer, s3_bucket: str) -> None:
     lake = make_s3_lake(seaweed, s3_bucket)
     secret, access = seaweed.secret_key, seaweed.access_key

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lakecache.errors import UserError
+from lakecache.lake.s3 import S3Lake
 from lakecache.server import ControlPlane, ServerConfig, load_config
 from lakecache.server.app import path_problem
 from lakecache.settings import Settings
@@ -23,6 +24,7 @@ home = "{tmp_path / "home"}"
 catalog_url = "{pg_url}"
 lake_url = "{s3_settings.lake_url}"
 s3_endpoint = "{s3_settings.s3_endpoint}"
+s3_public_endpoint = "https://s3.example.com"
 s3_access_key = "{s3_settings.s3_access_key}"
 s3_secret_key = "{s3_settings.s3_secret_key}"
 
@@ -46,11 +48,15 @@ volumes = [{{ name = "cloud-pvc", root = "/mnt/not-here", capacity = "500GiB" }}
     settings, server = load_config(config, {"LAKECACHE_ADMIN_PASSWORD": "from-env-123"}, port=8000)
     assert settings.catalog_url == pg_url and settings.lake_url.startswith("s3://")
     assert settings.home == tmp_path / "home"
+    assert settings.s3_public_endpoint == "https://s3.example.com"
     assert server.port == 8000 and server.session_ttl == timedelta(hours=12)
     assert server.login_max_failures == 3 and server.admin_password == "from-env-123"
     assert "from-env-123" not in repr(server) and s3_settings.s3_secret_key not in repr(settings)
     plane = ControlPlane.open(settings, server)
     try:
+        lake = plane.hub.lake
+        assert isinstance(lake, S3Lake) and lake.endpoint == s3_settings.s3_endpoint
+        assert lake.presign("get_object", "k", 60).startswith("https://s3.example.com/")
         topo = plane.topology
         assert [s.name for s in topo.list_sites()] == ["cloud", "onprem"]
         vols = {v.name: v for v in topo.list_volumes()}
@@ -88,6 +94,19 @@ def test_bad_config_files_are_user_errors(tmp_path: Path, text: str) -> None:
         load_config(path, {"LAKECACHE_HOME": str(tmp_path)})
     with pytest.raises(UserError):
         load_config(tmp_path / "missing.toml", {})
+
+
+def test_the_public_s3_endpoint_comes_from_the_environment_else_is_the_endpoint(
+    tmp_path: Path,
+) -> None:
+    env = {"LAKECACHE_HOME": str(tmp_path), "LAKECACHE_S3_ENDPOINT": "http://10.0.0.5:8333"}
+    settings, _ = load_config(None, env)
+    assert settings.s3_public_endpoint is None
+    lake = S3Lake("b", endpoint=settings.s3_endpoint, public_endpoint=None)
+    assert lake.public_endpoint == lake.endpoint == "http://10.0.0.5:8333"
+    env["LAKECACHE_S3_PUBLIC_ENDPOINT"] = "https://s3.example.com"
+    settings, _ = load_config(None, env)
+    assert settings.s3_public_endpoint == "https://s3.example.com"
 
 
 def test_server_config_checks_itself() -> None:

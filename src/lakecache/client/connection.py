@@ -9,6 +9,9 @@ them). Lake and blob-index calls carry no dataset name in lakecache's
 interfaces, so the connection remembers every dataset the catalog was asked
 about (:meth:`ServerConnection.touch`) and sends those: a commit or pull
 always names its dataset to the catalog before it moves a byte.
+
+Who. Commits through a server are by the logged-in user (the server refuses
+any other author): :meth:`ServerConnection.user_name` asks the server once.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class ServerConnection:
             trust_env=False,
         )
         self._datasets: dict[str, None] = {}
+        self._user_name: str | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -63,6 +67,19 @@ class ServerConnection:
 
     def close(self) -> None:
         self._client.close()
+
+    def user_name(self) -> str:
+        """The name of the user the token belongs to: asked of the server once, then kept.
+
+        Raises what :meth:`call` raises (a 401 for a token the server no longer takes).
+        """
+        with self._lock:
+            if self._user_name is not None:
+                return self._user_name
+        name = str(self.call("GET", "/auth/session")["user"]["name"])
+        with self._lock:
+            self._user_name = name
+        return name
 
     # -- the datasets a request works for ------------------------------------------------
 

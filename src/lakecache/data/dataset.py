@@ -115,14 +115,15 @@ class Dataset:
 
         Only files whose size or mtime changed since the last commit from this
         machine are read again, and only blobs the lake lacks are uploaded.
-        Statistics of the run are left in :attr:`last_commit_stats`.
+        Statistics of the run are left in :attr:`last_commit_stats`. The author
+        is :attr:`~lakecache.data.hub.Hub.author`: through a server, the logged-in user.
         """
         from lakecache.data.commit import commit_folder
 
         commit, stats = commit_folder(
             lake=self.hub.lake,
             catalog=self.hub.catalog,
-            settings=self.hub.settings,
+            settings=self.hub.settings.with_(author=self.hub.author),
             dataset=self.name,
             root=path,
             message=message,

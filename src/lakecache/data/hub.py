@@ -70,6 +70,16 @@ class Hub:
         return self._server
 
     @property
+    def author(self) -> str:
+        """Whom commits made through this hub name as their author.
+
+        Through a server, the logged-in user (one request, the first time): the
+        server refuses a commit by anyone else. Directly, ``settings.author``.
+        """
+        server = self.server
+        return self.settings.author if server is None else server.user_name()
+
+    @property
     def lake(self) -> Lake:
         with self._lock:
             if self._lake is None:

@@ -14,6 +14,10 @@ Design choices:
   error becomes :class:`LakeUnreachableError` naming the endpoint. A body that
   breaks mid-stream is not retried by botocore, so reads resume at the last byte
   received, up to ``retries`` times.
+* A server hands clients presigned URLs (:meth:`S3Lake.presign`). SigV4 signs
+  the Host, so a URL works only at the address it names: they are signed for
+  ``public_endpoint`` (what clients reach) by a second client that never sends
+  a request, while the lake's own requests go to ``endpoint``.
 * boto3's own checksums (CRC32 on every upload and download since botocore 1.36)
   are asked for only where S3 requires them: lakecache names objects by their
   BLAKE3 hash and checks it on read, so they would cost CPU for nothing, and
@@ -76,6 +80,7 @@ class S3Lake:
         prefix: str = "",
         endpoint: str | None = None,
         region: str | None = None,
+        public_endpoint: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
         profile: str | None = None,
@@ -126,14 +131,15 @@ class S3Lake:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        self._client: Any = session.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=region or session.region_name or "us-east-1",
-            config=config,
-        )
+        region = region or session.region_name or "us-east-1"
+        self._client: Any = _client(session, endpoint, region, config, "s3_endpoint")
+        self._signer: Any = self._client
+        if public_endpoint and public_endpoint != endpoint:
+            self._signer = _client(session, public_endpoint, region, config, "s3_public_endpoint")
         #: The endpoint for messages; any user:password@ in a custom URL is dropped.
         self.endpoint = _without_userinfo(self._client.meta.endpoint_url)
+        #: The endpoint presigned URLs name (the same as :attr:`endpoint` unless given).
+        self.public_endpoint = _without_userinfo(self._signer.meta.endpoint_url)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -151,6 +157,7 @@ class S3Lake:
             prefix,
             endpoint=settings.s3_endpoint,
             region=settings.s3_region,
+            public_endpoint=settings.s3_public_endpoint,
             access_key=settings.s3_access_key,
             secret_key=settings.s3_secret_key,
             profile=settings.s3_profile,
@@ -183,6 +190,8 @@ class S3Lake:
         if pool is not None:
             pool.shutdown(wait=True)
         self._client.close()
+        if self._signer is not self._client:
+            self._signer.close()
 
     def _raise(self, exc: Exception, op: str, key: str | None = None) -> NoReturn:
         """Turn a boto3/botocore error into a lakecache error; never leaks credentials."""
@@ -348,6 +357,54 @@ class S3Lake:
                 self._raise(exc, "create bucket")
         except BotoCoreError as exc:
             self._raise(exc, "create bucket")
+
+    # -- for a server: URLs its clients use, multipart uploads they send parts of ---
+
+    def presign(self, op: str, key: str, expires: int, **params: Any) -> str:
+        """A URL that lets its holder make the S3 request ``op`` on ``key`` for ``expires`` s.
+
+        ``op`` is a boto3 operation (``get_object``, ``put_object``, ``upload_part``)
+        and ``params`` its other parameters (``ContentLength``, ``UploadId``, ...).
+        Signed here, without a request, for :attr:`public_endpoint`.
+        """
+        try:
+            url: str = self._signer.generate_presigned_url(
+                op,
+                Params={"Bucket": self.bucket, "Key": self._key(key), **params},
+                ExpiresIn=expires,
+            )
+        except BotoCoreError as exc:  # no credentials to sign with, an unknown operation
+            self._raise(exc, "presign", key)
+        return url
+
+    def create_multipart(self, key: str) -> str:
+        """Start a multipart upload of ``key`` (its parts go to presigned URLs); its id."""
+        try:
+            out = self._client.create_multipart_upload(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "put", key)
+        return str(out["UploadId"])
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """Join the uploaded parts, given as (number, ETag), into the object ``key``."""
+        try:
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in sorted(parts)]},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "put", key)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop a multipart upload and the parts uploaded so far."""
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
+            )
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "abort", key)
 
     # -- reads -----------------------------------------------------------------
 
@@ -519,6 +576,19 @@ def _read_exactly(fileobj: BinaryIO, n: int, key: str, offset: int = 0) -> bytes
             got += len(more)
         data = b"".join(parts)
     return data
+
+
+def _client(session: Any, endpoint: str | None, region: str, config: Config, what: str) -> Any:
+    """A boto3 S3 client for ``endpoint`` (None: AWS's), or UserError for a malformed one.
+
+    The message names the setting, not its value: a value may hold credentials.
+    """
+    try:
+        return session.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+    except ValueError:
+        raise UserError(
+            f"{what} is not a URL", hint=f"Write {what} as http(s)://host[:port]."
+        ) from None
 
 
 def _without_userinfo(url: str) -> str:

@@ -8,6 +8,7 @@ whole team setup::
     lake_url = "s3://datasets/lake"
     catalog_url = "postgresql+psycopg://lakecache@db:5432/lakecache"
     s3_endpoint = "https://s3.example.internal"
+    s3_public_endpoint = "https://s3.example.com"   # what clients reach; URLs are signed for it
     s3_access_key = "..."
     s3_secret_key = "..."
 

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Request
 from pydantic import Field
@@ -34,6 +34,7 @@ from lakecache.server.routes.commits import open_index
 
 if TYPE_CHECKING:
     from lakecache.lake import Lake
+    from lakecache.lake.s3 import S3Lake
     from lakecache.server.runtime import ControlPlane
 
 
@@ -204,63 +205,41 @@ _ACCESS_LOCK = threading.Lock()
 
 
 class S3Presigner:
-    """Signs URLs for one S3 lake with the server's own credentials (SigV4, path style)."""
+    """Signs URLs for one S3 lake with the server's own credentials (SigV4, path style),
+    for the lake's public endpoint (``s3_public_endpoint``: what clients reach)."""
 
-    def __init__(self, lake: Any) -> None:
-        # S3Lake keeps its boto3 client private; signing is this module's only use of it.
+    def __init__(self, lake: S3Lake) -> None:
         self._lake = lake
-        self._client = lake._client
-        self.bucket: str = lake.bucket
-        self.prefix: str = lake.prefix
 
     @classmethod
     def for_lake(cls, lake: Lake) -> S3Presigner | None:
-        if getattr(lake, "_client", None) is None or not hasattr(lake, "bucket"):
+        """A presigner for an S3 lake; None for any other (the server streams those)."""
+        if not lake.url.startswith("s3://"):
             return None
-        return cls(lake)
+        from lakecache.lake.s3 import S3Lake
 
-    def _sign(self, op: str, key: str, **params: Any) -> str:
-        url: str = self._client.generate_presigned_url(
-            op,
-            Params={"Bucket": self.bucket, "Key": self.prefix + key, **params},
-            ExpiresIn=URL_TTL,
-        )
-        return url
+        return cls(lake) if isinstance(lake, S3Lake) else None
 
     def get(self, key: str) -> str:
-        return self._sign("get_object", key)
+        return self._lake.presign("get_object", key, URL_TTL)
 
     def put(self, key: str, size: int) -> str:
-        return self._sign("put_object", key, ContentLength=size)
+        return self._lake.presign("put_object", key, URL_TTL, ContentLength=size)
 
     def part(self, key: str, upload_id: str, number: int, size: int) -> str:
-        return self._sign(
-            "upload_part", key, UploadId=upload_id, PartNumber=number, ContentLength=size
+        return self._lake.presign(
+            "upload_part", key, URL_TTL, UploadId=upload_id, PartNumber=number, ContentLength=size
         )
 
-    def _call(self, what: str, key: str, fn: str, **params: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(self._client, fn)(Bucket=self.bucket, Key=self.prefix + key, **params)
-        except (BotoCoreError, ClientError) as exc:
-            self._lake._raise(exc, what, key)
-
     def create_multipart(self, key: str) -> str:
-        return str(self._call("put", key, "create_multipart_upload")["UploadId"])
+        return self._lake.create_multipart(key)
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
         """Join the parts, given as (number, ETag)."""
-        self._call(
-            "put",
-            key,
-            "complete_multipart_upload",
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in sorted(parts)]},
-        )
+        self._lake.complete_multipart(key, upload_id, parts)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        self._call("abort", key, "abort_multipart_upload", UploadId=upload_id)
+        self._lake.abort_multipart(key, upload_id)
 
 
 def key_kind(key: str) -> tuple[str, str]:

@@ -27,7 +27,8 @@ from lakecache.lake.objects import (
     pack_index_key,
     pack_key,
 )
-from lakecache.server.auth import Plane, User
+from lakecache.server.auth import Plane, Principal, User
+from lakecache.server.errors import PermissionDeniedError
 from lakecache.server.routes.lake.access import allowed, lake_access, size_of
 from lakecache.server.routes.lake.models import BlobIn, CommitFull, CommitIn, PackIn, Recorded
 
@@ -104,7 +105,13 @@ def record_blob(body: BlobIn, principal: User, plane: Plane) -> Recorded:
 @router.post("/commits", response_model=CommitFull, status_code=201)
 def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) -> CommitFull:
     """Add a commit whose objects are in the lake, moving the branch if it is still at
-    ``expected_head`` (writers of the commit's dataset). 409 if someone committed first."""
+    ``expected_head`` (writers of the commit's dataset). 409 if someone committed first.
+
+    The commit's author must be the caller's user name, org admins included (403
+    otherwise): the id hashes the author, so the server cannot put the right name
+    in; it refuses the wrong one, and the client builds its commits with the name
+    ``GET /auth/session`` gives it (:attr:`lakecache.data.hub.Hub.author`).
+    """
     raw = body.commit.encode()
     try:
         commit = Commit.from_json(raw)
@@ -123,6 +130,7 @@ def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) 
     if not canonical:
         raise UserError("the commit object is not in canonical form (as Commit.to_json writes it)")
     allowed(plane, principal, [commit.dataset], "writer")
+    _check_author(commit, principal)
     commit_id = commit.id
     lake = plane.hub.lake
     try:
@@ -138,6 +146,18 @@ def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) 
     access.learn(commit_id, entries)
     plane.hub.catalog.add_commit(commit, expected_head=body.expected_head, branch=body.branch)
     return _full(commit_id, commit)
+
+
+def _check_author(commit: Commit, principal: Principal) -> None:
+    """Refuse a commit that names anyone but the caller as its author."""
+    name = principal.user.name
+    if commit.author != name:
+        raise PermissionDeniedError(
+            f"the commit names {commit.author!r} as its author, but you are logged in as "
+            f"{name!r}; through a server, commits are by the logged-in user",
+            hint=f"Build the commit with author {name!r} (GET /api/v1/auth/session says who "
+            "you are); lakecache's CLI and SDK do this themselves when logged in.",
+        )
 
 
 def _checked_manifest(plane: ControlPlane, commit: Commit) -> list[ManifestEntry]:
