@@ -49,6 +49,7 @@ def sites(svc: CacheService, clock: ManualClock, tmp_path: Path) -> dict[str, Pa
     for site in ("onprem", "cloud"):
         topo.add_site(site, f"the {site} site", clock.now())
         roots[site] = tmp_path / f"vol-{site}"
+        roots[site].mkdir()  # mounted on this machine
         topo.add_volume(f"{site}-vol", site, str(roots[site]), 10**9, DAY, clock.now())
     return roots
 

@@ -174,6 +174,7 @@ def test_lake_down_midway_fails_with_reason_then_retry_completes(
         now = datetime.now(UTC)
         svc.topology.add_site("onprem", "", now)
         svc.topology.add_volume("nfs", "onprem", str(tmp_path / "nfs"), 10**9, 86400, now)
+        (tmp_path / "nfs").mkdir()
         lake = hub.lake
         real_get = lake.get
         calls = {"n": 0}

@@ -169,6 +169,7 @@ def test_fill_from_a_real_s3_lake(s3_settings: object, tmp_path: Path) -> None:
         now = datetime.now(UTC)
         svc.topology.add_site("onprem", "", now)
         svc.topology.add_volume("nfs", "onprem", str(tmp_path / "nfs"), 10**9, 86400, now)
+        (tmp_path / "nfs").mkdir()
         with svc.use("xray", None, site="onprem") as p:
             assert tree(p) == tree(tmp_path / "src")
         rec = svc.topology.list_caches()[0]

@@ -30,7 +30,7 @@ from lakecache.client import AccessDeniedError
 from lakecache.client.topology import RemoteTopology
 from lakecache.data.dataset import Dataset
 from lakecache.data.hub import Hub
-from lakecache.errors import NotFoundError
+from lakecache.errors import NotFoundError, UserError
 
 
 def _site(lake_world: LakeWorld, tmp_path: Path, prefix: str = "edge") -> tuple[str, Path]:
@@ -42,6 +42,7 @@ def _site(lake_world: LakeWorld, tmp_path: Path, prefix: str = "edge") -> tuple[
         topo = CacheService(hub).topology
         topo.add_site(name, "a site made in a test")
         topo.add_volume(name, name, str(root), 10**9, 86400)
+        root.mkdir()  # mounted on this machine
     finally:
         hub.close()
     return name, root
@@ -176,6 +177,15 @@ def test_use_fills_leases_and_releases_through_the_server(
     with pytest.raises(AccessDeniedError) as caught, use("xray@latest", site=site, settings=rita):
         pass
     assert caught.value.status == 403 and "writer" in caught.value.message
+    # A machine that does not mount the site's volume is told so, not handed a bad path.
+    far, far_root = _site(lake_world, tmp_path, "far")
+    far_root.rmdir()
+    with (
+        pytest.raises(UserError, match="does not mount") as refused,
+        use("xray@v1", site=far, settings=wendy),
+    ):
+        pass
+    assert "cached=False" in (refused.value.hint or "") and not far_root.exists()
     # Without the cache she can still read it, pulled into a private folder.
     with use("xray@latest", cached=False, settings=rita) as p:
         assert tree(p) == _expected(lake_world, "latest", tmp_path)

@@ -389,6 +389,14 @@ class CacheService:
         after ``lease_ttl`` and the cache can be evicted again.
         """
         rec = self._find_or_request(dataset, ref, site=site, volume=volume, path=path)
+        v = self.topology.get_volume(rec.volume)
+        if not os.path.isdir(v.root):
+            raise UserError(
+                f"this machine does not mount volume {v.name!r} of site {v.site!r} "
+                f"(no folder at {v.root})",
+                hint="Run where the site's volume is mounted (its agent fills the cache), "
+                "or read straight from the lake with cached=False.",
+            )
         while True:
             if rec.state != "ready":
                 rec = self.ensure_ready(rec, progress=progress)
