@@ -278,6 +278,7 @@ def _child_main(op: str, config_json: str) -> None:
             except AlreadyExistsError:
                 pass
             topo.add_volume(volume, site, config["volumes"][volume], CAPACITY, 86_400, now)
+            Path(config["volumes"][volume]).mkdir(parents=True, exist_ok=True)  # mounted here
         result = {}
     elif op == "fill":
         counter = _LakeCounter(hub.lake)

@@ -241,11 +241,15 @@ def test_what_only_the_catalog_database_can_do_says_so(
     lake_world: LakeWorld, tmp_path: Path
 ) -> None:
     from lakecache.cache.service import CacheService
+    from lakecache.catalog.topology import Topology
 
     hub = lake_world.hub("wendy", tmp_path / "client")
     try:
-        with pytest.raises(UserError, match=lake_world.url):
-            CacheService(hub).topology.list_sites()
+        # The catalog's own tables are the server's; its topology API answers instead.
+        with pytest.raises(UserError, match=lake_world.url) as caught:
+            Topology(hub.catalog).list_sites()
+        assert "`cache`" in (caught.value.hint or "")
+        assert "local" in {s.name for s in CacheService(hub).topology.list_sites()}
         with pytest.raises(UserError, match="runs on the lakecache server"):
             list(hub.lake.list("packs/"))
     finally:
