@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -290,6 +291,41 @@ def test_overwrite_is_atomic_and_idempotent(lake: Lake) -> None:
     assert seen and all(s in (old, new) for s in seen)
     assert lake.get("o") == old
     assert [o.size for o in lake.list("o")] == [len(old)]
+
+
+def _interrupted_upload(lake: Lake, key: str) -> None:
+    """What a writer killed midway leaves: an open multipart upload, or a temp file."""
+    if isinstance(lake, S3Lake):
+        upload = lake.create_multipart(key)
+        part = _put_part(lake.presign("upload_part", key, 60, UploadId=upload, PartNumber=1))
+        assert part == 200
+    else:
+        assert isinstance(lake, LocalLake)
+        folder = lake.root / key.rsplit("/", 1)[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ".tmp-killed").write_bytes(b"half a pack")
+
+
+def _put_part(url: str) -> int:
+    import urllib.request
+
+    req = urllib.request.Request(url, data=b"x" * PART, method="PUT")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return int(r.status)
+
+
+def test_interrupted_uploads_are_dropped_once_stale(lake: Lake) -> None:
+    lake.put("packs/done.pack", b"whole")
+    _interrupted_upload(lake, "packs/killed.pack")
+    # A young upload may still be running: kept.
+    assert lake.abort_stale_uploads(timedelta(hours=1)) == 0
+    time.sleep(1.1)  # S3 reports the start of an upload to the second
+    assert lake.abort_stale_uploads(timedelta(seconds=1)) == 1
+    assert lake.abort_stale_uploads(timedelta(seconds=1)) == 0
+    assert [o.key for o in lake.list("packs/")] == ["packs/done.pack"]
+    assert lake.get("packs/done.pack") == b"whole"
+    if isinstance(lake, LocalLake):
+        assert not any(p.name.startswith(".tmp-") for p in lake.root.rglob("*"))
 
 
 def test_concurrent_puts(lake: Lake) -> None:

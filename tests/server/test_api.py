@@ -296,3 +296,22 @@ def test_dataset_delete_waits_for_its_caches(world: World) -> None:
     )
     assert world.call("rita", "DELETE", "/api/v1/datasets/scratch").status_code == 204
     assert world.call("admin", "GET", "/api/v1/datasets/scratch").status_code == 404
+
+
+def test_the_server_drops_uploads_a_killed_commit_left_open(world: World) -> None:
+    import os
+    import time
+
+    lake_root = world.plane.hub.lake.url
+    packs = os.path.join(lake_root, "packs")
+    os.makedirs(packs, exist_ok=True)
+    stale, fresh = os.path.join(packs, ".tmp-killed"), os.path.join(packs, ".tmp-running")
+    for path in (stale, fresh):
+        with open(path, "wb") as f:
+            f.write(b"half a pack")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(stale, (two_days_ago, two_days_ago))
+    # The server's default: uploads open for over a day are dropped, younger ones kept.
+    assert world.plane.maintain_once() == 1
+    assert not os.path.exists(stale) and os.path.exists(fresh)
+    os.unlink(fresh)

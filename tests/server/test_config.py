@@ -132,3 +132,11 @@ def test_server_config_checks_itself() -> None:
 )
 def test_path_guard(raw: bytes, path: str, refused: bool) -> None:
     assert (path_problem(raw, path) is not None) is refused
+
+
+def test_upload_expiry_and_maintenance_interval_are_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "server.toml"
+    cfg.write_text('[server]\nupload_expiry = "12h"\nmaintenance_interval = "10m"\n')
+    _, config = load_config(cfg, env={"LAKECACHE_HOME": str(tmp_path)})
+    assert config.upload_expiry == timedelta(hours=12)
+    assert config.maintenance_interval == timedelta(minutes=10)

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import timedelta
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote, urlsplit
 
@@ -244,6 +245,9 @@ class RemoteLake:
 
     def delete(self, keys: Iterable[str]) -> None:
         self._server_only("delete")
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        self._server_only("cleaning up interrupted uploads")
 
     # -- reads -----------------------------------------------------------------------------------
 

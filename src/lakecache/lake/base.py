@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -58,6 +59,15 @@ class Lake(Protocol):
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete the keys that exist; missing keys are not an error."""
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        """Drop what writers killed midway left behind, once older than ``older_than``.
+
+        S3: multipart uploads never completed nor aborted (their parts cost
+        storage and are invisible to listings). A folder: temporary files.
+        Uploads younger than ``older_than`` may still be running and are kept.
+        Returns how many were dropped.
+        """
 
 
 def check_key(key: str) -> str:

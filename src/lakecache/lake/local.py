@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -114,6 +116,21 @@ class LocalLake:
                     out.append(ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size))
         out.sort(key=lambda o: o.key)
         yield from out
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        """Remove temporary files of writes killed midway (by age of last write)."""
+        cutoff = time.time() - older_than.total_seconds()
+        dropped = 0
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                if not name.startswith(".tmp-"):
+                    continue
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        dropped += 1
+        return dropped
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:

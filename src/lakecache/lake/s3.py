@@ -30,6 +30,7 @@ import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -405,6 +406,40 @@ class S3Lake:
             )
         except (BotoCoreError, ClientError) as exc:
             self._raise(exc, "abort", key)
+
+    def abort_stale_uploads(self, older_than: timedelta) -> int:
+        """Abort multipart uploads under this lake's prefix started before ``older_than`` ago.
+
+        A commit killed midway (or a client that stopped between its presigned
+        parts) leaves its upload open: S3 keeps the parts, billed, until
+        aborted. A bucket lifecycle rule does the same; this works without one.
+        """
+        cutoff = datetime.now(UTC) - older_than
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        dropped = 0
+        try:
+            while True:
+                page = self._client.list_multipart_uploads(**args)
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] < cutoff:
+                        dropped += self._abort_one(upload["Key"], upload["UploadId"])
+                if not page.get("IsTruncated"):
+                    return dropped
+                args["KeyMarker"] = page.get("NextKeyMarker", "")
+                args["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        except (BotoCoreError, ClientError) as exc:
+            self._raise(exc, "abort", None)
+
+    def _abort_one(self, full_key: str, upload_id: str) -> int:
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=full_key, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return 0  # completed or aborted since it was listed
+            raise
+        return 1
 
     # -- reads -----------------------------------------------------------------
 

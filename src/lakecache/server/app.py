@@ -83,9 +83,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened.start_agents()
+        opened.start_maintenance()
         try:
             yield
         finally:
+            opened.stop_maintenance()
             opened.stop_agents()
             if owned:
                 opened.close()

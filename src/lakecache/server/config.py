@@ -17,6 +17,7 @@ whole team setup::
     port = 8765
     cookie_secure = true        # behind TLS
     session_hours = 168
+    upload_expiry = "1d"        # drop uploads a killed commit left open after this long
 
     [[sites]]
     name = "onprem"
@@ -115,6 +116,10 @@ class ServerConfig:
     admin_name: str = "admin"
     #: Seconds between agent passes of the in-process agents.
     agent_interval: float = 1.0
+    #: Uploads left open this long (a commit killed midway) are dropped from the lake.
+    upload_expiry: timedelta = timedelta(days=1)
+    #: How often the server looks for them.
+    maintenance_interval: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -202,10 +207,9 @@ def load_config(
             kwargs[key] = kind(server.pop(key))
     if "session_hours" in server:
         kwargs["session_ttl"] = timedelta(hours=float(server.pop("session_hours")))
-    if "login_window" in server:
-        kwargs["login_window"] = timedelta(
-            seconds=parse_duration(server.pop("login_window"), "login_window")
-        )
+    for key in ("login_window", "upload_expiry", "maintenance_interval"):
+        if key in server:
+            kwargs[key] = timedelta(seconds=parse_duration(server.pop(key), key))
     if server:
         raise UserError(f"unknown [server] key(s) in {path}: {', '.join(sorted(server))}")
     kwargs["sites"] = tuple(_site(s) for s in data.get("sites", []))

@@ -21,7 +21,7 @@ from lakecache.cache.service import CacheService
 from lakecache.catalog.accounts import Accounts
 from lakecache.catalog.topology import Topology
 from lakecache.data.hub import Hub
-from lakecache.errors import AlreadyExistsError
+from lakecache.errors import AlreadyExistsError, LakecacheError
 from lakecache.server.config import (
     DEFAULT_SITE,
     ComputeSpec,
@@ -63,6 +63,8 @@ class ControlPlane:
         self._accounts: Accounts | None = None
         self._agents: list[tuple[SiteAgent, threading.Thread]] = []
         self._agent_sites: list[str] = []
+        self._maintenance: threading.Thread | None = None
+        self._maintenance_stop = threading.Event()
         self.bootstrap = Bootstrap()
         # One build of a manifest's local index at a time per manifest, so fifty
         # first visitors of a big commit do not fetch and index it fifty times.
@@ -171,6 +173,44 @@ class ControlPlane:
             self._agents.append((agent, thread))
             log.info("agent for site %r runs in this server", site)
 
+    def start_maintenance(self) -> None:
+        """Start the thread that cleans up after interrupted uploads, hourly (once)."""
+        if self._maintenance is not None:
+            return
+        self._maintenance_stop.clear()
+        self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        every = self.config.maintenance_interval.total_seconds()
+        while not self._maintenance_stop.wait(every):
+            self.maintain_once()
+
+    def maintain_once(self) -> int:
+        """Drop uploads left open longer than ``upload_expiry``; how many went.
+
+        Without this, the parts of a commit killed midway stay in the bucket,
+        billed and invisible, unless the bucket has a lifecycle rule.
+        """
+        try:
+            dropped = self.hub.lake.abort_stale_uploads(self.config.upload_expiry)
+        except LakecacheError as exc:
+            log.warning("cleaning up interrupted uploads failed: %s", exc.message)
+            return 0
+        if dropped:
+            log.info(
+                "dropped %d interrupted upload(s) left open over %s",
+                dropped,
+                self.config.upload_expiry,
+            )
+        return dropped
+
+    def stop_maintenance(self) -> None:
+        self._maintenance_stop.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=60)
+            self._maintenance = None
+
     def stop_agents(self) -> None:
         """Stop the agents after their current pass (fills in flight finish first)."""
         for agent, _ in self._agents:
@@ -180,8 +220,9 @@ class ControlPlane:
         self._agents.clear()
 
     def close(self) -> None:
-        """Stop the agents and close the catalog."""
+        """Stop the agents and the maintenance thread, and close the catalog."""
         self.stop_agents()
+        self.stop_maintenance()
         self.hub.close()
 
 
