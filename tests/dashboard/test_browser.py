@@ -320,3 +320,16 @@ def test_a_hidden_dataset_is_a_plain_not_found(page: Any, console: list[str]) ->
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("no dataset named 'notes'")
     console.clear()  # the browser logs the 404 itself
+
+
+def test_the_api_reference_renders_from_this_server_alone(
+    page: Any, dash: Dash, artifacts: Path
+) -> None:
+    """Swagger UI under the page's CSP, with every request to this server (no CDN)."""
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto("/api/v1/docs")
+    expect(page.locator(".opblock-tag-section").first).to_be_visible()
+    expect(page.get_by_text("/api/v1/datasets/{dataset}/commits/{ref}/tree").first).to_be_attached()
+    shot(page, artifacts, "api-docs")
+    assert requests and all(u.startswith(dash.url) for u in requests), requests

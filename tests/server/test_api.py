@@ -315,3 +315,21 @@ def test_the_server_drops_uploads_a_killed_commit_left_open(world: World) -> Non
     assert world.plane.maintain_once() == 1
     assert not os.path.exists(stale) and os.path.exists(fresh)
     os.unlink(fresh)
+
+
+def test_the_api_reference_page_needs_no_cdn(world: World) -> None:
+    import re
+
+    page = world.call(None, "GET", "/api/v1/docs")
+    assert (
+        page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+    )
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.text)  # nothing from elsewhere
+    for src in re.findall(r"(?:src|href)=\"([^\"]+)\"", page.text):
+        asset = world.call(None, "GET", src)
+        assert asset.status_code == 200 and asset.content, src
+    assert world.call(None, "GET", "/api/v1/docs/assets/index.html").status_code == 404
+    assert world.call(None, "GET", "/api/v1/docs/assets/..%2f..%2f__init__.py").status_code in (
+        400,
+        404,
+    )

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakecache import __version__
 from lakecache.errors import CatalogError
-from lakecache.server import dashboard, errors
+from lakecache.server import apidocs, dashboard, errors
 from lakecache.server.auth import OrgAdmin, Plane
 from lakecache.server.config import ServerConfig
 from lakecache.server.metrics import CONTENT_TYPE
@@ -97,7 +97,7 @@ def create_app(
         version=__version__,
         summary="Versioned datasets in the data lake, cached next to the compute.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # apidocs serves the page without a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -131,6 +131,7 @@ def create_app(
         tags=["server"],
         responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
     )
+    apidocs.install(app, API_PREFIX, f"{API_PREFIX}/openapi.json")
     dashboard.install(app)
     return app
 
