@@ -21,40 +21,20 @@ Concurrency, the part callers must be able to trust:
 * Migrations run under a lock (PostgreSQL advisory lock, SQLite write lock), so
   two processes opening a new catalog at once create the tables only once.
 
-Cost: the blob index is the one big table (a row per distinct file ever
-committed), so its digests are stored as 32 raw bytes and it is touched only in
-batches. Lookups: ``IN (...)`` of :data:`LOOKUP_CHUNK` digests on SQLite,
-``= ANY(:array)`` of :data:`PG_LOOKUP_CHUNK` on PostgreSQL, each one statement
-compiled once. Inserts: an ``executemany`` on SQLite, one ``unnest`` statement
-per :data:`INSERT_CHUNK` rows on PostgreSQL.
+The blob index, and what its lookups cost, is in :mod:`lakecache.catalog.blobs`.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict
 
-from sqlalchemy import (
-    ColumnElement,
-    Engine,
-    LargeBinary,
-    Table,
-    any_,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -63,6 +43,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
 from lakecache.catalog import tables as t
+from lakecache.catalog.blobs import BlobIndex
 from lakecache.catalog.names import HEAD_ALIASES, MAIN, check_dataset_name, check_ref_name
 from lakecache.errors import (
     AlreadyExistsError,
@@ -73,15 +54,9 @@ from lakecache.errors import (
     NotFoundError,
     UserError,
 )
-from lakecache.lake.objects import BlobLocation, Commit
+from lakecache.lake.objects import Commit
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-#: Digests per ``IN (...)`` query on SQLite: well under every build's variable limit.
-LOOKUP_CHUNK = 500
-#: Digests per ``= ANY(:array)`` query on PostgreSQL: one parameter, however many.
-PG_LOOKUP_CHUNK = 10_000
-#: Blob rows per insert statement; bounds one statement's memory.
-INSERT_CHUNK = 10_000
 #: Shortest commit-id prefix :meth:`Catalog.resolve` accepts.
 MIN_PREFIX = 4
 #: How long a SQLite writer waits for another process's write lock before failing.
@@ -92,17 +67,6 @@ SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 _MIGRATION_LOCK_KEY = 0x6C616B6563616368
 _WRITE_OPTION = "lakecache_write"
 _HEX = frozenset("0123456789abcdef")
-_T = TypeVar("_T")
-
-# One statement for a whole chunk of a pack: arrays in, rows out. Faster than
-# executemany on PostgreSQL, which still plans and executes once per row.
-_PG_INSERT_PACKED_BLOBS = text(
-    "INSERT INTO blobs (digest, size, pack_id, pack_offset) "
-    "SELECT u.digest, u.size, :pack_id, u.pack_offset FROM unnest("
-    "CAST(:digests AS bytea[]), CAST(:sizes AS bigint[]), CAST(:offsets AS bigint[])"
-    ") AS u(digest, size, pack_offset) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 @dataclass(frozen=True)
@@ -126,11 +90,12 @@ class DatasetStats(TypedDict):
     bytes: int
 
 
-class Catalog:
+class Catalog(BlobIndex):
     """The metadata database. Safe to share between threads; open one per process.
 
     Build it with :meth:`open`; :meth:`close` (or a ``with`` block) releases
-    its connections.
+    its connections. The blob index methods (``record_pack``, ``record_blob``,
+    ``known_blobs``, ``locate_blobs``) come from :class:`BlobIndex`.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -239,88 +204,6 @@ class Catalog:
             file_count=int(head_row.file_count),
             bytes=int(head_row.bytes),
         )
-
-    # -- blob index ------------------------------------------------------------------------
-
-    def record_pack(self, pack_id: str, size: int, blobs: Sequence[BlobLocation]) -> None:
-        """Record a pack object and the blobs inside it, in one transaction.
-
-        Idempotent. A blob the index already knows keeps its first location
-        (a crash between upload and record can leave a blob in two packs; both
-        hold the same bytes). Every location must name ``pack_id``. Ten
-        thousand blobs are a few statements: one ``unnest`` insert per
-        :data:`INSERT_CHUNK` on PostgreSQL, an ``executemany`` on SQLite.
-        """
-        for loc in blobs:
-            if loc.pack_id != pack_id:
-                raise ValueError(f"blob {loc.digest} is located in {loc.pack_id}, not {pack_id}")
-        with self._write() as conn:
-            conn.execute(
-                self._insert_ignore(t.packs),
-                {"id": pack_id, "size": size, "blob_count": len(blobs), "created_at": _now()},
-            )
-            for chunk in _chunks(blobs, INSERT_CHUNK):
-                if self._dialect == "postgresql":
-                    conn.execute(
-                        _PG_INSERT_PACKED_BLOBS,
-                        {
-                            "pack_id": pack_id,
-                            "digests": [bytes.fromhex(loc.digest) for loc in chunk],
-                            "sizes": [loc.size for loc in chunk],
-                            "offsets": [loc.offset for loc in chunk],
-                        },
-                    )
-                else:
-                    conn.execute(self._insert_ignore(t.blobs), [_blob_row(loc) for loc in chunk])
-
-    def record_blob(self, loc: BlobLocation) -> None:
-        """Record one blob stored as an object of its own; packed blobs go through record_pack.
-
-        Idempotent; a blob already known keeps its first location.
-        """
-        if loc.pack_id is not None:
-            raise ValueError(f"blob {loc.digest} is in pack {loc.pack_id}: use record_pack")
-        with self._write() as conn:
-            conn.execute(self._insert_ignore(t.blobs), _blob_row(loc))
-
-    def known_blobs(self, digests: Iterable[str]) -> set[str]:
-        """Return the subset of ``digests`` that the index holds. Batched; see locate_blobs."""
-        return {digest for (digest,) in self._blob_rows(digests, t.blobs.c.digest)}
-
-    def locate_blobs(self, digests: Iterable[str]) -> dict[str, BlobLocation]:
-        """Where each known digest's bytes are. Unknown digests are absent from the result.
-
-        One query per batch: ``= ANY(array)`` of :data:`PG_LOOKUP_CHUNK` digests
-        on PostgreSQL, ``IN (...)`` of :data:`LOOKUP_CHUNK` on SQLite. The
-        digests are consumed lazily, so a generator over a huge listing is fine.
-        """
-        # Rows unpacked as tuples: attribute access on SQLAlchemy rows costs more
-        # than the query itself at this volume.
-        columns = (t.blobs.c.digest, t.blobs.c.size, t.blobs.c.pack_id, t.blobs.c.pack_offset)
-        return {
-            digest: BlobLocation(digest, size, pack_id, offset)
-            for digest, size, pack_id, offset in self._blob_rows(digests, *columns)
-        }
-
-    def _blob_rows(self, digests: Iterable[str], *columns: ColumnElement[Any]) -> Iterator[Any]:
-        """``columns`` of the blob index rows for ``digests``, one query per batch.
-
-        The statement is built once with a single list parameter, so SQLAlchemy
-        compiles it once instead of coercing every digest into an expression.
-        """
-        if self._dialect == "postgresql":
-            param = bindparam("digests", type_=postgresql.ARRAY(LargeBinary))
-            query = select(*columns).where(t.blobs.c.digest == any_(param))
-            batches: Iterator[list[Any]] = (
-                [bytes.fromhex(d) for d in chunk] for chunk in _chunks(digests, PG_LOOKUP_CHUNK)
-            )
-        else:
-            param = bindparam("digests", expanding=True)
-            query = select(*columns).where(t.blobs.c.digest.in_(param))
-            batches = _chunks(digests, LOOKUP_CHUNK)
-        with self._read() as conn:
-            for batch in batches:
-                yield from conn.execute(query, {"digests": batch}).all()
 
     # -- commits and refs ------------------------------------------------------------------
 
@@ -819,15 +702,6 @@ def _commit(dataset: str, row: Any, parents: tuple[str, ...]) -> Commit:
     )
 
 
-def _blob_row(loc: BlobLocation) -> dict[str, Any]:
-    return {
-        "digest": loc.digest,
-        "size": loc.size,
-        "pack_id": loc.pack_id,
-        "pack_offset": loc.offset,
-    }
-
-
 def _describe(commit_id: str | None) -> str:
     return commit_id[:12] if commit_id else "no commit"
 
@@ -846,9 +720,3 @@ def _timestamp(created_at: str) -> float:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
-    it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
-        yield chunk
