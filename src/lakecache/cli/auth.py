@@ -1,30 +1,36 @@
 """``lakecache login | logout | user | token | member``: accounts on a lakecache server.
 
 ``lakecache login URL`` trades a name and password for an API token and keeps
-it in ``$LAKECACHE_HOME/credentials.json`` (mode 0600, written atomically);
-the other commands talk to that server with it (``--server URL`` picks another
-one logged in before).
+it in ``$LAKECACHE_HOME/credentials.json`` (mode 0600, written atomically; the
+file is :mod:`lakecache.client.login`'s); the other commands talk to that
+server with it (``--server URL`` picks another one logged in before).
 """
 
 from __future__ import annotations
 
 import getpass
-import json
-import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import click
 
 from lakecache.cli.common import json_option
 from lakecache.cli.output import human_age, print_json, print_table
+from lakecache.client.login import (
+    chosen_server,
+    forget_login,
+    normalize_url,
+    save_login,
+    saved_logins,
+)
 from lakecache.errors import LakecacheError, UserError
 
-CREDENTIALS = "credentials.json"
 API = "/api/v1"
+#: What to do instead of writing a user or password in a server URL.
+_USE_USER = "Use --user; the password is asked."
 
 server_option = click.option(
     "--server",
@@ -47,61 +53,13 @@ class RemoteError(LakecacheError):
         self.code = code
 
 
-# -- the credentials file ------------------------------------------------------------------
+# -- the login file ------------------------------------------------------------------------
 
 
 def _home() -> Path:
     from lakecache.settings import Settings
 
     return Settings.load().home
-
-
-def credentials_path(home: Path) -> Path:
-    return home / CREDENTIALS
-
-
-def load_credentials(home: Path) -> dict[str, Any]:
-    path = credentials_path(home)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {"default": None, "servers": {}}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path}: {exc}", hint="Remove it and log in again.") from None
-    data.setdefault("servers", {})
-    data.setdefault("default", None)
-    return data  # type: ignore[no-any-return]
-
-
-def save_credentials(home: Path, data: dict[str, Any]) -> Path:
-    """Write the file readable by its owner only: created 0600 under a temp name, then renamed,
-    so it is never visible with wider permissions, nor half-written."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = credentials_path(home)
-    tmp = path.with_name(f".{CREDENTIALS}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask or a leftover temp file said
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path
-
-
-def normalize_url(url: str) -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UserError(f"not a server URL: {url!r}", hint="Write it as http://HOST:PORT.")
-    if parts.username or parts.password:
-        raise UserError(
-            "put no user or password in the URL", hint="Use --user; the password is asked."
-        )
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 # -- talking to the server -----------------------------------------------------------------
@@ -159,11 +117,11 @@ class Api:
 
 def connect(server_url: str | None) -> Api:
     """A client for ``server_url`` (or the default server), with the stored token."""
-    creds = load_credentials(_home())
-    url = normalize_url(server_url) if server_url else creds.get("default")
+    logins = saved_logins(_home())
+    url = chosen_server(logins, server_url, userinfo_hint=_USE_USER)
     if not url:
         raise UserError("not logged in to any lakecache server", hint="Run `lakecache login URL`.")
-    entry = creds["servers"].get(url)
+    entry = logins["servers"].get(url)
     if not entry:
         raise UserError(f"not logged in to {url}", hint=f"Run `lakecache login {url}`.")
     api = Api(url, entry["token"])
@@ -201,7 +159,7 @@ def login(
     url: str, name: str | None, password_stdin: bool, token_name: str | None, expires_days: int
 ) -> None:
     """Log in to the lakecache server at URL and keep an API token for it (file mode 0600)."""
-    url = normalize_url(url)
+    url = normalize_url(url, userinfo_hint=_USE_USER)
     if name is None:
         name = click.prompt("User", default=getpass.getuser())
     password = _read_password(password_stdin)
@@ -219,16 +177,16 @@ def login(
         )
     finally:
         api.close()
-    home = _home()
-    creds = load_credentials(home)
-    creds["servers"][url] = {
-        "user": name,
-        "token": created["token"],
-        "token_id": created["id"],
-        "expires_at": created["expires_at"],
-    }
-    creds["default"] = url
-    path = save_credentials(home, creds)
+    path = save_login(
+        _home(),
+        url,
+        {
+            "user": name,
+            "token": created["token"],
+            "token_id": created["id"],
+            "expires_at": created["expires_at"],
+        },
+    )
     click.echo(
         f"logged in to {url} as {name}; token saved in {path} "
         f"(expires {created['expires_at'][:10]})"
@@ -240,9 +198,9 @@ def login(
 def logout(server_url: str | None) -> None:
     """Revoke this machine's token for the server and forget it."""
     home = _home()
-    creds = load_credentials(home)
-    url = normalize_url(server_url) if server_url else creds.get("default")
-    entry = creds["servers"].get(url) if url else None
+    logins = saved_logins(home)
+    url = chosen_server(logins, server_url, userinfo_hint=_USE_USER)
+    entry = logins["servers"].get(url) if url else None
     if not url or not entry:
         raise UserError("not logged in", hint="Nothing to do.")
     api = Api(url, entry["token"])
@@ -253,10 +211,7 @@ def logout(server_url: str | None) -> None:
             raise
     finally:
         api.close()
-    del creds["servers"][url]
-    if creds.get("default") == url:
-        creds["default"] = next(iter(creds["servers"]), None)
-    save_credentials(home, creds)
+    forget_login(home, url)
     click.echo(f"logged out of {url}")
 
 
