@@ -254,6 +254,9 @@ def test_fill_steps_and_leases_are_checked_per_user(lake_world: LakeWorld, tmp_p
     claimed = call("wendy", "POST", f"{base}/claim", json={"worker": "h:1"})
     assert claimed.status_code == 200 and claimed.json()["done"] is True
     assert claimed.json()["cache"]["worker"] == "wendy/h:1"
+    # Nobody takes over a live fill by calling it stale after a second.
+    hasty = {"worker": "h:2", "stale_after_seconds": 1}
+    assert call("alice", "POST", f"{base}/claim", json=hasty).status_code == 422
     again = call("alice", "POST", f"{base}/claim", json={"worker": "h:2"})
     assert again.status_code == 200 and again.json()["done"] is False  # one filler
     # Only the claimant reports on the fill (alice is the dataset's admin, not its filler).

@@ -216,7 +216,9 @@ class RemoteTopology:
         (a reader: the cache is then filled by a writer or the site's agent)."""
         from lakecache.client.errors import AccessDeniedError
 
-        body = {"worker": worker, "stale_after_seconds": stale_after.total_seconds()}
+        # The server takes over a fill only after 15 s without a heartbeat, at the least.
+        stale = min(max(stale_after.total_seconds(), 15.0), 86400.0)
+        body = {"worker": worker, "stale_after_seconds": stale}
         try:
             return self._step(cache_id, "claim", body)
         except AccessDeniedError as exc:

@@ -253,8 +253,9 @@ _WORKER = Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
 class ClaimIn(BaseModel):
     #: Who fills it, e.g. ``host:pid:thread``; the server prefixes the user's name.
     worker: str = _WORKER
-    #: A fill whose heartbeat is older than this may be taken over.
-    stale_after_seconds: float = Field(default=60.0, ge=1, le=86400)
+    #: A fill whose heartbeat is older than this may be taken over. At least 15 s
+    #: (three missed heartbeats), so that nobody takes over a fill that is alive.
+    stale_after_seconds: float = Field(default=60.0, ge=15, le=86400)
 
 
 class BeatIn(BaseModel):
