@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import tree, write
+from helpers import make_files, tree, write
 
 from lakecache.data.dataset import Dataset
+from lakecache.data.hub import Hub
 from lakecache.errors import AlreadyExistsError, NotFoundError
 from lakecache.lake.objects import hash_bytes
+from lakecache.settings import Settings
 
 
 def make_source(root: Path, n: int = 40, seed: int = 0) -> dict[str, bytes]:
@@ -137,3 +142,37 @@ def test_recommit_reads_only_changed_files(ds: Dataset, tmp_path: Path) -> None:
     assert s is not None
     assert s.hashed_files == 2
     assert s.uploaded_blobs == 2
+
+
+def test_reads_of_an_indexed_commit_never_open_the_lake(
+    s3_settings: Settings, tmp_path: Path
+) -> None:
+    """ls, diff and log of commits indexed here need the catalog only: no S3 client
+    (boto3 costs ~100 ms to load in a fresh process)."""
+    hub = Hub(s3_settings)
+    try:
+        ds = Dataset.create("quick", hub=hub)
+        src = make_files(tmp_path / "src", n=12)
+        ds.commit(src, "one")
+        write(src, "Edema/extra.png", b"more", age=5)
+        ds.commit(src, "two")
+        ds.ls()  # builds the local index of each commit once
+        ds.diff(ds.log()[-1].id)
+    finally:
+        hub.close()
+    code = (
+        "import sys, json; from lakecache import Dataset, Settings;"
+        f"s = Settings(**json.loads({json.dumps(_plain(s3_settings))!r}));"
+        "d = Dataset('quick', settings=s);"
+        "assert [i.name for i in d.ls()] == ['Edema', 'Hernia', 'Mass'], d.ls();"
+        "assert d.diff(d.log()[-1].id).counts['added'] == 1;"
+        "assert 'boto3' not in sys.modules, 'the S3 client was loaded'"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def _plain(s: Settings) -> dict[str, object]:
+    from dataclasses import fields
+
+    return {f.name: str(v) if isinstance(v := getattr(s, f.name), Path) else v for f in fields(s)}

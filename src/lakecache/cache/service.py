@@ -180,7 +180,7 @@ class CacheService:
         return rec
 
     def _index(self, manifest: str) -> ManifestIndex:
-        return ManifestIndex.open(self.hub.settings.state_dir, manifest, self.hub.lake)
+        return ManifestIndex.open(self.hub.settings.state_dir, manifest, lambda: self.hub.lake)
 
     def cache_path(self, rec: CacheRecord) -> Path:
         v = self.topology.get_volume(rec.volume)

@@ -149,7 +149,9 @@ class Dataset:
 
     def _index(self, ref: str | None) -> ManifestIndex:
         commit = self.get_commit(ref)
-        return ManifestIndex.open(self.hub.settings.state_dir, commit.manifest, self.hub.lake)
+        return ManifestIndex.open(
+            self.hub.settings.state_dir, commit.manifest, lambda: self.hub.lake
+        )
 
     def ls(self, ref: str | None = None, folder: str = "") -> list[FolderItem]:
         """One folder of a commit: sub-folders with totals, then files."""

@@ -47,10 +47,10 @@ def open_index(plane: ControlPlane, manifest: str) -> Iterator[ManifestIndex]:
     """The local index of a manifest, built once even when many requests ask at once."""
     state = plane.settings.state_dir
     if ManifestIndex.location(state, manifest).exists():
-        idx = ManifestIndex.open(state, manifest, plane.hub.lake)
+        idx = ManifestIndex.open(state, manifest, lambda: plane.hub.lake)
     else:
         with plane.index_lock(manifest):
-            idx = ManifestIndex.open(state, manifest, plane.hub.lake)
+            idx = ManifestIndex.open(state, manifest, lambda: plane.hub.lake)
     try:
         yield idx
     finally:
