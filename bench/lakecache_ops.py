@@ -22,6 +22,8 @@ from harness import REPO, Bench, BenchError, check_copy, link_tree, mb, remove, 
 
 BUCKET = "bench-lakecache"
 WARM_REPEATS = 5
+#: Items in one page of a folder listing, as the dashboard and an SDK caller page through.
+PAGE = 1000
 
 
 # --- sections (run in the bench process) ------------------------------------------------
@@ -115,6 +117,7 @@ def _sdk_reads(bench: Bench, name: str, data: str) -> None:
     for op, label in (
         ("ls_root", "ls of the root folder"),
         ("ls_largest", f"ls of {folder}/ ({out['largest_files']:,} files)"),
+        ("ls_page", f"ls of {folder}/, first page of {PAGE:,} (limit={PAGE:,})"),
         ("diff", "diff of two commits 1%+1% apart"),
         ("log", "log"),
     ):
@@ -227,6 +230,7 @@ def _reads(ds: Any) -> dict[str, Any]:
         "largest_files": largest.files,
         "ls_root": measure(lambda d: d.ls("latest", "")),
         "ls_largest": measure(lambda d: d.ls("latest", folder)),
+        "ls_page": measure(lambda d: d.ls("latest", folder, limit=PAGE)),
         "diff": measure(lambda d: d.diff(first, last)),
         "log": measure(lambda d: d.log()),
     }

@@ -53,7 +53,13 @@ def test_full_cli_flow(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].split("\t")[:2] == ["commit", "tags"] and "fix labels" in lines[1]
 
     code, out, _ = run(capsys, "data", "ls", "xray@v1", "Mass", "--json")
-    assert code == 0 and len(json.loads(out)) == 15
+    mass = json.loads(out)
+    assert code == 0 and len(mass) == 15
+    code, out, _ = run(capsys, "data", "ls", "xray@v1", "Mass", "-n", "4", "--json")
+    assert [i["path"] for i in json.loads(out)] == [i["path"] for i in mass[:4]]
+    after = mass[3]["path"]
+    code, out, _ = run(capsys, "data", "ls", "xray@v1", "Mass", "--after", after, "--json")
+    assert [i["path"] for i in json.loads(out)] == [i["path"] for i in mass[4:]]
     code, out, _ = run(capsys, "data", "ls", "--json")
     assert json.loads(out)[0]["name"] == "xray"
 

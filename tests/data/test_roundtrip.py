@@ -14,7 +14,7 @@ from helpers import make_files, tree, write
 
 from lakecache.data.dataset import Dataset
 from lakecache.data.hub import Hub
-from lakecache.errors import AlreadyExistsError, NotFoundError
+from lakecache.errors import AlreadyExistsError, NotFoundError, UserError
 from lakecache.lake.objects import hash_bytes
 from lakecache.settings import Settings
 
@@ -119,6 +119,30 @@ def test_ls_diff_log_tags(ds: Dataset, tmp_path: Path) -> None:
         ds.tag("v1", "latest")
     ds.tag("v1", "latest", force=True)
     assert ds.resolve("v1") == v2.id
+
+
+def test_ls_in_pages_is_the_whole_listing(ds: Dataset, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(23):
+        write(src, f"big/f{i:03d}.bin", b"x" * i, age=10)
+    for sub in ("a", "b", "c"):
+        write(src, f"big/{sub}/inner.bin", b"inner", age=10)
+    ds.commit(src, message="one folder of many")
+    whole = ds.ls("latest", "big")
+    assert [i.name for i in whole[:3]] == ["a", "b", "c"] and len(whole) == 26
+    pages, after = [], None
+    while page := ds.ls("latest", "big", limit=7, after=after):
+        assert len(page) <= 7
+        pages.append(page)
+        after = page[-1].path
+    assert [i for p in pages for i in p] == whole and len(pages) == 4
+    # A page that starts after a folder goes on with the next folder, then the files.
+    assert [i.name for i in ds.ls("latest", "big", limit=2, after="big/b")] == ["c", "f000.bin"]
+    assert ds.ls("latest", "", limit=5) == ds.ls("latest", "")
+    with pytest.raises(UserError, match="not an item of folder"):
+        ds.ls("latest", "big", limit=2, after="other/f000.bin")
+    with pytest.raises(UserError, match="at least 1"):
+        ds.ls("latest", "big", limit=0)
 
 
 def test_dedup_across_datasets(ds: Dataset, tmp_path: Path) -> None:

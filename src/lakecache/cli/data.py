@@ -150,9 +150,19 @@ def log(spec: str, limit: int | None, as_json: bool) -> None:
 @data.command(name="ls")
 @click.argument("spec", metavar="[NAME[@REF]]", required=False)
 @click.argument("folder", required=False, default="")
+@click.option(
+    "--limit", "-n", type=click.IntRange(min=1), default=None, help="At most this many items."
+)
+@click.option(
+    "--after", default=None, metavar="PATH", help="Start after this item (the last one shown)."
+)
 @json_option
-def ls_(spec: str | None, folder: str, as_json: bool) -> None:
-    """List datasets, or one folder of a commit (folders first, with their totals)."""
+def ls_(spec: str | None, folder: str, limit: int | None, after: str | None, as_json: bool) -> None:
+    """List datasets, or one folder of a commit (folders first, with their totals).
+
+    A folder of many files reads in pages: `--limit 1000`, then `--after` the
+    path of the last item shown.
+    """
     if spec is None:
         cat = _hub().catalog
         rows: list[dict[str, Any]] = []
@@ -179,7 +189,7 @@ def ls_(spec: str | None, folder: str, as_json: bool) -> None:
             )
         return
     ds, ref = _dataset(spec)
-    items = ds.ls(ref, folder)
+    items = ds.ls(ref, folder, limit=limit, after=after)
     if as_json:
         print_json(
             [

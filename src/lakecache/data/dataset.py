@@ -153,10 +153,39 @@ class Dataset:
             self.hub.settings.state_dir, commit.manifest, lambda: self.hub.lake
         )
 
-    def ls(self, ref: str | None = None, folder: str = "") -> list[FolderItem]:
-        """One folder of a commit: sub-folders with totals, then files."""
+    def ls(
+        self,
+        ref: str | None = None,
+        folder: str = "",
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> list[FolderItem]:
+        """One folder of a commit: sub-folders with totals, then files, each by name.
+
+        With ``limit``, one page of at most that many items, starting after the
+        item whose path is ``after`` (the last of the previous page): a folder
+        of 200,000 files reads in pages, each as fast as the first, instead of
+        all at once. An empty page means the end.
+        """
+        sub = normalize_folder(folder)
         with self._index(ref) as idx:
-            return idx.ls(normalize_folder(folder))
+            if limit is None and after is None:
+                return idx.ls(sub)
+            if limit is not None and limit < 1:
+                raise UserError(f"limit must be at least 1, not {limit}")
+            key = None
+            if after is not None:
+                prefix = f"{sub}/" if sub else ""
+                mark = normalize_folder(after)
+                if not mark.startswith(prefix) or "/" in mark[len(prefix) :]:
+                    raise UserError(
+                        f"{after!r} is not an item of folder {sub or '/'!r}",
+                        hint="Pass the path of the last item of the previous page.",
+                    )
+                key = idx.page_key(mark)
+            items, _ = idx.ls_page(sub, limit=limit or 2**31, after=key)
+            return items
 
     def files(self, ref: str | None = None, paths: list[str] | None = None) -> list:  # type: ignore[type-arg]
         """Every manifest entry of a commit (or under ``paths``), in path order."""

@@ -47,6 +47,10 @@ class FolderItem:
     digest: str | None = None
 
 
+#: Where a page of a listing ends: ("d", folder name) or ("f", file name).
+PageKey = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class Change:
     path: str
@@ -164,6 +168,62 @@ class ManifestIndex:
         return [FolderItem(n, p, True, b, c) for n, p, c, b in dirs] + [
             FolderItem(n, p, False, s, 1, d) for n, p, s, d in files
         ]
+
+    def folder_totals(self, folder: str) -> tuple[int, int] | None:
+        """(files, bytes) under ``folder`` ('' for the root), or None if it is not a folder."""
+        row = self._db.execute("SELECT files, bytes FROM dirs WHERE path = ?", (folder,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def ls_page(
+        self, folder: str, *, limit: int, after: PageKey | None = None
+    ) -> tuple[list[FolderItem], PageKey | None]:
+        """Up to ``limit`` items of ``folder`` in :meth:`ls` order, by keyset.
+
+        ``after`` is the key of the last item of the previous page (as returned);
+        the result is the page and the key to continue after, None at the end.
+        Page 1,000 costs what page 1 does, however big the folder. A file path
+        gives a one-item listing of itself; NotFoundError if it is neither.
+        """
+        db = self._db
+        if self.folder_totals(folder) is None:
+            entry = self.get(folder)
+            if entry is None:
+                raise NotFoundError(
+                    f"no folder or file {folder!r} in this commit",
+                    hint="List the parent folder to see what is there.",
+                )
+            name = folder.rpartition("/")[2]
+            return [FolderItem(name, entry.path, False, entry.size, 1, entry.digest)], None
+        out: list[FolderItem] = []
+        want = limit + 1  # one more than the page says whether another page follows
+        kind, last = after if after is not None else ("d", None)
+        if kind == "d":
+            q = "SELECT name, path, files, bytes FROM dirs WHERE parent = ?"
+            args: tuple[object, ...] = (folder,)
+            if last is not None:
+                q += " AND name > ?"
+                args += (last,)
+            rows = db.execute(q + " ORDER BY name LIMIT ?", (*args, want)).fetchall()
+            out += [FolderItem(n, p, True, b, c) for n, p, c, b in rows]
+            last = None
+        if len(out) < want:
+            q = "SELECT name, path, size, digest FROM files WHERE dir = ?"
+            args = (folder,)
+            if last is not None:
+                q += " AND name > ?"
+                args += (last,)
+            rows = db.execute(q + " ORDER BY name LIMIT ?", (*args, want - len(out))).fetchall()
+            out += [FolderItem(n, p, False, s, 1, d) for n, p, s, d in rows]
+        if len(out) <= limit:
+            return out, None
+        page = out[:limit]
+        tail = page[-1]
+        return page, ("d" if tail.is_dir else "f", tail.name)
+
+    def page_key(self, path: str) -> PageKey:
+        """The key to list on after the item at ``path`` (a folder's or a file's)."""
+        name = path.rstrip("/").rpartition("/")[2]
+        return ("d" if self.folder_totals(path.rstrip("/")) is not None else "f", name)
 
     def get(self, path: str) -> ManifestEntry | None:
         row = self._db.execute(

@@ -16,7 +16,7 @@ from lakecache.errors import IntegrityError, NotFoundError
 from lakecache.lake.objects import EMPTY_DIGEST, Commit, normalize_folder, normalize_path
 from lakecache.server.auth import Plane, User, require_dataset
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, InvalidCursorError, Responses, log
-from lakecache.server.listing import content_type, folder_totals, list_folder
+from lakecache.server.listing import content_type
 from lakecache.server.models import ChangeOut, CommitOut, DiffPage, TreeItem, TreePage
 from lakecache.server.pagination import Page, Paging, decode_cursor, encode_cursor, paginate
 from lakecache.server.runtime import ControlPlane
@@ -114,8 +114,8 @@ def _tree(plane: ControlPlane, dataset: str, ref: str, path: str, paging: Paging
     commit_id = catalog.resolve(dataset, ref)
     commit = catalog.get_commit(dataset, commit_id)
     with open_index(plane, commit.manifest) as idx:
-        entries, last = list_folder(idx, folder, limit=paging.limit, after=after)
-        totals = folder_totals(idx, folder) or (1, entries[0].size if entries else 0)
+        entries, last = idx.ls_page(folder, limit=paging.limit, after=after)
+        totals = idx.folder_totals(folder) or (1, entries[0].size if entries else 0)
     items = [
         TreeItem(
             name=e.name,
@@ -174,7 +174,7 @@ def download(
     commit = catalog.get_commit(dataset, commit_id)
     with open_index(plane, commit.manifest) as idx:
         entry = idx.get(rel)
-        is_folder = entry is None and folder_totals(idx, rel) is not None
+        is_folder = entry is None and idx.folder_totals(rel) is not None
     if entry is None:
         hint = (
             ("It is a folder: list it with .../tree/" + rel)
