@@ -9,6 +9,8 @@ on presigned URLs; the server signs them and checks what it records.
 
 Figures: ``a.srv.commit.s`` and ``a.srv.pull.s``, and their ratios to the direct
 ``a.lc.commit.s`` and ``a.lc.pull.s`` (target: at most 1.2, within 20%).
+``server-start`` times ``lakecache server`` on the embedded default from the
+command to its first health answer (target: under 3 s).
 """
 
 from __future__ import annotations
@@ -72,12 +74,65 @@ def server_a(bench: Bench) -> None:
             proc.kill()
 
 
-def _start_server(bench: Bench, home: Path, password: str) -> tuple[subprocess.Popen[bytes], str]:
+def server_start(bench: Bench) -> None:
+    """``lakecache server`` on the embedded default: from the command to a health answer.
+
+    First start on an empty home (catalog created and migrated, the site and its
+    volume set up, the first admin made, its agent started), then a second start
+    on the same home. Each is the median of three, in a fresh process.
+    """
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKECACHE_")}
+    env["LAKECACHE_ADMIN_PASSWORD"] = secrets.token_urlsafe(16)
+    argv = [sys.executable, "-m", "lakecache", "server", "--port"]
+    say("server: start on the embedded default (SQLite, a folder lake, one site and its agent)")
+    for phase in ("first", "again"):
+        times = []
+        for i in range(3):
+            home = bench.work_dir / f"start-home-{i}"
+            if phase == "first":
+                remove(home)
+            port = _free_port()
+            env["LAKECACHE_HOME"] = str(home)
+            t = time.perf_counter()
+            proc = subprocess.Popen(
+                [*argv, str(port)],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                while True:
+                    if proc.poll() is not None:
+                        raise BenchError(f"the server exited {proc.returncode} at start")
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.perf_counter() - t > 60:
+                        raise BenchError("the server did not answer within 60 s")
+                    time.sleep(0.02)
+                times.append(time.perf_counter() - t)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        label = "first start, empty home" if phase == "first" else "start on the same home"
+        bench.record(f"srv.start.{phase}.s", sorted(times)[1], "s", f"server {label} (median of 3)")
+
+
+def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def _start_server(bench: Bench, home: Path, password: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAKECACHE_")}
     env |= {
         "LAKECACHE_HOME": str(home),

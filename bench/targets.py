@@ -248,6 +248,15 @@ TARGETS: list[Target] = [
         1000,
         "ms",
     ),
+    # --- issue 4: the server starts, on the embedded default ----------------------------
+    Target(
+        "server start (embedded default)",
+        "command to first /healthz, empty home",
+        value("srv.start.first.s"),
+        "<=",
+        3,
+        "s",
+    ),
     # --- issue 4: commit and pull through a server (presigned URLs) ---------------------
     Target(
         "commit A through a server",
