@@ -394,3 +394,58 @@ def test_a_record_the_server_refuses_stops_the_commit_before_it_is_added(
         catalog.flush()  # reported once
     finally:
         hub.close()
+
+
+def test_a_pack_shared_by_deduplication_shows_a_reader_only_her_datasets_bytes(
+    lake_world: LakeWorld, tmp_path: Path
+) -> None:
+    """``mix`` holds one file identical to one of ``other``'s (olga's, hidden from wendy):
+    deduplication points mix at other's pack. Wendy reads that blob, and nothing else."""
+    plane = lake_world.world.plane
+    other = Dataset("other", hub=plane.hub)
+    mine, *theirs = other.files()
+    other.pull("latest", tmp_path / "other")
+    src = tmp_path / "mix-src"
+    (src / "sub").mkdir(parents=True)
+    (src / "shared.bin").write_bytes((tmp_path / "other" / mine.path).read_bytes())
+    (src / "sub" / "own.txt").write_bytes(os.urandom(5000))
+    hub = lake_world.hub("wendy", tmp_path / "client")
+    name = f"mix{os.urandom(3).hex()}"
+    try:
+        ds = Dataset.create(name, hub=hub)
+        ds.commit(src, "one file is also in another dataset")
+        assert ds.last_commit_stats is not None and ds.last_commit_stats.uploaded_blobs == 1
+        pulled = ds.pull("latest", tmp_path / "pulled")
+        assert pulled.files == 2
+        assert (tmp_path / "pulled" / "shared.bin").read_bytes() == (
+            src / "shared.bin"
+        ).read_bytes()
+    finally:
+        hub.close()
+
+    loc = plane.hub.catalog.locate_blobs([mine.digest])[mine.digest]
+    assert loc.pack_id is not None
+    key = pack_key(loc.pack_id)
+    real = plane.hub.lake.get(key)
+    # No URL to the whole pack: the server's own, which serves only her bytes.
+    status, body = _presign(lake_world, "wendy", ("GET", key), datasets=(name,))
+    assert status == 200 and body["items"][0]["bearer"] is True
+    # Olga, whose dataset wrote the pack, reads it whole (on S3, straight from the lake).
+    status, body = _presign(lake_world, "olga", ("GET", key), datasets=("other",))
+    assert status == 200 and body["items"][0]["bearer"] is (lake_world.mode == "local")
+
+    url = f"{LAKE}/objects/{key}?dataset={name}"
+    got = lake_world.call("wendy", "GET", url).content
+    assert len(got) == len(real)
+    blob = slice(loc.offset, loc.offset + loc.size)
+    assert got[blob] == real[blob]
+    assert got[: loc.offset] + got[blob.stop :] == bytes(len(real) - loc.size)  # all zeros
+    assert any(real[: loc.offset] + real[blob.stop :])  # where olga's other files are
+    # A range that spans her blob and a neighbour: the neighbour's bytes are zeros too.
+    start, end = max(loc.offset - 100, 0), min(blob.stop + 100, len(real))
+    part = lake_world.call("wendy", "GET", url, headers={"Range": f"bytes={start}-{end - 1}"})
+    assert part.status_code == 206 and len(part.content) == end - start
+    assert part.content == bytes(loc.offset - start) + real[blob] + bytes(end - blob.stop)
+    # A reader of xray alone gets nothing of it.
+    assert lake_world.call("rita", "GET", f"{LAKE}/objects/{key}?dataset=xray").status_code == 403
+    assert theirs  # other has more files than the shared one

@@ -107,6 +107,17 @@ class BlobIndex:
         with self._write() as conn:
             conn.execute(self._insert_ignore(t.blobs), _blob_row(loc))
 
+    def pack_sizes(self, pack_ids: Iterable[str]) -> dict[str, int]:
+        """The recorded size of each of ``pack_ids`` (unknown ones are absent)."""
+        out: dict[str, int] = {}
+        with self._read() as conn:
+            for chunk in _chunks(pack_ids, LOOKUP_CHUNK):
+                rows = conn.execute(
+                    select(t.packs.c.id, t.packs.c.size).where(t.packs.c.id.in_(chunk))
+                )
+                out.update((pid, int(size)) for pid, size in rows)
+        return out
+
     def known_blobs(self, digests: Iterable[str]) -> set[str]:
         """Return the subset of ``digests`` that the index holds. Batched; see locate_blobs."""
         return {digest for (digest,) in self._blob_rows(digests, t.blobs.c.digest)}

@@ -80,6 +80,8 @@ class RemoteLake:
         self.retries = max(1, retries)
         self._info: dict[str, Any] | None = None
         self._get_urls: dict[str, tuple[str, float]] = {}
+        #: Keys the server serves itself, range by range (see _through_server).
+        self._server_keys: set[str] = set()
         self._lock = threading.Lock()
         self._http = urllib3.PoolManager(
             num_pools=4,
@@ -256,7 +258,7 @@ class RemoteLake:
         _check_range(start, length)
         if length == 0:
             return b""
-        if self.streams:
+        if self._through_server(key):
             return b"".join(self.iter_chunks(key, start, length, chunk_size=8 << 20))
         for failure in range(self.retries):
             resp = self._open(key, start, length)
@@ -281,7 +283,7 @@ class RemoteLake:
         _check_range(start, length)
         if length == 0:
             return
-        if self.streams:
+        if self._through_server(key):
             yield from self._stream_chunks(key, start, length, chunk_size)
             return
         position, end, failures = start, None if length is None else start + length, 0
@@ -405,13 +407,30 @@ class RemoteLake:
         )
         return list(answer["items"])
 
+    def _through_server(self, key: str) -> bool:
+        """Whether reads of ``key`` go through the server: every key on a streamed
+        lake, and on S3 a pack shared with datasets this user may not read (the
+        server serves only the byte ranges of this dataset's blobs in it)."""
+        if self.streams:
+            return True
+        self._get_url(key)
+        with self._lock:
+            return key in self._server_keys
+
     def _get_url(self, key: str) -> str:
         now = time.monotonic()
         with self._lock:
             cached = self._get_urls.get(key)
+            if key in self._server_keys:
+                return ""
         if cached is not None and cached[1] > now:
             return cached[0]
-        url = self._presign([{"method": "GET", "key": key}])[0]["url"]
+        signed = self._presign([{"method": "GET", "key": key}])[0]
+        if signed.get("bearer"):
+            with self._lock:
+                self._server_keys.add(key)
+            return ""
+        url = signed["url"]
         ttl = float(self.info["url_ttl_seconds"])
         with self._lock:
             self._get_urls[key] = (url, now + max(ttl - URL_MARGIN, 1.0))

@@ -32,6 +32,10 @@ named datasets references: the manifest or commit object of one of its
 commits, or a pack or large blob that one of its manifests holds. Which keys a
 commit references is worked out once per commit (from its manifest and the
 blob index) and kept under ``state/scopes/``: derived data, rebuilt if lost.
+Deduplication can point a dataset at a pack another dataset wrote, whose
+other blobs it must not see: such a pack gets no presigned URL, only the
+server's own, which serves it with every byte outside the caller's datasets'
+blobs zeroed (the client verifies each blob it reads against its hash).
 A PUT is allowed to writers only, for a content-addressed key (``packs/``,
 ``blobs/``, ``manifests/``, ``commits/``) that does not exist yet: an existing
 key is answered ``exists`` and never overwritten. Presigned URLs live

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -27,6 +30,7 @@ from lakecache.lake.objects import (
     ManifestEntry,
     commit_key,
     manifest_key,
+    pack_key,
 )
 from lakecache.server.auth import Principal, dataset_role
 from lakecache.server.errors import PermissionDeniedError
@@ -90,7 +94,7 @@ class LakeAccess:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.presigner = S3Presigner.for_lake(plane.hub.lake)
-        self._scopes: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._scopes: OrderedDict[str, CommitScope] = OrderedDict()
         self._building: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._scope_dir = plane.settings.state_dir / "scopes"
@@ -99,7 +103,7 @@ class LakeAccess:
     def mode(self) -> Literal["presign", "stream"]:
         return "presign" if self.presigner is not None else "stream"
 
-    def commit_keys(self, commit_id: str, commit: Commit) -> frozenset[str]:
+    def commit_scope(self, commit_id: str, commit: Commit) -> CommitScope:
         """The packs and large blobs commit ``commit_id``'s manifest references.
 
         Worked out once per commit (an immutable list) and kept on disk; a
@@ -113,16 +117,16 @@ class LakeAccess:
             found = self._cached(commit_id)
             if found is not None:
                 return found
-            path = self._scope_dir / f"{commit_id}.keys"
+            path = self._scope_dir / f"{commit_id}.scope"
             try:
-                keys = frozenset(path.read_text().split())
+                scope = CommitScope.parse(path.read_text())
             except FileNotFoundError:
                 with open_index(self.plane, commit.manifest) as idx:
-                    keys = self._keys_of(e.digest for e in idx.entries())
-                self._save(path, keys)
-            return self._remember(commit_id, keys)
+                    scope = self._scope_of(e.digest for e in idx.entries())
+                self._save(path, scope)
+            return self._remember(commit_id, scope)
 
-    def _cached(self, commit_id: str) -> frozenset[str] | None:
+    def _cached(self, commit_id: str) -> CommitScope | None:
         with self._lock:
             found = self._scopes.get(commit_id)
             if found is not None:
@@ -133,61 +137,163 @@ class LakeAccess:
         with self._lock:
             return self._building.setdefault(commit_id, threading.Lock())
 
-    def learn(self, commit_id: str, entries: Iterable[ManifestEntry]) -> frozenset[str]:
+    def learn(self, commit_id: str, entries: Iterable[ManifestEntry]) -> CommitScope:
         """Work out a new commit's keys from its manifest's entries (at add_commit)."""
-        keys = self._keys_of(e.digest for e in entries)
-        self._save(self._scope_dir / f"{commit_id}.keys", keys)
-        return self._remember(commit_id, keys)
+        scope = self._scope_of(e.digest for e in entries)
+        self._save(self._scope_dir / f"{commit_id}.scope", scope)
+        return self._remember(commit_id, scope)
 
-    def _keys_of(self, digests: Iterable[str]) -> frozenset[str]:
+    def _scope_of(self, digests: Iterable[str]) -> CommitScope:
         catalog = self.plane.hub.catalog
         keys: set[str] = set()
+        extents: dict[str, list[tuple[int, int]]] = {}
         it = iter(digests)
         while chunk := list(itertools.islice(it, LOCATE_CHUNK)):
-            keys.update(loc.key for loc in catalog.locate_blobs(set(chunk)).values())
-        return frozenset(keys)
+            touched = set()
+            for loc in catalog.locate_blobs(set(chunk)).values():
+                if loc.pack_id is None:
+                    keys.add(loc.key)
+                    continue
+                touched.add(loc.pack_id)
+                extents.setdefault(loc.pack_id, []).append((loc.offset, loc.offset + loc.size))
+            for pid in touched:  # merged as we go: memory follows packs, not blobs
+                extents[pid] = list(merge_extents(extents[pid]))
+        sizes = catalog.pack_sizes(extents)
+        partial: dict[str, Extents] = {}
+        for pid, ext in extents.items():
+            key = pack_key(pid)
+            keys.add(key)
+            merged = merge_extents(ext)
+            if merged != ((0, sizes.get(pid, -1)),):
+                partial[key] = merged
+        return CommitScope(frozenset(keys), partial)
 
-    def _save(self, path: Path, keys: frozenset[str]) -> None:
+    def _save(self, path: Path, scope: CommitScope) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
-        tmp.write_text("".join(k + "\n" for k in sorted(keys)))
+        tmp.write_text(scope.dump())
         os.replace(tmp, path)
 
-    def _remember(self, commit_id: str, keys: frozenset[str]) -> frozenset[str]:
+    def _remember(self, commit_id: str, scope: CommitScope) -> CommitScope:
         with self._lock:
-            self._scopes[commit_id] = keys
+            self._scopes[commit_id] = scope
             self._scopes.move_to_end(commit_id)
             while len(self._scopes) > SCOPE_CACHE:
                 self._scopes.popitem(last=False)
-        return keys
+        return scope
 
     def in_scope(self, datasets: Iterable[str], keys: Iterable[str]) -> set[str]:
-        """The subset of ``keys`` that one of ``datasets`` references (see the module doc).
+        """The subset of ``keys`` that ``datasets`` reference whole (see the module doc).
 
         Manifests and commit objects are matched against the commit list first;
-        packs and blobs against each commit's key set, newest commit first,
-        stopping as soon as every key is placed.
+        packs and blobs against each commit's scope, newest commit first,
+        stopping as soon as every key is placed. A pack that no commit holds
+        whole counts if the commits' parts of it together make the whole pack.
         """
+        datasets = list(datasets)
         wanted = set(keys)
         left = set(wanted)
-        catalog = self.plane.hub.catalog
-        for dataset in datasets:
+        for commits in self._commits(datasets):
             if not left:
                 break
-            try:
-                commits = catalog.log(dataset)
-            except NotFoundError:
-                continue
             for c in commits:
                 left.discard(commit_key(c.id))
                 left.discard(manifest_key(c.manifest))
             if not any(key_kind(k)[0] in ("pack", "blob") for k in left):
                 continue
             for c in commits:
-                left -= self.commit_keys(c.id, c)
+                left -= self.commit_scope(c.id, c).whole
                 if not left:
                     break
+        for key in [k for k in left if key_kind(k)[0] == "pack"]:
+            size = self.plane.hub.catalog.pack_sizes([key_kind(key)[1]]).get(key_kind(key)[1])
+            if size is not None and self.readable_ranges(datasets, key) == ((0, size),):
+                left.discard(key)
         return wanted - left
+
+    def readable_ranges(self, datasets: Iterable[str], key: str) -> Extents:
+        """The byte ranges of pack ``key`` that hold blobs of ``datasets`` (merged, sorted).
+
+        A pack written by another dataset's commit and shared by deduplication
+        is readable only there: its other blobs belong to datasets the caller
+        may not see.
+        """
+        size = None
+        found: list[tuple[int, int]] = []
+        for commits in self._commits(list(datasets)):
+            for c in commits:
+                scope = self.commit_scope(c.id, c)
+                if key not in scope.keys:
+                    continue
+                part = scope.partial.get(key)
+                if part is None:  # whole: the pack's every byte
+                    if size is None:
+                        size = self.plane.hub.catalog.pack_sizes([key_kind(key)[1]]).get(
+                            key_kind(key)[1], 0
+                        )
+                    return ((0, size),)
+                found.extend(part)
+        return merge_extents(found)
+
+    def _commits(self, datasets: list[str]) -> Iterator[list[Commit]]:
+        """Each dataset's commits, newest first."""
+        catalog = self.plane.hub.catalog
+        for dataset in datasets:
+            try:
+                yield catalog.log(dataset)
+            except NotFoundError:
+                continue
+
+
+#: Merged byte ranges [start, end) of a pack, sorted.
+Extents = tuple[tuple[int, int], ...]
+
+
+def merge_extents(ranges: Iterable[tuple[int, int]]) -> Extents:
+    """Sorted, disjoint [start, end) ranges covering what ``ranges`` cover (empty ones dropped)."""
+    out: list[list[int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return tuple((a, b) for a, b in out)
+
+
+@dataclass(frozen=True)
+class CommitScope:
+    """The lake keys one commit references, and the packs it holds only parts of.
+
+    ``partial`` maps such a pack (written by another commit, shared by
+    deduplication) to the byte ranges of this commit's blobs in it.
+    """
+
+    keys: frozenset[str]
+    partial: Mapping[str, Extents]
+
+    @cached_property
+    def whole(self) -> frozenset[str]:
+        return self.keys - self.partial.keys()
+
+    def dump(self) -> str:
+        lines = []
+        for key in sorted(self.keys):
+            ranges = self.partial.get(key)
+            if ranges is None:
+                lines.append(key)
+            else:
+                lines.append(" ".join([key, "~", *(f"{a}-{b}" for a, b in ranges)]))
+        return "".join(line + "\n" for line in lines)
+
+    @classmethod
+    def parse(cls, text: str) -> CommitScope:
+        keys, partial = set(), {}
+        for line in text.splitlines():
+            key, *rest = line.split()
+            keys.add(key)
+            if rest and rest[0] == "~":  # only parts of this pack: their ranges follow
+                partial[key] = tuple((int(a), int(b)) for a, b in (r.split("-") for r in rest[1:]))
+        return cls(frozenset(keys), partial)
 
 
 def lake_access(request: Request) -> LakeAccess:
@@ -267,7 +373,12 @@ def allowed(plane: ControlPlane, principal: Principal, datasets: list[str], need
     )
 
 
-def check_readable(access: LakeAccess, datasets: list[str], keys: list[str]) -> None:
+def check_readable(access: LakeAccess, datasets: list[str], keys: list[str]) -> set[str]:
+    """Refuse keys ``datasets`` do not reference; return the packs they hold only parts of.
+
+    Those are read through the server, which zeroes every byte outside their
+    own blobs (:func:`redact`), never with a URL to the whole object.
+    """
     for key in keys:
         kind, _ = key_kind(key)
         if kind == "pack_index":
@@ -275,6 +386,10 @@ def check_readable(access: LakeAccess, datasets: list[str], keys: list[str]) -> 
                 f"{key} is not readable by clients", hint="Ask for the pack itself (.pack)."
             )
     outside = set(keys) - access.in_scope(datasets, keys)
+    partial = {
+        k for k in outside if key_kind(k)[0] == "pack" and access.readable_ranges(datasets, k)
+    }
+    outside -= partial
     if outside:
         first = sorted(outside)[0]
         raise PermissionDeniedError(
@@ -282,6 +397,29 @@ def check_readable(access: LakeAccess, datasets: list[str], keys: list[str]) -> 
             + (f" (and {len(outside) - 1} more keys)" if len(outside) > 1 else ""),
             hint="Ask only for objects the dataset's commits reference.",
         )
+    return partial
+
+
+def redact(chunks: Iterable[bytes], start: int, readable: Extents) -> Iterator[bytes]:
+    """The bytes of a read from offset ``start``, zeroed outside ``readable``.
+
+    A shared pack is served this way: a reader's ranged GETs may span the gap
+    between two of its blobs (the client merges near neighbours into one
+    request), and the gap may hold another dataset's files. Lengths and offsets
+    stay as the client expects; only bytes it has no right to are zeros.
+    """
+    pos = start
+    for chunk in chunks:
+        end = pos + len(chunk)
+        out = bytearray(len(chunk))
+        i = max(bisect.bisect_right(readable, (pos, 2**63)) - 1, 0)
+        while i < len(readable) and readable[i][0] < end:
+            a, b = max(readable[i][0], pos), min(readable[i][1], end)
+            if a < b:
+                out[a - pos : b - pos] = chunk[a - pos : b - pos]
+            i += 1
+        yield bytes(out)
+        pos = end
 
 
 def presigner_of(request: Request) -> S3Presigner:

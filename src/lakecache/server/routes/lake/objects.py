@@ -21,11 +21,13 @@ from lakecache.server.auth import Plane, User
 from lakecache.server.routes.lake.access import (
     MAX_DATASETS,
     STREAM_WRITE,
+    Extents,
     allowed,
     check_key_bytes,
     check_readable,
     key_kind,
     lake_access,
+    redact,
 )
 from lakecache.server.routes.lake.models import StoredOut
 
@@ -49,10 +51,15 @@ def get_object(
     plane: Plane,
     dataset: Annotated[list[str], Query(min_length=1, max_length=MAX_DATASETS)],
 ) -> Response:
-    """An object's bytes (or one ``Range: bytes=a-b``), streamed from the lake (readers)."""
+    """An object's bytes (or one ``Range: bytes=a-b``), streamed from the lake (readers).
+
+    A pack the datasets share with others by deduplication is served with
+    every byte outside their own blobs zeroed (see :func:`.access.redact`).
+    """
     check_key(key)
     readable = allowed(plane, principal, dataset, "reader")
-    check_readable(lake_access(request), readable, [key])
+    access = lake_access(request)
+    partial = check_readable(access, readable, [key])
     start, length = 0, None
     header = request.headers.get("range")
     if header:
@@ -64,8 +71,13 @@ def get_object(
             length = int(m.group(2)) - start + 1
             if length < 0:
                 raise UserError(f"empty Range {header!r}")
+    readable_only: Extents | None = None
+    if key in partial:
+        readable_only = access.readable_ranges(readable, key)
     lake = plane.hub.lake
     chunks = lake.iter_chunks(key, start, length, chunk_size=1 << 20)
+    if readable_only is not None:
+        chunks = redact(chunks, start, readable_only)
     first = next(chunks, b"")  # a missing object is a JSON error, not a cut response
     headers = {"Cache-Control": "no-store"}
     status = 200

@@ -91,16 +91,19 @@ def presign(body: PresignIn, request: Request, principal: User, plane: Plane) ->
     """Short-lived URLs for one operation's objects.
 
     GET: readers, for keys the named datasets reference (any byte range of
-    them). PUT: writers, for new content-addressed keys, with the exact size
-    to send; a key that exists comes back ``exists`` without a URL. On a lake
-    the server streams, the URLs are the server's /lake/objects (send the token).
+    them); a pack they share with other datasets by deduplication gets the
+    server's own URL, which serves only the ranges of their blobs. PUT:
+    writers, for new content-addressed keys, with the exact size to send; a
+    key that exists comes back ``exists`` without a URL. On a lake the server
+    streams, the URLs are the server's /lake/objects (send the token).
     """
     access = lake_access(request)
     gets = [i.key for i in body.items if i.method == "GET"]
     puts = [i for i in body.items if i.method == "PUT"]
+    partial: set[str] = set()
     if gets:
         readable = allowed(plane, principal, body.datasets, "reader")
-        check_readable(access, readable, gets)
+        partial = check_readable(access, readable, gets)
     existing: set[str] = set()
     if puts:
         allowed(plane, principal, body.datasets, "writer")
@@ -116,7 +119,8 @@ def presign(body: PresignIn, request: Request, principal: User, plane: Plane) ->
         if item.method == "PUT" and item.key in existing:
             out.append(Presigned(method="PUT", key=item.key, status="exists"))
             continue
-        if access.presigner is None:
+        if access.presigner is None or (item.method == "GET" and item.key in partial):
+            # Streamed by the server: a shared pack is read there, range by range.
             url = str(request.url_for("get_object", key=item.key)) + query
             bearer, when = True, None
         elif item.method == "GET":
