@@ -8,7 +8,8 @@ with a cache volume each (folders in ``./.lakecache/demo/volumes``), caches the
 dataset on both, prints ``volume ls`` and ``cache ls``, and reads the cache from
 Python with ``lakecache.use``. Last it starts ``lakecache server`` with an
 agent for each site, and works through it from a "laptop" home that holds no
-lake keys and no catalog (``login``, ``data log``, ``cache ls``, ``volume ls``).
+lake keys and no catalog (``login``, ``data log``, ``cache add`` of v1 on the
+cloud volume through the server, ``cache ls``, ``volume ls``).
 Every run starts from a clean slate (the state of
 the previous run is removed first); SeaweedFS stops at the end, whatever happens.
 """
@@ -214,6 +215,9 @@ def _work_through(url: str, password: str, env: dict[str, str], state: Path, roo
     cli = _Cli(laptop, root)
     cli.run("login", url, "--user", "admin", "--password-stdin", stdin=password + "\n")
     cli.run("data", "log", "xray")
+    # This machine mounts the cloud volume too: the CLI claims the fill (or the server's
+    # agent for cloud does, whichever is first) and hard-links what v1 shares with latest.
+    cli.run("cache", "add", "xray@v1", "--site", "cloud", "--quiet")
     cli.run("cache", "ls")
     cli.run("volume", "ls")
 
