@@ -225,6 +225,15 @@ def test_a_site_agent_works_through_the_server(
         agent.close()
     finally:
         hub.close()
+    # The agent told the server what the volume's filesystem holds: where the server
+    # does not mount the volume (moved away here), that is the free space it shows.
+    reported = world.plane.topology.get_volume(site)
+    assert reported.fs_reported_at is not None and reported.fs_free and reported.fs_total
+    root.rename(root.with_name(root.name + "-elsewhere"))
+    vol = lake_world.call("rita", "GET", f"/api/v1/volumes/{site}").json()
+    assert vol["free_fs"] == reported.fs_free and vol["space_reported_at"] is not None
+    assert lake_world.call("wendy", "PUT", f"/api/v1/volumes/{site}/space", json={
+        "free_bytes": 1, "total_bytes": 2}).status_code == 403  # fmt: skip
     metrics = lake_world.call(None, "GET", "/metrics").text
     # The agent's fill counts in the server's metrics, as its own agents' fills do.
     assert (

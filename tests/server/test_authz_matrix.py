@@ -255,6 +255,13 @@ ROWS = [
         _at("/api/v1/compute", _unique("c", lambda n: {"name": n, "site": "local"})),
     ),
     Row("DELETE", "/api/v1/volumes/{volume}", "orgadmin", 204, _volume),
+    Row(
+        "PUT",
+        "/api/v1/volumes/{volume}/space",
+        "orgadmin",
+        204,
+        _json("/api/v1/volumes/local/space", {"free_bytes": 10**9, "total_bytes": 2 * 10**9}),
+    ),
     # readers of the dataset
     Row("GET", D, "reader", 200, _json(X, {})),
     Row("GET", D + "/members", "reader", 200, _json(X + "/members", {})),

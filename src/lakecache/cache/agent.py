@@ -9,6 +9,7 @@ Several agents for the same site are safe: claims are compare-and-set.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,7 @@ class SiteAgent:
         max_fills: int = 2,
         interval: float = 1.0,
         gc_every: float = 60.0,
+        space_every: float = 60.0,
     ) -> None:
         self.service = service
         self.site = site
@@ -37,6 +39,9 @@ class SiteAgent:
         self._pool = ThreadPoolExecutor(max_fills, thread_name_prefix=f"agent-{site}")
         self._running: dict[int, Future[object]] = {}
         self._last_gc = 0.0
+        self.space_every = space_every
+        self._last_space = 0.0
+        self._space_refused = False
         self.stop_event = threading.Event()
 
     def run_once(self) -> int:
@@ -85,7 +90,34 @@ class SiteAgent:
         if time.monotonic() - self._last_gc >= self.gc_every:
             self._last_gc = time.monotonic()
             svc.gc(site=self.site)
+        if not self._space_refused and time.monotonic() - self._last_space >= self.space_every:
+            self._last_space = time.monotonic()
+            self.report_space()
         return started
+
+    def report_space(self) -> int:
+        """Tell the catalog (or server) what each mounted volume's filesystem holds.
+
+        The server cannot see a filesystem it does not mount; this keeps its
+        capacity bars and /metrics right for every site. Returns volumes reported.
+        """
+        topo = self.service.topology
+        done = 0
+        for v in topo.list_volumes(self.site):
+            if not os.path.isdir(v.root):
+                continue
+            st = os.statvfs(v.root)
+            free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+            try:
+                topo.report_volume_space(
+                    v.name, free=free, total=total, now=self.service.clock.now()
+                )
+            except LakecacheError as exc:  # e.g. a writer's token: only org admins report
+                log.warning("not reporting volume space (%s); no more tries", exc.message)
+                self._space_refused = True
+                return done
+            done += 1
+        return done
 
     def run_forever(self) -> None:
         """Loop until :attr:`stop_event` is set (the CLI sets it on SIGINT/SIGTERM)."""

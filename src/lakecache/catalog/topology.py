@@ -49,6 +49,10 @@ class VolumeRecord:
     root: str
     capacity: int
     ttl_seconds: int
+    #: The filesystem's free and total bytes as an agent at the site last reported them.
+    fs_free: int | None = None
+    fs_total: int | None = None
+    fs_reported_at: datetime | None = None
 
     @property
     def ttl(self) -> timedelta:
@@ -190,6 +194,9 @@ class Topology:
             tt.volumes.c.root,
             tt.volumes.c.capacity,
             tt.volumes.c.ttl_seconds,
+            tt.volumes.c.fs_free,
+            tt.volumes.c.fs_total,
+            tt.volumes.c.fs_reported_at,
         ).join(tt.sites, tt.sites.c.id == tt.volumes.c.site_id)
 
     def list_volumes(self, site: str | None = None) -> list[VolumeRecord]:
@@ -207,6 +214,16 @@ class Topology:
                 f"no volume {name!r}", hint="List volumes with `lakecache volume ls`."
             )
         return VolumeRecord(*row)
+
+    def report_volume_space(self, name: str, *, free: int, total: int, now: datetime) -> None:
+        """What the volume's filesystem holds, as a machine that mounts it sees it."""
+        v = self.get_volume(name)
+        with self._c._write() as conn:
+            conn.execute(
+                update(tt.volumes)
+                .where(tt.volumes.c.id == v.id)
+                .values(fs_free=free, fs_total=total, fs_reported_at=now)
+            )
 
     def remove_volume(self, name: str) -> None:
         v = self.get_volume(name)
@@ -661,6 +678,7 @@ class TopologyStore(Protocol):
     def list_volumes(self, site: str | None = None) -> list[VolumeRecord]: ...
     def get_volume(self, name: str) -> VolumeRecord: ...
     def remove_volume(self, name: str) -> None: ...
+    def report_volume_space(self, name: str, *, free: int, total: int, now: datetime) -> None: ...
     def add_compute(
         self,
         name: str,

@@ -41,6 +41,10 @@ volumes = Table(
     Column("capacity", BigInteger, nullable=False),
     Column("ttl_seconds", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The filesystem's free and total bytes as an agent at the site last saw them.
+    Column("fs_free", BigInteger, nullable=True),
+    Column("fs_total", BigInteger, nullable=True),
+    Column("fs_reported_at", UTCDateTime, nullable=True),
     UniqueConstraint("name"),
     Index(None, "site_id"),
 )

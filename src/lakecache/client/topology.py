@@ -103,6 +103,12 @@ class RemoteTopology:
         self._volume(d)
         return VolumeFigures(d["committed"], d["caches"], d["linked_saved"], d["free_fs"])
 
+    def report_volume_space(
+        self, name: str, *, free: int, total: int, now: datetime | None = None
+    ) -> None:
+        body = {"free_bytes": free, "total_bytes": total}
+        self._conn.call("PUT", f"/volumes/{path_part(name)}/space", json=body)
+
     def remove_volume(self, name: str) -> None:
         self._conn.call("DELETE", f"/volumes/{path_part(name)}")
         self._volumes.pop(name, None)

@@ -330,13 +330,23 @@ class VolumeOut(BaseModel):
     ttl_seconds: int
     #: Bytes held by caches (pending and filling count in full).
     committed: int
-    #: Free bytes of the filesystem; null when the volume is not mounted on the server.
+    #: Free bytes of the filesystem, as the server sees it or, where it does not mount
+    #: the volume, as the site's agent last reported it; null when neither is known.
     free_fs: int | None
     #: What a new cache can still take: quota left, bounded by the filesystem.
     available: int
     caches: int
     #: Bytes saved by hard links between caches.
     linked_saved: int
+    #: When an agent at the site last reported the filesystem's space.
+    space_reported_at: datetime | None = None
+
+
+class VolumeSpaceIn(BaseModel):
+    """A volume's filesystem as a machine that mounts it sees it (statvfs)."""
+
+    free_bytes: int = Field(ge=0, le=2**62)
+    total_bytes: int = Field(ge=0, le=2**62)
 
 
 class ComputeIn(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from lakecache.cache.service import ACTIVE
@@ -15,13 +15,19 @@ if TYPE_CHECKING:
     from lakecache.catalog.topology import CacheRecord, Topology, VolumeRecord
 
 
+#: How long a volume's free space reported by its site's agent is shown (agents report
+#: every minute; an agent stopped for longer leaves the figure unknown, not stale).
+SPACE_FRESH = timedelta(minutes=10)
+
+
 @dataclass(frozen=True)
 class Usage:
     """A volume's figures as the server sees them; it may not have the volume mounted."""
 
     volume: VolumeRecord
     committed: int
-    #: None when the volume's root is not mounted on the server's machine (another site).
+    #: None when the volume is not mounted on the server's machine (another site) and
+    #: no agent there reported it in the last :data:`SPACE_FRESH`.
     free_fs: int | None
     caches: int
     linked_saved: int
@@ -42,10 +48,14 @@ def volume_usage(
     if caches is None:
         caches = topology.list_caches(volume=volume.name, states=ACTIVE)
     mine = [c for c in caches if c.volume == volume.name and c.state in ACTIVE]
+    free = volume_free_bytes(volume.root)
+    reported = volume.fs_reported_at
+    if free is None and reported is not None and datetime.now(UTC) - reported <= SPACE_FRESH:
+        free = volume.fs_free  # not mounted here: what the site's agent saw, recently
     return Usage(
         volume,
         committed=sum(c.occupied for c in mine),
-        free_fs=volume_free_bytes(volume.root),
+        free_fs=free,
         caches=len(mine),
         linked_saved=sum(c.linked_bytes for c in mine),
     )

@@ -22,6 +22,7 @@ from lakecache.server.models import (
     SiteOut,
     VolumeIn,
     VolumeOut,
+    VolumeSpaceIn,
 )
 from lakecache.server.pagination import Page, Paging, paginate
 from lakecache.server.routes.caches import StateFilter, caches_page, visible_caches
@@ -61,6 +62,7 @@ def _volume_out(u: Usage) -> VolumeOut:
         available=u.available,
         caches=u.caches,
         linked_saved=u.linked_saved,
+        space_reported_at=v.fs_reported_at,
     )
 
 
@@ -113,6 +115,19 @@ def add_volume(body: VolumeIn, _: OrgAdmin, plane: Plane) -> VolumeOut:
 @router.get("/volumes/{volume}", response_model=VolumeOut)
 def get_volume(volume: Name, _: User, plane: Plane) -> VolumeOut:
     return _volumes_out(plane, [plane.topology.get_volume(volume)])[0]
+
+
+@router.put("/volumes/{volume}/space", status_code=204, response_class=Response)
+def report_space(volume: Name, body: VolumeSpaceIn, _: OrgAdmin, plane: Plane) -> Response:
+    """The volume's free and total bytes, as its site's agent sees them (org admins' tokens).
+
+    The server shows them where it does not mount the volume itself, for
+    ten minutes after each report.
+    """
+    plane.topology.report_volume_space(
+        volume, free=body.free_bytes, total=body.total_bytes, now=plane.clock.now()
+    )
+    return Response(status_code=204)
 
 
 @router.delete("/volumes/{volume}", status_code=204, response_class=Response)
