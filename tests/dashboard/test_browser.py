@@ -201,7 +201,9 @@ def test_a_reader_cannot_cache_or_clear_and_sees_only_their_datasets(page: Any, 
 
 def test_keyboard_only_log_in_find_browse_open(page: Any, dash: Dash, artifacts: Path) -> None:
     page.goto("/")
-    # the name field has the focus already; Tab to the password, Enter submits
+    # the name field has the focus already (autofocus lands at the next rendering step,
+    # which a loaded machine may reach after the load event); Tab to the password, Enter
+    expect(page.locator("#login-name")).to_be_focused()
     page.keyboard.type("admin")
     page.keyboard.press("Tab")
     page.keyboard.type(ADMIN_PASSWORD)
