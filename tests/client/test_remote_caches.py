@@ -326,3 +326,59 @@ def test_cli_agent_fills_what_was_asked_where_the_volume_is_not_mounted(
     (rec,) = lake_world.world.plane.topology.list_caches(volume=site)
     assert rec.state == "ready"
     assert tree(root / "caches" / "xray" / rec.commit_id) == _expected(lake_world, "v1", tmp_path)
+
+
+def test_an_agent_user_works_its_sites_caches_and_nothing_else(
+    lake_world: LakeWorld, tmp_path: Path
+) -> None:
+    site, root = _site(lake_world, tmp_path, "own")
+    other_site, _ = _site(lake_world, tmp_path, "notmine")
+    world, plane = lake_world.world, lake_world.world.plane
+    now = plane.clock.now()
+    name = f"agent-{site}"
+    plane.accounts.create_user(name, "agent-password-1", agent_site=site, now=now)
+    _, world.tokens[name] = plane.accounts.create_token(name, "site", now=now, expires_at=None)
+    with pytest.raises(UserError, match="cannot be an org admin"):
+        plane.accounts.update_user(name, org_admin=True)
+
+    ask = {"ref": "v1", "site": site, "path": "images"}
+    mine = lake_world.call("wendy", "POST", "/api/v1/datasets/xray/caches", json=ask).json()
+    ask["site"] = other_site
+    theirs = lake_world.call("wendy", "POST", "/api/v1/datasets/xray/caches", json=ask).json()
+
+    hub = lake_world.hub(name, tmp_path / "agent-home")
+    try:
+        agent = SiteAgent(CacheService(hub), site, gc_every=3600)
+        assert agent.run_once() == 1
+        agent.wait_idle()
+        assert agent.report_space() == 1 and not agent._space_refused
+        agent.close()
+    finally:
+        hub.close()
+    assert plane.topology.get_cache(mine["id"]).state == "ready"
+    assert plane.topology.get_cache(theirs["id"]).state == "pending"  # not its site's
+    assert (root / "caches" / "xray").is_dir()
+    assert plane.topology.get_volume(site).fs_reported_at is not None
+
+    call = lake_world.call
+    listed = call(name, "GET", "/api/v1/caches").json()["items"]
+    assert {c["id"] for c in listed} == {mine["id"]}
+    assert call(name, "GET", f"/api/v1/caches/{theirs['id']}").status_code == 404
+    claim = {"worker": "h:1"}
+    assert call(name, "POST", f"/api/v1/caches/{theirs['id']}/claim", json=claim).status_code == 404
+    # It reads what its site caches, and writes nothing.
+    assert call(name, "GET", "/api/v1/datasets/xray").status_code == 200
+    assert call(name, "GET", "/api/v1/datasets/hidden").status_code == 404
+    assert call(name, "POST", "/api/v1/datasets/xray/caches", json=ask).status_code == 403
+    assert (
+        call(name, "PATCH", f"/api/v1/caches/{mine['id']}", json={"pinned": True}).status_code
+        == 403
+    )
+    assert call(name, "GET", "/api/v1/users").status_code == 403
+    space = {"free_bytes": 1, "total_bytes": 2}
+    assert call(name, "PUT", f"/api/v1/volumes/{other_site}/space", json=space).status_code == 403
+    put = {
+        "datasets": ["xray"],
+        "items": [{"method": "PUT", "key": "commits/" + "0" * 64 + ".json", "size": 1}],
+    }
+    assert call(name, "POST", "/api/v1/lake/presign", json=put).status_code == 403

@@ -64,7 +64,7 @@ def test_tokens_are_stored_hashed_and_die_when_revoked_or_expired(accounts: Acco
 
     with accounts._c._read() as conn:  # noqa: SLF001 - look at what is really stored
         stored = [tuple(r) for r in conn.execute(at.api_tokens.select()).all()]
-    assert secret not in repr(stored) and secret.split("_")[2] not in repr(stored)
+    assert secret not in repr(stored) and secret.split("_", 2)[2] not in repr(stored)
     accounts.revoke_token(rec.id, now=NOW)
     assert accounts.authenticate_token(secret, NOW) is None
     assert not accounts.get_token(rec.id).active(NOW)

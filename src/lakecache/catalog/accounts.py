@@ -60,6 +60,8 @@ class UserRecord:
     org_admin: bool
     disabled: bool
     created_at: datetime
+    #: Set for the user a site's agent runs as: it may work only that site's caches.
+    agent_site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,22 @@ class Accounts:
             return int(conn.scalar(select(func.count()).select_from(at.users)) or 0)
 
     def create_user(
-        self, name: str, password: str, *, org_admin: bool = False, now: datetime
+        self,
+        name: str,
+        password: str,
+        *,
+        org_admin: bool = False,
+        agent_site: str | None = None,
+        now: datetime,
     ) -> UserRecord:
-        """Add a user. AlreadyExistsError if the name is taken; UserError for a short password."""
+        """Add a user. AlreadyExistsError if the name is taken; UserError for a short password.
+
+        ``agent_site``: a user for the agent of that site, which may work only the
+        caches on its volumes (never an org admin).
+        """
         check_user_name(name)
+        if agent_site is not None and org_admin:
+            raise UserError("an agent user cannot be an org admin", hint="Drop one of the two.")
         _check_password(password)
         digest = self._ph.hash(password)
         try:
@@ -147,6 +161,7 @@ class Accounts:
                         org_admin=org_admin,
                         disabled=False,
                         created_at=now,
+                        agent_site=agent_site,
                     )
                 )
                 (uid,) = res.inserted_primary_key or (0,)
@@ -154,7 +169,7 @@ class Accounts:
             raise AlreadyExistsError(
                 f"user {name!r} already exists", hint="Choose another name."
             ) from None
-        return UserRecord(int(uid), name, org_admin, False, now)
+        return UserRecord(int(uid), name, org_admin, False, now, agent_site)
 
     def get_user(self, name: str) -> UserRecord:
         with self._c._read() as conn:
@@ -190,6 +205,12 @@ class Accounts:
             _check_password(password)
             values["password_hash"] = self._ph.hash(password)
         user = self.get_user(name)
+        if org_admin and user.agent_site is not None:
+            raise UserError(
+                f"{name!r} is the agent user of site {user.agent_site!r}; "
+                "it cannot be an org admin",
+                hint="Make another user the org admin.",
+            )
         if not values:
             return user
         with self._c._write() as conn:
@@ -273,6 +294,7 @@ class Accounts:
                 at.api_tokens,
                 at.users.c.name.label("user_name"),
                 at.users.c.org_admin,
+                at.users.c.agent_site,
                 at.users.c.disabled,
                 at.users.c.created_at.label("user_created_at"),
             )
@@ -295,7 +317,12 @@ class Accounts:
                     .values(last_used_at=now)
                 )
         return UserRecord(
-            int(row.user_id), row.user_name, bool(row.org_admin), False, row.user_created_at
+            int(row.user_id),
+            row.user_name,
+            bool(row.org_admin),
+            False,
+            row.user_created_at,
+            row.agent_site,
         )
 
     def _token_query(self) -> Any:
@@ -362,6 +389,7 @@ class Accounts:
                 at.sessions,
                 at.users.c.name.label("user_name"),
                 at.users.c.org_admin,
+                at.users.c.agent_site,
                 at.users.c.disabled,
                 at.users.c.created_at.label("user_created_at"),
             )
@@ -380,7 +408,12 @@ class Accounts:
                     .values(last_seen_at=now)
                 )
         user = UserRecord(
-            int(row.user_id), row.user_name, bool(row.org_admin), False, row.user_created_at
+            int(row.user_id),
+            row.user_name,
+            bool(row.org_admin),
+            False,
+            row.user_created_at,
+            row.agent_site,
         )
         return SessionRecord(user, row.csrf_token, row.expires_at)
 
@@ -636,7 +669,12 @@ def _check_password(password: str) -> None:
 
 def _user(row: Any) -> UserRecord:
     return UserRecord(
-        int(row.id), row.name, bool(row.org_admin), bool(row.disabled), row.created_at
+        int(row.id),
+        row.name,
+        bool(row.org_admin),
+        bool(row.disabled),
+        row.created_at,
+        row.agent_site,
     )
 
 

@@ -33,6 +33,8 @@ users = Table(
     Column("org_admin", Boolean, nullable=False),
     Column("disabled", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # An agent user: bound to this site's caches, nothing else (migration 0005).
+    Column("agent_site", String(64), nullable=True),
     UniqueConstraint("name"),
 )
 

@@ -21,11 +21,11 @@ def agent(site: str, max_fills: int, interval: float, once: bool) -> None:
     """Run the site agent: take fill, verify and evict work for SITE's volumes.
 
     It takes the work from the catalog, or, logged in (`lakecache login`), from
-    the server, as that user: use an org admin's token, or a writer's to fill
-    only that user's datasets. It only connects outward (to the catalog or the
-    server, and the lake), so it works behind a firewall. Run it where the
-    site's volumes are mounted. Stop it with Ctrl-C; fills in flight finish or
-    resume later.
+    the server. Log in as the site's agent user (`lakecache user add NAME
+    --agent-site SITE`, by an org admin): it may work that site's caches and
+    nothing else. It only connects outward (to the catalog or the server, and
+    the lake), so it works behind a firewall. Run it where the site's volumes
+    are mounted. Stop it with Ctrl-C; fills in flight finish or resume later.
     """
     from lakecache.cache.agent import SiteAgent
 

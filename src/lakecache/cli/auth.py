@@ -226,19 +226,30 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--org-admin", is_flag=True, help="May manage users, sites and every dataset.")
+@click.option(
+    "--agent-site",
+    metavar="SITE",
+    default=None,
+    help="A user for SITE's agent: it works that site's caches only (log in as it there).",
+)
 @password_stdin
 @click.option("--generate", is_flag=True, help="Let the server choose a password (printed once).")
 @server_option
 def user_add(
-    name: str, org_admin: bool, password_stdin: bool, generate: bool, server_url: str | None
+    name: str,
+    org_admin: bool,
+    agent_site: str | None,
+    password_stdin: bool,
+    generate: bool,
+    server_url: str | None,
 ) -> None:
     """Add the user NAME (asks for a password unless --generate or --password-stdin)."""
     api = connect(server_url)
     password = None if generate else _read_password(password_stdin, "Password for " + name, True)
-    out = api.call(
-        "POST", "/users", json={"name": name, "password": password, "org_admin": org_admin}
-    )
-    click.echo(f"added user {name}{' (org admin)' if org_admin else ''}")
+    body = {"name": name, "password": password, "org_admin": org_admin, "agent_site": agent_site}
+    out = api.call("POST", "/users", json=body)
+    role = " (org admin)" if org_admin else f" (agent of site {agent_site})" if agent_site else ""
+    click.echo(f"added user {name}{role}")
     if out.get("password"):
         click.echo(f"password: {out['password']}  (shown only now)")
 
@@ -253,11 +264,12 @@ def user_ls(as_json: bool, server_url: str | None) -> None:
         print_json(users)
         return
     print_table(
-        ["user", "org admin", "disabled", "created"],
+        ["user", "org admin", "agent of", "disabled", "created"],
         [
             (
                 u["name"],
                 "yes" if u["org_admin"] else "",
+                u.get("agent_site") or "",
                 "yes" if u["disabled"] else "",
                 human_age(u["created_at"]),
             )

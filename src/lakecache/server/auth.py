@@ -14,6 +14,11 @@ Dataset permissions: the caller's role on the dataset must rank at least as
 high as what the endpoint needs (reader < writer < admin); org admins pass
 every check. Someone with no role at all gets the very same 404 as for a
 dataset that does not exist, so a dataset's name never leaks.
+
+Agent users (``agent_site`` set) are what a site's agent runs as: they read
+the datasets cached on their site, fill, verify and evict the caches there,
+and report its volumes' space; nothing else. A site machine then holds no
+org admin's token.
 """
 
 from __future__ import annotations
@@ -105,7 +110,14 @@ Plane = Annotated[ControlPlane, Depends(get_plane)]
 
 
 def dataset_role(plane: ControlPlane, principal: Principal, dataset: str) -> str | None:
-    """The caller's role on ``dataset`` (org admins: admin), None if none or no such dataset."""
+    """The caller's role on ``dataset`` (org admins: admin), None if none or no such dataset.
+
+    A site's agent user reads the datasets cached on its site's volumes, and
+    nothing else.
+    """
+    site = principal.user.agent_site
+    if site is not None:
+        return "reader" if dataset in plane.topology.datasets_cached_at(site) else None
     if principal.org_admin:
         try:
             plane.hub.catalog.get_dataset(dataset)
@@ -137,6 +149,9 @@ def require_dataset(
 
 def visible_datasets(plane: ControlPlane, principal: Principal) -> dict[str, str] | None:
     """Dataset -> role for a member; None for an org admin (every dataset, as admin)."""
+    site = principal.user.agent_site
+    if site is not None:
+        return dict.fromkeys(plane.topology.datasets_cached_at(site), "reader")
     if principal.org_admin:
         return None
     return plane.accounts.roles_of(principal.user.id)

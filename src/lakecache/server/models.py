@@ -28,6 +28,8 @@ class UserOut(BaseModel):
     org_admin: bool
     disabled: bool
     created_at: datetime
+    #: The site whose agent runs as this user (it works only that site's caches).
+    agent_site: str | None = None
 
 
 class UserIn(BaseModel):
@@ -35,6 +37,9 @@ class UserIn(BaseModel):
     #: Omit to have the server generate one (returned once).
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     org_admin: bool = False
+    #: A user for this site's agent: it may fill, verify and evict that site's caches
+    #: and read what they hold from the lake, nothing else.
+    agent_site: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class UserCreated(BaseModel):

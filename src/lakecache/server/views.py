@@ -62,7 +62,13 @@ def volume_usage(
 
 
 def user_out(u: UserRecord) -> UserOut:
-    return UserOut(name=u.name, org_admin=u.org_admin, disabled=u.disabled, created_at=u.created_at)
+    return UserOut(
+        name=u.name,
+        org_admin=u.org_admin,
+        disabled=u.disabled,
+        created_at=u.created_at,
+        agent_site=u.agent_site,
+    )
 
 
 def token_out(t: TokenRecord, now: datetime) -> TokenOut:

@@ -40,10 +40,12 @@ def visible_caches(
 ) -> list[CacheRecord]:
     """Caches of datasets the caller can read; evicted ones only when asked for by state."""
     roles = visible_datasets(plane, principal)
+    site = principal.user.agent_site
     return [
         c
         for c in caches
         if (roles is None or c.dataset in roles)
+        and (site is None or c.site == site)
         and (c.state in state if state else c.state != "evicted")
     ]
 
@@ -54,6 +56,9 @@ def cache_or_404(
     """A cache the caller may see; the same 404 for a missing one and one of a hidden dataset."""
     try:
         rec = plane.topology.get_cache(cache_id, plane.clock.now())
+        site = principal.user.agent_site
+        if site is not None and rec.site != site:
+            raise DatasetNotFoundError("another site's cache")
         require_dataset(plane, principal, rec.dataset, need)
     except DatasetNotFoundError:
         raise NotFoundError(f"no cache with id {cache_id}") from None

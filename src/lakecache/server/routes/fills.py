@@ -24,6 +24,8 @@ step                                   role      what
 
 Heartbeat, ready and failed are accepted only from the user who claimed the
 fill (or an org admin); a lease is renewed or released only by its holder.
+The agent user of a cache's site counts as a writer for every step but
+``requests`` (leaving work), and sees no other site's caches.
 Times are the server's clock.
 """
 
@@ -80,9 +82,16 @@ def _record_fill(
     m.fill_duration.labels(rec.site, rec.volume, outcome).observe(max(seconds, 0.0))
 
 
+def _worked(plane: ControlPlane, principal: Principal, cache_id: int) -> CacheRecord:
+    """A cache the caller may work: writers of its dataset, or its site's agent user."""
+    if principal.user.agent_site is not None:
+        return cache_or_404(plane, principal, cache_id, "reader")  # its own site's only
+    return cache_or_404(plane, principal, cache_id, "writer")
+
+
 def _claimant(plane: ControlPlane, principal: Principal, cache_id: int) -> CacheRecord:
     """The cache, if the caller is the user filling it (org admins may stand in)."""
-    rec = cache_or_404(plane, principal, cache_id, "writer")
+    rec = _worked(plane, principal, cache_id)
     if not principal.org_admin and not (rec.worker or "").startswith(_owner_prefix(principal)):
         raise ConflictError(
             f"cache {rec.name} is not being filled by you ({rec.state})",
@@ -94,7 +103,7 @@ def _claimant(plane: ControlPlane, principal: Principal, cache_id: int) -> Cache
 @router.post("/caches/{cache_id}/claim", response_model=TransitionOut)
 def claim(cache_id: CacheId, body: ClaimIn, principal: User, plane: Plane) -> TransitionOut:
     """Take the fill of a pending cache, or of one whose filler stopped heart-beating."""
-    cache_or_404(plane, principal, cache_id, "writer")
+    _worked(plane, principal, cache_id)
     done = plane.topology.claim_fill(
         cache_id,
         _owner_prefix(principal) + body.worker,
@@ -141,7 +150,7 @@ def fill_failed(
 @router.post("/caches/{cache_id}/eviction", response_model=TransitionOut)
 def start_eviction(cache_id: CacheId, principal: User, plane: Plane) -> TransitionOut:
     """Start removing a cache's files; ``done`` is false while a lease or a pin holds it."""
-    cache_or_404(plane, principal, cache_id, "writer")
+    _worked(plane, principal, cache_id)
     done = plane.topology.start_eviction(cache_id, now=plane.clock.now())
     return _outcome(plane, cache_id, done)
 
@@ -149,7 +158,7 @@ def start_eviction(cache_id: CacheId, principal: User, plane: Plane) -> Transiti
 @router.post("/caches/{cache_id}/evicted", response_model=TransitionOut)
 def finish_eviction(cache_id: CacheId, principal: User, plane: Plane) -> TransitionOut:
     """The cache's files are gone from its volume."""
-    cache_or_404(plane, principal, cache_id, "writer")
+    _worked(plane, principal, cache_id)
     done = plane.topology.finish_eviction(cache_id, now=plane.clock.now())
     return _outcome(plane, cache_id, done)
 
@@ -157,7 +166,7 @@ def finish_eviction(cache_id: CacheId, principal: User, plane: Plane) -> Transit
 @router.put("/caches/{cache_id}/report", response_model=CacheOut)
 def set_report(cache_id: CacheId, body: ReportIn, principal: User, plane: Plane) -> CacheOut:
     """Record the outcome of a verify."""
-    cache_or_404(plane, principal, cache_id, "writer")
+    _worked(plane, principal, cache_id)
     plane.topology.set_report(cache_id, body.report)
     return _outcome(plane, cache_id, True).cache
 
@@ -178,7 +187,7 @@ def take_request(
     plane: Plane,
 ) -> TransitionOut:
     """Take the work left on a cache; of several agents exactly one gets ``done``."""
-    cache_or_404(plane, principal, cache_id, "writer")
+    _worked(plane, principal, cache_id)
     return _outcome(plane, cache_id, plane.topology.take_request(cache_id, request))
 
 

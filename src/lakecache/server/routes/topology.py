@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query, Response
 from lakecache.catalog.topology import VolumeRecord
 from lakecache.errors import NotFoundError
 from lakecache.server.auth import OrgAdmin, Plane, User
-from lakecache.server.errors import COMMON_RESPONSES
+from lakecache.server.errors import COMMON_RESPONSES, PermissionDeniedError
 from lakecache.server.models import (
     CacheOut,
     ComputeIn,
@@ -118,12 +118,20 @@ def get_volume(volume: Name, _: User, plane: Plane) -> VolumeOut:
 
 
 @router.put("/volumes/{volume}/space", status_code=204, response_class=Response)
-def report_space(volume: Name, body: VolumeSpaceIn, _: OrgAdmin, plane: Plane) -> Response:
-    """The volume's free and total bytes, as its site's agent sees them (org admins' tokens).
+def report_space(volume: Name, body: VolumeSpaceIn, principal: User, plane: Plane) -> Response:
+    """The volume's free and total bytes, as its site's agent sees them (the site's agent
+    user, or org admins).
 
     The server shows them where it does not mount the volume itself, for
     ten minutes after each report.
     """
+    site = plane.topology.get_volume(volume).site
+    if not principal.org_admin and principal.user.agent_site != site:
+        raise PermissionDeniedError(
+            "only the agent of the volume's site, or an org admin, reports its space",
+            hint=f"Run the agent as the agent user of site {site!r} "
+            f"(lakecache user add NAME --agent-site {site}).",
+        )
     plane.topology.report_volume_space(
         volume, free=body.free_bytes, total=body.total_bytes, now=plane.clock.now()
     )

@@ -40,8 +40,14 @@ def list_users(_: OrgAdmin, plane: Plane, paging: Paging) -> Page[UserOut]:
 def create_user(body: UserIn, _: OrgAdmin, plane: Plane) -> UserCreated:
     """Add a user (org admins only). Without a password one is generated and returned once."""
     password = body.password or secrets.token_urlsafe(15)
+    if body.agent_site is not None:
+        plane.topology.get_site(body.agent_site)
     user = plane.accounts.create_user(
-        body.name, password, org_admin=body.org_admin, now=plane.clock.now()
+        body.name,
+        password,
+        org_admin=body.org_admin,
+        agent_site=body.agent_site,
+        now=plane.clock.now(),
     )
     return UserCreated(user=user_out(user), password=None if body.password else password)
 
