@@ -145,8 +145,19 @@ def test_login_keeps_a_0600_token_and_the_commands_use_it(
         capsys, monkeypatch, "user", "add", "dave", "--password-stdin", stdin=PASSWORD + "\n"
     )
     assert code == 0
+    code, out, err = run(
+        capsys, monkeypatch, "user", "add", "agent-local", "--agent-site", "local", "--generate"
+    )
+    assert code == 0 and "(agent of site local)" in out, err
+    code, out, err = run(
+        capsys, monkeypatch, "user", "add", "x", "--agent-site", "nosuch", "--generate"
+    )
+    assert code == 1 and "no site 'nosuch'" in err
     code, out, _ = run(capsys, monkeypatch, "user", "ls", "--json")
-    assert {"admin", "carol", "dave"} <= {u["name"] for u in json.loads(out)}
+    users = {u["name"]: u for u in json.loads(out)}
+    assert {"admin", "carol", "dave"} <= set(users) and users["agent-local"][
+        "agent_site"
+    ] == "local"
 
     code, out, err = run(capsys, monkeypatch, "member", "add", "xray", "carol", "--role", "writer")
     assert code == 0 and "carol is writer of xray" in out, err
