@@ -382,3 +382,14 @@ def test_an_agent_user_works_its_sites_caches_and_nothing_else(
         "items": [{"method": "PUT", "key": "commits/" + "0" * 64 + ".json", "size": 1}],
     }
     assert call(name, "POST", "/api/v1/lake/presign", json=put).status_code == 403
+    # Once its site holds no cache of xray, the agent user cannot read xray either.
+    assert call("wendy", "DELETE", f"/api/v1/caches/{mine['id']}").status_code == 202
+    hub = lake_world.hub(name, tmp_path / "agent-home")
+    try:
+        again = SiteAgent(CacheService(hub), site, gc_every=3600)
+        again.run_once()
+        again.close()
+    finally:
+        hub.close()
+    assert plane.topology.get_cache(mine["id"]).state == "evicted"
+    assert call(name, "GET", "/api/v1/datasets/xray").status_code == 404

@@ -480,14 +480,14 @@ class Topology:
             return [self._record(r) for r in conn.execute(q).all()]
 
     def datasets_cached_at(self, site: str) -> set[str]:
-        """Names of the datasets with a cache (in any state) on a volume of ``site``."""
+        """Names of the datasets with a cache on a volume of ``site`` (evicted ones aside)."""
         q = (
             select(t.datasets.c.name)
             .distinct()
             .join(tt.caches, tt.caches.c.dataset_id == t.datasets.c.id)
             .join(tt.volumes, tt.volumes.c.id == tt.caches.c.volume_id)
             .join(tt.sites, tt.sites.c.id == tt.volumes.c.site_id)
-            .where(tt.sites.c.name == site)
+            .where(tt.sites.c.name == site, tt.caches.c.state != "evicted")
         )
         with self._c._read() as conn:
             return {r[0] for r in conn.execute(q)}

@@ -112,8 +112,8 @@ Plane = Annotated[ControlPlane, Depends(get_plane)]
 def dataset_role(plane: ControlPlane, principal: Principal, dataset: str) -> str | None:
     """The caller's role on ``dataset`` (org admins: admin), None if none or no such dataset.
 
-    A site's agent user reads the datasets cached on its site's volumes, and
-    nothing else.
+    A site's agent user reads the datasets cached (or being cached) on its
+    site's volumes, and nothing else: an evicted cache no longer counts.
     """
     site = principal.user.agent_site
     if site is not None:
