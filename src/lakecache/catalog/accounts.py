@@ -290,14 +290,7 @@ class Accounts:
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1]:
             return None
         q = (
-            select(
-                at.api_tokens,
-                at.users.c.name.label("user_name"),
-                at.users.c.org_admin,
-                at.users.c.agent_site,
-                at.users.c.disabled,
-                at.users.c.created_at.label("user_created_at"),
-            )
+            select(at.api_tokens, *_OWNER_COLUMNS)
             .join(at.users, at.users.c.id == at.api_tokens.c.user_id)
             .where(at.api_tokens.c.prefix == parts[1])
         )
@@ -316,14 +309,7 @@ class Accounts:
                     .where(at.api_tokens.c.id == row.id)
                     .values(last_used_at=now)
                 )
-        return UserRecord(
-            int(row.user_id),
-            row.user_name,
-            bool(row.org_admin),
-            False,
-            row.user_created_at,
-            row.agent_site,
-        )
+        return _owner(row)
 
     def _token_query(self) -> Any:
         return select(at.api_tokens, at.users.c.name.label("user_name")).join(
@@ -385,14 +371,7 @@ class Accounts:
     def get_session(self, cookie: str, now: datetime) -> SessionRecord | None:
         """The live session of an enabled user behind a cookie value, else None."""
         q = (
-            select(
-                at.sessions,
-                at.users.c.name.label("user_name"),
-                at.users.c.org_admin,
-                at.users.c.agent_site,
-                at.users.c.disabled,
-                at.users.c.created_at.label("user_created_at"),
-            )
+            select(at.sessions, *_OWNER_COLUMNS)
             .join(at.users, at.users.c.id == at.sessions.c.user_id)
             .where(at.sessions.c.id_hash == _sha256(cookie))
         )
@@ -407,15 +386,7 @@ class Accounts:
                     .where(at.sessions.c.id_hash == row.id_hash)
                     .values(last_seen_at=now)
                 )
-        user = UserRecord(
-            int(row.user_id),
-            row.user_name,
-            bool(row.org_admin),
-            False,
-            row.user_created_at,
-            row.agent_site,
-        )
-        return SessionRecord(user, row.csrf_token, row.expires_at)
+        return SessionRecord(_owner(row), row.csrf_token, row.expires_at)
 
     def delete_session(self, cookie: str) -> None:
         with self._c._write() as conn:
@@ -665,6 +636,28 @@ def _check_password(password: str) -> None:
         )
     if len(password) > 1024:
         raise UserError("a password may have at most 1024 characters")
+
+
+#: The owning user's columns, selected beside a token's or a session's row.
+_OWNER_COLUMNS = (
+    at.users.c.name.label("user_name"),
+    at.users.c.org_admin,
+    at.users.c.agent_site,
+    at.users.c.disabled,
+    at.users.c.created_at.label("user_created_at"),
+)
+
+
+def _owner(row: Any) -> UserRecord:
+    """The (enabled) user of a token or session row selected with :data:`_OWNER_COLUMNS`."""
+    return UserRecord(
+        int(row.user_id),
+        row.user_name,
+        bool(row.org_admin),
+        False,
+        row.user_created_at,
+        row.agent_site,
+    )
 
 
 def _user(row: Any) -> UserRecord:

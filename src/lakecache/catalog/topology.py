@@ -540,7 +540,6 @@ class Topology:
     ) -> bool:
         """filling -> ready: the cache is published on its volume."""
         with self._c._write() as conn:
-            size = conn.scalar(select(tt.caches.c.bytes).where(tt.caches.c.id == cache_id))
             res = conn.execute(
                 update(tt.caches)
                 .where(tt.caches.c.id == cache_id, tt.caches.c.state == "filling")
@@ -549,7 +548,7 @@ class Topology:
                     ready_at=now,
                     last_used_at=now,
                     updated_at=now,
-                    done_bytes=size or 0,
+                    done_bytes=tt.caches.c.bytes,
                     linked_bytes=linked_bytes,
                     fetched_bytes=fetched_bytes,
                     worker=None,
