@@ -3,7 +3,7 @@
 A backend stores immutable objects under string keys (``/``-separated, no
 leading ``/``, no ``..``). Every backend passes the one contract suite in
 ``tests/lake/test_contract.py``. The lake never knows about datasets or the
-catalog: the layout of keys is decided by :mod:`lakecache.lake.layout`.
+catalog: the layout of keys is described in :mod:`lakecache.lake.objects`.
 
 Errors: a missing key raises :class:`~lakecache.errors.ObjectNotFoundError`;
 an unreachable store raises :class:`~lakecache.errors.LakeUnreachableError`
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -23,8 +23,16 @@ from lakecache.errors import InvalidPathError
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """One listed object: its key, its size and when it was last written (UTC).
+
+    ``modified`` is the store's own clock (S3 ``LastModified``, a file's
+    mtime); garbage collection never deletes an object younger than its grace
+    period by it. None only from a backend that cannot tell.
+    """
+
     key: str
     size: int
+    modified: datetime | None = None
 
 
 @runtime_checkable
@@ -55,7 +63,8 @@ class Lake(Protocol):
         """Return the subset of ``keys`` that exist. Batched: one call for many keys."""
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Yield every object whose key starts with ``prefix``, in key order."""
+        """Yield every object whose key starts with ``prefix``, in key order, with its
+        size and last-modified time (rewriting a key makes it young again)."""
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete the keys that exist; missing keys are not an error."""

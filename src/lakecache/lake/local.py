@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -113,7 +113,9 @@ class LocalLake:
                     continue
                 key = rel + name
                 if key.startswith(prefix):
-                    out.append(ObjectInfo(key, os.stat(os.path.join(dirpath, name)).st_size))
+                    st = os.stat(os.path.join(dirpath, name))
+                    modified = datetime.fromtimestamp(st.st_mtime, UTC)
+                    out.append(ObjectInfo(key, st.st_size, modified))
         out.sort(key=lambda o: o.key)
         yield from out
 

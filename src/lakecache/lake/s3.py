@@ -576,7 +576,11 @@ class S3Lake:
             while True:
                 response = self._client.list_objects_v2(**args)
                 out.extend(
-                    ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]))
+                    ObjectInfo(
+                        obj["Key"][len(self.prefix) :],
+                        int(obj["Size"]),
+                        obj["LastModified"].astimezone(UTC),
+                    )
                     for obj in response.get("Contents", ())
                 )
                 token = response.get("NextContinuationToken")
