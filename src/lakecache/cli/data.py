@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,28 +55,62 @@ def init(name: str, description: str) -> None:
 
 @data.command()
 @click.argument("name")
-@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--message", "-m", default="", help="What changed in this version.")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--message",
+    "-m",
+    default=None,
+    help="What changed in this version (default: 'Update from FOLDER').",
+)
 @click.option("--tag", "-t", "tags", multiple=True, help="Tag the new commit (repeatable).")
+@click.option(
+    "--allow-empty", is_flag=True, help="Make a commit even if nothing changed since latest."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def commit(
-    name: str, path: Path, message: str, tags: tuple[str, ...], quiet: bool, as_json: bool
+    name: str,
+    path: Path,
+    message: str | None,
+    tags: tuple[str, ...],
+    allow_empty: bool,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Commit the folder PATH as the new latest version of NAME.
 
     Files are hashed (BLAKE3) in parallel, small ones packed together, and only
     blobs the lake does not already hold are uploaded. Re-commits read only
     files whose size or mtime changed. Safe to re-run after an interruption.
+    A folder that matches latest exactly makes no commit (see --allow-empty).
     """
     ds, ref = _dataset(name)
     if ref:
         raise click.UsageError("commit takes a dataset name without '@ref'")
-    c = ds.commit(path, message=message, progress=_progress(quiet or as_json))  # type: ignore[arg-type]
+    if message is None:
+        message = f"Update from {path.resolve().name or path}"
+        if not as_json:
+            click.echo(f"no -m given: the message is {message!r}")
+    c = ds.commit(
+        path,
+        message=message,
+        allow_empty=allow_empty,
+        progress=_progress(quiet or as_json),  # type: ignore[arg-type]
+    )
     for t in tags:
         ds.tag(t, c.id)
     s = ds.last_commit_stats
     assert s is not None
+    if not s.created:
+        if as_json:
+            print_json({"id": c.id, "created": False, "files": s.files, "tags": list(tags)})
+        else:
+            tagged = f"; tagged {', '.join(tags)}" if tags else ""
+            click.echo(
+                f"nothing changed since {name}@{c.id[:12]}: no commit made{tagged} "
+                "(--allow-empty makes one anyway)"
+            )
+        return
     if as_json:
         print_json(
             {
@@ -88,6 +123,7 @@ def commit(
                 "packs": s.packs,
                 "seconds": round(s.seconds, 3),
                 "tags": list(tags),
+                "created": True,
             }
         )
         return
@@ -161,7 +197,8 @@ def ls_(spec: str | None, folder: str, limit: int | None, after: str | None, as_
     """List datasets, or one folder of a commit (folders first, with their totals).
 
     A folder of many files reads in pages: `--limit 1000`, then `--after` the
-    path of the last item shown.
+    last item shown (its name as listed, or its whole path); the command prints
+    the next page's command while more items follow.
     """
     if spec is None:
         cat = _hub().catalog
@@ -189,7 +226,11 @@ def ls_(spec: str | None, folder: str, limit: int | None, after: str | None, as_
             )
         return
     ds, ref = _dataset(spec)
-    items = ds.ls(ref, folder, limit=limit, after=after)
+    # One item more than asked for tells whether another page follows.
+    items = ds.ls(ref, folder, limit=limit + 1 if limit else None, after=after)
+    more = limit is not None and len(items) > limit
+    if more:
+        items = items[:limit]
     if as_json:
         print_json(
             [
@@ -218,6 +259,12 @@ def ls_(spec: str | None, folder: str, limit: int | None, after: str | None, as_
         ],
         right=["files", "size"],
     )
+    if more:
+        last = items[-1].name
+        click.echo(
+            f"more items follow; next page: lakecache data ls {spec} {folder or '/'} "
+            f"-n {limit} --after {shlex.quote(last)}"
+        )
 
 
 @data.command()
@@ -284,17 +331,50 @@ def diff(old: str, new: str | None, limit: int, as_json: bool) -> None:
 @click.option(
     "--path", "-p", "paths", multiple=True, help="Pull only this file or folder (repeatable)."
 )
+@click.option(
+    "--force", "-f", is_flag=True, help="Overwrite files in DEST that hold local changes."
+)
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Remove files under the pulled folders that the commit does not hold (like rsync).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
-def pull(spec: str, dest: Path, paths: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+def pull(
+    spec: str,
+    dest: Path,
+    paths: tuple[str, ...],
+    force: bool,
+    delete: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Write a commit (or some of its folders) into DEST as plain files.
 
     Packs are fetched with parallel ranged GETs and every file is verified
     (BLAKE3) before it appears. Files already in DEST with the right content
     are kept, so re-running an interrupted pull resumes it.
+
+    DEST may hold an earlier pull: its files are replaced. A file you changed
+    (or put there) is never overwritten without --force: the pull names such
+    files and stops before writing anything. Files that the commit does not
+    hold are left and counted; --delete removes them.
     """
+    from lakecache.data.pull import PullConflictError
+
     ds, ref = _dataset(spec)
-    s = ds.pull(ref, dest, list(paths) or None, progress=_progress(quiet or as_json))  # type: ignore[arg-type]
+    try:
+        s = ds.pull(
+            ref,
+            dest,
+            list(paths) or None,
+            force=force,
+            delete=delete,
+            progress=_progress(quiet or as_json),  # type: ignore[arg-type]
+        )
+    except PullConflictError as exc:
+        raise PullConflictError(exc.check, exc.spec, exc.dest, flag="--force") from None
     if as_json:
         print_json(
             {
@@ -303,6 +383,9 @@ def pull(spec: str, dest: Path, paths: tuple[str, ...], quiet: bool, as_json: bo
                 "fetched_bytes": s.fetched_bytes,
                 "requests": s.requests,
                 "kept_files": s.skipped_files,
+                "overwritten_files": s.overwritten_files,
+                "extra_files": s.extra_files,
+                "deleted_files": s.deleted_files,
             }
         )
         return
@@ -310,6 +393,17 @@ def pull(spec: str, dest: Path, paths: tuple[str, ...], quiet: bool, as_json: bo
         f"pulled {s.files:,} files ({human_bytes(s.bytes)}) into {dest} with {s.requests:,} "
         f"request(s); {s.skipped_files:,} already there"
     )
+    if s.overwritten_files:
+        click.echo(f"overwrote {s.overwritten_files:,} file(s) with local changes (--force)")
+    if s.deleted_files:
+        click.echo(f"removed {s.deleted_files:,} file(s) not in {ds.name}@{ref or 'latest'}")
+    if s.extra_files:
+        names = ", ".join(s.extra_shown)
+        more = s.extra_files - len(s.extra_shown)
+        click.echo(
+            f"{s.extra_files:,} file(s) not in {ds.name}@{ref or 'latest'} left in {dest}: "
+            f"{names}{f' and {more:,} more' if more > 0 else ''} (--delete removes them)"
+        )
 
 
 @data.command()

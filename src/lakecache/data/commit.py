@@ -78,6 +78,8 @@ class CommitStats:
     packs: int = 0
     seconds: float = 0.0
     commit_id: str = ""
+    #: False when the folder matched the head exactly and no commit was made.
+    created: bool = True
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -193,8 +195,12 @@ def commit_folder(
     root: Path | str,
     message: str,
     progress: Progress | None = None,
+    allow_empty: bool = False,
 ) -> tuple[Commit, CommitStats]:
     """Commit the folder ``root`` as the new head of ``dataset``.
+
+    A folder whose files are exactly the head's makes no new commit unless
+    ``allow_empty``: the head is returned and ``stats.created`` is False.
 
     Raises :class:`SourceError` (a file unreadable or changing; nothing
     committed), :class:`InvalidPathError` (a name the manifest cannot hold),
@@ -243,6 +249,13 @@ def commit_folder(
     stats.bytes = sum(e.size for e in entries)
     manifest = encode_manifest(entries)
     manifest_digest = hash_bytes(manifest)
+    if parent and not allow_empty:
+        head = catalog.get_commit(dataset, parent)
+        if head.manifest == manifest_digest:
+            stats.commit_id = parent
+            stats.created = False
+            stats.seconds = time.perf_counter() - t0
+            return head, stats
     lake.put(manifest_key(manifest_digest), manifest)
 
     commit = Commit(

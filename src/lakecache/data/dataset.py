@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +11,12 @@ from typing import TYPE_CHECKING
 from lakecache.data.hub import Hub
 from lakecache.data.index import Change, FolderItem, ManifestIndex
 from lakecache.errors import UserError
-from lakecache.lake.objects import Commit, normalize_folder, normalize_path
+from lakecache.lake.objects import Commit, normalize_folder
 
 if TYPE_CHECKING:
     from lakecache.data.commit import CommitStats
-    from lakecache.data.materialize import MaterializeStats
     from lakecache.data.progress import Progress
+    from lakecache.data.pull import PullStats
     from lakecache.settings import Settings
 
 
@@ -109,25 +110,63 @@ class Dataset:
     # -- writing -----------------------------------------------------------
 
     def commit(
-        self, path: str | Path, message: str = "", *, progress: Progress | None = None
+        self,
+        path: str | Path,
+        message: str = "",
+        *,
+        allow_empty: bool = False,
+        progress: Progress | None = None,
     ) -> Commit:
         """Commit the folder ``path`` as the new latest version; returns the commit.
 
         Only files whose size or mtime changed since the last commit from this
         machine are read again, and only blobs the lake lacks are uploaded.
-        Statistics of the run are left in :attr:`last_commit_stats`. The author
-        is :attr:`~lakecache.data.hub.Hub.author`: through a server, the logged-in user.
+        The author is :attr:`~lakecache.data.hub.Hub.author`: through a server,
+        the logged-in user.
+
+        Args:
+            path: the folder to commit (its whole tree; symlinks inside it are stored
+                as the files they name).
+            message: what changed in this version.
+            allow_empty: make a new commit even when the folder is exactly the
+                latest version. By default nothing is committed then, the latest
+                commit is returned and ``last_commit_stats.created`` is False.
+            progress: a progress reporter (the CLI passes a bar).
+
+        Returns:
+            The new commit (or the unchanged latest one). Statistics of the run are
+            in :attr:`last_commit_stats`.
+
+        Raises:
+            UserError: ``path`` does not exist or is not a folder.
+            SourceError: a file could not be read or kept changing; nothing committed.
+            ConflictError: someone else committed first; run it again.
+
+        Example:
+            >>> Dataset("xray").commit("./chest-xray", "fix labels")  # doctest: +SKIP
         """
         from lakecache.data.commit import commit_folder
 
+        folder = Path(path)
+        if not folder.exists():
+            raise UserError(
+                f"{str(folder)!r} does not exist",
+                hint="Pass the folder that holds the dataset's files.",
+            )
+        if not folder.is_dir():
+            raise UserError(
+                f"{str(folder)!r} is a file, not a folder",
+                hint="Pass the folder that holds it: a commit takes a whole folder.",
+            )
         commit, stats = commit_folder(
             lake=self.hub.lake,
             catalog=self.hub.catalog,
             settings=self.hub.settings.with_(author=self.hub.author),
             dataset=self.name,
-            root=path,
+            root=folder,
             message=message,
             progress=progress,
+            allow_empty=allow_empty,
         )
         self.last_commit_stats = stats
         return commit
@@ -164,7 +203,8 @@ class Dataset:
         """One folder of a commit: sub-folders with totals, then files, each by name.
 
         With ``limit``, one page of at most that many items, starting after the
-        item whose path is ``after`` (the last of the previous page): a folder
+        item ``after`` (the last of the previous page, by name as listed or by
+        its whole path): a folder
         of 200,000 files reads in pages, each as fast as the first, instead of
         all at once. An empty page means the end.
         """
@@ -178,6 +218,8 @@ class Dataset:
             if after is not None:
                 prefix = f"{sub}/" if sub else ""
                 mark = normalize_folder(after)
+                if "/" not in mark and not (prefix and mark.startswith(prefix)):
+                    mark = prefix + mark  # a name as `ls` prints it, not a whole path
                 if not mark.startswith(prefix) or "/" in mark[len(prefix) :]:
                     raise UserError(
                         f"{after!r} is not an item of folder {sub or '/'!r}",
@@ -210,28 +252,80 @@ class Dataset:
         self,
         ref: str | None,
         dest: str | Path,
-        paths: list[str] | None = None,
+        paths: str | list[str] | None = None,
         *,
+        force: bool = False,
+        delete: bool = False,
         progress: Progress | None = None,
-    ) -> MaterializeStats:
+    ) -> PullStats:
         """Write a commit (or the files and folders in ``paths``) into ``dest``.
 
         Every file is verified against its BLAKE3 before it appears; files
         already in ``dest`` with the right content are kept, so an interrupted
         pull resumes.
-        """
-        from lakecache.data.materialize import materialize
 
-        prefixes = [normalize_path(p.strip("/")) for p in paths] if paths else None
+        Args:
+            ref: a tag, ``latest`` (None) or a commit id prefix.
+            dest: the folder to write into; created if missing.
+            paths: one path or a list of files and folders of the commit (None: all).
+            force: overwrite files in ``dest`` that hold local changes.
+            delete: remove files under the pulled folders that the commit does not hold.
+            progress: a progress reporter (the CLI passes a bar).
+
+        Returns:
+            :class:`~lakecache.data.pull.PullStats`: files, bytes, requests, and the
+            files found in ``dest`` that the commit does not hold (``extra_files``).
+
+        Raises:
+            UserError: a file in ``dest`` differs from the commit and was not written
+                by an earlier pull (nothing is written; pass ``force=True``).
+            IntegrityError: bytes in the lake disagree with their digest.
+
+        Example:
+            >>> Dataset("xray").pull("v1", "./xray", paths="train/NORMAL/")  # doctest: +SKIP
+        """
+        from dataclasses import asdict
+
+        from lakecache.data.materialize import materialize
+        from lakecache.data.pull import (
+            PullConflictError,
+            PullRecord,
+            PullStats,
+            check_dest,
+            delete_extras,
+        )
+
+        if isinstance(paths, str):
+            paths = [paths]
+        prefixes = [normalize_folder(p) for p in paths] if paths else None
+        if prefixes is not None and "" in prefixes:
+            prefixes = None  # the root covers everything
         with self._index(ref) as idx:
             entries = list(idx.entries(prefixes))
+        spec = f"{self.name}@{ref or 'latest'}"
+        dest = Path(dest)
         s = self.hub.settings
-        return materialize(
-            entries,
-            Path(dest),
-            lake=self.hub.lake,
-            catalog=self.hub.catalog,
-            workers=s.workers,
-            chunk_size=s.part_size,
-            progress=progress,
-        )
+        with PullRecord(s.state_dir / "pulls.db") as record:
+            check = check_dest(entries, dest, record, folders=prefixes)
+            if check.conflicts and not force:
+                raise PullConflictError(check, spec, dest, flag="force=True")
+            stats = materialize(
+                entries,
+                dest,
+                lake=self.hub.lake,
+                catalog=self.hub.catalog,
+                workers=s.workers,
+                chunk_size=s.part_size,
+                progress=progress,
+            )
+            record.remember(os.path.realpath(dest), entries)
+            out = PullStats(
+                **asdict(stats),
+                overwritten_files=len(check.conflicts),
+                extra_files=check.extra_files,
+                extra_shown=check.extra_shown,
+            )
+            if delete and check.extra_files:
+                out.deleted_files = delete_extras(entries, dest, record, folders=prefixes)
+                out.extra_files -= out.deleted_files
+        return out
