@@ -9,12 +9,17 @@ layer runs unchanged. How the bytes travel depends on the server's lake
   (SigV4, :data:`~lakecache.server.routes.lake.URL_TTL` seconds); bytes go
   between this machine and S3 directly, over a pool of keep-alive connections
   (urllib3). A GET URL is kept for its lifetime and reused for every range of
-  that object; a PUT URL is signed with its exact size. Files larger than the
+  that object; a PUT URL is signed with its exact size and ``If-None-Match: *``,
+  so it can never replace an object (S3 answers 412). Files larger than the
   part size go multipart: the server starts the upload and signs each part,
   this side uploads parts in parallel (bounded memory: a few parts in flight)
   and the server completes it, or aborts it on any failure.
 * ``stream`` (a local-folder lake): the same operations go to the server's
   ``/api/v1/lake/objects/KEY``, which streams them to and from its folder.
+
+A key that exists already is skipped, unless it holds blobs this user's
+datasets do not hold yet: then the bytes go to the server, which hashes them
+and stores nothing (``prove``), because knowing a digest grants nothing.
 
 The lake's credentials never reach this side: a presigned URL carries the
 access key's *id* and a signature valid for one method on one key, never the
@@ -152,12 +157,28 @@ class RemoteLake:
             item = self._presign([{"method": "PUT", "key": key, "size": len(data)}])[0]
             if item["status"] == "exists":
                 return
-            status, resp = self._send("PUT", item["url"], key, data)
+            if item["status"] == "prove":
+                self._prove(key, data, len(data))
+                return
+            status, resp = self._send("PUT", item["url"], key, data, item.get("headers"))
             if status == 403 and attempt == 0:
                 continue  # expired while queued: sign again, once
+            if status == 412:
+                return  # If-None-Match: another writer stored the key first; never replaced
             if status != 200:
                 self._refused("PUT", key, status, resp)
             return
+
+    def _prove(self, key: str, content: bytes | Iterator[bytes], size: int) -> None:
+        """Send the bytes of a key that exists to the server, which hashes them and stores
+        nothing: a blob is yours to name only once the server has seen you hold it."""
+        self._conn.call(
+            "PUT",
+            _object_path(key),
+            params=self._scope(),
+            content=content,
+            headers={"Content-Length": str(size)},
+        )
 
     def _put_multipart(self, key: str, fileobj: BinaryIO, size: int) -> None:
         scope = self._conn.scope()
@@ -167,6 +188,9 @@ class RemoteLake:
             json={"datasets": scope, "key": key, "size": size, "part_size": self.part_size},
         )
         if started["status"] == "exists":
+            return
+        if started["status"] == "prove":
+            self._prove(key, _chunks_of(fileobj, size, key, 1 << 20), size)
             return
         upload_id = started["upload_id"]
         urls = {p["number"]: p["url"] for p in started["parts"]}
@@ -436,15 +460,20 @@ class RemoteLake:
             self._get_urls[key] = (url, now + max(ttl - URL_MARGIN, 1.0))
         return str(url)
 
-    def _send(self, method: str, url: str, key: str, body: bytes) -> tuple[int, Any]:
-        """One upload, retried on connection errors and 5xx; returns (status, response)."""
+    def _send(
+        self, method: str, url: str, key: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """One upload, retried on connection errors and 5xx; returns (status, response).
+
+        ``headers`` are those the URL was signed with (``If-None-Match: *`` on a PUT).
+        """
         for failure in range(self.retries):
             try:
                 resp = self._http.request(
                     method,
                     url,
                     body=body,
-                    headers={"Content-Length": str(len(body))},
+                    headers={**(headers or {}), "Content-Length": str(len(body))},
                     redirect=False,
                 )
             except _TRANSIENT as exc:

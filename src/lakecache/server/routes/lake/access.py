@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Seconds a presigned URL stays valid.
 URL_TTL = 900
+#: Headers a presigned PUT is signed with, which the client must send: no overwrites.
+PUT_HEADERS = {"If-None-Match": "*"}
 #: Digests, keys or URLs in one request.
 MAX_BATCH = 10_000
 MAX_PRESIGN = 1_000
@@ -330,7 +332,9 @@ class S3Presigner:
         return self._lake.presign("get_object", key, URL_TTL)
 
     def put(self, key: str, size: int) -> str:
-        return self._lake.presign("put_object", key, URL_TTL, ContentLength=size)
+        """A PUT URL for exactly ``size`` bytes that cannot replace an object: the client
+        must send :data:`PUT_HEADERS` (signed), so S3 answers 412 once ``key`` exists."""
+        return self._lake.presign("put_object", key, URL_TTL, ContentLength=size, IfNoneMatch="*")
 
     def part(self, key: str, upload_id: str, number: int, size: int) -> str:
         return self._lake.presign(
@@ -340,9 +344,9 @@ class S3Presigner:
     def create_multipart(self, key: str) -> str:
         return self._lake.create_multipart(key)
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """Join the parts, given as (number, ETag)."""
-        self._lake.complete_multipart(key, upload_id, parts)
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> bool:
+        """Join the parts, given as (number, ETag), unless ``key`` exists (then False)."""
+        return self._lake.complete_multipart(key, upload_id, parts, if_absent=True)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         self._lake.abort_multipart(key, upload_id)

@@ -69,12 +69,16 @@ class PresignIn(BaseModel):
 class Presigned(BaseModel):
     method: Literal["GET", "PUT"]
     key: str
-    #: ``exists``: a PUT of a key the lake already holds (skip it); no URL.
-    status: Literal["ok", "exists"]
+    #: ``exists``: a PUT of a key the lake already holds (skip it); no URL. ``prove``: the
+    #: key exists, but its blobs are not yours yet: send the bytes to ``url`` (the
+    #: server's, which hashes them and stores nothing) to show that you hold them.
+    status: Literal["ok", "exists", "prove"]
     url: str | None = None
-    #: The URL is the server's own (stream mode): send the API token with it.
+    #: The URL is the server's own (stream mode, or a proof): send the API token with it.
     bearer: bool = False
     expires_at: datetime | None = None
+    #: Headers the URL is signed with: send them as they are (a PUT: ``If-None-Match: *``).
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class PresignOut(BaseModel):
@@ -96,7 +100,9 @@ class PartUrl(BaseModel):
 
 
 class MultipartOut(BaseModel):
-    status: Literal["ok", "exists"]
+    #: ``prove``: as for a PUT (:class:`Presigned`): PUT the bytes to ``url``.
+    status: Literal["ok", "exists", "prove"]
+    url: str | None = None
     upload_id: str | None = None
     part_size: int = 0
     parts: list[PartUrl] = Field(default_factory=list)

@@ -6,16 +6,16 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import blake3
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from lakecache.errors import UserError
+from lakecache.errors import IntegrityError, UserError
 from lakecache.lake.base import check_key, local_path
 from lakecache.server.auth import Plane, User
 from lakecache.server.routes.lake.access import (
@@ -30,6 +30,10 @@ from lakecache.server.routes.lake.access import (
     redact,
 )
 from lakecache.server.routes.lake.models import StoredOut
+from lakecache.server.routes.lake.verify import PackVerifier, pack_index
+
+if TYPE_CHECKING:
+    from lakecache.server.runtime import ControlPlane
 
 router = APIRouter(prefix="/lake")
 
@@ -108,15 +112,25 @@ async def put_object(
     dataset: Annotated[list[str], Query(min_length=1, max_length=MAX_DATASETS)],
 ) -> StoredOut:
     """Store the request body as a new object, streamed to disk (writers; a lake the server
-    streams only). Content-addressed keys are hashed on the way in; an existing key is
-    left as it is and answered ``exists``."""
-    await run_in_threadpool(allowed, plane, principal, dataset, "writer")
+    streams only), or prove that the caller holds the bytes of an object that exists.
+
+    New content-addressed keys are hashed on the way in (a pack when it is
+    recorded) and published without replacing anything. For a key that exists,
+    on any lake, the body is hashed and dropped: bytes that match the object's
+    name (a blob's digest, a pack's index) grant its blobs to the named datasets
+    the caller writes (``presign`` answers ``prove`` for such keys); any other
+    body is refused and changes nothing.
+    """
+    writable = await run_in_threadpool(allowed, plane, principal, dataset, "writer")
     kind, _ = key_kind(key)
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise UserError("send the object's size in Content-Length", hint="No chunked uploads.")
     size = int(declared)
     lake = plane.hub.lake
+    if await run_in_threadpool(lambda: bool(lake.exists([key]))):
+        await _prove(plane, key, request.stream(), size, writable)
+        return StoredOut(key=key, status="exists", size=size)
     root = getattr(lake, "root", None)
     if lake_access(request).presigner is not None or not isinstance(root, Path):
         raise UserError(
@@ -124,10 +138,6 @@ async def put_object(
             hint="POST /api/v1/lake/presign for a URL, then PUT to it.",
         )
     final = local_path(root, key)
-    if await run_in_threadpool(final.is_file):
-        async for _ in request.stream():  # drain, so the client reads the answer cleanly
-            pass
-        return StoredOut(key=key, status="exists", size=final.stat().st_size)
     digest, upload = await _stream_to(final, request.stream(), size)
     try:
         # A pack's bytes are checked against its index when it is recorded.
@@ -135,8 +145,78 @@ async def put_object(
     except BaseException:
         await run_in_threadpool(upload.discard)
         raise
-    await run_in_threadpool(_publish, final, upload)
-    return StoredOut(key=key, status="stored", size=size)
+    published = await run_in_threadpool(_publish, final, upload)
+    return StoredOut(key=key, status="stored" if published else "exists", size=size)
+
+
+async def _prove(
+    plane: ControlPlane, key: str, body: AsyncIterator[bytes], size: int, writable: list[str]
+) -> None:
+    """Hash a body sent for an existing key against the key's name, store nothing, and grant
+    the blobs it proves the caller holds. UserError (nothing granted) if it does not match."""
+    kind, ident = key_kind(key)
+    catalog = plane.hub.catalog
+    recorded = await run_in_threadpool(
+        lambda: bool(
+            (kind == "blob" and catalog.locate_blobs([ident]))
+            or (kind == "pack" and catalog.pack_sizes([ident]))
+        )
+    )
+    if not recorded:
+        # Naming no blob, or not recorded yet (its record reads it back and grants it):
+        # nothing to prove.
+        async for _ in body:  # drain, so the client reads the answer cleanly
+            pass
+        return
+    entries = None
+    if kind == "pack":
+        entries = await run_in_threadpool(pack_index, plane.hub.lake, ident)
+    feed, digests = _prover(key, ident, entries)
+    got = 0
+    buf = bytearray()
+    try:
+        async for chunk in body:
+            got += len(chunk)
+            if got > size:
+                raise UserError(f"the body is longer than its Content-Length ({size})")
+            buf += chunk
+            if len(buf) >= STREAM_WRITE:
+                await run_in_threadpool(feed, bytes(buf))
+                buf.clear()
+        await run_in_threadpool(feed, bytes(buf))
+        await run_in_threadpool(feed, None)
+    except IntegrityError as exc:
+        raise UserError(
+            f"the bytes sent for {key} are not the object's: {exc.message}",
+            hint="Send the object's own bytes; nothing was granted.",
+        ) from None
+    await run_in_threadpool(catalog.grant_blobs, writable, digests)
+
+
+def _prover(
+    key: str, ident: str, entries: list[tuple[str, int, int]] | None
+) -> tuple[Callable[[bytes | None], None], list[str]]:
+    """A function fed the body's bytes, then None at the end (IntegrityError if they lie),
+    and the digests it proves."""
+    if entries is not None:
+        verifier = PackVerifier(key, entries)
+
+        def feed_pack(data: bytes | None) -> None:
+            if data is None:
+                verifier.finish()
+            else:
+                verifier.feed(data)
+
+        return feed_pack, [d for d, _, _ in entries]
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+    def feed_blob(data: bytes | None) -> None:
+        if data is not None:
+            h.update(data)
+        elif h.hexdigest() != ident:
+            raise IntegrityError(f"they do not hash to {ident[:16]}")
+
+    return feed_blob, [ident]
 
 
 class _Upload:
@@ -183,10 +263,13 @@ async def _stream_to(final: Path, body: AsyncIterator[bytes], size: int) -> tupl
     return upload.hash.hexdigest(), upload
 
 
-def _publish(final: Path, upload: _Upload) -> None:
-    """Rename the finished upload into place: readers see all of it or nothing."""
+def _publish(final: Path, upload: _Upload) -> bool:
+    """Link the finished upload into place: readers see all of it or nothing, and an object
+    that appeared meanwhile is never replaced (False then: the upload is dropped)."""
     try:
-        os.replace(upload.path, final)
-    except BaseException:
+        os.link(upload.path, final)
+    except FileExistsError:
+        return False
+    finally:
         upload.discard()
-        raise
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -21,16 +22,22 @@ from lakecache.lake.objects import (
     check_digest,
     commit_key,
     decode_manifest,
-    decode_pack_index,
     hash_bytes,
     manifest_key,
-    pack_index_key,
     pack_key,
 )
 from lakecache.server.auth import Plane, Principal, User
 from lakecache.server.errors import PermissionDeniedError
-from lakecache.server.routes.lake.access import allowed, lake_access, size_of
+from lakecache.server.routes.lake.access import allowed, lake_access
+from lakecache.server.routes.lake.grants import ungranted
 from lakecache.server.routes.lake.models import BlobIn, CommitFull, CommitIn, PackIn, Recorded
+from lakecache.server.routes.lake.verify import (
+    blob_digest,
+    check_pack_bytes,
+    pack_index,
+    read_back,
+    refuse_garbage,
+)
 
 if TYPE_CHECKING:
     from lakecache.server.runtime import ControlPlane
@@ -38,67 +45,65 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/lake")
 
+#: Seconds a commit's created_at may differ from the server's clock.
+CLOCK_SKEW = 300
+
 
 @router.post("/packs", response_model=Recorded)
-def record_pack(body: PackIn, request: Request, principal: User, plane: Plane) -> Recorded:
-    """Record an uploaded pack and its blobs, once the lake shows it is what it claims (writers).
+def record_pack(body: PackIn, principal: User, plane: Plane) -> Recorded:
+    """Record an uploaded pack and its blobs, once the server has hashed them (writers).
 
-    The pack object must exist with ``size`` bytes, and its index object must
-    hash to ``pack_id`` and lay ``blob_count`` blobs end to end over exactly
-    those bytes. On a lake the server streams, each blob's bytes are hashed too.
+    The pack's index object must hash to ``pack_id`` and lay ``blob_count``
+    blobs end to end over ``size`` bytes; the pack object is then read back once
+    and every blob hashed against the index (:mod:`.verify`). A pack whose bytes
+    lie is deleted and refused. The blobs are granted to the named datasets the
+    caller writes (:mod:`.grants`). A pack recorded before is answered at once and
+    grants nothing: whoever records it now did not upload it.
     """
-    allowed(plane, principal, body.datasets, "writer")
+    writable = allowed(plane, principal, body.datasets, "writer")
     lake = plane.hub.lake
+    catalog = plane.hub.catalog
     key = pack_key(body.pack_id)
-    size = size_of(lake, key)
-    if size is None:
-        raise UserError(f"{key} is not in the lake", hint="Upload the pack before recording it.")
-    if size != body.size:
-        raise UserError(f"{key} holds {size} bytes, not {body.size} as declared")
-    try:
-        index = lake.get(pack_index_key(body.pack_id))
-    except ObjectNotFoundError:
-        raise UserError(
-            f"{pack_index_key(body.pack_id)} is not in the lake",
-            hint="Upload the pack's index before recording the pack.",
-        ) from None
-    if hash_bytes(index) != body.pack_id:
-        raise UserError(f"the index of pack {body.pack_id[:16]} does not hash to its id")
-    try:
-        entries = decode_pack_index(index)
-    except (ValueError, UnicodeDecodeError, IntegrityError):
-        raise UserError(f"the index of pack {body.pack_id[:16]} is not a pack index") from None
-    end = 0
-    for _, offset, length in entries:
-        if offset != end:
-            raise UserError(f"the index of pack {body.pack_id[:16]} has a gap or overlap")
-        end += length
-    if end != size or len(entries) != body.blob_count:
+    if catalog.pack_sizes([body.pack_id]):
+        return Recorded(key=key, blobs=body.blob_count)
+    entries = pack_index(lake, body.pack_id)
+    end = sum(n for _, _, n in entries)
+    if end != body.size or len(entries) != body.blob_count:
         raise UserError(
             f"the index of pack {body.pack_id[:16]} covers {end} bytes in {len(entries)} blobs; "
-            f"the pack has {size} bytes and {body.blob_count} blobs were declared"
+            f"{body.size} bytes and {body.blob_count} blobs were declared"
         )
-    if lake_access(request).presigner is None and size:
-        data = memoryview(lake.get(key))
-        for digest, offset, length in entries:
-            if hash_bytes(data[offset : offset + length]) != digest:  # type: ignore[arg-type]
-                raise UserError(f"a blob in pack {body.pack_id[:16]} does not match its digest")
+    try:
+        check_pack_bytes(key, read_back(lake, key), entries)
+    except IntegrityError as exc:
+        raise refuse_garbage(lake, key, exc) from None
     locs = [BlobLocation(d, n, body.pack_id, o) for d, o, n in entries]
-    plane.hub.catalog.record_pack(body.pack_id, size, locs)
+    catalog.record_pack(body.pack_id, end, locs, granted_to=writable)
     return Recorded(key=key, blobs=len(locs))
 
 
 @router.post("/blobs", response_model=Recorded)
 def record_blob(body: BlobIn, principal: User, plane: Plane) -> Recorded:
-    """Record an uploaded large blob, once the lake holds it with the declared size (writers)."""
-    allowed(plane, principal, body.datasets, "writer")
+    """Record an uploaded large blob, once the server has read it back and hashed it (writers).
+
+    An object whose bytes do not hash to its key is deleted and refused. The
+    blob is granted to the named datasets the caller writes; a blob recorded
+    before is answered at once and grants nothing.
+    """
+    writable = allowed(plane, principal, body.datasets, "writer")
+    lake = plane.hub.lake
+    catalog = plane.hub.catalog
     key = blob_key(body.digest)
-    size = size_of(plane.hub.lake, key)
-    if size is None:
-        raise UserError(f"{key} is not in the lake", hint="Upload the blob before recording it.")
+    if catalog.locate_blobs([body.digest]):
+        return Recorded(key=key, blobs=1)
+    digest, size = blob_digest(read_back(lake, key))
+    if digest != body.digest:
+        raise refuse_garbage(
+            lake, key, IntegrityError(f"the bytes of {key} do not hash to its name")
+        )
     if size != body.size:
         raise UserError(f"{key} holds {size} bytes, not {body.size} as declared")
-    plane.hub.catalog.record_blob(BlobLocation(body.digest, size))
+    catalog.record_blob(BlobLocation(body.digest, size), granted_to=writable)
     return Recorded(key=key, blobs=1)
 
 
@@ -107,10 +112,15 @@ def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) 
     """Add a commit whose objects are in the lake, moving the branch if it is still at
     ``expected_head`` (writers of the commit's dataset). 409 if someone committed first.
 
-    The commit's author must be the caller's user name, org admins included (403
-    otherwise): the id hashes the author, so the server cannot put the right name
-    in; it refuses the wrong one, and the client builds its commits with the name
-    ``GET /auth/session`` gives it (:attr:`lakecache.data.hub.Hub.author`).
+    Lineage and time are the server's, and the id hashes them, so the server
+    refuses what it cannot put right itself: the author must be the caller's
+    user name, org admins included (403); the parents must be exactly the head
+    the commit replaces, ``expected_head`` (400); ``created_at`` must be the
+    server's clock give or take :data:`CLOCK_SKEW` (400). The client builds its
+    commits with the name ``GET /auth/session`` gives it
+    (:attr:`lakecache.data.hub.Hub.author`). Every blob the manifest names must be
+    one the commit's dataset may name, or one a dataset the caller can read holds
+    (:mod:`.grants`): knowing a digest is not enough.
     """
     raw = body.commit.encode()
     try:
@@ -131,6 +141,7 @@ def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) 
         raise UserError("the commit object is not in canonical form (as Commit.to_json writes it)")
     allowed(plane, principal, [commit.dataset], "writer")
     _check_author(commit, principal)
+    _check_lineage(commit, body.expected_head, plane.clock.now())
     commit_id = commit.id
     lake = plane.hub.lake
     try:
@@ -141,10 +152,13 @@ def add_commit(body: CommitIn, request: Request, principal: User, plane: Plane) 
         ) from None
     if stored != raw:
         raise UserError(f"{commit_key(commit_id)} in the lake differs from the commit sent")
-    entries = _checked_manifest(plane, commit)
+    entries, adopted = _checked_manifest(plane, principal, commit)
     access = lake_access(request)
     access.learn(commit_id, entries)
-    plane.hub.catalog.add_commit(commit, expected_head=body.expected_head, branch=body.branch)
+    catalog = plane.hub.catalog
+    catalog.add_commit(commit, expected_head=body.expected_head, branch=body.branch)
+    # From now on the commit's dataset holds its blobs, those from other datasets too.
+    catalog.grant_blobs([commit.dataset], adopted, commit_id=commit_id)
     return _full(commit_id, commit)
 
 
@@ -160,9 +174,42 @@ def _check_author(commit: Commit, principal: Principal) -> None:
         )
 
 
-def _checked_manifest(plane: ControlPlane, commit: Commit) -> list[ManifestEntry]:
-    """The commit's manifest entries, after checking the manifest against the commit and the
-    blob index; also leaves the manifest's local index for listings."""
+def _check_lineage(commit: Commit, expected_head: str | None, now: datetime) -> None:
+    """Refuse parents other than the head the commit replaces, and a time off the server's."""
+    parents = (expected_head,) if expected_head else ()
+    if commit.parents != parents:
+        said = ", ".join(p[:12] for p in commit.parents) or "none"
+        raise UserError(
+            f"the commit names parents {said}, but it replaces "
+            f"{(expected_head or 'no commit')[:12]}; a commit's parent is the head it replaces",
+            hint="Build the commit on the branch's head (expected_head) as its only parent.",
+        )
+    try:
+        made = datetime.fromisoformat(commit.created_at)
+    except ValueError:
+        made = None
+    if made is None or made.tzinfo is None:
+        raise UserError(
+            f"the commit's created_at {commit.created_at[:40]!r} is not a time with a zone",
+            hint="Use datetime.now(UTC).isoformat().",
+        )
+    off = (made - now).total_seconds()
+    if abs(off) > CLOCK_SKEW:
+        raise UserError(
+            f"the commit's created_at is {abs(off):.0f} s "
+            f"{'ahead of' if off > 0 else 'behind'} this server's clock; commits are "
+            f"stamped with the server's time (within {CLOCK_SKEW} s)",
+            hint="Set this machine's clock right (NTP), then commit again; "
+            "the uploaded files are reused.",
+        )
+
+
+def _checked_manifest(
+    plane: ControlPlane, principal: Principal, commit: Commit
+) -> tuple[list[ManifestEntry], set[str]]:
+    """The commit's manifest entries, and the blobs it names that its dataset takes from
+    other datasets the caller can read, after checking the manifest against the commit and
+    the grants; also leaves the manifest's local index for listings."""
     from lakecache.data.index import ManifestIndex
 
     key = manifest_key(commit.manifest)
@@ -182,16 +229,17 @@ def _checked_manifest(plane: ControlPlane, commit: Commit) -> list[ManifestEntry
             f"has {len(entries)} files and {sum(e.size for e in entries)} bytes"
         )
     digests = {e.digest for e in entries}
-    known = plane.hub.catalog.known_blobs(digests)
-    if len(known) != len(digests):
-        missing = sorted(digests - known)
+    adopted, missing = ungranted(plane, principal, commit.dataset, digests)
+    if missing:
+        first = sorted(missing)[0]
         raise UserError(
-            f"the manifest names {len(missing)} blob(s) the lake does not hold "
-            f"(first {missing[0][:16]})",
-            hint="Upload and record every pack and blob before adding the commit.",
+            f"the manifest names {len(missing)} blob(s) that {commit.dataset!r}'s writers did "
+            f"not upload and no dataset you can read holds (first {first[:16]})",
+            hint="Upload and record every pack and blob before adding the commit; knowing "
+            "a blob's digest is not enough, the server must have hashed its bytes for you.",
         )
     ManifestIndex.build(plane.settings.state_dir, commit.manifest, entries)
-    return entries
+    return entries, adopted
 
 
 def _full(commit_id: str, c: Commit) -> CommitFull:
