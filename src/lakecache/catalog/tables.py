@@ -168,3 +168,21 @@ blobs = Table(
     Column("pack_id", String(64), nullable=True),
     Column("pack_offset", BigInteger, nullable=False),
 )
+
+#: The blobs each dataset may name through a server: those its commits hold and those
+#: its writers uploaded for it (read back and hashed by the server). Knowing a digest
+#: grants nothing; see :mod:`lakecache.catalog.blobs`.
+dataset_blobs = Table(
+    "dataset_blobs",
+    metadata,
+    Column("dataset_id", BigId, ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", Digest, primary_key=True),
+)
+
+#: Commits whose blobs ``dataset_blobs`` holds (commits made without a server are folded in
+#: when a server first needs them).
+dataset_blob_commits = Table(
+    "dataset_blob_commits",
+    metadata,
+    Column("commit_id", HEX64, ForeignKey("commits.id", ondelete="CASCADE"), primary_key=True),
+)

@@ -386,17 +386,30 @@ class S3Lake:
             self._raise(exc, "put", key)
         return str(out["UploadId"])
 
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
-        """Join the uploaded parts, given as (number, ETag), into the object ``key``."""
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]], *, if_absent: bool = False
+    ) -> bool:
+        """Join the uploaded parts, given as (number, ETag), into the object ``key``.
+
+        With ``if_absent``, only if ``key`` does not exist yet (``If-None-Match: *``):
+        returns False, leaving the object as it was, when it does.
+        """
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
         try:
             self._client.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=self._key(key),
                 UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in sorted(parts)]},
+                **extra,
             )
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if if_absent and exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False
             self._raise(exc, "put", key)
+        except BotoCoreError as exc:
+            self._raise(exc, "put", key)
+        return True
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Drop a multipart upload and the parts uploaded so far."""
