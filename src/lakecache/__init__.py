@@ -37,3 +37,9 @@ def __getattr__(name: str) -> Any:
 
         return LakecacheError
     raise AttributeError(f"module 'lakecache' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The names above load lazily, so without this `dir(lakecache)` and tab
+    # completion would show none of them.
+    return sorted({*globals(), *__all__})

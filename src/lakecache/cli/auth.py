@@ -20,6 +20,7 @@ import click
 from lakecache.cli.common import json_option
 from lakecache.cli.output import human_age, print_json, print_table
 from lakecache.client.login import (
+    API_PREFIX,
     chosen_server,
     forget_login,
     normalize_url,
@@ -28,7 +29,7 @@ from lakecache.client.login import (
 )
 from lakecache.errors import LakecacheError, UserError
 
-API = "/api/v1"
+API = API_PREFIX
 #: What to do instead of writing a user or password in a server URL.
 _USE_USER = "Use --user; the password is asked."
 
@@ -130,7 +131,9 @@ def connect(server_url: str | None) -> Api:
 
 
 def _read_password(stdin: bool, prompt: str = "Password", confirm: bool = False) -> str:
-    if stdin:
+    # Without a terminal nothing can be typed hidden: read the piped line instead of
+    # letting getpass warn that the password may be echoed.
+    if stdin or not sys.stdin.isatty():
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
             raise UserError("no password on stdin")
@@ -158,9 +161,19 @@ def _read_password(stdin: bool, prompt: str = "Password", confirm: bool = False)
 def login(
     url: str, name: str | None, password_stdin: bool, token_name: str | None, expires_days: int
 ) -> None:
-    """Log in to the lakecache server at URL and keep an API token for it (file mode 0600)."""
+    """Log in to the lakecache server at URL and keep an API token for it (file mode 0600).
+
+    URL is the server's address (http://HOST:PORT), with or without /api/v1.
+    Without a terminal (a script, CI), pass --user and pipe the password in:
+    `echo "$PASS" | lakecache login URL --user NAME --password-stdin`.
+    """
     url = normalize_url(url, userinfo_hint=_USE_USER)
     if name is None:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "no terminal to ask your user name on",
+                hint="Pass --user NAME, and the password on stdin (--password-stdin).",
+            )
         name = click.prompt("User", default=getpass.getuser())
     password = _read_password(password_stdin)
     api = Api(url)
@@ -213,6 +226,62 @@ def logout(server_url: str | None) -> None:
         api.close()
     forget_login(home, url)
     click.echo(f"logged out of {url}")
+
+
+@click.command("whoami")
+@server_option
+@json_option
+def whoami(server_url: str | None, as_json: bool) -> None:
+    """Say how this machine works: on the lake directly, or through which server as whom.
+
+    Through a server it also sums up your roles: org admin, the site an agent
+    account works for, and how many datasets you administer, write and read.
+    """
+    from lakecache.settings import Settings
+    from lakecache.urls import without_userinfo
+
+    settings = Settings.load()
+    logins = saved_logins(settings.home)
+    url = chosen_server(logins, server_url or settings.server_url, userinfo_hint=_USE_USER)
+    if not url:
+        info: dict[str, Any] = {
+            "mode": "local",
+            "author": settings.author,
+            "lake": without_userinfo(settings.lake_url),
+            "catalog": without_userinfo(settings.catalog_url),
+        }
+        if as_json:
+            print_json(info)
+            return
+        click.echo(
+            f"local: working on the lake directly as {info['author']}\n"
+            f"  lake     {info['lake']}\n  catalog  {info['catalog']}\n"
+            "(log in to a team's server with `lakecache login URL`)"
+        )
+        return
+    api = connect(url)
+    me = api.call("GET", "/auth/session")["user"]
+    roles: dict[str, int] = {"admin": 0, "writer": 0, "reader": 0}
+    for d in api.all("/datasets"):
+        roles[d["role"]] = roles.get(d["role"], 0) + 1
+    info = {
+        "mode": "server",
+        "server": url,
+        "user": me["name"],
+        "org_admin": me["org_admin"],
+        "agent_site": me.get("agent_site"),
+        "datasets": roles,
+    }
+    if as_json:
+        print_json(info)
+        return
+    kind = "org admin" if me["org_admin"] else "user"
+    if me.get("agent_site"):
+        kind = f"agent account for site {me['agent_site']}"
+    click.echo(
+        f"logged in to {url} as {me['name']} ({kind}); datasets: "
+        f"admin of {roles['admin']}, writer of {roles['writer']}, reader of {roles['reader']}"
+    )
 
 
 # -- users ---------------------------------------------------------------------------------

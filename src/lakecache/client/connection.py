@@ -25,10 +25,10 @@ from urllib.parse import quote
 import httpx
 
 from lakecache.client.errors import ServerUnreachableError, error_from_response
-from lakecache.client.login import normalize_url
+from lakecache.client.login import API_PREFIX, normalize_url
 from lakecache.errors import UserError
 
-API = "/api/v1"
+API = API_PREFIX
 #: Datasets sent with one request; the server takes up to 16.
 MAX_SCOPE = 16
 #: Attempts when the server cannot be connected to (the request never reached it).

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 #: The file ``lakecache login`` writes in the home folder (see :mod:`lakecache.cli.auth`).
 CREDENTIALS = "credentials.json"
+#: Where every route of the REST API lives on a server.
+API_PREFIX = "/api/v1"
 
 
 def normalize_url(url: str, *, userinfo_hint: str = "Use a token.") -> str:
-    """``http(s)://host:port[/path]`` without a trailing slash; refuses anything else.
+    """``http(s)://host:port[/path]`` without a trailing slash or ``/api/v1``; refuses the rest.
 
     A user or password in the URL is refused with ``userinfo_hint``: what to
     give instead depends on the caller (a token; ``--user`` for ``lakecache login``).
@@ -39,7 +41,11 @@ def normalize_url(url: str, *, userinfo_hint: str = "Use a token.") -> str:
         raise UserError(f"not a server URL: {url!r}", hint="Write it as http://HOST:PORT.")
     if parts.username or parts.password:
         raise UserError("put no user or password in the server URL", hint=userinfo_hint)
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    path = parts.path.rstrip("/")
+    # People paste the API's address as often as the dashboard's: both name the server.
+    if path.endswith(API_PREFIX):
+        path = path[: -len(API_PREFIX)]
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def saved_logins(home: Path) -> dict[str, Any]:
