@@ -1,4 +1,4 @@
-"""The public API is exactly ``__all__``, and ``dir(lakecache)`` shows it although it loads lazily."""
+"""The public API is exactly ``__all__``, and ``dir(lakecache)`` shows it despite lazy loading."""
 
 from __future__ import annotations
 
