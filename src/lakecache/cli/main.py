@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         return 1
+    except OSError as exc:
+        # A full disk, a read-only folder, a stale NFS handle: the user's to fix,
+        # so said in their words, like lakecache's own errors.
+        from lakecache.oserrors import explain_os_error
+
+        message, hint = explain_os_error(exc)
+        click.secho(f"error: {message}", err=True, fg="red")
+        click.echo(f"hint: {hint}", err=True)
+        return 1
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

@@ -13,18 +13,20 @@ Used by ``pull`` (into any folder) and by cache fills (into a staging folder).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import blake3
 
 from lakecache.data.memory import pin_mmap_threshold
 from lakecache.data.progress import NullProgress, Progress
+from lakecache.durable import fsync_dirs
 from lakecache.errors import IntegrityError, InvalidPathError, ObjectNotFoundError
 from lakecache.lake.objects import BlobLocation, ManifestEntry, normalize_path
 
@@ -95,40 +97,75 @@ def _tmp_name(final: str) -> str:
     return os.path.join(head, f".{tail[:40]}.lakecache-tmp-{os.urandom(6).hex()}")
 
 
-def write_file(final: str, chunks: Iterable[bytes], mode: int, *, atomic: bool = True) -> None:
+def file_mode(mode: int, *, read_only: bool) -> int | None:
+    """The permission bits a file of manifest ``mode`` gets; None: leave the umask's.
+
+    Read-only (cache files): 0444, or 0555 when executable. A cache file is
+    often hard-linked into other caches: one shared inode, so a job that could
+    write to it would corrupt every cache that holds it.
+    """
+    if read_only:
+        return 0o555 if mode & 0o111 else 0o444
+    return 0o755 if mode & 0o111 else None
+
+
+def write_file(
+    final: str,
+    chunks: Iterable[bytes],
+    mode: int,
+    *,
+    atomic: bool = True,
+    read_only: bool = False,
+    durable: bool = False,
+) -> None:
     """Write ``chunks`` to ``final`` through a temporary name, then rename.
 
     ``atomic=False`` writes in place: only for a private staging folder, whose
-    half-written files a resumed fill finds by their hash and writes again.
+    half-written files a resumed fill finds by their hash and writes again. A
+    file already at ``final`` is unlinked first, never written through: it may
+    be a read-only file, or a hard link that another cache shares.
+    ``read_only`` gives the file 0444 (0555 if executable) before it appears.
+    ``durable`` fsyncs the bytes before the rename; the caller fsyncs the folder.
     """
+    perm = file_mode(mode, read_only=read_only)
     if not atomic:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            with open(final, "wb") as f:
+            fd = os.open(final, flags, 0o666)
+        except FileExistsError:  # left by a fill that was killed: replace it
+            os.unlink(final)
+            fd = os.open(final, flags, 0o666)
+        try:
+            with open(fd, "wb") as f:
                 for c in chunks:
                     f.write(c)
+                _finish(f, perm, durable)
         except BaseException:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(final)
-            except FileNotFoundError:
-                pass
             raise
-        if mode & 0o111:
-            os.chmod(final, 0o755)
         return
     tmp = _tmp_name(final)
     try:
         with open(tmp, "wb") as f:
             for c in chunks:
                 f.write(c)
-        if mode & 0o111:
-            os.chmod(tmp, 0o755)
+            _finish(f, perm, durable)
         os.replace(tmp, final)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def _finish(f: BinaryIO, perm: int | None, durable: bool) -> None:
+    # fchmod on the open file: no second path lookup (a round trip on NFS), and
+    # the writes already made through this descriptor are not affected.
+    if perm is not None:
+        os.fchmod(f.fileno(), perm)
+    if durable:
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def file_matches(path: str, entry: ManifestEntry) -> bool:
@@ -182,6 +219,8 @@ def materialize(
     skip_existing: bool = True,
     link_source: Callable[[ManifestEntry], str | None] | None = None,
     private_dest: bool = False,
+    read_only: bool = False,
+    durable: bool = False,
 ) -> MaterializeStats:
     """Make ``dest`` hold every entry as a plain file, each verified against its digest.
 
@@ -191,6 +230,11 @@ def materialize(
     of downloading (cache volumes). ``private_dest`` says nobody reads ``dest``
     until the caller publishes it (a cache's staging folder): files are then
     written and linked in place, without a temporary name each.
+    ``read_only`` writes every file 0444 (0555 if executable), and makes files
+    kept by ``skip_existing`` so too (a cache; folders are the caller's to seal).
+    ``durable`` fsyncs each file before it appears and, before returning, each
+    folder written to (once each); a fill instead syncs its staging folder's
+    filesystem once before publishing it.
 
     Raises :class:`IntegrityError` naming the file and the lake object when
     bytes disagree with their digest or a blob is missing from the index; lake
@@ -206,6 +250,7 @@ def materialize(
     # and files that can be hard-linked are settled first, in parallel: each is a
     # few syscalls, and on a network filesystem each syscall is a round trip.
     wanted: dict[str, list[ManifestEntry]] = defaultdict(list)
+    written: set[str] = set()  # folders that got a new name, fsynced at the end if durable
     if skip_existing or link_source is not None:
 
         def place(chunk: list[ManifestEntry]) -> tuple[list[ManifestEntry], list[int]]:
@@ -214,6 +259,8 @@ def materialize(
             for e in chunk:
                 final = target.path(e.path)
                 if skip_existing and os.path.lexists(final) and file_matches(final, e):
+                    if read_only:
+                        _make_read_only(final, e.mode)
                     counts[0] += 1
                     counts[1] += e.size
                     continue
@@ -221,6 +268,7 @@ def materialize(
                 if src is not None:
                     try:
                         _link(src, final, atomic=not private_dest)
+                        written.add(os.path.dirname(final))
                         counts[2] += 1
                         counts[3] += e.size
                         continue
@@ -243,6 +291,8 @@ def materialize(
             wanted[e.digest].append(e)
     if not wanted:
         progress.end()
+        if durable:
+            fsync_dirs(written)
         return stats
 
     locs = catalog.locate_blobs(wanted.keys())
@@ -254,9 +304,15 @@ def materialize(
             f"({len(missing)} blob(s) missing)"
         )
 
+    def put(path: str, chunks: Iterable[bytes], mode: int) -> None:
+        write_file(
+            path, chunks, mode, atomic=not private_dest, read_only=read_only, durable=durable
+        )
+        written.add(os.path.dirname(path))
+
     def deliver(digest: str, blob: bytes) -> None:
         for e in wanted[digest]:
-            write_file(target.path(e.path), (blob,), e.mode, atomic=not private_dest)
+            put(target.path(e.path), (blob,), e.mode)
 
     def fetch_range(r: _Range) -> tuple[int, int]:
         try:
@@ -297,17 +353,12 @@ def materialize(
                 )
 
         try:
-            write_file(first, stream(), es[0].mode, atomic=not private_dest)
+            put(first, stream(), es[0].mode)
         except ObjectNotFoundError as exc:
             raise _lost(es[0], loc.key, exc) from exc
         for e in es[1:]:
             with open(first, "rb") as src:
-                write_file(
-                    target.path(e.path),
-                    iter(lambda: src.read(chunk_size), b""),
-                    e.mode,
-                    atomic=not private_dest,
-                )
+                put(target.path(e.path), iter(lambda: src.read(chunk_size), b""), e.mode)
         return len(es), loc.size * len(es)
 
     tasks: list[tuple[Callable[..., tuple[int, int]], object, int]] = []
@@ -346,6 +397,8 @@ def materialize(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         progress.end()
+    if durable:
+        fsync_dirs(written)
     return stats
 
 
@@ -354,6 +407,14 @@ def _lost(e: ManifestEntry, key: str, exc: ObjectNotFoundError) -> ObjectNotFoun
         f"{e.path!r} cannot be pulled: lake object {key} is missing or short ({exc.message}). "
         "Nothing was written for it."
     )
+
+
+def _make_read_only(path: str, mode: int) -> None:
+    """Take the write bits off a kept file (written by a fill from before caches were sealed)."""
+    perm = file_mode(mode, read_only=True)
+    assert perm is not None
+    if os.lstat(path).st_mode & 0o777 != perm:
+        os.chmod(path, perm)
 
 
 def _link(src: str, final: str, *, atomic: bool = True) -> None:

@@ -1,7 +1,8 @@
 """A lake in a local folder: the embedded default, and a reference for the contract.
 
-Writes go to a temporary file in the same folder and are renamed into place, so
-a crash leaves either the old state or the new object, never a half.
+Writes go to a temporary file in the same folder, are fsynced, and are renamed
+into place (then the folder is fsynced), so a crash or a power loss leaves
+either the old state or the whole new object, never a half.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from lakecache.durable import fsync_dir, makedirs_durable
 from lakecache.errors import LakeError, ObjectNotFoundError
 from lakecache.lake.base import ObjectInfo, local_path
 
@@ -32,16 +34,23 @@ class LocalLake:
 
     def _write(self, key: str, writer: Callable[[BinaryIO], object]) -> None:
         path = local_path(self.root, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        makedirs_durable(path.parent, under=self.root)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 writer(out)
+                out.flush()
+                # Bytes on disk before the name: a power loss must not leave a torn
+                # object under its real key, which nothing would ever write again.
+                os.fsync(out.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        # The rename is an entry in the folder: durable only once the folder is.
+        # One fsync per object is cheap next to its bytes (packs are tens of MiB).
+        fsync_dir(path.parent)
 
     def put(self, key: str, data: bytes) -> None:
         self._write(key, lambda out: out.write(data))
