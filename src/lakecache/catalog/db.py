@@ -44,6 +44,7 @@ from sqlalchemy.sql.dml import Insert
 
 from lakecache.catalog import tables as t
 from lakecache.catalog.blobs import BlobIndex
+from lakecache.catalog.journal import Journal
 from lakecache.catalog.names import HEAD_ALIASES, MAIN, check_dataset_name, check_ref_name
 from lakecache.errors import (
     AlreadyExistsError,
@@ -102,6 +103,8 @@ class Catalog(BlobIndex):
         """Wrap a migrated engine built by :func:`_create_engine`; callers use :meth:`open`."""
         self._engine = engine
         self._dialect = engine.dialect.name
+        #: Told of every dataset and ref change inside its transaction (the lake's ref log).
+        self.journal: Journal | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -157,6 +160,8 @@ class Catalog(BlobIndex):
                     )
                 )
                 (dataset_id,) = result.inserted_primary_key or (None,)
+                if self.journal is not None:
+                    self.journal.dataset_created(name, owner, description, created_at)
         except sa_exc.IntegrityError as exc:
             raise AlreadyExistsError(
                 f"dataset {name!r} already exists",
@@ -296,6 +301,8 @@ class Catalog(BlobIndex):
                     f"{_describe(current.commit_id if current else None)}, not at "
                     f"{_describe(expected_head)} as expected; commit {commit_id[:12]} was not added"
                 )
+            if self.journal is not None:
+                self.journal.commit_added(commit.dataset, commit_id, branch, expected_head)
         return commit_id
 
     def head(self, dataset: str, branch: str = MAIN) -> str | None:
@@ -408,6 +415,8 @@ class Catalog(BlobIndex):
                 },
             )
             if inserted.rowcount == 1:
+                if self.journal is not None:
+                    self.journal.tag_set(dataset, tag, target)
                 return
             existing = conn.execute(
                 select(t.refs.c.kind, t.refs.c.commit_id).where(
@@ -432,6 +441,8 @@ class Catalog(BlobIndex):
                 .where(t.refs.c.dataset_id == dataset_id, t.refs.c.name == tag)
                 .values(commit_id=target, updated_at=now)
             )
+            if self.journal is not None:
+                self.journal.tag_set(dataset, tag, target)
 
     def delete_tag(self, dataset: str, tag: str) -> None:
         """Remove a tag (never the commit). NotFoundError if there is no such tag."""
@@ -444,6 +455,8 @@ class Catalog(BlobIndex):
                     t.refs.c.kind == "tag",
                 )
             )
+            if deleted.rowcount == 1 and self.journal is not None:
+                self.journal.tag_deleted(dataset, tag)
         if deleted.rowcount != 1:
             raise NotFoundError(
                 f"no tag {tag!r} in dataset {dataset!r}",
@@ -550,9 +563,19 @@ class Catalog(BlobIndex):
                 raise AmbiguousRefError(
                     f"{ref!r} matches several commits of dataset {dataset!r}: {shown}{more}"
                 )
+        if prefix and set(prefix) <= _HEX and len(prefix) < MIN_PREFIX:
+            raise NotFoundError(
+                f"{ref!r} is too short to name a commit of dataset {dataset!r}: a commit id "
+                f"prefix needs at least {MIN_PREFIX} hex characters",
+                hint=f"Copy a longer prefix from `lakecache data log {dataset}`.",
+            )
         raise NotFoundError(
-            f"no branch, tag or commit {ref!r} in dataset {dataset!r}",
-            hint=f"List commits with `lakecache data log {dataset}`.",
+            f"no tag or commit {ref!r} in dataset {dataset!r}",
+            hint=(
+                f"A ref is a tag, `latest` or a commit id prefix (lakecache has tags, not "
+                f"branches): see them with `lakecache data log {dataset}`, name one with "
+                f"`lakecache data tag {dataset} TAG`."
+            ),
         )
 
 

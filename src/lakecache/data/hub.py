@@ -112,8 +112,12 @@ class Hub:
                     self._catalog = remote
                 else:
                     from lakecache.catalog import Catalog
+                    from lakecache.lake.reflog import RefLog
 
                     self._catalog = Catalog.open(self.settings.catalog_url)
+                    # Every dataset and ref change is also written to the lake, which
+                    # is opened only when the first change needs it.
+                    self._catalog.journal = RefLog(lambda: self.lake)
             assert self._catalog is not None
             return self._catalog
 
