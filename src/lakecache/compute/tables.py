@@ -1,0 +1,168 @@
+"""Tables for compute capacity, templates, queues, jobs, their attempts and timelines (0009).
+
+Registered on the catalog's one :data:`~lakecache.catalog.tables.metadata`, so
+the schema test compares them with what migration 0009 creates. CPU is kept in
+millicores (integers add up exactly); memory in bytes; named resources as a
+JSON object of integer counts.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from lakecache.catalog.tables import BigId, UTCDateTime, metadata
+
+JOB_STATES = ("queued", "placed", "running", "succeeded", "failed", "cancelled")
+QUEUE_POLICIES = ("order", "data")
+
+compute_capacity = Table(
+    "compute_capacity",
+    metadata,
+    Column(
+        "compute_id",
+        BigId,
+        ForeignKey("compute_resources.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("cpu_milli", BigInteger, nullable=False),
+    Column("memory", BigInteger, nullable=False),
+    Column("gpu", Integer, nullable=False),
+    Column("resources", Text, nullable=False),
+    # Bumped by every admission on this resource: the compare-and-swap that
+    # serialises admissions, whichever process or machine makes them.
+    Column("admissions", BigInteger, nullable=False),
+)
+
+compute_templates = Table(
+    "compute_templates",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column(
+        "compute_id", BigId, ForeignKey("compute_resources.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("cpu_milli", BigInteger, nullable=False),
+    Column("memory", BigInteger, nullable=False),
+    Column("gpu", Integer, nullable=False),
+    Column("resources", Text, nullable=False),
+    Column("image", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("name"),
+    Index(None, "compute_id"),
+)
+
+compute_queues = Table(
+    "compute_queues",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("policy", String(16), nullable=False),
+    # NULL: a job waits as long as it takes for room.
+    Column("pending_deadline_seconds", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("policy IN ('order', 'data')", name="policy"),
+    UniqueConstraint("name"),
+)
+
+compute_queue_templates = Table(
+    "compute_queue_templates",
+    metadata,
+    Column(
+        "queue_id", BigId, ForeignKey("compute_queues.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("template_id", BigId, ForeignKey("compute_templates.id"), nullable=False),
+    Index(None, "template_id"),
+)
+
+compute_jobs = Table(
+    "compute_jobs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("queue_id", BigId, ForeignKey("compute_queues.id"), nullable=False),
+    Column("state", String(16), nullable=False),
+    # JSON: the argv list, the extra environment, the inputs as resolved at submit.
+    Column("command", Text, nullable=False),
+    Column("env", Text, nullable=False),
+    Column("inputs", Text, nullable=False),
+    Column("image", Text, nullable=True),
+    # What the job asks for; it fits a template at least this large.
+    Column("cpu_milli", BigInteger, nullable=False),
+    Column("memory", BigInteger, nullable=False),
+    Column("gpu", Integer, nullable=False),
+    Column("resources", Text, nullable=False),
+    Column("submitted_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # From the queue's pending deadline at submit; a job still queued then fails.
+    Column("deadline_at", UTCDateTime, nullable=True),
+    # Where it was placed, and the size of the slot it holds there (the template's
+    # size when placed, so later template edits cannot skew the resource's usage).
+    Column(
+        "template_id", BigId, ForeignKey("compute_templates.id", ondelete="SET NULL"), nullable=True
+    ),
+    Column(
+        "compute_id", BigId, ForeignKey("compute_resources.id", ondelete="SET NULL"), nullable=True
+    ),
+    Column("slot_cpu_milli", BigInteger, nullable=False),
+    Column("slot_memory", BigInteger, nullable=False),
+    Column("slot_gpu", Integer, nullable=False),
+    Column("slot_resources", Text, nullable=False),
+    # JSON: for each template of the queue, why it was or was not chosen.
+    Column("placement", Text, nullable=True),
+    # The fencing token: the number of the attempt that may report; bumped at each start.
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("worker", String(255), nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("reason", Text, nullable=True),
+    # The attempt's folder on the agent's machine: its log file and outputs folder.
+    Column("workdir", Text, nullable=True),
+    CheckConstraint(
+        "state IN ('queued', 'placed', 'running', 'succeeded', 'failed', 'cancelled')",
+        name="state",
+    ),
+    Index(None, "state"),
+    Index(None, "compute_id", "state"),
+)
+
+compute_job_events = Table(
+    "compute_job_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("compute_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Index(None, "job_id"),
+)
+
+compute_job_attempts = Table(
+    "compute_job_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("compute_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("worker", String(255), nullable=False),
+    Column("compute_id", BigId, ForeignKey("compute_resources.id", ondelete="SET NULL")),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("outcome", String(16), nullable=True),
+    UniqueConstraint("job_id", "number"),
+)
