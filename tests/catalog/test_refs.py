@@ -214,3 +214,14 @@ def test_tag_on_unknown_commit(catalog: Catalog, xray: str) -> None:
     with pytest.raises(NotFoundError):
         catalog.set_tag(xray, "v1", "f" * 64)
     assert catalog.tags(xray) == {}
+
+
+def test_short_prefix_and_unknown_names_say_what_a_ref_is(catalog: Catalog, xray: str) -> None:
+    ids = commit_chain(catalog, xray, 1)
+    with pytest.raises(NotFoundError) as short:
+        catalog.resolve(xray, ids[0][:3])
+    assert "at least 4 hex characters" in short.value.message
+    with pytest.raises(NotFoundError) as unknown:
+        catalog.resolve(xray, "dev")
+    assert "no tag or commit 'dev'" in unknown.value.message
+    assert "tags, not branches" in unknown.value.hint
