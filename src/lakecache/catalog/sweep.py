@@ -29,7 +29,7 @@ STREAM_BATCH = 20_000
 def commit_manifests(catalog: Catalog) -> dict[str, str]:
     """Every commit of every dataset: commit id -> manifest digest."""
     with catalog._read() as conn:
-        return dict(conn.execute(select(t.commits.c.id, t.commits.c.manifest)).tuples())
+        return dict(conn.execute(select(t.commits.c.id, t.commits.c.manifest)).all())
 
 
 def index_rows(catalog: Catalog) -> Iterator[tuple[bytes, int, str | None]]:
@@ -38,7 +38,7 @@ def index_rows(catalog: Catalog) -> Iterator[tuple[bytes, int, str | None]]:
     query = select(raw, t.blobs.c.size, t.blobs.c.pack_id)
     with catalog._read() as conn:
         result = conn.execution_options(yield_per=STREAM_BATCH).execute(query)
-        for digest, size, pack_id in result.tuples():
+        for digest, size, pack_id in result:
             yield bytes(digest), int(size), pack_id
 
 
