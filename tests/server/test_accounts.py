@@ -138,3 +138,32 @@ def test_login_attempts_are_counted_per_name_and_address(accounts: Accounts) -> 
     assert accounts.recent_failures(ip="10.0.0.1", since=since, user_name="ann") == 0
     accounts.purge(now=NOW + timedelta(days=2))
     assert accounts.recent_failures(ip="10.0.0.1", since=NOW - timedelta(days=9)) == 0
+
+
+def test_an_accounts_login_lock_counts_every_address_and_lifts_after_one_window(
+    accounts: Accounts,
+) -> None:
+    from lakecache.catalog.accounts import LoginLimit
+
+    window = timedelta(minutes=15)
+    limits = (
+        LoginLimit("name at address", 5, timedelta(minutes=1)),
+        LoginLimit("address", 30, timedelta(minutes=1)),
+        LoginLimit("name", 4, window),
+    )
+    for i in range(4):
+        accounts.record_login("ann", f"10.0.0.{i}", ok=False, now=NOW + timedelta(minutes=i))
+    later = NOW + timedelta(minutes=5)
+    assert accounts.recent_failures(since=NOW, user_name="ann") == 4
+    refusal = accounts.login_refusal("ann", "10.9.9.9", limits, now=later)
+    assert refusal is not None and refusal.limit.scope == "name"
+    assert refusal.retry_after == 10 * 60  # the oldest failure leaves the window then
+    assert accounts.login_refusal("bob", "10.9.9.9", limits, now=later) is None
+    # Once the oldest failure is a window old, one more try is allowed: never locked for good.
+    assert accounts.login_refusal("ann", "10.9.9.9", limits, now=NOW + window) is None
+    # The per-address limits stay as they were.
+    for _ in range(5):
+        accounts.record_login("cid", "10.1.1.1", ok=False, now=NOW)
+    held = accounts.login_refusal("cid", "10.1.1.1", limits, now=NOW)
+    assert held is not None and held.limit.scope == "name at address"
+    assert accounts.login_refusal("cid", "10.1.1.2", limits, now=NOW) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import closing
 from datetime import timedelta
@@ -139,17 +140,62 @@ def test_password_change_needs_the_current_one(auth_world: World) -> None:
         ).status_code
         == 200
     )
-    assert httpx.patch(url, json={"org_admin": True}, headers=h).status_code == 403
-    assert (
-        httpx.post(
-            f"{auth_world.url}{LOGIN}", json={"name": "pat", "password": "new-password-2"}
-        ).status_code
-        == 200
+    # The new password revoked the token it was changed with (see the next test).
+    assert httpx.patch(url, json={"org_admin": True}, headers=h).status_code == 401
+    session = httpx.post(
+        f"{auth_world.url}{LOGIN}", json={"name": "pat", "password": "new-password-2"}
     )
+    assert session.status_code == 200
+    csrf = {"X-CSRF-Token": session.json()["csrf_token"]}
+    assert (
+        httpx.patch(url, json={"org_admin": True}, headers=csrf, cookies=session.cookies)
+    ).status_code == 403
     short = auth_world.call(
         "admin", "POST", "/api/v1/users", json={"name": "shorty", "password": "short"}
     )
     assert short.status_code == 422
+
+
+def test_a_new_password_revokes_every_token_and_session_of_the_user(auth_world: World) -> None:
+    """Whoever learnt the old password and minted a token with it is shut out too.
+
+    Fails on the code before: a password change ended sessions only.
+    """
+    accounts, now = auth_world.plane.accounts, auth_world.plane.clock.now()
+    accounts.create_user("leaky", PASSWORD, now=now)
+    accounts.create_user("other", PASSWORD, now=now)
+    tokens = {}
+    for name in ("leaky", "leaky", "other"):
+        minted = httpx.post(
+            f"{auth_world.url}/api/v1/auth/token",
+            json={"name": name, "password": PASSWORD, "token_name": "cli"},
+        )
+        assert minted.status_code == 201
+        tokens.setdefault(name, []).append(minted.json()["token"])
+    with httpx.Client(base_url=auth_world.url) as browser:
+        assert browser.post(LOGIN, json={"name": "leaky", "password": PASSWORD}).status_code == 200
+
+        def who(token: str) -> int:
+            h = {"Authorization": f"Bearer {token}"}
+            return httpx.get(f"{auth_world.url}/api/v1/auth/session", headers=h).status_code
+
+        assert [who(t) for t in tokens["leaky"]] == [200, 200]
+        # An org admin resets the password (as after a leak): the user's tokens die at once.
+        reset = auth_world.call(
+            "admin", "PATCH", "/api/v1/users/leaky", json={"password": "fresh-password-3"}
+        )
+        assert reset.status_code == 200
+        assert [who(t) for t in tokens["leaky"]] == [401, 401]
+        assert browser.get("/api/v1/auth/session").status_code == 401
+        assert who(tokens["other"][0]) == 200  # other users keep theirs
+    listed = auth_world.plane.accounts.list_tokens("leaky")
+    assert len(listed) == 2 and all(t.revoked_at is not None for t in listed)
+    # The new password works, and a token minted with it lives.
+    fresh = httpx.post(
+        f"{auth_world.url}/api/v1/auth/token",
+        json={"name": "leaky", "password": "fresh-password-3", "token_name": "new"},
+    )
+    assert fresh.status_code == 201 and who(fresh.json()["token"]) == 200
 
 
 def test_failed_logins_are_rate_limited_per_user_and_address(auth_world: World) -> None:
@@ -184,3 +230,55 @@ def test_spraying_many_names_from_one_address_is_limited(
             for i in range(9)
         ]
     assert codes == [401] * 8 + [429]
+
+
+def _from(world: World, address: str) -> httpx.Client:
+    """A client whose requests come from ``address`` (any of 127.0.0.0/8 on Linux)."""
+    return httpx.Client(
+        base_url=world.url, transport=httpx.HTTPTransport(local_address=address), timeout=30
+    )
+
+
+def test_many_addresses_guessing_one_account_lock_its_logins_for_a_bounded_time(
+    world_factory: Callable[..., World],
+) -> None:
+    """N failures for one name from any addresses lock its password logins; the lock lifts
+    one window after them however long the guessing goes on; other names and API tokens
+    are untouched. Fails on the code before: the sixth address would have logged in."""
+    w = world_factory(
+        agents=False,
+        login_max_failures=3,
+        login_max_failures_per_account=6,
+        login_account_window=timedelta(seconds=10),  # > the time 6 slow logins take
+    )
+    w.plane.accounts.create_user("victim", PASSWORD, now=w.plane.clock.now())
+    _, token = w.plane.accounts.create_token(
+        "victim", "ci", now=w.plane.clock.now(), expires_at=None
+    )
+    bad = {"name": "victim", "password": "wrong-password"}
+    for i in range(6):  # two guesses from each of three addresses: under the per-address limit
+        with _from(w, f"127.0.0.{2 + i // 2}") as c:
+            assert c.post(LOGIN, json=bad).status_code == 401
+    for address in ("127.0.0.9", "127.0.0.10"):  # more guessers, and the user, are held back
+        with _from(w, address) as c:
+            held = c.post(LOGIN, json={"name": "victim", "password": PASSWORD})
+            assert held.status_code == 429
+            assert "any address" in held.json()["error"]["message"]
+            assert 1 <= int(held.headers["retry-after"]) <= 10
+            assert c.post(LOGIN, json=bad).status_code == 429
+            assert c.post("/api/v1/auth/token", json={**bad, "password": PASSWORD}).status_code == (
+                429
+            )
+            # Another account from the same address logs in; the victim's token still works.
+            assert c.post(LOGIN, json={"name": "rita", "password": PASSWORD}).status_code == 200
+            h = {"Authorization": f"Bearer {token}"}
+            assert c.get("/api/v1/auth/session", headers=h).status_code == 200
+    # Bounded: the refused guesses above did not extend the lock.
+    deadline = time.monotonic() + 20
+    with _from(w, "127.0.0.11") as c:
+        while (
+            r := c.post(LOGIN, json={"name": "victim", "password": PASSWORD})
+        ).status_code == 429:
+            assert time.monotonic() < deadline, "the account lock did not lift"
+            time.sleep(float(r.headers["retry-after"]) / 4)
+        assert r.status_code == 200

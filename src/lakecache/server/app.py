@@ -3,7 +3,8 @@
 ::
 
     /healthz                    liveness and catalog reachability (no login)
-    /metrics                    Prometheus (no login; no dataset names in it)
+    /metrics                    Prometheus (no dataset names in it); public unless the
+                                config says metrics_public = false
     /api/v1/openapi.json        the API's spec; /api/v1/docs renders it
     /api/v1/auth/...            login (session cookie), logout, token for the CLI
     /api/v1/users, /tokens      accounts
@@ -12,26 +13,34 @@
     /api/v1/sites, /volumes, /compute, /server
 
 Routers live in :mod:`lakecache.server.routes`, one per concept; the dashboard
-(a later router) mounts on the same app and calls the same API.
+(:mod:`lakecache.server.dashboard`) mounts on the same app and calls the same API.
+
+Every request gets an id, returned in the ``X-Request-ID`` header and written
+beside anything the server logs about it; a 5xx body gives the id and nothing
+else of what went wrong.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakecache import __version__
+from lakecache.catalog.accounts import TOKEN_PREFIX
 from lakecache.errors import CatalogError
 from lakecache.server import apidocs, dashboard, errors
-from lakecache.server.auth import OrgAdmin, Plane
+from lakecache.server.auth import OrgAdmin, Plane, authenticate
 from lakecache.server.config import ServerConfig
+from lakecache.server.errors import AuthenticationError, PermissionDeniedError
 from lakecache.server.metrics import CONTENT_TYPE
 from lakecache.server.models import HealthOut, ServerInfo
 from lakecache.server.routes import (
@@ -129,7 +138,11 @@ def create_app(
         methods=["GET"],
         response_class=Response,
         tags=["server"],
-        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+        responses={
+            200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"},
+            401: errors.COMMON_RESPONSES[401],
+            403: errors.COMMON_RESPONSES[403],
+        },
     )
     apidocs.install(app, API_PREFIX, f"{API_PREFIX}/openapi.json")
     dashboard.install(app)
@@ -148,9 +161,39 @@ def healthz(plane: Plane) -> JSONResponse:
         return JSONResponse(body.model_dump(), status_code=503)
 
 
-def metrics(plane: Plane) -> Response:
-    """Volumes (capacity, committed, free), caches by state, fills, HTTP requests."""
+def metrics(request: Request, plane: Plane) -> Response:
+    """Volumes (capacity, committed, free), caches by state, fills, HTTP requests.
+
+    Public by default. With ``metrics_public = false`` only org admins (token or
+    session) and, if set, the bearer of ``metrics_token`` (a scraper's secret,
+    no account) may read it.
+    """
+    if not plane.config.metrics_public:
+        _check_scraper(request, plane)
     return Response(plane.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _check_scraper(request: Request, plane: ControlPlane) -> None:
+    """Let through the metrics token's bearer and org admins; 401 or 403 for anyone else."""
+    expected = plane.config.metrics_token
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    if expected and scheme.lower() == "bearer":
+        if hmac.compare_digest(sent.strip().encode(), expected.encode()):
+            return
+        if not sent.strip().startswith(f"{TOKEN_PREFIX}_"):
+            raise AuthenticationError(
+                "wrong metrics token", hint="Send the server's metrics_token as a Bearer token."
+            )
+    principal = authenticate(request, plane)
+    if principal is None:
+        raise AuthenticationError(
+            "/metrics needs a login on this server",
+            hint="Send the server's metrics_token (or an org admin's API token) as a Bearer token.",
+        )
+    if not principal.org_admin:
+        raise PermissionDeniedError(
+            "only org admins and the metrics scraper may read /metrics", hint="Ask an org admin."
+        )
 
 
 def server_info(_: OrgAdmin, plane: Plane) -> ServerInfo:
@@ -189,7 +232,8 @@ def path_problem(raw_path: bytes, path: str) -> str | None:
 
 
 class _Guard:
-    """Refuses smuggled paths, adds security headers, counts requests for /metrics."""
+    """Gives each request its id, refuses smuggled paths, adds security headers, answers
+    failures no handler took with a bare 500, and counts requests for /metrics."""
 
     def __init__(self, app: ASGIApp, plane: ControlPlane) -> None:
         self.app = app
@@ -201,13 +245,19 @@ class _Guard:
             return
         started = time.perf_counter()
         status = 500
+        responded = False
         api = scope["path"].startswith("/api/")
+        # Ours, never the client's: a client's value would go into the log unchecked.
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
                 headers = MutableHeaders(scope=message)
+                headers[errors.REQUEST_ID_HEADER] = request_id
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("X-Frame-Options", "DENY")
                 headers.setdefault("Referrer-Policy", "same-origin")
@@ -219,10 +269,25 @@ class _Guard:
         problem = path_problem(raw.split(b"?", 1)[0], scope["path"])
         try:
             if problem is not None:
-                response = errors.error_response(400, "invalid_path", problem, _PATH_HINT)
+                response = errors.error_response(
+                    400, "invalid_path", problem, _PATH_HINT, request_id=request_id
+                )
                 await response(scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            status = 500
+            errors.log.error(
+                "request %s: internal error on %s %s",
+                request_id,
+                scope["method"],
+                scope["path"],
+                exc_info=exc,
+            )
+            if responded:  # too late for a status: the client sees the connection cut
+                raise
+            failure = errors.internal_error_response(500, "internal", request_id)
+            await failure(scope, receive, send_with_headers)
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or ("refused" if problem else "unmatched")

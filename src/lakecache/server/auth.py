@@ -17,15 +17,20 @@ dataset that does not exist, so a dataset's name never leaks.
 
 Agent users (``agent_site`` set) are what a site's agent runs as: they read
 the datasets cached on their site, fill, verify and evict the caches there,
-and report its volumes' space; nothing else. A site machine then holds no
-org admin's token.
+hold leases on them, and report its volumes' space; nothing else. A site
+machine then holds no org admin's token. Two locks keep them there: every API
+route an agent user may call at all is in :data:`AGENT_ROUTES` (anything else,
+a route added later included, is 403 for them until someone adds it there),
+and the routes themselves narrow what they reach to their site's caches and
+the datasets cached there. The lake's routes (``/api/v1/lake``) check each
+dataset's role themselves, which lets an agent user read and never write.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 
@@ -35,6 +40,53 @@ from lakecache.server.errors import AuthenticationError, PermissionDeniedError
 from lakecache.server.runtime import ControlPlane
 
 SESSION_COOKIE = "lakecache_session"
+_API = "/api/v1"
+#: (method, route template): the API an agent user may call. Its own account
+#: (session, tokens, password), the sites' shape, its site's caches (read, fill,
+#: evict, verify, lease, report space) and reads of the datasets cached there.
+AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", f"{_API}/auth/session"),
+        ("POST", f"{_API}/auth/logout"),
+        ("GET", f"{_API}/tokens"),
+        ("POST", f"{_API}/tokens"),
+        ("DELETE", f"{_API}/tokens/{{token_id}}"),
+        ("GET", f"{_API}/users/{{name}}"),
+        ("PATCH", f"{_API}/users/{{name}}"),
+        ("GET", f"{_API}/sites"),
+        ("GET", f"{_API}/sites/{{site}}"),
+        ("GET", f"{_API}/volumes"),
+        ("GET", f"{_API}/volumes/{{volume}}"),
+        ("GET", f"{_API}/volumes/{{volume}}/caches"),
+        ("PUT", f"{_API}/volumes/{{volume}}/space"),
+        ("GET", f"{_API}/compute"),
+        ("GET", f"{_API}/caches"),
+        ("GET", f"{_API}/caches/{{cache_id}}"),
+        ("POST", f"{_API}/caches/{{cache_id}}/claim"),
+        ("POST", f"{_API}/caches/{{cache_id}}/heartbeat"),
+        ("POST", f"{_API}/caches/{{cache_id}}/ready"),
+        ("POST", f"{_API}/caches/{{cache_id}}/failed"),
+        ("POST", f"{_API}/caches/{{cache_id}}/eviction"),
+        ("POST", f"{_API}/caches/{{cache_id}}/evicted"),
+        ("PUT", f"{_API}/caches/{{cache_id}}/report"),
+        ("DELETE", f"{_API}/caches/{{cache_id}}/requests/{{request}}"),
+        ("POST", f"{_API}/caches/{{cache_id}}/leases"),
+        ("PUT", f"{_API}/leases/{{lease_id}}"),
+        ("DELETE", f"{_API}/leases/{{lease_id}}"),
+        ("GET", f"{_API}/datasets"),
+        ("GET", f"{_API}/datasets/{{dataset}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/tags"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree/{{path}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/files/{{path}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/diff"),
+        ("GET", f"{_API}/datasets/{{dataset}}/caches"),
+    }
+)
+#: Routes under this prefix check each dataset's role themselves (see the module's note).
+_LAKE_PREFIX = f"{_API}/lake"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -90,11 +142,30 @@ def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
 
 
 def require_user(request: Request, plane: Annotated[ControlPlane, Depends(get_plane)]) -> Principal:
-    """Dependency: an authenticated caller, else 401."""
+    """Dependency: an authenticated caller, else 401; an agent user only on
+    :data:`AGENT_ROUTES` (and the lake's routes), else 403."""
     principal = authenticate(request, plane)
     if principal is None:
         raise AuthenticationError("log in first")
+    site = principal.user.agent_site
+    if site is not None:
+        template = route_template(request)
+        if not template.startswith(_LAKE_PREFIX) and (request.method, template) not in (
+            AGENT_ROUTES
+        ):
+            raise PermissionDeniedError(
+                f"{principal.user.name!r} is the agent user of site {site!r}: it works that "
+                "site's caches and nothing else",
+                hint="Do this as a person's user, not the site agent's.",
+            )
     return principal
+
+
+def route_template(request: Request) -> str:
+    """The template of the route serving ``request`` (``/api/v1/caches/{cache_id}``)."""
+    route: Any = request.scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else request.url.path
 
 
 def require_org_admin(principal: Annotated[Principal, Depends(require_user)]) -> Principal:

@@ -18,6 +18,13 @@ whole team setup::
     cookie_secure = true        # behind TLS
     session_hours = 168
     upload_expiry = "1d"        # drop uploads a killed commit left open after this long
+    lake_gc = false             # collect the lake's garbage in each maintenance pass
+    lake_gc_grace = "1d"        # ... never deleting what is younger than this
+    metrics_public = false      # /metrics for org admins and the metrics_token only
+    metrics_token = "..."       # what Prometheus sends as a Bearer token (or
+                                # LAKECACHE_METRICS_TOKEN in the environment)
+    login_max_failures_per_account = 20   # from any addresses, within:
+    login_account_window = "15m"          # the most an account's logins stay locked
 
     [[sites]]
     name = "onprem"
@@ -41,6 +48,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from lakecache.catalog.accounts.throttle import LoginLimit
 from lakecache.errors import UserError
 from lakecache.settings import Settings
 
@@ -109,6 +117,15 @@ class ServerConfig:
     #: Failed logins per address (any user names) inside the window before 429.
     login_max_failures_per_ip: int = 30
     login_window: timedelta = timedelta(minutes=1)
+    #: Failed logins for one user name from any addresses inside ``login_account_window``
+    #: before that name's password logins get 429 (many guessers at one account).
+    login_max_failures_per_account: int = 20
+    #: Also the longest such a lock lasts: refused attempts are not counted.
+    login_account_window: timedelta = timedelta(minutes=15)
+    #: Anyone may read /metrics; False: org admins and the bearer of ``metrics_token`` only.
+    metrics_public: bool = True
+    #: A secret a scraper sends as ``Authorization: Bearer ...`` (used when not public).
+    metrics_token: str | None = field(default=None, repr=False)
     default_page_size: int = 100
     max_page_size: int = 1000
     #: Password for the admin created on first start; None: a random one, printed once.
@@ -120,12 +137,34 @@ class ServerConfig:
     upload_expiry: timedelta = timedelta(days=1)
     #: How often the server looks for them.
     maintenance_interval: timedelta = timedelta(hours=1)
+    #: Opt-in: collect the lake's garbage in each maintenance pass (see lakecache.data.gc).
+    lake_gc: bool = False
+    #: Its grace period: nothing younger, nor condemned less long ago, is deleted.
+    lake_gc_grace: timedelta = timedelta(days=1)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise UserError(f"port {self.port} is out of range", hint="Use 1 to 65535.")
         if not 1 <= self.default_page_size <= self.max_page_size:
             raise UserError("default_page_size must be between 1 and max_page_size")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise UserError(
+                "metrics_token needs at least 16 characters",
+                hint="Generate one: python -c 'import secrets; print(secrets.token_urlsafe())'",
+            )
+        for name in ("login_max_failures", "login_max_failures_per_ip"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1")
+        if self.login_max_failures_per_account < 1:
+            raise UserError("login_max_failures_per_account must be at least 1")
+
+    def login_limits(self) -> tuple[LoginLimit, ...]:
+        """The limits on failed password logins, in the order they are checked."""
+        return (
+            LoginLimit("name at address", self.login_max_failures, self.login_window),
+            LoginLimit("address", self.login_max_failures_per_ip, self.login_window),
+            LoginLimit("name", self.login_max_failures_per_account, self.login_account_window),
+        )
 
     @property
     def url(self) -> str:
@@ -161,7 +200,8 @@ def load_config(
     """Settings and server config from ``path`` (TOML, optional), ``env`` and ``overrides``.
 
     ``env`` is the process environment, handed in by the caller: LAKECACHE_* as
-    for every command, plus LAKECACHE_ADMIN_PASSWORD for the first admin.
+    for every command, plus LAKECACHE_ADMIN_PASSWORD for the first admin and
+    LAKECACHE_METRICS_TOKEN for the scraper of /metrics.
     Precedence, later wins: defaults, ``$LAKECACHE_HOME/config.toml``, the
     environment, the file's ``[lakecache]`` table, ``overrides`` (host, port, ...).
     """
@@ -197,17 +237,27 @@ def load_config(
         "cookie_secure": bool,
         "login_max_failures": int,
         "login_max_failures_per_ip": int,
+        "login_max_failures_per_account": int,
+        "metrics_public": bool,
+        "metrics_token": str,
         "default_page_size": int,
         "max_page_size": int,
         "admin_name": str,
         "agent_interval": float,
+        "lake_gc": bool,
     }
     for key, kind in simple.items():
         if key in server:
             kwargs[key] = kind(server.pop(key))
     if "session_hours" in server:
         kwargs["session_ttl"] = timedelta(hours=float(server.pop("session_hours")))
-    for key in ("login_window", "upload_expiry", "maintenance_interval"):
+    for key in (
+        "login_window",
+        "login_account_window",
+        "upload_expiry",
+        "maintenance_interval",
+        "lake_gc_grace",
+    ):
         if key in server:
             kwargs[key] = timedelta(seconds=parse_duration(server.pop(key), key))
     if server:
@@ -215,6 +265,8 @@ def load_config(
     kwargs["sites"] = tuple(_site(s) for s in data.get("sites", []))
     if env.get("LAKECACHE_ADMIN_PASSWORD"):
         kwargs["admin_password"] = env["LAKECACHE_ADMIN_PASSWORD"]
+    if env.get("LAKECACHE_METRICS_TOKEN"):
+        kwargs["metrics_token"] = env["LAKECACHE_METRICS_TOKEN"]
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return settings, ServerConfig(**kwargs)
 

@@ -5,8 +5,11 @@
     {"error": {"code": "not_found", "message": "no dataset named 'x'", "hint": "..."}}
 
 Every :class:`~lakecache.errors.LakecacheError` maps to a status by its class
-(first match in :data:`_STATUS`); anything else is a 500 whose body says only
-"internal error" (the traceback goes to the server log, never to the client).
+(first match in :data:`_STATUS`); anything else is a 500. The body of every
+5xx says only "internal error" and the request id (also in the
+``X-Request-ID`` header of every response): what went wrong, which can name
+the catalog's host or database, goes to the server log with that id and the
+traceback, never to the client, who may not even be logged in.
 The authentication errors below extend the project's hierarchy::
 
     LakecacheError
@@ -26,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from lakecache.errors import (
     AlreadyExistsError,
@@ -37,9 +41,11 @@ from lakecache.errors import (
     LakecacheError,
     LakeError,
     LakeUnreachableError,
+    LeaseLostError,
     NotFoundError,
     ObjectNotFoundError,
     SourceError,
+    TakenOverError,
     UserError,
 )
 
@@ -72,6 +78,8 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     hint: str = ""
+    #: The id of the request in the server's log (and in the X-Request-ID header).
+    request_id: str = ""
 
 
 class ErrorBody(BaseModel):
@@ -91,6 +99,8 @@ _STATUS: list[tuple[type[LakecacheError], int, str]] = [
     (AlreadyExistsError, 409, "already_exists"),
     (AmbiguousRefError, 400, "ambiguous_ref"),
     (UserError, 400, "invalid_request"),
+    (TakenOverError, 409, "taken_over"),
+    (LeaseLostError, 409, "lease_lost"),
     (ConflictError, 409, "conflict"),
     (ObjectNotFoundError, 502, "lake_object_missing"),
     (LakeUnreachableError, 503, "lake_unreachable"),
@@ -116,18 +126,47 @@ COMMON_RESPONSES: Responses = {
 }
 
 
+#: The response header that carries the request id, on every response.
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
 def status_of(exc: LakecacheError) -> tuple[int, str]:
+    """The HTTP status and error code for ``exc`` (500, "internal" if no class matches)."""
     for cls, status, code in _STATUS:
         if isinstance(exc, cls):
             return status, code
     return 500, "internal"
 
 
+def request_id_of(conn: HTTPConnection) -> str:
+    """The id the server gave this request (see :mod:`lakecache.server.app`), or ""."""
+    return str(conn.scope.get("state", {}).get("request_id", ""))
+
+
 def error_response(
-    status: int, code: str, message: str, hint: str = "", headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    hint: str = "",
+    headers: dict[str, str] | None = None,
+    *,
+    request_id: str = "",
 ) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, hint=hint))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    """The one error body, as a response."""
+    detail = ErrorDetail(code=code, message=message, hint=hint, request_id=request_id)
+    return JSONResponse(ErrorBody(error=detail).model_dump(), status_code=status, headers=headers)
+
+
+def internal_error_response(status: int, code: str, request_id: str) -> JSONResponse:
+    """A 5xx body that names nothing but the kind of failure and where the log has it."""
+    return error_response(
+        status,
+        code,
+        f"internal error (request id {request_id})",
+        f"Try again later. If it persists, give the server's operator the request id "
+        f"{request_id}: the server log has the details.",
+        request_id=request_id,
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -136,14 +175,25 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LakecacheError)
     async def _lakecache_error(request: Request, exc: LakecacheError) -> JSONResponse:
         status, code = status_of(exc)
+        request_id = request_id_of(request)
+        if status >= 500:
+            log.error(
+                "request %s: %s %s -> %d %s: %s",
+                request_id,
+                request.method,
+                request.url.path,
+                status,
+                code,
+                exc.message,
+                exc_info=exc,
+            )
+            return internal_error_response(status, code, request_id)
         headers = None
         if isinstance(exc, RateLimitedError):
             headers = {"Retry-After": str(exc.retry_after)}
         elif isinstance(exc, AuthenticationError):
             headers = {"WWW-Authenticate": 'Bearer realm="lakecache"'}
-        if status >= 500:
-            log.warning("%s %s: %s: %s", request.method, request.url.path, code, exc.message)
-        return error_response(status, code, exc.message, exc.hint, headers)
+        return error_response(status, code, exc.message, exc.hint, headers, request_id=request_id)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -156,6 +206,7 @@ def install(app: FastAPI) -> None:
             "validation_error",
             "; ".join(problems) or "invalid request",
             "Check the request against the API spec at /api/v1/openapi.json.",
+            request_id=request_id_of(request),
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -171,11 +222,19 @@ def install(app: FastAPI) -> None:
             message,
             "See /api/v1/openapi.json for the API.",
             dict(exc.headers) if exc.headers else None,
+            request_id=request_id_of(request),
         )
 
+    # What no handler above takes is answered by the app's guard (lakecache.server.app),
+    # which holds the request id; this is the last resort for a failure of the guard itself.
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(
-            500, "internal", "internal error", "The server log has the details; please report it."
+        request_id = request_id_of(request)
+        log.error(
+            "request %s: internal error on %s %s",
+            request_id,
+            request.method,
+            request.url.path,
+            exc_info=exc,
         )
+        return internal_error_response(500, "internal", request_id)

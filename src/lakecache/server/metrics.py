@@ -3,7 +3,10 @@
 Each :class:`Metrics` has its own registry (no process-global state, so two
 servers in one test process never mix their figures). Volume and cache gauges
 are read from the catalog at scrape time, so they cover every agent of every
-site; fill bytes and durations are counted by the fills this process runs.
+site: the volumes, and the caches summed per volume and state by the database
+(:mod:`lakecache.catalog.cache_totals`), so a scrape costs the same at ten
+caches or a hundred thousand. Fill bytes and durations are counted by the fills
+this process runs.
 Labels carry site, volume, state and route templates only: never a dataset
 name (a scraper is not a dataset member) and never a raw path.
 """
@@ -11,7 +14,6 @@ name (a scraper is not a dataset member) and never a raw path.
 from __future__ import annotations
 
 import time
-from collections import Counter as _Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +21,17 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from lakecache.cache.service import CacheService
+from lakecache.cache.service import ACTIVE, CacheService
+from lakecache.catalog.cache_totals import CacheTotals, cache_totals
 from lakecache.catalog.topology_tables import CACHE_STATES
 
 if TYPE_CHECKING:
     from lakecache.cache.clock import Clock
-    from lakecache.catalog.topology import CacheRecord, Topology
+    from lakecache.catalog.db import Catalog
+    from lakecache.catalog.topology import CacheRecord
     from lakecache.data.hub import Hub
     from lakecache.data.progress import Progress
+    from lakecache.server.views import Usage
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FILL_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -63,23 +68,28 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_catalog(self, snapshot: Callable[[], tuple[list[Any], list[CacheRecord]]]) -> None:
-        """Add the catalog gauges; ``snapshot`` returns (volume usages, caches) at scrape time."""
+    def watch_catalog(self, snapshot: Callable[[], CatalogSnapshot]) -> None:
+        """Add the catalog gauges; ``snapshot`` returns (volume usages, cache totals) at
+        scrape time (see :func:`catalog_snapshot`)."""
         self.registry.register(_CatalogCollector(snapshot))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+#: What a scrape reads from the catalog: each volume's usage, and the caches' totals.
+CatalogSnapshot = tuple[list["Usage"], list[CacheTotals]]
+
+
 class _CatalogCollector(Collector):
-    def __init__(self, snapshot: Callable[[], tuple[list[Any], list[CacheRecord]]]) -> None:
+    def __init__(self, snapshot: Callable[[], CatalogSnapshot]) -> None:
         self._snapshot = snapshot
 
     def describe(self) -> list[Any]:
         return []  # collected on demand only; nothing to check at registration
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        usages, caches = self._snapshot()
+        usages, totals = self._snapshot()
         labels = ["site", "volume"]
         capacity = GaugeMetricFamily(
             "lakecache_volume_capacity_bytes", "Quota of a cache volume", labels=labels
@@ -112,13 +122,7 @@ class _CatalogCollector(Collector):
             if u.free_fs is not None:  # None: the volume is not mounted here
                 fs_free.add_metric(key, u.free_fs)
             saved.add_metric(key, u.linked_saved)
-        counts = _Counter((c.site, c.volume, c.state) for c in caches)
-        sizes: _Counter[tuple[str, str, str]] = _Counter()
-        filling: _Counter[tuple[str, str]] = _Counter()
-        for c in caches:
-            sizes[(c.site, c.volume, c.state)] += c.bytes
-            if c.state == "filling":
-                filling[(c.site, c.volume)] += c.done_bytes
+        by_state = {(t.site, t.volume, t.state): t for t in totals}
         states = GaugeMetricFamily(
             "lakecache_caches", "Caches by state", labels=["site", "volume", "state"]
         )
@@ -135,9 +139,11 @@ class _CatalogCollector(Collector):
         for u in usages:
             site, vol = u.volume.site, u.volume.name
             for state in CACHE_STATES:
-                states.add_metric([site, vol, state], counts.get((site, vol, state), 0))
-                state_bytes.add_metric([site, vol, state], sizes.get((site, vol, state), 0))
-            in_flight.add_metric([site, vol], filling.get((site, vol), 0))
+                t = by_state.get((site, vol, state))
+                states.add_metric([site, vol, state], t.caches if t else 0)
+                state_bytes.add_metric([site, vol, state], t.bytes if t else 0)
+            filling = by_state.get((site, vol, "filling"))
+            in_flight.add_metric([site, vol], filling.done if filling else 0)
         yield from (capacity, committed, free, fs_free, saved, states, state_bytes, in_flight)
 
 
@@ -148,12 +154,14 @@ class MeteredCacheService(CacheService):
         super().__init__(hub, clock=clock)
         self.metrics = metrics
 
-    def fill_claimed(self, cache_id: int, *, progress: Progress | None = None) -> CacheRecord:
+    def fill_claimed(
+        self, cache_id: int, *, token: int, progress: Progress | None = None
+    ) -> CacheRecord:
         rec = self.topology.get_cache(cache_id)
         started = time.monotonic()
         outcome = "failed"
         try:
-            done = super().fill_claimed(cache_id, progress=progress)
+            done = super().fill_claimed(cache_id, token=token, progress=progress)
             outcome = "ready"
             m = self.metrics
             m.fill_bytes.labels(done.site, done.volume, "fetched").inc(done.fetched_bytes)
@@ -165,9 +173,30 @@ class MeteredCacheService(CacheService):
             )
 
 
-def catalog_snapshot(topology: Topology) -> tuple[list[Any], list[CacheRecord]]:
-    """Volume usages and every cache row, read once for a scrape."""
-    from lakecache.server.views import volume_usage
+def catalog_snapshot(catalog: Catalog) -> CatalogSnapshot:
+    """Each volume's usage and the caches' totals per volume and state, for one scrape.
 
-    caches = topology.list_caches()
-    return [volume_usage(topology, v, caches) for v in topology.list_volumes()], caches
+    Two queries (volumes, then one ``GROUP BY`` over caches) and a filesystem
+    look per volume mounted here; no cache row is read one by one.
+    """
+    from lakecache.catalog.topology import Topology
+    from lakecache.server.views import Usage, filesystem_free
+
+    totals = cache_totals(catalog)
+    usages = []
+    for volume in Topology(catalog).list_volumes():
+        active = [
+            t
+            for t in totals
+            if t.site == volume.site and t.volume == volume.name and t.state in ACTIVE
+        ]
+        usages.append(
+            Usage(
+                volume,
+                committed=sum(t.occupied for t in active),
+                free_fs=filesystem_free(volume),
+                caches=sum(t.caches for t in active),
+                linked_saved=sum(t.linked for t in active),
+            )
+        )
+    return usages, totals

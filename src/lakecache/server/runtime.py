@@ -59,7 +59,7 @@ class ControlPlane:
         self.clock = clock or SystemClock()
         self.hub = Hub(settings, remote=False)  # the server is the catalog's owner, never a client
         self.metrics = Metrics()
-        self.metrics.watch_catalog(lambda: catalog_snapshot(self.topology))
+        self.metrics.watch_catalog(lambda: catalog_snapshot(self.hub.catalog))
         self._accounts: Accounts | None = None
         self._agents: list[tuple[SiteAgent, threading.Thread]] = []
         self._agent_sites: list[str] = []
@@ -154,6 +154,11 @@ class ControlPlane:
             return None, None
         log.info("created the first org admin %r", self.config.admin_name)
         return self.config.admin_name, password if generated else None
+
+    @property
+    def in_process_agent_sites(self) -> list[str]:
+        """Sites whose agent this server runs itself (started with the app), by the config."""
+        return list(self._agent_sites) if self.config.agents else []
 
     @property
     def agent_sites(self) -> list[str]:

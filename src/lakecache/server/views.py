@@ -48,17 +48,23 @@ def volume_usage(
     if caches is None:
         caches = topology.list_caches(volume=volume.name, states=ACTIVE)
     mine = [c for c in caches if c.volume == volume.name and c.state in ACTIVE]
+    return Usage(
+        volume,
+        committed=sum(c.occupied for c in mine),
+        free_fs=filesystem_free(volume),
+        caches=len(mine),
+        linked_saved=sum(c.linked_bytes for c in mine),
+    )
+
+
+def filesystem_free(volume: VolumeRecord) -> int | None:
+    """Free bytes of ``volume``'s filesystem: measured where mounted here, else as its
+    site's agent last reported within :data:`SPACE_FRESH`, else None."""
     free = volume_free_bytes(volume.root)
     reported = volume.fs_reported_at
     if free is None and reported is not None and datetime.now(UTC) - reported <= SPACE_FRESH:
         free = volume.fs_free  # not mounted here: what the site's agent saw, recently
-    return Usage(
-        volume,
-        committed=sum(c.occupied for c in mine),
-        free_fs=free,
-        caches=len(mine),
-        linked_saved=sum(c.linked_bytes for c in mine),
-    )
+    return free
 
 
 def user_out(u: UserRecord) -> UserOut:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
@@ -31,18 +30,27 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+#: What a refusal says, per limit: the account's lock must say that any address is refused.
+_REFUSED = {
+    "name at address": "too many failed logins for this user name from {ip}",
+    "address": "too many failed logins from {ip}",
+    "name": "too many failed logins for this user name, from any address",
+}
+
+
 def _check_password(plane: ControlPlane, name: str, password: str, ip: str) -> UserRecord:
-    """The user behind a name and password, with failed attempts limited per name and address."""
-    cfg, accounts = plane.config, plane.accounts
+    """The user behind a name and password, with failed attempts limited per name and
+    address, per address, and per name from any address (see catalog.accounts.throttle)."""
+    accounts = plane.accounts
     now = plane.clock.now()
-    since = now - cfg.login_window
-    for user_name, limit in ((name, cfg.login_max_failures), (None, cfg.login_max_failures_per_ip)):
-        if accounts.recent_failures(ip=ip, since=since, user_name=user_name) >= limit:
-            oldest = accounts.oldest_failure(ip=ip, since=since, user_name=user_name) or now
-            wait = max(1, math.ceil((oldest + cfg.login_window - now).total_seconds()))
-            raise RateLimitedError(
-                f"too many failed logins from {ip}; try again in {wait} s", retry_after=wait
-            )
+    refusal = accounts.login_refusal(name, ip, plane.config.login_limits(), now=now)
+    if refusal is not None:
+        wait = refusal.retry_after
+        raise RateLimitedError(
+            _REFUSED[refusal.limit.scope].format(ip=ip) + f"; try again in {wait} s",
+            retry_after=wait,
+            hint=f"Wait {wait} s. API tokens and open sessions keep working meanwhile.",
+        )
     user = accounts.check_password(name, password)
     accounts.record_login(name, ip, ok=user is not None, now=now)
     if user is None:

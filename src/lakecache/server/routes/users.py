@@ -63,7 +63,7 @@ def get_user(principal: User, plane: Plane, name: str = UserName) -> UserOut:
 @router.patch("/users/{name}", response_model=UserOut)
 def update_user(body: UserPatch, principal: User, plane: Plane, name: str = UserName) -> UserOut:
     """Change a user. Org admins: anything of anyone. Others: their own password, given the
-    current one."""
+    current one. A new password ends the user's sessions and revokes their API tokens."""
     accounts = plane.accounts
     if not principal.org_admin:
         if name != principal.user.name:
@@ -80,7 +80,11 @@ def update_user(body: UserPatch, principal: User, plane: Plane, name: str = User
     else:
         accounts.get_user(name)
     user = accounts.update_user(
-        name, org_admin=body.org_admin, disabled=body.disabled, password=body.password
+        name,
+        org_admin=body.org_admin,
+        disabled=body.disabled,
+        password=body.password,
+        now=plane.clock.now(),
     )
     return user_out(user)
 
