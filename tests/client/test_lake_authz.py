@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,7 +70,7 @@ def _commit(w: World, who: str | None) -> tuple[str, dict[str, Any]]:
         (head,),
         str(who),
         f"matrix {next(_seq)}",
-        "2025-01-01T00:00:00+00:00",
+        datetime.now(UTC).isoformat(timespec="microseconds"),
         top.file_count,
         top.bytes,
     )

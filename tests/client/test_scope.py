@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,10 @@ from lakecache.lake.objects import (
 from lakecache.settings import Settings
 
 LAKE = "/api/v1/lake"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _xray_pack(lw: LakeWorld) -> str:
@@ -146,8 +151,13 @@ def test_seaweedfs_refuses_a_tampered_url(lake_world: LakeWorld) -> None:
     key = blob_key(hash_bytes(data))
     _, body = _presign(lake_world, "wendy", ("PUT", key), size=len(data))
     put = body["items"][0]["url"]
-    assert http.request("PUT", put, body=data + b"more").status == 403
-    assert http.request("PUT", put, body=data).status == 200
+    headers = body["items"][0]["headers"]
+    assert headers == {"If-None-Match": "*"}
+    assert http.request("PUT", put, body=data + b"more", headers=headers).status == 403
+    # ... and only with If-None-Match (signed), so it can never replace an object.
+    assert http.request("PUT", put, body=data).status == 403
+    assert http.request("PUT", put, body=data, headers=headers).status == 200
+    assert http.request("PUT", put, body=data, headers=headers).status == 412
 
 
 def test_the_server_records_only_what_the_lake_holds(lake_world: LakeWorld) -> None:
@@ -189,8 +199,9 @@ def test_the_server_records_only_what_the_lake_holds(lake_world: LakeWorld) -> N
     from lakecache.lake.objects import ManifestEntry
 
     manifest = encode_manifest([ManifestEntry(p, dg, n) for p, dg, n in entries])
-    commit = Commit("xray", hash_bytes(manifest), (), "wendy", "m", "2024-01-01T00:00:00", 1, 7)
     head = lake_world.world.plane.hub.catalog.head("xray")
+    assert head is not None
+    commit = Commit("xray", hash_bytes(manifest), (head,), "wendy", "m", _now(), 1, 7)
 
     def add() -> tuple[int, str]:
         r = lake_world.call(
@@ -207,7 +218,7 @@ def test_the_server_records_only_what_the_lake_holds(lake_world: LakeWorld) -> N
     assert status == 400 and "manifest" in text  # no manifest object
     lake.put(manifest_key(commit.manifest), manifest)
     status, text = add()
-    assert status == 400 and "does not hold" in text  # names a blob nobody uploaded
+    assert status == 400 and "did not upload" in text  # names a blob nobody uploaded
     assert lake_world.world.plane.hub.catalog.head("xray") == head
     # A commit object sent in another form than the one stored is refused too.
     r = lake_world.call(
@@ -226,9 +237,7 @@ def test_a_commit_by_anyone_but_the_caller_is_refused(lake_world: LakeWorld) -> 
 
     def add(who: str, author: str) -> tuple[Commit, httpx.Response]:
         """A commit of "authors" that is right in every way but perhaps its author."""
-        c = Commit(
-            "authors", top.manifest, (), author, "m", "2025-01-01", top.file_count, top.bytes
-        )
+        c = Commit("authors", top.manifest, (), author, "m", _now(), top.file_count, top.bytes)
         plane.hub.lake.put(commit_key(c.id), c.to_json())
         body = {"commit": c.to_json().decode(), "expected_head": None}
         return c, lake_world.call(who, "POST", f"{LAKE}/commits", json=body)
@@ -400,7 +409,8 @@ def test_a_pack_shared_by_deduplication_shows_a_reader_only_her_datasets_bytes(
     lake_world: LakeWorld, tmp_path: Path
 ) -> None:
     """``mix`` holds one file identical to one of ``other``'s (olga's, hidden from wendy):
-    deduplication points mix at other's pack. Wendy reads that blob, and nothing else."""
+    wendy uploads it, yet the blob index keeps its first location, other's pack. Wendy
+    reads that blob there, and nothing else."""
     plane = lake_world.world.plane
     other = Dataset("other", hub=plane.hub)
     mine, *theirs = other.files()
@@ -414,7 +424,9 @@ def test_a_pack_shared_by_deduplication_shows_a_reader_only_her_datasets_bytes(
     try:
         ds = Dataset.create(name, hub=hub)
         ds.commit(src, "one file is also in another dataset")
-        assert ds.last_commit_stats is not None and ds.last_commit_stats.uploaded_blobs == 1
+        # Both uploaded: the shared file is in a dataset wendy cannot read, so the server
+        # does not tell her it is stored (knowing a digest grants nothing).
+        assert ds.last_commit_stats is not None and ds.last_commit_stats.uploaded_blobs == 2
         pulled = ds.pull("latest", tmp_path / "pulled")
         assert pulled.files == 2
         assert (tmp_path / "pulled" / "shared.bin").read_bytes() == (
