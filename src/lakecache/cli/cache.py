@@ -22,24 +22,44 @@ if TYPE_CHECKING:
     from lakecache.cache.service import CacheService
     from lakecache.catalog.topology import CacheRecord
 
-where = [
-    click.option(
-        "--site", "-s", default=None, help="The site (its volume with the most room is used)."
-    ),
-    click.option("--volume", "-v", "volume", default=None, help="The cache volume."),
-]
+_SITE_TO_FILL = click.option(
+    "--site", "-s", default=None, help="The site (its volume with the most room is used)."
+)
+_VOLUME_TO_FILL = click.option("--volume", "-v", "volume", default=None, help="The cache volume.")
+_SITE_FILTER = click.option("--site", "-s", default=None, help="Only caches on this site.")
+_VOLUME_FILTER = click.option(
+    "--volume", "-v", "volume", default=None, help="Only caches on this volume."
+)
+_PATH_FILTER = click.option(
+    "--path",
+    "-p",
+    "subpath",
+    default=None,
+    help="The folder cached, for a commit cached in parts (as `cache ls` shows it).",
+)
 
 
 def _where(f):  # type: ignore[no-untyped-def]
-    for opt in reversed(where):
-        f = opt(f)
-    return f
+    """--site and --volume of a command that places a cache."""
+    return _SITE_TO_FILL(_VOLUME_TO_FILL(f))
 
 
-def _find(svc: CacheService, target: str, site: str | None, volume: str | None) -> CacheRecord:
-    """A cache by id, or by DATASET@REF on a site or volume."""
+def _which(f):  # type: ignore[no-untyped-def]
+    """--site, --volume and --path of a command that picks caches that exist."""
+    return _SITE_FILTER(_VOLUME_FILTER(_PATH_FILTER(f)))
+
+
+def _find(
+    svc: CacheService,
+    target: str,
+    site: str | None,
+    volume: str | None,
+    subpath: str | None = None,
+) -> CacheRecord:
+    """A cache by id, or by DATASET@REF on a site or volume (and folder, with ``subpath``)."""
     from lakecache.data.dataset import split_ref
-    from lakecache.errors import NotFoundError
+    from lakecache.errors import NotFoundError, UserError
+    from lakecache.lake.objects import normalize_folder
 
     if target.isdigit():
         return svc.topology.get_cache(int(target))
@@ -50,16 +70,22 @@ def _find(svc: CacheService, target: str, site: str | None, volume: str | None) 
         for c in svc.topology.list_caches(dataset=name, site=site, volume=volume)
         if c.commit_id == commit_id and c.state != "evicted"
     ]
+    if subpath is not None:
+        want = normalize_folder(subpath)
+        found = [c for c in found if normalize_folder(c.subpath) == want]
     if not found:
         raise NotFoundError(
             f"no cache of {target} here", hint="List caches with `lakecache cache ls`."
         )
     if len(found) > 1:
-        from lakecache.errors import UserError
-
+        shown = "; ".join(
+            f"{c.id} on {c.volume} ({f'folder {c.subpath}' if c.subpath else 'whole commit'})"
+            for c in found
+        )
         raise UserError(
-            f"{target} is cached on several volumes: {', '.join(c.volume for c in found)}",
-            hint="Say which with --volume, or give the cache id.",
+            f"{target} matches {len(found)} caches: {shown}",
+            hint="Say which with its id, or with --path FOLDER (--path / for the whole commit) "
+            "and --volume.",
         )
     return found[0]
 
@@ -148,22 +174,35 @@ def cache_add(
             f"{human_bytes(rec.fetched_bytes)} fetched"
         )
     else:
+        from lakecache.cache.presence import no_agent_note, sites_with_agent
+
         why = "" if mounted else " (this machine does not mount the volume)"
         click.echo(
             f"cache {rec.id} {rec.state}: {rec.name} on {rec.volume}; "
             f"the agent of site {rec.site} fills it{why}"
         )
+        if rec.site not in sites_with_agent(
+            svc.topology.list_volumes(rec.site), datetime.now(UTC)
+        ):
+            click.echo(f"but {no_agent_note(rec.site)}")
 
 
 @cache.command("ls")
-@_where
+@_SITE_FILTER
+@_VOLUME_FILTER
 @click.option("--dataset", "-d", default=None, help="Only caches of this dataset.")
 @click.option("--all", "-a", "show_all", is_flag=True, help="Include evicted caches.")
 @json_option
 def cache_ls(
     site: str | None, volume: str | None, dataset: str | None, show_all: bool, as_json: bool
 ) -> None:
-    """Caches: dataset, commit, volume, state, size, last used, expires in, pinned, leases."""
+    """Caches: dataset, commit, volume, state, size, last used, expires in, pinned, leases.
+
+    Below the table, a note for each cache that needs someone: why it failed,
+    or that it waits at a site where no agent runs.
+    """
+    from lakecache.cache.presence import no_agent_note, sites_with_agent
+
     svc = get_caches()
     now = datetime.now(UTC)
     recs = [
@@ -171,7 +210,15 @@ def cache_ls(
         for c in svc.topology.list_caches(site=site, volume=volume, dataset=dataset, now=now)
         if show_all or c.state != "evicted"
     ]
+    live = sites_with_agent(svc.topology.list_volumes(), now)
     rows = [_row(svc, c, now) for c in recs]
+    for r in rows:
+        r["agent_live"] = r["site"] in live
+        r["note"] = None
+        if r["state"] == "failed" and r["error"]:
+            r["note"] = f"failed: {r['error']}"
+        elif r["state"] == "pending" and not r["agent_live"]:
+            r["note"] = no_agent_note(str(r["site"]))
     if as_json:
         print_json(rows)
         return
@@ -180,8 +227,6 @@ def cache_ls(
         s = str(r["state"])
         if s == "filling" and r["bytes"]:
             s += f" {100 * int(r['done_bytes']) // max(int(r['bytes']), 1)}%"  # type: ignore[call-overload]
-        if s == "failed" and r["error"]:
-            s += f": {r['error']}"
         return s
 
     print_table(
@@ -218,16 +263,21 @@ def cache_ls(
         ],
         right=["id", "size", "linked", "leases"],
     )
+    for r in rows:
+        if r["note"]:
+            click.echo(f"cache {r['id']}: {r['note']}")
 
 
 @cache.command("rm")
 @click.argument("target", metavar="ID|DATASET@REF")
-@_where
+@_which
 @click.option("--force", "-f", is_flag=True, help="Unpin it first.")
-def cache_rm(target: str, site: str | None, volume: str | None, force: bool) -> None:
-    """Evict a cache now (refused while a run holds a lease on it)."""
+def cache_rm(
+    target: str, site: str | None, volume: str | None, subpath: str | None, force: bool
+) -> None:
+    """Evict a cache now (refused while a run holds a lease on it, or pinned without --force)."""
     svc = get_caches()
-    rec = _find(svc, target, site, volume)
+    rec = _find(svc, target, site, volume, subpath)
     if not Path(svc.topology.get_volume(rec.volume).root).is_dir():
         svc.topology.ask(rec.id, "evict")
         click.echo(f"asked the agent of {rec.site} to evict cache {rec.id}")
@@ -238,51 +288,59 @@ def cache_rm(target: str, site: str | None, volume: str | None, force: bool) -> 
     from lakecache.errors import UserError
 
     rec = svc.topology.get_cache(rec.id, datetime.now(UTC))
-    why = (
-        "pinned (use --force)"
-        if rec.pinned
-        else f"in use by {rec.leases} lease(s)"
-        if rec.leases
-        else rec.state
-    )
-    raise UserError(
-        f"cache {rec.id} ({rec.name}) was kept: {why}", hint="Try again when the runs using it end."
-    )
+    if rec.leases:
+        why, hint = (
+            f"in use by {rec.leases} lease(s)",
+            "Try again when the runs using it end.",
+        )
+    elif rec.pinned:
+        why, hint = (
+            "pinned",
+            f"Unpin it first, or pass --force: lakecache cache rm {rec.id} --force",
+        )
+    else:
+        why, hint = f"it is {rec.state}", "Try again once it is ready or failed."
+    raise UserError(f"cache {rec.id} ({rec.name}) was kept: {why}", hint=hint)
 
 
 @cache.command("pin")
 @click.argument("target", metavar="ID|DATASET@REF")
-@_where
-def cache_pin(target: str, site: str | None, volume: str | None) -> None:
+@_which
+def cache_pin(target: str, site: str | None, volume: str | None, subpath: str | None) -> None:
     """Keep a cache whatever its TTL or the room needed."""
     svc = get_caches()
-    rec = _find(svc, target, site, volume)
+    rec = _find(svc, target, site, volume, subpath)
     svc.topology.set_pinned(rec.id, True, now=datetime.now(UTC))
     click.echo(f"pinned cache {rec.id} ({rec.name})")
 
 
 @cache.command("unpin")
 @click.argument("target", metavar="ID|DATASET@REF")
-@_where
-def cache_unpin(target: str, site: str | None, volume: str | None) -> None:
+@_which
+def cache_unpin(target: str, site: str | None, volume: str | None, subpath: str | None) -> None:
     """Let a cache be evicted again by TTL or for room."""
     svc = get_caches()
-    rec = _find(svc, target, site, volume)
+    rec = _find(svc, target, site, volume, subpath)
     svc.topology.set_pinned(rec.id, False, now=datetime.now(UTC))
     click.echo(f"unpinned cache {rec.id} ({rec.name})")
 
 
 @cache.command("verify")
 @click.argument("target", metavar="ID|DATASET@REF")
-@_where
+@_which
 @click.option("--repair", is_flag=True, help="Re-fetch missing or modified files.")
 @json_option
 def cache_verify(
-    target: str, site: str | None, volume: str | None, repair: bool, as_json: bool
+    target: str,
+    site: str | None,
+    volume: str | None,
+    subpath: str | None,
+    repair: bool,
+    as_json: bool,
 ) -> None:
     """Check every file of a cache against its BLAKE3; exit 1 if any is missing or modified."""
     svc = get_caches()
-    rec = _find(svc, target, site, volume)
+    rec = _find(svc, target, site, volume, subpath)
     if not Path(svc.topology.get_volume(rec.volume).root).is_dir():
         svc.topology.ask(rec.id, "repair" if repair else "verify")
         click.echo(

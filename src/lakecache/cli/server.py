@@ -93,15 +93,32 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _announce(plane: object, url: str) -> None:
+    from lakecache.cache.presence import AGENT_SEEN_WITHIN, agent_seen_at, no_agent_note
+    from lakecache.cli.output import human_duration
     from lakecache.server.runtime import ControlPlane
+    from lakecache.urls import without_userinfo
 
     assert isinstance(plane, ControlPlane)
     boot = plane.bootstrap
     click.echo(f"lakecache server at {url}")
-    click.echo(f"  catalog  {plane.hub.catalog.url}")
-    sites = [s.name for s in plane.topology.list_sites()]
-    click.echo(f"  sites    {', '.join(sites) or '(none yet)'}")
-    click.echo(f"  API      {url}/api/v1/docs")
+    click.echo(f"  catalog   {without_userinfo(plane.hub.catalog.url)}")
+    click.echo(f"  dashboard {url}/")
+    click.echo(f"  API       {url}/api/v1/docs")
+    sites = plane.topology.list_sites()
+    if not sites:
+        click.echo("  sites     (none yet)")
+    here = set(plane.in_process_agent_sites)
+    seen = agent_seen_at(plane.topology.list_volumes())
+    now = plane.clock.now()
+    for i, site in enumerate(sites):
+        label = "  sites    " if i == 0 else "           "
+        if site.name in here:
+            status = "agent in this server"
+        elif site.name in seen and now - seen[site.name] <= AGENT_SEEN_WITHIN:
+            status = f"agent seen {human_duration((now - seen[site.name]).total_seconds())} ago"
+        else:
+            status = no_agent_note(site.name)
+        click.echo(f"{label} {site.name}: {status}")
     if boot.admin_name and boot.admin_password:
         click.secho(
             f"first start: created org admin '{boot.admin_name}' with password "
