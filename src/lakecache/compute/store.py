@@ -823,6 +823,42 @@ class ComputeStore:
             self._event(conn, job_id, now, state, detail or state, token)
         return True
 
+    def release(self, job_id: int, token: int, *, reason: str, now: datetime) -> bool:
+        """Give attempt ``token`` back unfinished (its agent is stopping): the job is queued
+        again, or failed if that was its last attempt. False, changing nothing, if stale."""
+        j, a = ct.compute_jobs, ct.compute_job_attempts
+        with self._c._write() as conn:
+            row = conn.execute(
+                select(j.c.state, j.c.attempt, j.c.max_attempts)
+                .where(j.c.id == job_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None or row.state != "running" or int(row.attempt) != token:
+                return False
+            last = token >= int(row.max_attempts)
+            values: dict[str, Any] = (
+                {"state": "failed", "reason": f"{reason} during attempt {token}, the last"}
+                if last
+                else {"state": "queued", "template_id": None, "compute_id": None}
+            )
+            conn.execute(
+                update(j).where(j.c.id == job_id).values(worker=None, updated_at=now, **values)
+            )
+            conn.execute(
+                update(a)
+                .where(a.c.job_id == job_id, a.c.number == token)
+                .values(ended_at=now, outcome="released")
+            )
+            self._event(
+                conn,
+                job_id,
+                now,
+                "failed" if last else "requeued",
+                values.get("reason", reason),
+                token,
+            )
+        return True
+
     def cancel(self, job_id: int, *, now: datetime) -> JobRecord:
         """Cancel a job: at once if it has not started, else ask its worker to stop it.
 

@@ -1,0 +1,117 @@
+"""The ``local`` backend: the job's command as a process on the agent's machine.
+
+The process is the leader of its own session, so cancel stops it and whatever
+it started (the whole process group). It is also told to die with the runner
+thread that started it (Linux ``PR_SET_PDEATHSIG``): an agent that is killed
+takes its jobs with it, so a job that the catalog requeues after the agent went
+silent can never run twice at once.
+
+The cpu/memory/gpu budget is the compute resource's capacity, which admission
+counts; this backend does not cage a process beyond hiding GPUs from a job that
+asked for none (``CUDA_VISIBLE_DEVICES`` empty).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from lakecache.compute.backends.base import BackendError, Exit, LaunchSpec
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: no Python objects shared with threads.
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class LocalBackend:
+    """Processes on this machine. Safe to use from several threads."""
+
+    name = "local"
+
+    def __init__(self, grace: float = 5.0) -> None:
+        #: Seconds a cancelled job gets after SIGTERM before SIGKILL.
+        self.grace = grace
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, spec: LaunchSpec) -> str:
+        env = dict(spec.env)
+        if spec.slot.gpu == 0:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(spec.log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    list(spec.command),
+                    cwd=spec.workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # dies with its runner: see the module docstring
+                )
+            except FileNotFoundError:
+                raise BackendError(
+                    f"command not found: {spec.command[0]!r}",
+                    hint="Give a program on the agent's PATH, or its full path.",
+                ) from None
+            except PermissionError:
+                raise BackendError(
+                    f"command not executable: {spec.command[0]!r}",
+                    hint="Make the file executable, or run it through its interpreter.",
+                ) from None
+            except OSError as exc:
+                raise BackendError(f"cannot start {spec.command[0]!r}: {exc.strerror}") from exc
+        with self._lock:
+            self._procs[spec.handle] = proc
+            self._logs[spec.handle] = spec.log_path
+        return spec.handle
+
+    def _proc(self, handle: str) -> subprocess.Popen[bytes]:
+        with self._lock:
+            proc = self._procs.get(handle)
+        if proc is None:
+            raise BackendError(f"no local job {handle!r} on this machine")
+        return proc
+
+    def poll(self, handle: str) -> Exit | None:
+        code = self._proc(handle).poll()
+        if code is None:
+            return None
+        if code < 0:
+            sig = signal.Signals(-code).name
+            return Exit(128 - code, f"killed by {sig}")
+        return Exit(code)
+
+    def cancel(self, handle: str) -> None:
+        proc = self._proc(handle)
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        except ProcessLookupError:
+            proc.wait()  # it ended between the poll and the signal
+
+    def logs(self, handle: str) -> Path:
+        with self._lock:
+            path = self._logs.get(handle)
+        if path is None:
+            raise BackendError(f"no local job {handle!r} on this machine")
+        return path

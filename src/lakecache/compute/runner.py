@@ -1,0 +1,334 @@
+"""The job loop of a site's agent: take placed jobs for the site, run them, report.
+
+One :class:`JobRunner` per agent process; several agents per site are safe,
+since every step is a compare-and-swap in the catalog (see
+:mod:`lakecache.compute.store`). Each pass:
+
+1. requeues running jobs whose worker went silent (or fails them after their
+   last attempt), and fails queued jobs past their queue's pending deadline;
+2. admits queued jobs (of every site: any process may schedule);
+3. claims the jobs placed on this site's compute, each in a thread of its own
+   that prepares the inputs, starts the command on the backend, heartbeats,
+   and reports the exit with the attempt's fencing token.
+
+Inputs: a ``cached`` input is made ready on this site's volume by the
+:class:`~lakecache.cache.service.CacheService` (filled here if nobody has) and
+held by a lease until the job ends, so it is never evicted under the job; a
+``stream`` input is, for now, pulled from the lake into the attempt's own
+folder and deleted with it. The job is told each input's path in
+``LAKECACHE_INPUT_<NAME>`` and writes to ``LAKECACHE_OUTPUTS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecache.compute.backends import Backend, BackendError, LaunchSpec, open_backend
+from lakecache.compute.model import JobRecord
+from lakecache.compute.store import ComputeStore
+from lakecache.errors import LakecacheError, UserError
+
+if TYPE_CHECKING:
+    from lakecache.cache.service import CacheService
+
+log = logging.getLogger("lakecache.jobs")
+
+#: Variables of the agent's own environment a job inherits; the rest (tokens,
+#: lake credentials) stay with the agent.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
+
+
+class JobRunner:
+    """Runs the jobs placed on one site's compute. Build one per agent process."""
+
+    def __init__(
+        self,
+        caches: CacheService,
+        site: str,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        interval: float = 0.2,
+        heartbeat_every: float = 2.0,
+        stale_after: timedelta = timedelta(seconds=30),
+        jobs_root: Path | None = None,
+        worker: str | None = None,
+    ) -> None:
+        """Args:
+        caches: the agent's cache service (its hub and clock are used too).
+        site: the site whose compute this runner starts jobs on.
+        backends: backend name -> backend; default, the local backend.
+        interval: seconds between passes of :meth:`run_forever`.
+        heartbeat_every: seconds between heartbeats of each running job.
+        stale_after: silence after which another agent requeues a running job.
+        jobs_root: where each attempt's folder (log, outputs) is made.
+        worker: this runner's name in the catalog (default host:pid:site).
+
+        Raises:
+            UserError: when the hub works through a server (not yet supported).
+        """
+        if caches.remote:
+            raise UserError(
+                "the job runner needs the catalog database; jobs through a server come later",
+                hint="Run the agent with LAKECACHE_CATALOG set to the team's catalog.",
+            )
+        self.caches = caches
+        self.site = site
+        self.store = ComputeStore(caches.hub.catalog)
+        self.backends: Mapping[str, Backend] = backends or {"local": open_backend("local")}
+        self.interval = interval
+        self.heartbeat_every = heartbeat_every
+        self.stale_after = stale_after
+        self.jobs_root = jobs_root or caches.hub.settings.home / "jobs"
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{site}"
+        self.stop_event = threading.Event()
+        self._threads: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def clock(self):  # type: ignore[no-untyped-def]
+        return self.caches.clock
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """One pass (requeue the silent, schedule, claim and start). Returns jobs started."""
+        store, now = self.store, self.clock.now()
+        for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
+            log.warning("job %d: its worker went silent; now %s", job_id, state)
+        store.schedule(now=now)
+        started = 0
+        for job in store.placed_at(self.site, self.backends):
+            with self._lock:
+                if job.id in self._threads:
+                    continue
+            token = store.claim(job, self.worker, now=self.clock.now())
+            if token is None:
+                continue  # another agent of this site took it
+            thread = threading.Thread(
+                target=self._attempt, args=(job, token), name=f"job-{job.id}", daemon=True
+            )
+            with self._lock:
+                self._threads[job.id] = thread
+            thread.start()
+            started += 1
+        return started
+
+    def run_forever(self) -> None:
+        """Loop until :attr:`stop_event` is set, then stop this runner's jobs (they requeue)."""
+        while not self.stop_event.is_set():
+            try:
+                self.run_once()
+            except LakecacheError as exc:
+                log.warning("job pass failed: %s", exc.message)
+            self.stop_event.wait(self.interval)
+        self.close()
+
+    def running(self) -> list[int]:
+        """Ids of the jobs this runner is working on now."""
+        with self._lock:
+            return [i for i, t in self._threads.items() if t.is_alive()]
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for this runner's jobs to end; False if some still run after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = [t for t in self._threads.values() if t.is_alive()]
+            if not threads:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            threads[0].join(left)
+
+    def close(self) -> None:
+        """Stop claiming; stop the jobs in flight (each is requeued for another attempt)."""
+        self.stop_event.set()
+        self.wait_idle()
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    def _attempt(self, job: JobRecord, token: int) -> None:
+        store = self.store
+        workdir = self.jobs_root / str(job.id) / f"attempt-{token}"
+        outputs = workdir / "outputs"
+        outputs.mkdir(parents=True, exist_ok=True)
+        state = {"verdict": "run"}
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(job.id, token, stop, state), daemon=True
+        )
+        beat.start()
+        try:
+            store.record(
+                job.id,
+                token,
+                "preparing",
+                f"in {workdir}",
+                now=self.clock.now(),
+                workdir=str(workdir),
+            )
+            with ExitStack() as held:
+                try:
+                    paths = self._prepare_inputs(job, token, workdir, held)
+                except LakecacheError as exc:
+                    self._finish(job, token, "failed", None, f"inputs not ready: {exc.message}")
+                    return
+                self._run_command(job, token, workdir, outputs, paths, state)
+        except Exception as exc:  # noqa: BLE001 - recorded on the job, which must not hang
+            log.exception("job %d attempt %d", job.id, token)
+            self._finish(job, token, "failed", None, f"the runner failed: {exc}")
+        finally:
+            stop.set()
+            beat.join()
+
+    def _prepare_inputs(
+        self, job: JobRecord, token: int, workdir: Path, held: ExitStack
+    ) -> dict[str, Path]:
+        from lakecache.data.dataset import Dataset
+
+        paths: dict[str, Path] = {}
+        for spec in job.inputs:
+            t0 = time.perf_counter()
+            if spec.mode == "cached":
+                path = held.enter_context(
+                    self.caches.use(
+                        spec.dataset,
+                        spec.commit_id,
+                        site=self.site,
+                        holder=f"job:{job.id}:{token}",
+                    )
+                )
+                how = f"cache at {path}, leased while the job runs"
+            else:
+                path = workdir / "inputs" / spec.name
+                Dataset(spec.dataset, hub=self.caches.hub).pull(spec.commit_id, path)
+                held.callback(shutil.rmtree, path, True)
+                how = f"streamed from the lake into {path}"
+            took = time.perf_counter() - t0
+            store_ok = self.store.record(
+                job.id,
+                token,
+                "data ready",
+                f"{spec.dataset}@{spec.commit_id[:12]} ({spec.mode}) in {took:.2f} s: {how}",
+                now=self.clock.now(),
+            )
+            if not store_ok:
+                raise _Fenced
+            paths[spec.env_var] = path
+        return paths
+
+    def _run_command(
+        self,
+        job: JobRecord,
+        token: int,
+        workdir: Path,
+        outputs: Path,
+        inputs: dict[str, Path],
+        state: dict[str, str],
+    ) -> None:
+        assert job.compute is not None
+        backend = self.backends[self._backend_name(job)]
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(job.env)
+        env.update({k: str(p) for k, p in inputs.items()})
+        env.update(
+            LAKECACHE_JOB_ID=str(job.id),
+            LAKECACHE_JOB_ATTEMPT=str(token),
+            LAKECACHE_OUTPUTS=str(outputs),
+        )
+        spec = LaunchSpec(
+            job_id=job.id,
+            attempt=token,
+            command=job.command,
+            env=env,
+            workdir=workdir,
+            log_path=workdir / "job.log",
+            slot=job.slot,
+            image=job.image,
+            inputs={str(p): p for p in inputs.values()},
+        )
+        if state["verdict"] != "run" or self.stop_event.is_set():
+            self._stop_before_start(job, token, state["verdict"])
+            return
+        try:
+            handle = backend.submit(spec)
+        except BackendError as exc:
+            self._finish(job, token, "failed", None, f"{backend.name}: {exc.message}")
+            return
+        self.store.record(
+            job.id, token, "started", f"{backend.name}: {handle}", now=self.clock.now()
+        )
+        while (end := backend.poll(handle)) is None:
+            verdict = state["verdict"]
+            if verdict != "run" or self.stop_event.is_set():
+                backend.cancel(handle)
+                end = backend.poll(handle)
+                if verdict == "lost":
+                    log.warning("job %d attempt %d is stale; stopped, not reported", job.id, token)
+                    return
+                if verdict == "cancel":
+                    self._finish(
+                        job, token, "cancelled", end.code if end else None, "cancelled by request"
+                    )
+                    return
+                self._requeue(job, token, "its agent stopped")
+                return
+            time.sleep(0.05)
+        if end.code == 0:
+            self._finish(job, token, "succeeded", 0, None)
+        else:
+            self._finish(job, token, "failed", end.code, end.reason or f"exit code {end.code}")
+
+    def _backend_name(self, job: JobRecord) -> str:
+        for c in self.caches.topology.list_compute(self.site):
+            if c.name == job.compute:
+                return c.backend
+        raise BackendError(f"compute resource {job.compute!r} is gone from site {self.site}")
+
+    def _stop_before_start(self, job: JobRecord, token: int, verdict: str) -> None:
+        if verdict == "cancel":
+            self._finish(job, token, "cancelled", None, "cancelled before it started")
+        elif verdict == "run":  # the agent is stopping
+            self._requeue(job, token, "its agent stopped")
+
+    def _finish(
+        self, job: JobRecord, token: int, state: str, code: int | None, reason: str | None
+    ) -> None:
+        if not self.store.finish(
+            job.id, token, state=state, exit_code=code, reason=reason, now=self.clock.now()
+        ):
+            log.warning(
+                "job %d attempt %d is stale; its end (%s) is not reported", job.id, token, state
+            )
+
+    def _requeue(self, job: JobRecord, token: int, reason: str) -> None:
+        self.store.release(job.id, token, reason=reason, now=self.clock.now())
+
+    def _heartbeat(
+        self, job_id: int, token: int, stop: threading.Event, state: dict[str, str]
+    ) -> None:
+        while not stop.wait(self.heartbeat_every):
+            try:
+                state["verdict"] = self.store.heartbeat(job_id, token, now=self.clock.now())
+            except LakecacheError as exc:
+                log.warning("job %d heartbeat failed (%s); trying again", job_id, exc.message)
+            if state["verdict"] == "lost":
+                return
+
+
+class _Fenced(LakecacheError):
+    """This attempt is stale: another attempt of the job owns it now."""
+
+    def __init__(self) -> None:
+        super().__init__("this attempt is stale")
