@@ -22,9 +22,12 @@ class _Group(click.Group):
         "server": ("lakecache.cli.server", "server"),
         "login": ("lakecache.cli.auth", "login"),
         "logout": ("lakecache.cli.auth", "logout"),
+        "whoami": ("lakecache.cli.auth", "whoami"),
         "user": ("lakecache.cli.auth", "user"),
         "token": ("lakecache.cli.auth", "token"),
         "member": ("lakecache.cli.auth", "member"),
+        "lake": ("lakecache.cli.lake", "lake"),
+        "catalog": ("lakecache.cli.catalog", "catalog"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

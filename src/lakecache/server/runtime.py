@@ -190,6 +190,8 @@ class ControlPlane:
         every = self.config.maintenance_interval.total_seconds()
         while not self._maintenance_stop.wait(every):
             self.maintain_once()
+            if self.config.lake_gc:
+                self.collect_lake_garbage()
 
     def maintain_once(self) -> int:
         """Drop uploads left open longer than ``upload_expiry``; how many went.
@@ -209,6 +211,28 @@ class ControlPlane:
                 self.config.upload_expiry,
             )
         return dropped
+
+    def collect_lake_garbage(self) -> int:
+        """One lake garbage collection (opt-in: ``lake_gc``); bytes freed, 0 on failure.
+
+        Safe while commits run (see :mod:`lakecache.data.gc`); a failure is
+        logged and the next maintenance pass tries again.
+        """
+        from lakecache.data.gc import collect
+
+        try:
+            result = collect(self.hub.lake, self.hub.catalog, grace=self.config.lake_gc_grace)
+        except LakecacheError as exc:
+            log.warning("lake garbage collection failed: %s", exc.message)
+            return 0
+        log.info(
+            "lake gc: deleted %d object(s), %d bytes; %d condemned, %d pack(s) rewritten",
+            result.deleted,
+            result.bytes_freed,
+            len(result.plan.condemn),
+            result.repacked,
+        )
+        return result.bytes_freed
 
     def stop_maintenance(self) -> None:
         self._maintenance_stop.set()
