@@ -31,6 +31,7 @@ from typing import Any
 
 import cache_ops
 import dashboard
+import gc_ops
 import lakecache_ops
 import peers
 import server_ops
@@ -53,10 +54,12 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "server-start": (server_ops.server_start, ()),
     # Issue 4: the server under 50 clients, and B's commit page in Chromium (B's lake).
     "dashboard": (dashboard.dashboard, ("B",)),
+    # Lake gc of A's and B's lake plus 3 deleted datasets (B when it is there).
+    "lake-gc": (gc_ops.lake_gc, ("A",)),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).
-OPTIONAL: dict[str, tuple[str, ...]] = {"caches": ("B",)}
+OPTIONAL: dict[str, tuple[str, ...]] = {"caches": ("B",), "lake-gc": ("B",)}
 
 A_FILES = 20_000
 B_FILES = 627_615  # the NIH ChestX-ray14 sample's file count

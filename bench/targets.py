@@ -274,4 +274,7 @@ TARGETS: list[Target] = [
         1.2,
         "x",
     ),
+    # --- trust and durability: lake gc of A and B plus 3 deleted datasets -----------------
+    Target("lake gc time", "gc s", value("gc.s"), "<=", 60, "s"),
+    Target("lake gc peak memory", "gc peak MiB", value("gc.peak_mib"), "<=", 1024, "MiB"),
 ]
