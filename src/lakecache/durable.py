@@ -24,7 +24,7 @@ from pathlib import Path
 __all__ = ["fsync_dir", "fsync_dirs", "makedirs_durable", "sync_filesystem"]
 
 
-def fsync_dir(path: str | Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a folder's entries (names created, renamed or removed in it) to disk.
 
     Platforms that cannot open a folder for fsync (Windows) skip it: they have no
@@ -40,7 +40,7 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def fsync_dirs(paths: Iterable[str | Path]) -> int:
+def fsync_dirs(paths: Iterable[str | os.PathLike[str]]) -> int:
     """:func:`fsync_dir` each distinct folder once (a batch shares them); returns how many."""
     seen = {os.fspath(p) for p in paths}
     for p in sorted(seen):
@@ -48,7 +48,7 @@ def fsync_dirs(paths: Iterable[str | Path]) -> int:
     return len(seen)
 
 
-def makedirs_durable(path: str | Path, *, under: str | Path) -> None:
+def makedirs_durable(path: str | os.PathLike[str], *, under: str | os.PathLike[str]) -> None:
     """``mkdir -p`` whose new folders survive a crash: each new one's parent is fsynced.
 
     ``under`` is a folder known to exist durably (a volume or lake root); it
@@ -81,7 +81,7 @@ def _syncfs() -> Callable[[int], int] | None:
     return fn  # type: ignore[no-any-return]
 
 
-def sync_filesystem(path: str | Path) -> None:
+def sync_filesystem(path: str | os.PathLike[str]) -> None:
     """Flush every write on the filesystem that holds ``path``: data, inodes and folders.
 
     One syncfs(2) call, however many files a fill wrote; on an NFS mount it

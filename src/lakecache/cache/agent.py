@@ -4,6 +4,11 @@ It connects outward only (no listening port), to the catalog or, logged in, to
 a lakecache server, so a site behind a firewall works. Fills run in a bounded
 pool; everything else is quick.
 Several agents for the same site are safe: claims are compare-and-set.
+
+An agent outlives any error of one work item: a fill, a verify, an eviction,
+a volume's space report that fails (an OSError, a stale NFS handle, a bug) is
+logged and recorded on that cache where there is one (its state or report),
+and the agent goes on to the next item and the next pass.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lakecache.cache.service import CacheService
+from lakecache.cache.service import CacheFillError, CacheService
+from lakecache.catalog.topology import CacheRecord
 from lakecache.errors import LakecacheError
+from lakecache.oserrors import explain_os_error
 
 log = logging.getLogger("lakecache.agent")
 
@@ -53,7 +60,11 @@ class SiteAgent:
         topo = svc.topology
         started = 0
         for cid in [c for c, f in self._running.items() if f.done()]:
-            self._running.pop(cid).exception()  # failures are already recorded on the row
+            exc = self._running.pop(cid).exception()
+            # A fill records its own failure on the row (state failed, with the
+            # reason); anything else escaped that, and is at least logged here.
+            if exc is not None and not isinstance(exc, CacheFillError):
+                log.warning("fill of cache %s failed: %s", cid, describe(exc))
         now = svc.clock.now()
         for rec in topo.list_caches(site=self.site, states=("pending", "filling")):
             if len(self._running) >= self.max_fills or rec.id in self._running:
@@ -68,8 +79,9 @@ class SiteAgent:
                 claimed = topo.claim_fill(
                     rec.id, f"agent:{self.site}", now=now, stale_after=svc.stale_after
                 )
-            except LakecacheError as exc:  # e.g. through a server, no writer role on it
-                log.warning("cannot fill %s: %s", rec.name, exc.message)
+            except Exception as exc:  # noqa: BLE001 - one cache's error must not stop the agent
+                # e.g. through a server, no writer role on it; not claimed, so not ours to mark.
+                log.warning("cannot fill %s: %s", rec.name, describe(exc))
                 continue
             if claimed:
                 log.info("filling %s on %s", rec.name, rec.volume)
@@ -85,11 +97,14 @@ class SiteAgent:
                     svc.evict(rec.id)
                 elif rec.request in ("verify", "repair") and rec.state == "ready":
                     svc.verify(rec.id, repair=rec.request == "repair")
-            except LakecacheError as exc:
-                log.warning("%s of %s failed: %s", rec.request, rec.name, exc.message)
+            except Exception as exc:  # noqa: BLE001 - reported on the cache; the next one goes on
+                self._report_failure(rec, rec.request, exc)
         if time.monotonic() - self._last_gc >= self.gc_every:
             self._last_gc = time.monotonic()
-            svc.gc(site=self.site)
+            try:
+                svc.gc(site=self.site)
+            except Exception as exc:  # noqa: BLE001 - the next pass collects again
+                log.warning("garbage collection on site %s failed: %s", self.site, describe(exc))
         if not self._space_refused and time.monotonic() - self._last_space >= self.space_every:
             self._last_space = time.monotonic()
             self.report_space()
@@ -106,7 +121,11 @@ class SiteAgent:
         for v in topo.list_volumes(self.site):
             if not os.path.isdir(v.root):
                 continue
-            st = os.statvfs(v.root)
+            try:
+                st = os.statvfs(v.root)
+            except OSError as exc:  # e.g. a stale NFS handle: the other volumes still report
+                log.warning("cannot read the space of volume %s: %s", v.name, describe(exc))
+                continue
             free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
             try:
                 topo.report_volume_space(
@@ -119,13 +138,26 @@ class SiteAgent:
             done += 1
         return done
 
+    def _report_failure(self, rec: CacheRecord, work: str, exc: BaseException) -> None:
+        """Log a failed work item and say so on its cache (``cache ls`` shows the report)."""
+        reason = describe(exc)
+        log.warning("%s of %s failed: %s", work, rec.name, reason)
+        try:
+            self.service.topology.set_report(rec.id, f"{work} failed: {reason}")
+        except Exception as again:  # noqa: BLE001 - the log line above still says it
+            log.warning("could not record that on %s: %s", rec.name, describe(again))
+
     def run_forever(self) -> None:
-        """Loop until :attr:`stop_event` is set (the CLI sets it on SIGINT/SIGTERM)."""
+        """Loop until :attr:`stop_event` is set (the CLI sets it on SIGINT/SIGTERM).
+
+        A pass that fails as a whole (the catalog or server unreachable) is
+        logged and tried again after :attr:`interval`.
+        """
         while not self.stop_event.is_set():
             try:
                 self.run_once()
-            except LakecacheError as exc:
-                log.warning("agent pass failed: %s", exc.message)
+            except Exception as exc:  # noqa: BLE001 - an agent outlives one bad pass
+                log.warning("agent pass failed: %s", describe(exc))
             self.stop_event.wait(self.interval)
         self.close()
 
@@ -138,3 +170,12 @@ class SiteAgent:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log or a cache's report: lakecache's message, or what the OS said."""
+    if isinstance(exc, LakecacheError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return explain_os_error(exc)[0]
+    return f"{type(exc).__name__}: {exc}"

@@ -33,10 +33,19 @@ from typing import TYPE_CHECKING
 
 from lakecache.cache.clock import Clock, SystemClock
 from lakecache.cache.plan import CacheView, EvictionPlan, plan_eviction
+from lakecache.cache.seal import (
+    LinkSource,
+    opened,
+    seal,
+    sealed_at_ns,
+    unseal,
+    usable_link_source,
+)
 from lakecache.cache.volume import VolumeLayout, volume_free_bytes
 from lakecache.catalog.topology import CacheRecord, TopologyStore, VolumeRecord
 from lakecache.data.index import ManifestIndex
 from lakecache.data.progress import NullProgress, Progress
+from lakecache.durable import sync_filesystem
 from lakecache.errors import LakecacheError, NotFoundError, UserError
 from lakecache.lake.objects import ManifestEntry, normalize_folder
 
@@ -237,6 +246,7 @@ class CacheService:
         try:
             if final.is_dir() and not staging.exists():
                 # Published by a filler that died before marking it ready.
+                seal(layout, rec.id, final)
                 stats_linked = stats_fetched = 0
             else:
                 stats_linked, stats_fetched = self._fill_into(
@@ -287,9 +297,10 @@ class CacheService:
         tracker = _Tracker(progress or NullProgress(), done)
 
         def link_source(e: ManifestEntry) -> str | None:
-            # No stat per file: a source that vanished makes the link fail, and the
-            # file is downloaded instead; `cache verify` checks contents.
-            return links.get(e.digest)
+            # One lstat per linked file (the seal check; a tampered source is hashed
+            # and refused, see cache/seal.py); a failed check downloads the file.
+            src = links.get(e.digest)
+            return src.path if src is not None and usable_link_source(src, e) else None
 
         s = self.hub.settings
         stats = materialize(
@@ -303,18 +314,22 @@ class CacheService:
             skip_existing=resuming,
             link_source=link_source,
             private_dest=True,
+            read_only=True,
         )
+        # Every file the fill wrote is on disk before the name that publishes them.
+        sync_filesystem(staging)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             layout.remove_tree(final)
         os.replace(staging, final)
+        seal(layout, rec.id, final)  # read-only, and the rename flushed (cache/seal.py)
         return stats.linked_bytes, stats.fetched_bytes
 
     def _link_sources(
         self, rec: CacheRecord, v: VolumeRecord, layout: VolumeLayout, index: ManifestIndex
-    ) -> dict[str, str]:
+    ) -> dict[str, LinkSource]:
         """For each digest already on this volume (in another ready cache), one file to link."""
-        out: dict[str, str] = {}
+        out: dict[str, LinkSource] = {}
         for other in self.topology.list_caches(volume=v.name, states=("ready",)):
             if other.id == rec.id:
                 continue
@@ -327,8 +342,10 @@ class CacheService:
                     found = index.shared_paths(idx, other.subpath)
             except LakecacheError:
                 continue
+            sealed_ns = sealed_at_ns(layout, other.id)
             for d, p in found.items():
-                out.setdefault(d, base + p)  # caches keep the commit's full paths
+                # Caches keep the commit's full paths.
+                out.setdefault(d, LinkSource(base + p, sealed_ns))
         return out
 
     def _make_room(self, rec: CacheRecord, v: VolumeRecord, need: int) -> None:
@@ -510,6 +527,7 @@ class CacheService:
         trash = layout.trash_dir(rec.id)
         if final.exists():
             trash.parent.mkdir(parents=True, exist_ok=True)
+            unseal(layout, rec.id, final)  # a sealed folder cannot be moved
             os.replace(final, trash)  # gone for readers in one step
         layout.remove_tree(layout.staging_dir(rec.id))
         topo.finish_eviction(cache_id, now=self.clock.now())
@@ -563,14 +581,18 @@ class CacheService:
                 bad.append(e)
         if repair and bad:
             s = self.hub.settings
-            materialize(
-                bad,
-                root,
-                lake=self.hub.lake,
-                catalog=self.hub.catalog,
-                workers=s.workers,
-                skip_existing=False,
-            )
+            layout = VolumeLayout(Path(self.topology.get_volume(rec.volume).root))
+            with opened(layout, rec.id, root, (e.path for e in bad)):
+                materialize(
+                    bad,
+                    root,
+                    lake=self.hub.lake,
+                    catalog=self.hub.catalog,
+                    workers=s.workers,
+                    skip_existing=False,
+                    read_only=True,
+                    durable=True,
+                )
             report.repaired = len(bad)
         self.topology.set_report(
             cache_id,

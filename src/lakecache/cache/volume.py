@@ -5,6 +5,7 @@
     <root>/caches/<dataset>/<commit id>[~<path hash>]/   published caches (plain files)
     <root>/.lakecache/staging/<cache id>/                 fills in progress
     <root>/.lakecache/trash/<cache id>-<random>/          caches being evicted
+    <root>/.lakecache/sealed/<cache id>                   when a cache was sealed read-only
 
 A fill writes into staging on the same filesystem, then publishes with one
 ``rename``: readers see the whole commit or nothing. Eviction renames the
@@ -18,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,4 +71,25 @@ class VolumeLayout:
         root = os.path.realpath(self.root)
         if not real.startswith(root + os.sep):
             raise InvalidPathError(f"refusing to delete {path}: outside the volume root {root}")
-        shutil.rmtree(real, ignore_errors=True)
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(real, onexc=_open_and_retry)
+        else:
+            shutil.rmtree(real, onerror=lambda func, p, info: _open_and_retry(func, p, info[1]))
+
+
+def _open_and_retry(func: Callable[..., object], path: str, exc: BaseException) -> None:
+    """rmtree's error handler: a sealed (0555) cache folder is made writable, then retried.
+
+    A published cache's folders are read-only so that jobs cannot change them;
+    their entries can be removed only once the folder holding them is writable
+    again (root ignores the mode; a site agent running as a user does not).
+    Other failures are ignored, as before: a file that vanished, or one this
+    process may not remove, must not stop an eviction halfway.
+    """
+    if not isinstance(exc, PermissionError) or func not in (os.unlink, os.rmdir, os.remove):
+        return
+    try:
+        os.chmod(os.path.dirname(path), 0o755)
+        func(path)
+    except OSError:
+        return
