@@ -11,16 +11,12 @@ from typing import Any
 
 import click
 
+from lakecache.units import format_duration, format_size
+
 
 def human_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"
+    """Bytes as every surface shows them (:func:`lakecache.units.format_size`); '-' for None."""
+    return "-" if n is None else format_size(n)
 
 
 def human_age(iso: str | None, now: datetime | None = None) -> str:
@@ -35,13 +31,8 @@ def human_age(iso: str | None, now: datetime | None = None) -> str:
 
 
 def human_duration(secs: float) -> str:
-    if secs < 60:
-        return f"{secs:.0f} s"
-    if secs < 3600:
-        return f"{secs / 60:.0f} min"
-    if secs < 86400:
-        return f"{secs / 3600:.1f} h"
-    return f"{secs / 86400:.1f} d"
+    """A span as every surface shows it (:func:`lakecache.units.format_duration`)."""
+    return format_duration(secs)
 
 
 def print_json(data: Any) -> None:

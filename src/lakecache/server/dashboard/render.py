@@ -21,6 +21,8 @@ import jinja2
 from markupsafe import Markup
 from starlette.responses import HTMLResponse
 
+from lakecache.units import format_duration, format_size
+
 if TYPE_CHECKING:
     from lakecache.server.models import TreeItem
 
@@ -45,17 +47,8 @@ CSP = "; ".join(
 
 
 def size(n: int | float | None) -> str:
-    """Bytes for people, in decimal units as the CLI prints them: ``1.23 GB``."""
-    if n is None:
-        return "–"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            if unit == "B":
-                return f"{int(value)} B"
-            return f"{value:.3g} {unit}" if abs(value) < 100 else f"{value:.0f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    """Bytes for people, as every surface shows them (:func:`lakecache.units.format_size`)."""
+    return format_size(n)
 
 
 def number(n: int | None) -> str:
@@ -63,19 +56,8 @@ def number(n: int | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """A span for people: ``45 s``, ``12 min``, ``5 h 20 min``, ``3 d 4 h``."""
-    if seconds is None:
-        return "–"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        h, m = divmod(s // 60, 60)
-        return f"{h} h {m} min" if m else f"{h} h"
-    d, h = divmod(s // 3600, 24)
-    return f"{d} d {h} h" if h else f"{d} d"
+    """A span for people (:func:`lakecache.units.format_duration`)."""
+    return format_duration(seconds)
 
 
 def parse_time(value: datetime | str | None) -> datetime | None:
