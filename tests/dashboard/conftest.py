@@ -58,6 +58,15 @@ def _jpeg() -> bytes:
     return buf.getvalue()
 
 
+#: A labels file as a "fix labels" commit touches it; one cell is markup, shown as text.
+LABELS_CSV = (
+    "Image Index,Finding Labels,Patient ID\n"
+    "00000001_000.png,Cardiomegaly|Emphysema,1\n"
+    "00000002_000.png,No Finding,2\n"
+    '00000003_000.png,"<script>alert(1)</script>",3\n'
+).encode()
+
+
 def build_dash(base: Path) -> Dash:
     settings = Settings(home=base / "home", workers=4, author="tester")
     src = base / "src"
@@ -80,6 +89,7 @@ def build_dash(base: Path) -> Dash:
         ds.commit(src, "add a JPEG scan")
         notes_src = base / "notes"
         write(notes_src, "readme.txt", b"just notes\n", age=10)
+        write(notes_src, "labels.csv", LABELS_CSV, age=10)
         Dataset.create("notes", hub=hub, description=XSS_DESCRIPTION).commit(notes_src, "notes")
         commits = {"v1": ds.resolve("v1"), "v2": ds.resolve("v2"), "latest": ds.resolve("latest")}
     finally:

@@ -42,6 +42,7 @@ from lakecache.server.auth import (
 )
 from lakecache.server.dashboard import render
 from lakecache.server.dashboard.lineage import layout
+from lakecache.server.dashboard.preview import text_preview
 from lakecache.server.errors import AuthenticationError, log, status_of
 from lakecache.server.models import CacheOut, DatasetOut, TreeItem, VolumeOut
 from lakecache.server.pagination import PageRequest, encode_cursor
@@ -278,7 +279,11 @@ def _tree_view(
         "sites": _cache_sites(v.plane) if _can_write(role) else [],
     }
     if listing.file is not None:
-        context.update(title=f"{listing.file.name} · {dataset}", file=listing.file)
+        context.update(
+            title=f"{listing.file.name} · {dataset}",
+            file=listing.file,
+            preview=text_preview(v.plane, listing.file),
+        )
         return "file.html", context
     more = None
     if listing.next_cursor:
