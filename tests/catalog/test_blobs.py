@@ -106,3 +106,46 @@ def test_one_catalog_shared_by_many_threads(catalog: Catalog) -> None:
         results = list(pool.map(work, range(16)))
     assert [len(r) for r in results] == [200] * 16
     assert len(catalog.known_blobs(digests(200, salt="pack3"))) == 200
+
+
+def _commit_of(catalog: Catalog, dataset: str, manifest: str) -> str:
+    from datetime import UTC, datetime
+
+    from lakecache.lake.objects import Commit
+
+    c = Commit(dataset, manifest, (), "t", "m", datetime.now(UTC).isoformat(), 1, 1)
+    return catalog.add_commit(c, expected_head=None)
+
+
+def test_a_dataset_may_name_only_the_blobs_granted_to_it(catalog: Catalog) -> None:
+    catalog.create_dataset("mine", "ann")
+    catalog.create_dataset("theirs", "bob")
+    pack = new_pack_id()
+    ds = digests(30, salt="granted")
+    catalog.record_pack(pack, 3000, packed(pack, ds), granted_to=["theirs"])
+    # Recorded (the lake holds them), but "mine" was granted none of them.
+    assert catalog.known_blobs(ds) == set(ds)
+    assert catalog.granted_blobs(["theirs"], ds) == set(ds)
+    assert catalog.granted_blobs(["mine"], ds) == set()
+    assert catalog.locate_granted(["mine"], ds) == {}
+    assert catalog.locate_granted(["mine", "theirs"], ds[:3]) == {
+        loc.digest: loc for loc in packed(pack, ds)[:3]
+    }
+    # A grant of blobs nobody recorded makes nothing known.
+    ghost = digests(1, salt="ghost")
+    catalog.grant_blobs(["mine"], [*ds[:5], *ghost])
+    catalog.grant_blobs(["mine"], ds[:5])  # idempotent
+    assert catalog.granted_blobs(["mine"], [*ds, *ghost]) == set(ds[:5])
+    big = BlobLocation(hash_bytes(b"alone"), 7)
+    catalog.record_blob(big, granted_to=["mine"])
+    assert catalog.granted_blobs(["mine"], [big.digest]) == {big.digest}
+    assert catalog.granted_blobs(["theirs", "nobody"], [big.digest]) == set()
+
+
+def test_commits_made_without_grants_are_listed_until_folded_in(catalog: Catalog) -> None:
+    catalog.create_dataset("direct", "ann")
+    first = _commit_of(catalog, "direct", digests(1, salt="m1")[0])
+    assert [c for _, c, _ in catalog.commits_to_grant(["direct"])] == [first]
+    catalog.grant_blobs(["direct"], digests(3, salt="d"), commit_id=first)
+    assert catalog.commits_to_grant(["direct"]) == []
+    assert catalog.commits_to_grant(["nobody"]) == []

@@ -55,6 +55,12 @@ _PG_INSERT_PACKED_BLOBS = text(
     "ON CONFLICT DO NOTHING"
 )
 
+_PG_GRANT_BLOBS = text(
+    "INSERT INTO dataset_blobs (dataset_id, digest) "
+    "SELECT :dataset_id, u.digest FROM unnest(CAST(:digests AS bytea[])) AS u(digest) "
+    "ON CONFLICT DO NOTHING"
+)
+
 
 class BlobIndex:
     """The blob index methods of :class:`~lakecache.catalog.db.Catalog`."""
@@ -143,11 +149,18 @@ class BlobIndex:
         ids = _dataset_ids(conn, datasets)
         if not ids:
             return
-        for chunk in _chunks(digests, INSERT_CHUNK):
-            conn.execute(
-                self._insert_ignore(t.dataset_blobs),
-                [{"dataset_id": i, "digest": d} for d in chunk for i in ids],
-            )
+        for chunk in _chunks(dict.fromkeys(digests), INSERT_CHUNK):
+            for dataset_id in ids:
+                if self._dialect == "postgresql":
+                    conn.execute(
+                        _PG_GRANT_BLOBS,
+                        {"dataset_id": dataset_id, "digests": [bytes.fromhex(d) for d in chunk]},
+                    )
+                else:
+                    conn.execute(
+                        self._insert_ignore(t.dataset_blobs),
+                        [{"dataset_id": dataset_id, "digest": d} for d in chunk],
+                    )
 
     def commits_to_grant(self, datasets: Sequence[str]) -> list[tuple[str, str, str]]:
         """(dataset, commit id, manifest) of the commits of ``datasets`` whose blobs are not
