@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Dataset", "Settings", "LakecacheError", "use", "__version__"]
+__all__ = ["Dataset", "Job", "Settings", "LakecacheError", "submit", "use", "__version__"]
 
 if TYPE_CHECKING:
     from lakecache.cache.api import use
+    from lakecache.compute.sdk import Job, submit
     from lakecache.data.dataset import Dataset
     from lakecache.errors import LakecacheError
     from lakecache.settings import Settings
@@ -32,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from lakecache.cache.api import use
 
         return use
+    if name in ("Job", "submit"):
+        from lakecache.compute import sdk
+
+        return getattr(sdk, name)
     if name == "LakecacheError":
         from lakecache.errors import LakecacheError
 

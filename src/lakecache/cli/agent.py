@@ -17,7 +17,13 @@ from lakecache.cli.common import get_caches
     "--interval", default=1.0, show_default=True, help="Seconds between polls of the catalog."
 )
 @click.option("--once", is_flag=True, help="One pass, wait for its fills, then exit.")
-def agent(site: str, max_fills: int, interval: float, once: bool) -> None:
+@click.option(
+    "--jobs/--no-jobs",
+    default=True,
+    show_default=True,
+    help="Also run the jobs placed on SITE's compute (needs the catalog, not a server).",
+)
+def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) -> None:
     """Run the site agent: take fill, verify and evict work for SITE's volumes.
 
     It takes the work from the catalog, or, logged in (`lakecache login`), from
@@ -34,12 +40,30 @@ def agent(site: str, max_fills: int, interval: float, once: bool) -> None:
     svc = get_caches()
     svc.topology.get_site(site)
     a = SiteAgent(svc, site, max_fills=max_fills, interval=interval)
+    from lakecache.compute.runner import JobRunner
+
+    runner = JobRunner(svc, site) if jobs and not svc.remote else None
     if once:
         a.run_once()
+        if runner is not None:
+            runner.run_once()
+            runner.wait_idle()
         a.wait_idle()
         a.close()
         return
+    import threading
+
+    job_loop = threading.Thread(target=runner.run_forever, daemon=True) if runner else None
+    def stop(*_: object) -> None:
+        a.stop_event.set()
+        if runner is not None:
+            runner.stop_event.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: a.stop_event.set())
+        signal.signal(sig, stop)
     click.echo(f"agent for site {site} running; Ctrl-C to stop", err=True)
+    if job_loop is not None:
+        job_loop.start()
     a.run_forever()
+    if job_loop is not None:
+        job_loop.join()  # its jobs in flight are stopped and given back to the queue

@@ -193,35 +193,122 @@ def compute() -> None:
     default="{}",
     help='Backend settings as JSON, e.g. \'{"address": "ray://head:10001"}\'.',
 )
-def compute_add(name: str, site: str, backend: str, volumes: tuple[str, ...], config: str) -> None:
-    """Add the compute resource NAME at a site."""
+@click.option(
+    "--cpu",
+    default=None,
+    help="Cores its jobs may use at once (default for local: this machine's cores).",
+)
+@click.option(
+    "--memory",
+    type=Size(),
+    default=None,
+    help="Memory its jobs may use at once, e.g. 64GB (default for local: this machine's).",
+)
+@click.option("--gpu", default=0, show_default=True, help="GPUs its jobs may use at once.")
+@click.option(
+    "--resource",
+    "named",
+    multiple=True,
+    help="A named resource as NAME=COUNT (repeatable), e.g. ssd=4.",
+)
+def compute_add(
+    name: str,
+    site: str,
+    backend: str,
+    volumes: tuple[str, ...],
+    config: str,
+    cpu: str | None,
+    memory: int | None,
+    gpu: int,
+    named: tuple[str, ...],
+) -> None:
+    """Add the compute resource NAME at a site, with the capacity its jobs share.
+
+    Jobs get a slot of a template's size on it (`lakecache template add`) while
+    the capacity has room; the rest wait in their queue or burst to the next.
+    """
+    import os
+
+    from lakecache.cli.jobs import make_size
+    from lakecache.compute.store import ComputeStore
+
     try:
         cfg = json.loads(config)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"--config is not JSON: {exc}") from exc
-    get_caches().topology.add_compute(name, site, backend, cfg, list(volumes), _now())
-    click.echo(f"added compute {name} ({backend}) at {site}")
+    if backend == "local":
+        cpu = cpu or str(os.cpu_count() or 1)
+        if memory is None:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    size = make_size(cpu or "0", memory or 0, gpu, named)
+    caches = get_caches()
+    caches.topology.add_compute(name, site, backend, cfg, list(volumes), _now())
+    ComputeStore(caches.hub.catalog).set_capacity(name, size)
+    click.echo(f"added compute {name} ({backend}) at {site}: {size.describe()}")
 
 
 @compute.command("ls")
 @json_option
 def compute_ls(as_json: bool) -> None:
-    """List compute resources with their site, backend and the volumes they see."""
-    topo = get_caches().topology
+    """List compute resources: site, backend, volumes, capacity used and free, jobs."""
+    from lakecache.compute.store import ComputeStore
+
+    caches = get_caches()
+    topo = caches.topology
     vols = topo.list_volumes()
-    rows = [
-        {
-            "name": c.name,
-            "site": c.site,
-            "backend": c.backend,
-            "volumes": sorted({v.name for v in vols if v.site == c.site} | set(c.volumes)),
-        }
-        for c in topo.list_compute()
-    ]
+    caps = {c.compute: c for c in ComputeStore(caches.hub.catalog).capacity()}
+    rows: list[dict[str, Any]] = []
+    for c in topo.list_compute():
+        cap = caps.get(c.name)
+        rows.append(
+            {
+                "name": c.name,
+                "site": c.site,
+                "backend": c.backend,
+                "volumes": sorted({v.name for v in vols if v.site == c.site} | set(c.volumes)),
+                "capacity": cap.total.as_dict() if cap else None,
+                "used": cap.used.as_dict() if cap else None,
+                "jobs": cap.jobs if cap else 0,
+            }
+        )
     if as_json:
         print_json(rows)
         return
     print_table(
-        ["compute", "site", "backend", "volumes"],
-        [(r["name"], r["site"], r["backend"], ", ".join(r["volumes"])) for r in rows],
+        [
+            "compute",
+            "site",
+            "backend",
+            "volumes",
+            "cpu used/total",
+            "memory used/total",
+            "gpu",
+            "jobs",
+        ],
+        [
+            (
+                r["name"],
+                r["site"],
+                r["backend"],
+                ", ".join(r["volumes"]),
+                f"{r['used']['cpu']:g}/{r['capacity']['cpu']:g}" if r["capacity"] else "-",
+                f"{human_bytes(r['used']['memory'])}/{human_bytes(r['capacity']['memory'])}"
+                if r["capacity"]
+                else "-",
+                f"{r['used']['gpu']}/{r['capacity']['gpu']}" if r["capacity"] else "-",
+                r["jobs"],
+            )
+            for r in rows
+        ],
+        right=["cpu used/total", "memory used/total", "gpu", "jobs"],
     )
+
+
+@compute.command("rm")
+@click.argument("name")
+def compute_rm(name: str) -> None:
+    """Remove the compute resource NAME (it must have no templates)."""
+    from lakecache.compute.store import ComputeStore
+
+    ComputeStore(get_caches().hub.catalog).remove_compute(name)
+    click.echo(f"removed compute {name}")

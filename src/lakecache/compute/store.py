@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from lakecache.catalog import topology_tables as tt
@@ -274,6 +274,43 @@ class ComputeStore:
                 "`lakecache template add NAME --compute RESOURCE --cpu N --memory SIZE`.",
             )
         return self._template(row)
+
+    def remove_template(self, name: str) -> None:
+        """Remove a template that no queue names and no job holds a slot of."""
+        tpl = self.get_template(name)
+        qt, j = ct.compute_queue_templates, ct.compute_jobs
+        with self._c._write() as conn:
+            queues = conn.execute(
+                select(ct.compute_queues.c.name)
+                .join(qt, qt.c.queue_id == ct.compute_queues.c.id)
+                .where(qt.c.template_id == tpl.id)
+            ).all()
+            if queues:
+                raise UserError(
+                    f"template {name!r} is in queue(s) {', '.join(r[0] for r in queues)}",
+                    hint="Remove those queues first, or keep the template.",
+                )
+            busy = conn.scalar(
+                select(func.count()).where(j.c.template_id == tpl.id, j.c.state.in_(HOLDING_STATES))
+            )
+            if busy:
+                raise UserError(
+                    f"template {name!r} has {busy} job(s) placed or running",
+                    hint="Wait for them to end, or cancel them (`lakecache job cancel ID`).",
+                )
+            conn.execute(ct.compute_templates.delete().where(ct.compute_templates.c.id == tpl.id))
+
+    def remove_compute(self, name: str) -> None:
+        """Remove a compute resource that has no templates (its capacity goes with it)."""
+        tpls = [t.name for t in self.list_templates() if t.compute == name]
+        if tpls:
+            raise UserError(
+                f"compute resource {name!r} has template(s) {', '.join(tpls)}",
+                hint="Remove them first with `lakecache template rm NAME`.",
+            )
+        with self._c._write() as conn:
+            cid = self._compute_row(conn, name).id
+            conn.execute(tt.compute_resources.delete().where(tt.compute_resources.c.id == cid))
 
     # -- queues --------------------------------------------------------------------------
 

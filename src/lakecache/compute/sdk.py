@@ -1,0 +1,244 @@
+"""``lakecache.submit`` and ``lakecache.Job``: run a command on a queue from Python."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lakecache.compute.model import (
+    DEFAULT_MAX_ATTEMPTS,
+    InputSpec,
+    JobEvent,
+    JobRecord,
+    Resources,
+    parse_cpu,
+    parse_input,
+)
+from lakecache.compute.store import ComputeStore
+from lakecache.errors import LakecacheError, UserError
+
+log = logging.getLogger("lakecache.jobs")
+
+if TYPE_CHECKING:
+    from lakecache.catalog import Catalog
+    from lakecache.data.hub import Hub
+    from lakecache.settings import Settings
+
+
+def resolve_inputs(catalog: Catalog, specs: Sequence[str]) -> list[InputSpec]:
+    """Parse ``[name=]dataset@ref[:cached|:stream]`` and pin each ref to its commit now.
+
+    Raises:
+        UserError: a malformed spec.
+        DatasetNotFoundError, NotFoundError: an unknown dataset or ref (with a hint).
+    """
+    out = []
+    for text in specs:
+        name, dataset, ref, mode = parse_input(text)
+        out.append(InputSpec(name, dataset, ref, catalog.resolve(dataset, ref), mode))
+    return out
+
+
+def _store(hub: Hub) -> ComputeStore:
+    if hub.server is not None:
+        raise UserError(
+            "jobs need the catalog database; jobs through a server come later",
+            hint="Set LAKECACHE_CATALOG to the team's catalog, or log out (`lakecache logout`).",
+        )
+    return ComputeStore(hub.catalog)
+
+
+class Job:
+    """A job submitted to a queue: its state, timeline and log; wait for it or cancel it.
+
+    Get one from :func:`submit`, or ``Job(id)`` for an existing job. Each
+    property reads the catalog afresh. Close it (or use ``with``) to release
+    the catalog connection it opened, if it opened one.
+
+    Example:
+        >>> job = lakecache.submit(["python", "train.py"], queue="gpu", inputs=["xray@v1"])
+        >>> job.wait().state
+        'succeeded'
+    """
+
+    def __init__(self, job_id: int, *, settings: Settings | None = None, hub: Hub | None = None):
+        """Args:
+            job_id: the job's number (``lakecache job ls``).
+            settings: where the catalog is (default ``Settings.load()``).
+            hub: an open hub to use instead (not closed by :meth:`close`).
+
+        Raises:
+            NotFoundError: no job with this id.
+        """
+        from lakecache.data.hub import Hub as _Hub
+
+        self._own = hub is None
+        if hub is None:
+            if settings is None:
+                from lakecache.settings import Settings as _Settings
+
+                settings = _Settings.load()
+            hub = _Hub(settings)
+        self._hub = hub
+        self.id = job_id
+        try:
+            self._store = _store(hub)
+            self._store.get_job(job_id)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Job({self.id})"
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the catalog connection this object opened (none if given a hub)."""
+        if self._own:
+            self._hub.close()
+
+    @property
+    def record(self) -> JobRecord:
+        """Everything the catalog knows of the job now."""
+        return self._store.get_job(self.id)
+
+    @property
+    def state(self) -> str:
+        """queued, placed, running, succeeded, failed or cancelled."""
+        return self.record.state
+
+    @property
+    def timeline(self) -> list[JobEvent]:
+        """What happened to the job, in order: queued, placed (where, why), data ready, ..."""
+        return self._store.timeline(self.id)
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.2) -> JobRecord:
+        """Block until the job has ended; returns its final record.
+
+        Raises:
+            TimeoutError: still not ended after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (rec := self.record).done:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {rec.state} after {timeout} s")
+            time.sleep(poll)
+        return rec
+
+    def logs(self) -> str:
+        """The job's stdout and stderr so far (of its latest attempt).
+
+        Raises:
+            UserError: it has not started, or ran on a machine whose files are not here.
+        """
+        return log_path(self.record).read_text(errors="replace")
+
+    def cancel(self) -> JobRecord:
+        """Cancel it: at once if not started, else its agent stops it within a heartbeat.
+
+        Raises:
+            ConflictError: the job has already ended.
+        """
+        return self._store.cancel(self.id, now=datetime.now(UTC))
+
+
+def log_path(job: JobRecord) -> Path:
+    """The log file of the job's latest attempt, if this machine can read it."""
+    if job.workdir is None:
+        raise UserError(
+            f"job {job.id} has not started yet ({job.state}), so it has no log",
+            hint=f"Wait for it: `lakecache job show {job.id}` shows where it stands.",
+        )
+    path = Path(job.workdir) / "job.log"
+    if not path.exists():
+        raise UserError(
+            f"job {job.id}'s log is not on this machine ({path})",
+            hint="Read it on the machine of the agent that ran it.",
+        )
+    return path
+
+
+def submit(
+    command: Sequence[str],
+    *,
+    queue: str,
+    inputs: Sequence[str] = (),
+    cpu: float | str = 1,
+    memory: int = 0,
+    gpu: int = 0,
+    resources: Mapping[str, int] | None = None,
+    env: Mapping[str, str] | None = None,
+    image: str | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    settings: Settings | None = None,
+    hub: Hub | None = None,
+) -> Job:
+    """Submit ``command`` to ``queue``; it runs where the queue finds room first.
+
+    Args:
+        command: the program and its arguments, e.g. ``["python", "train.py"]``.
+        queue: the queue's name (``lakecache queue ls``).
+        inputs: dataset commits to read, ``"xray@v1"`` (cached at the chosen site,
+            the default), ``"xray@v1:stream"`` (pulled for the job alone), or
+            ``"train=xray@v1"`` to name the variable ``LAKECACHE_INPUT_TRAIN``.
+        cpu: cores, e.g. ``2``, ``0.5`` or ``"500m"``.
+        memory: bytes.
+        gpu: GPUs.
+        resources: named resources, e.g. ``{"ssd": 1}``.
+        env: extra environment variables for the job.
+        image: container image, for container backends.
+        max_attempts: runs allowed when agents die under it (first run included).
+        settings: where the catalog is (default ``Settings.load()``).
+        hub: an open hub to use instead.
+
+    Returns:
+        The :class:`Job`, already placed if a template had room.
+
+    Raises:
+        NotFoundError: unknown queue, dataset or ref (the hint says how to list them).
+        UserError: the job is larger than every template of the queue, or bad input.
+    """
+    from lakecache.data.hub import Hub as _Hub
+
+    own = hub is None
+    if hub is None:
+        if settings is None:
+            from lakecache.settings import Settings as _Settings
+
+            settings = _Settings.load()
+        hub = _Hub(settings)
+    try:
+        store = _store(hub)
+        now = datetime.now(UTC)
+        job = store.submit(
+            queue,
+            list(command),
+            request=Resources(parse_cpu(cpu), memory, gpu, dict(resources or {})),
+            inputs=resolve_inputs(hub.catalog, inputs),
+            env=dict(env or {}),
+            image=image,
+            submitted_by=hub.author,
+            max_attempts=max_attempts,
+            now=now,
+        )
+        try:
+            store.admit(job.id, now=now)  # place it now if there is room; else a runner will
+        except LakecacheError as exc:
+            # The job is queued already; any scheduler pass (every agent runs them) places it.
+            log.warning("job %d queued, not placed yet: %s", job.id, exc.message)
+        handle = Job(job.id, hub=hub)
+        handle._own = own  # a hub opened here is the job's to close
+        return handle
+    except BaseException:
+        if own:
+            hub.close()
+        raise
