@@ -22,7 +22,7 @@ venv: $(VENV)/.stamp
 
 $(VENV)/.stamp: pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev,torch,fsspec]' 2>&1 | $(PIP_FILTER)
 	@touch $@
 
 # PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it),
