@@ -38,21 +38,31 @@ server's own, which serves it with every byte outside the caller's datasets'
 blobs zeroed (the client verifies each blob it reads against its hash).
 A PUT is allowed to writers only, for a content-addressed key (``packs/``,
 ``blobs/``, ``manifests/``, ``commits/``) that does not exist yet: an existing
-key is answered ``exists`` and never overwritten. Presigned URLs live
-:data:`URL_TTL` seconds; a PUT's URL is signed with its Content-Length, so it
-takes exactly the bytes declared.
+key is answered ``exists`` (or ``prove``, below) and never overwritten.
+Presigned URLs live :data:`URL_TTL` seconds; a PUT's URL is signed with its
+Content-Length and ``If-None-Match: *``, so it takes exactly the bytes declared
+and never replaces an object.
 
-Trust. Nothing a client uploads is believed until checked: a pack is recorded
-only if its object exists with the declared size and its index hashes to the
-pack's id and tiles the pack exactly; a large blob only if it exists with the
-declared size; a commit only if its object is in the lake byte for byte, hashes
-to its id, and its manifest exists, hashes to its digest, matches the commit's
-counts and names only blobs the lake holds. Streamed uploads of blobs,
-manifests, commits and pack indexes are hashed on the way in.
+Trust. Nothing a client uploads is believed until the server has hashed it
+(:mod:`.verify`): a pack is recorded only after its index hashes to the pack's
+id and the pack, read back once in large ranged GETs, holds blobs that hash to
+what the index says; a large blob only after it is read back and hashes to its
+key. Bytes that lie are deleted and refused. A presigned PUT is signed with its
+size and ``If-None-Match: *``, and the server completes a multipart upload only
+over no object, so nothing recorded is ever replaced. Knowing a digest grants
+nothing (:mod:`.grants`): ``known`` and ``locate`` answer for the blobs of the
+named datasets the caller can read, or that their writers uploaded; a commit
+may name only such blobs; a key that exists but holds blobs the caller's
+datasets lack is answered ``prove``: its bytes go to the server, which hashes
+them and stores nothing. A commit is added only if its object is in the lake
+byte for byte, hashes to its id, names the caller as author, the head it
+replaces as its only parent and the server's time (within a few minutes), and
+its manifest hashes to its digest and matches the commit's counts.
 
-Modules: :mod:`.access` (roles, scopes, signing), :mod:`.models` (the JSON),
-:mod:`.transfer` (finding and moving bytes), :mod:`.records` (recording what was
-uploaded, commits), :mod:`.objects` (bytes through the server).
+Modules: :mod:`.access` (roles, scopes, signing), :mod:`.grants` (which blobs a
+dataset may name), :mod:`.verify` (hashing what clients uploaded), :mod:`.models`
+(the JSON), :mod:`.transfer` (finding and moving bytes), :mod:`.records`
+(recording what was uploaded, commits), :mod:`.objects` (bytes through the server).
 """
 
 from __future__ import annotations
