@@ -83,12 +83,13 @@ def test_topology_and_cache_lifecycle(env: Path, capsys: pytest.CaptureFixture[s
     assert vols["nfs"]["caches"] == 1 and vols["nfs"]["free"] > 0
     assert vols["pvc"]["ttl_seconds"] == 12 * 3600
     table = ok(capsys, "volume", "ls")
-    assert table.splitlines()[0].split("\t")[:5] == [
+    assert table.splitlines()[0].split("\t")[:6] == [
         "volume",
         "site",
         "capacity",
         "committed",
-        "free (fs)",
+        "free for caches",
+        "free on disk",
     ]
 
     ok(capsys, "agent", "--site", "cloud", "--once")

@@ -113,9 +113,12 @@ def test_folder_and_whole_caches_are_told_apart(
         capsys, "cache", "pin", "xray@v1", "--volume", "nvme", "--path", "/"
     )
     # A pinned cache is kept by rm, and the hint is about the pin, not about leases.
-    err = fail(capsys, "cache", "rm", str(whole["id"]))
+    err = fail(capsys, "cache", "evict", str(whole["id"]))
     assert "pinned" in err and "--force" in err and "runs using it" not in err
+    # `rm` is the same command, kept for the people who type it first.
     assert "evicted" in ok(capsys, "cache", "rm", str(whole["id"]), "--force")
+    helptext = ok(capsys, "cache", "--help")
+    assert "evict" in helptext and " rm " not in helptext
 
 
 def test_failure_reason_is_not_in_the_state_column(

@@ -60,11 +60,11 @@ def _jpeg() -> bytes:
 
 #: A labels file as a "fix labels" commit touches it; one cell is markup, shown as text.
 LABELS_CSV = (
-    "Image Index,Finding Labels,Patient ID\n"
-    "00000001_000.png,Cardiomegaly|Emphysema,1\n"
-    "00000002_000.png,No Finding,2\n"
-    '00000003_000.png,"<script>alert(1)</script>",3\n'
-).encode()
+    b"Image Index,Finding Labels,Patient ID\n"
+    b"00000001_000.png,Cardiomegaly|Emphysema,1\n"
+    b"00000002_000.png,No Finding,2\n"
+    b'00000003_000.png,"<script>alert(1)</script>",3\n'
+)
 
 
 def build_dash(base: Path) -> Dash:

@@ -174,9 +174,9 @@ def test_cache_a_commit_watch_it_fill_then_clear_it(page: Any, dash: Dash, artif
     shot(page, artifacts, "09-caches")
     row = onprem.locator("tbody tr").filter(has_text=v1[:12])
     expect(row.locator("[data-field=state]")).to_have_text("ready")
-    row.get_by_role("button", name=re.compile("^Clear cache")).click()
+    row.get_by_role("button", name=re.compile("^Evict cache")).click()
     expect(row.locator("[data-field=state]")).to_have_text("evicted", timeout=30_000)
-    expect(row.get_by_role("button", name=re.compile("^Clear"))).to_have_count(0)
+    expect(row.get_by_role("button", name=re.compile("^Evict"))).to_have_count(0)
     # the bar follows: nothing committed on onprem any more
     expect(bar).to_have_attribute("aria-valuenow", "0")
     shot(page, artifacts, "10-caches-cleared")
@@ -196,7 +196,7 @@ def test_a_reader_cannot_cache_or_clear_and_sees_only_their_datasets(page: Any, 
     page.goto(f"/datasets/{DATASET}")
     expect(page.locator("ol.commits > li")).to_have_count(3)
     expect(page.get_by_role("button", name=re.compile("^Cache "))).to_have_count(0)
-    expect(page.get_by_role("button", name=re.compile("^Clear"))).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("^Evict"))).to_have_count(0)
 
 
 def test_keyboard_only_log_in_find_browse_open(page: Any, dash: Dash, artifacts: Path) -> None:

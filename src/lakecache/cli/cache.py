@@ -181,9 +181,7 @@ def cache_add(
             f"cache {rec.id} {rec.state}: {rec.name} on {rec.volume}; "
             f"the agent of site {rec.site} fills it{why}"
         )
-        if rec.site not in sites_with_agent(
-            svc.topology.list_volumes(rec.site), datetime.now(UTC)
-        ):
+        if rec.site not in sites_with_agent(svc.topology.list_volumes(rec.site), datetime.now(UTC)):
             click.echo(f"but {no_agent_note(rec.site)}")
 
 
@@ -268,14 +266,17 @@ def cache_ls(
             click.echo(f"cache {r['id']}: {r['note']}")
 
 
-@cache.command("rm")
+@cache.command("evict")
 @click.argument("target", metavar="ID|DATASET@REF")
 @_which
 @click.option("--force", "-f", is_flag=True, help="Unpin it first.")
 def cache_rm(
     target: str, site: str | None, volume: str | None, subpath: str | None, force: bool
 ) -> None:
-    """Evict a cache now (refused while a run holds a lease on it, or pinned without --force)."""
+    """Evict a cache now (refused while a run holds a lease on it, or pinned without --force).
+
+    `lakecache cache rm` is the same command.
+    """
     svc = get_caches()
     rec = _find(svc, target, site, volume, subpath)
     if not Path(svc.topology.get_volume(rec.volume).root).is_dir():
@@ -296,7 +297,7 @@ def cache_rm(
     elif rec.pinned:
         why, hint = (
             "pinned",
-            f"Unpin it first, or pass --force: lakecache cache rm {rec.id} --force",
+            f"Unpin it first, or pass --force: lakecache cache evict {rec.id} --force",
         )
     else:
         why, hint = f"it is {rec.state}", "Try again once it is ready or failed."
@@ -428,3 +429,16 @@ def cache_path(spec: str, site: str | None, volume: str | None, path: str) -> No
     name, ref = split_ref(spec)
     with svc.use(name, ref, site=site, volume=volume, path=path) as p:
         click.echo(str(p))
+
+
+# `rm` is what people type first; `evict` is the word every surface uses, so `rm`
+# works but is not listed twice in --help.
+cache.add_command(
+    click.Command(
+        "rm",
+        callback=cache_rm.callback,
+        params=cache_rm.params,
+        help="Evict a cache now (the same as `lakecache cache evict`).",
+        hidden=True,
+    )
+)

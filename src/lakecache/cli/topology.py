@@ -78,7 +78,7 @@ def volume() -> None:
     help="Where the volume is mounted, the same path on every node of the site.",
 )
 @click.option(
-    "--capacity", "-c", type=Size(), required=True, help="Quota for caches, e.g. 500GB or 2TiB."
+    "--capacity", "-c", type=Size(), required=True, help="Room for caches, e.g. 500GB or 2TiB."
 )
 @click.option(
     "--ttl",
@@ -117,7 +117,8 @@ def volume_add(name: str, site: str, root: str, capacity: int, ttl: int, create:
 @click.option("--site", "-s", default=None, help="Only this site's volumes.")
 @json_option
 def volume_ls(site: str | None, as_json: bool) -> None:
-    """Capacity, bytes committed to caches, bytes free on the filesystem, cache count."""
+    """Capacity, bytes committed to caches, free for caches (capacity left, bounded by the
+    disk), free on disk (the filesystem), cache count."""
     svc = get_caches()
     rows: list[dict[str, Any]] = []
     for v in svc.topology.list_volumes(site):
@@ -140,13 +141,24 @@ def volume_ls(site: str | None, as_json: bool) -> None:
         print_json(rows)
         return
     print_table(
-        ["volume", "site", "capacity", "committed", "free (fs)", "caches", "ttl", "root"],
+        [
+            "volume",
+            "site",
+            "capacity",
+            "committed",
+            "free for caches",
+            "free on disk",
+            "caches",
+            "ttl",
+            "root",
+        ],
         [
             (
                 r["name"],
                 r["site"],
                 human_bytes(r["capacity"]),
                 human_bytes(r["committed"]),
+                human_bytes(r["available"]),
                 human_bytes(r["free"]),
                 r["caches"],
                 human_duration(r["ttl_seconds"]),
@@ -154,7 +166,7 @@ def volume_ls(site: str | None, as_json: bool) -> None:
             )
             for r in rows
         ],
-        right=["capacity", "committed", "free (fs)", "caches"],
+        right=["capacity", "committed", "free for caches", "free on disk", "caches"],
     )
 
 

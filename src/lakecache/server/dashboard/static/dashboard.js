@@ -2,8 +2,8 @@
 //
 // - log in and out (POST /api/v1/auth/login, /logout);
 // - "Load more" of a folder or a diff (the next page of the API, appended);
-// - "Cache on <site>" and "Clear" (POST /datasets/{d}/caches, DELETE /caches/{id}),
-//   then poll GET /caches/{id} every second while anything is filling or clearing.
+// - "Cache on <site>" and "Evict" (POST /datasets/{d}/caches, DELETE /caches/{id}),
+//   then poll GET /caches/{id} every second while anything is filling or being evicted.
 //
 // Every unsafe call sends the session's CSRF token (from <meta name="csrf-token">) in
 // X-CSRF-Token. Data from the API reaches the page only through textContent and
@@ -280,7 +280,7 @@
     }
   }
 
-  // --- caches: ask, clear, watch --------------------------------------------------------------
+  // --- caches: ask, evict, watch --------------------------------------------------------------
 
   let pollTimer = null;
 
@@ -302,9 +302,19 @@
     }
   }
 
+  // A note beside the state: shown with its text, or hidden when there is nothing to say.
+  function setNote(root, name, text) {
+    const node = field(root, name);
+    if (!node) return;
+    node.textContent = text || "";
+    node.hidden = !text;
+  }
+
   function updateRow(row, c) {
     updateState(row, c);
     row.dataset.request = c.request || "";
+    setNote(row, "error", c.state === "failed" ? c.error : "");
+    setNote(row, "agent-note", c.agent_note);
     const done = c.state === "ready" ? c.bytes : c.done_bytes;
     const pct = c.bytes ? percent(done, c.bytes) : c.state === "ready" ? 100 : 0;
     const bar = field(row, "progress");
@@ -346,7 +356,7 @@
     setText(row, "place", `${c.site} / ${c.volume}`);
     const clear = row.querySelector('[data-action="clear"]');
     clear.dataset.cacheId = String(c.id);
-    clear.setAttribute("aria-label", `Clear cache ${c.dataset}@${short(c.commit)} on ${c.volume}`);
+    clear.setAttribute("aria-label", `Evict cache ${c.dataset}@${short(c.commit)} on ${c.volume}`);
     table.tBodies[0].appendChild(row);
     table.hidden = false;
     const empty = document.getElementById("no-caches");
@@ -388,7 +398,8 @@
     const ids = new Set();
     for (const node of document.querySelectorAll("[data-cache]")) {
       const state = node.dataset.state;
-      const clearing = node.dataset.request === "evict" && state !== "evicted" && state !== "failed";
+      // A failed cache being evicted is watched too, until its agent has removed it.
+      const clearing = node.dataset.request === "evict" && state !== "evicted";
       if (ACTIVE.has(state) || clearing) {
         ids.add(node.dataset.cache);
       }
@@ -433,7 +444,7 @@
       bar.setAttribute("aria-valuenow", String(c));
       bar.setAttribute(
         "aria-valuetext",
-        `${size(v.committed)} committed to caches of a ${size(quota)} quota; ${size(v.available)} free`,
+        `${size(v.committed)} committed to caches of a ${size(quota)} capacity; ${size(v.available)} free for caches`,
       );
       const rects = bar.querySelectorAll("rect");
       rects[0].setAttribute("width", `${c}%`);
@@ -474,11 +485,11 @@
     try {
       const c = await api("DELETE", `/api/v1/caches/${encodeURIComponent(id)}`);
       show(c);
-      announce(`Clearing ${c.dataset}@${short(c.commit)} on ${c.volume}: ${c.state}`);
+      announce(`Evicting ${c.dataset}@${short(c.commit)} on ${c.volume}: ${c.state}`);
       schedulePoll();
     } catch (e) {
       button.disabled = false;
-      flash(`Could not clear the cache: ${e.message}`, e.hint);
+      flash(`Could not evict the cache: ${e.message}`, e.hint);
     }
   }
 
