@@ -39,6 +39,7 @@ from lakecache.compute.store import ComputeStore
 from lakecache.errors import LakecacheError, UserError
 
 if TYPE_CHECKING:
+    from lakecache.cache.clock import Clock
     from lakecache.cache.service import CacheService
 
 log = logging.getLogger("lakecache.jobs")
@@ -46,6 +47,9 @@ log = logging.getLogger("lakecache.jobs")
 #: Variables of the agent's own environment a job inherits; the rest (tokens,
 #: lake credentials) stay with the agent.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
+
+#: How an attempt ended: (final state, exit code, reason).
+_Outcome = tuple[str, int | None, str | None]
 
 
 class JobRunner:
@@ -95,7 +99,7 @@ class JobRunner:
         self._lock = threading.Lock()
 
     @property
-    def clock(self):  # type: ignore[no-untyped-def]
+    def clock(self) -> Clock:
         return self.caches.clock
 
     # -- the loop ------------------------------------------------------------------------
@@ -178,13 +182,18 @@ class JobRunner:
                 now=self.clock.now(),
                 workdir=str(workdir),
             )
+            outcome: _Outcome | None
             with ExitStack() as held:
                 try:
                     paths = self._prepare_inputs(job, token, workdir, held)
                 except LakecacheError as exc:
-                    self._finish(job, token, "failed", None, f"inputs not ready: {exc.message}")
-                    return
-                self._run_command(job, token, workdir, outputs, paths, state)
+                    outcome = ("failed", None, f"inputs not ready: {exc.message}")
+                else:
+                    outcome = self._run_command(job, token, workdir, outputs, paths, state)
+            # Reported once its inputs are released (leases, streamed copies), so a job
+            # seen ended holds nothing any more.
+            if outcome is not None:
+                self._finish(job, token, *outcome)
         except Exception as exc:  # noqa: BLE001 - recorded on the job, which must not hang
             log.exception("job %d attempt %d", job.id, token)
             self._finish(job, token, "failed", None, f"the runner failed: {exc}")
@@ -236,7 +245,9 @@ class JobRunner:
         outputs: Path,
         inputs: dict[str, Path],
         state: dict[str, str],
-    ) -> None:
+    ) -> _Outcome | None:
+        """Start the command and wait for it; its outcome, or None if not this attempt's
+        to report (stale, or given back to the queue)."""
         assert job.compute is not None
         backend = self.backends[self._backend_name(job)]
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
@@ -259,13 +270,11 @@ class JobRunner:
             inputs={str(p): p for p in inputs.values()},
         )
         if state["verdict"] != "run" or self.stop_event.is_set():
-            self._stop_before_start(job, token, state["verdict"])
-            return
+            return self._stop_before_start(job, token, state["verdict"])
         try:
             handle = backend.submit(spec)
         except BackendError as exc:
-            self._finish(job, token, "failed", None, f"{backend.name}: {exc.message}")
-            return
+            return ("failed", None, f"{backend.name}: {exc.message}")
         self.store.record(
             job.id, token, "started", f"{backend.name}: {handle}", now=self.clock.now()
         )
@@ -276,19 +285,15 @@ class JobRunner:
                 end = backend.poll(handle)
                 if verdict == "lost":
                     log.warning("job %d attempt %d is stale; stopped, not reported", job.id, token)
-                    return
+                    return None
                 if verdict == "cancel":
-                    self._finish(
-                        job, token, "cancelled", end.code if end else None, "cancelled by request"
-                    )
-                    return
+                    return ("cancelled", end.code if end else None, "cancelled by request")
                 self._requeue(job, token, "its agent stopped")
-                return
+                return None
             time.sleep(0.05)
         if end.code == 0:
-            self._finish(job, token, "succeeded", 0, None)
-        else:
-            self._finish(job, token, "failed", end.code, end.reason or f"exit code {end.code}")
+            return ("succeeded", 0, None)
+        return ("failed", end.code, end.reason or f"exit code {end.code}")
 
     def _backend_name(self, job: JobRecord) -> str:
         for c in self.caches.topology.list_compute(self.site):
@@ -296,11 +301,12 @@ class JobRunner:
                 return c.backend
         raise BackendError(f"compute resource {job.compute!r} is gone from site {self.site}")
 
-    def _stop_before_start(self, job: JobRecord, token: int, verdict: str) -> None:
+    def _stop_before_start(self, job: JobRecord, token: int, verdict: str) -> _Outcome | None:
         if verdict == "cancel":
-            self._finish(job, token, "cancelled", None, "cancelled before it started")
-        elif verdict == "run":  # the agent is stopping
+            return ("cancelled", None, "cancelled before it started")
+        if verdict == "run":  # the agent is stopping
             self._requeue(job, token, "its agent stopped")
+        return None
 
     def _finish(
         self, job: JobRecord, token: int, state: str, code: int | None, reason: str | None
