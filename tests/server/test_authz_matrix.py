@@ -1,8 +1,9 @@
 """Every endpoint, as every kind of caller: each gets exactly what its role allows.
 
 Callers: anonymous, nora (logged in, no role on ``xray``), rita (reader),
-wendy (writer), alice (dataset admin), admin (org admin). A row names the
-least a caller needs:
+wendy (writer), alice (dataset admin), admin (org admin), and agnes, the agent
+user of site ``local`` (where ``xray`` is cached). A row names the least a
+person needs:
 
 * ``public``: anyone, even without logging in;
 * ``user``: anyone logged in;
@@ -11,8 +12,13 @@ least a caller needs:
 * ``orgadmin``: org admins only.
 
 Denied: 401 without credentials; 404 for a caller with no role on the dataset
-(the same answer as for a dataset that does not exist); 403 otherwise. The
-last test checks that the table covers every route the app has.
+(the same answer as for a dataset that does not exist); 403 otherwise.
+
+agnes is no person: she reads what her site caches and works its caches
+(fill steps, evictions, leases, its volumes' space), and gets 403 for anything
+else, creating datasets included; a row says what she gets where it is not
+what a reader would (``agent=``). The last test checks that the table covers
+every route the app has.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import pytest
 from lakecache.server.app import create_app
 from server.live import PASSWORD, World
 
-CALLERS = [None, "nora", "rita", "wendy", "alice", "admin"]
+AGENT = "agnes"
+CALLERS = [None, "nora", "rita", "wendy", "alice", "admin", AGENT]
 RANK = {None: 0, "nora": 1, "rita": 2, "wendy": 3, "alice": 4, "admin": 5}
 NEEDS = {"public": 0, "user": 1, "reader": 2, "writer": 3, "dsadmin": 4, "orgadmin": 5}
 _seq = itertools.count()
@@ -44,6 +51,11 @@ class Row:
     ok: int
     #: (world, caller) -> (path, request kwargs); default: the template itself.
     make: Callable[[World, str | None], tuple[str, dict[str, Any]]] | None = None
+    #: What the agent user gets; None: what a reader gets for a reader's or a user's row,
+    #: else 403.
+    agent: int | None = None
+    #: Run after each caller's request (to undo what it did to the world).
+    after: Callable[[World, str | None], None] | None = None
 
     def request(self, world: World, who: str | None) -> tuple[str, dict[str, Any]]:
         if self.make is None:
@@ -151,6 +163,15 @@ def _self(suffix: str = "", **kw: Any) -> Callable[..., Any]:
     return make
 
 
+def _new_token(world: World, who: str | None) -> None:
+    """A new password revoked the caller's tokens: give the caller a fresh one."""
+    if who is not None:
+        now = world.plane.clock.now()
+        _, world.tokens[who] = world.plane.accounts.create_token(
+            who, "tests", now=now, expires_at=None
+        )
+
+
 def _json(path: str, body: dict[str, Any]) -> Callable[..., Any]:
     return lambda world, who: (path, {"json": body})
 
@@ -190,6 +211,7 @@ ROWS = [
         "user",
         200,
         _self(json={"password": PASSWORD, "current_password": PASSWORD}),
+        after=_new_token,
     ),
     Row("GET", "/api/v1/sites", "user", 200),
     Row("GET", "/api/v1/sites/{site}", "user", 200, _json("/api/v1/sites/local", {})),
@@ -211,6 +233,7 @@ ROWS = [
         "user",
         201,
         _at("/api/v1/datasets", _unique("new", lambda n: {"name": n})),
+        agent=403,
     ),
     # org admins
     Row("GET", "/api/v1/users", "orgadmin", 200),
@@ -261,10 +284,11 @@ ROWS = [
         "orgadmin",
         204,
         _json("/api/v1/volumes/local/space", {"free_bytes": 10**9, "total_bytes": 2 * 10**9}),
+        agent=204,  # its own site's volume
     ),
     # readers of the dataset
     Row("GET", D, "reader", 200, _json(X, {})),
-    Row("GET", D + "/members", "reader", 200, _json(X + "/members", {})),
+    Row("GET", D + "/members", "reader", 200, _json(X + "/members", {}), agent=403),
     Row("GET", D + "/tags", "reader", 200, _json(X + "/tags", {})),
     Row("GET", D + "/commits", "reader", 200, _json(X + "/commits", {})),
     Row("GET", D + "/commits/{ref}", "reader", 200, _json(X + "/commits/v1", {})),
@@ -317,6 +341,7 @@ ROWS = [
         "writer",
         200,
         _step("claim", "pending", {"worker": "h:1"}),
+        agent=200,
     ),
     Row(
         "POST",
@@ -324,6 +349,7 @@ ROWS = [
         "writer",
         200,
         _step("heartbeat", "filling", {"done_bytes": 1}),
+        agent=200,
     ),
     Row(
         "POST",
@@ -331,6 +357,7 @@ ROWS = [
         "writer",
         200,
         _step("ready", "filling", {"linked_bytes": 0, "fetched_bytes": 0}),
+        agent=200,
     ),
     Row(
         "POST",
@@ -338,15 +365,31 @@ ROWS = [
         "writer",
         200,
         _step("failed", "filling", {"reason": "disk"}),
+        agent=200,
     ),
-    Row("POST", "/api/v1/caches/{cache_id}/eviction", "writer", 200, _step("eviction", "ready")),
-    Row("POST", "/api/v1/caches/{cache_id}/evicted", "writer", 200, _step("evicted", "ready")),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/eviction",
+        "writer",
+        200,
+        _step("eviction", "ready"),
+        agent=200,
+    ),
+    Row(
+        "POST",
+        "/api/v1/caches/{cache_id}/evicted",
+        "writer",
+        200,
+        _step("evicted", "ready"),
+        agent=200,
+    ),
     Row(
         "PUT",
         "/api/v1/caches/{cache_id}/report",
         "writer",
         200,
         _step("report", "ready", {"report": "ok"}),
+        agent=200,
     ),
     Row(
         "POST",
@@ -361,6 +404,7 @@ ROWS = [
         "writer",
         200,
         _step("requests/verify", "ready"),
+        agent=200,
     ),
     Row(
         "POST",
@@ -387,6 +431,10 @@ ROWS = [
 
 
 def expected(row: Row, who: str | None) -> int:
+    if who == AGENT:
+        if row.agent is not None:
+            return row.agent
+        return row.ok if row.needs in ("public", "user", "reader") else 403
     if RANK[who] >= NEEDS[row.needs]:
         return row.ok
     if who is None:
@@ -399,7 +447,12 @@ def expected(row: Row, who: str | None) -> int:
 @pytest.fixture(scope="module")
 def matrix_world(world_factory: Callable[..., World]) -> World:
     w = world_factory(agents=False)
-    w.plane.accounts.create_user("matrix", PASSWORD, now=w.plane.clock.now())
+    now = w.plane.clock.now()
+    w.plane.accounts.create_user("matrix", PASSWORD, now=now)
+    w.plane.accounts.create_user(AGENT, PASSWORD, agent_site="local", now=now)
+    _, w.tokens[AGENT] = w.plane.accounts.create_token(AGENT, "site", now=now, expires_at=None)
+    # A cache of xray on agnes's site (nobody fills it: no agent runs): she may read xray.
+    w.plane.caches().request("xray", "v1", site="local", path="images")
     return w
 
 
@@ -409,6 +462,8 @@ def test_each_caller_gets_what_its_role_allows(matrix_world: World, row: Row) ->
     for who in CALLERS:
         path, kw = row.request(matrix_world, who)
         r = matrix_world.call(who, row.method, path, **kw)
+        if row.after is not None:
+            row.after(matrix_world, who)
         got[who] = r.status_code
         if r.status_code >= 400:
             body = r.json()

@@ -29,6 +29,7 @@ dataset's role themselves, which lets an agent user read and never write.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -85,6 +86,7 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", f"{_API}/datasets/{{dataset}}/caches"),
     }
 )
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
 #: Routes under this prefix check each dataset's role themselves (see the module's note).
 _LAKE_PREFIX = f"{_API}/lake"
 CSRF_HEADER = "X-CSRF-Token"
@@ -165,7 +167,12 @@ def route_template(request: Request) -> str:
     """The template of the route serving ``request`` (``/api/v1/caches/{cache_id}``)."""
     route: Any = request.scope.get("route")
     template = getattr(route, "path", None)
-    return template if isinstance(template, str) else request.url.path
+    if not isinstance(template, str):
+        return request.url.path
+    # A route keeps its router's prefix but not the one the app included the router with.
+    if request.url.path.startswith(f"{_API}/") and not template.startswith(f"{_API}/"):
+        template = _API + template
+    return _CONVERTER.sub(r"{\1}", template)  # {path:path} -> {path}, as the API spec says
 
 
 def require_org_admin(principal: Annotated[Principal, Depends(require_user)]) -> Principal:
