@@ -50,8 +50,8 @@ what the index says; a large blob only after it is read back and hashes to its
 key. Bytes that lie are deleted and refused. A presigned PUT is signed with its
 size and ``If-None-Match: *``, and the server completes a multipart upload only
 over no object, so nothing recorded is ever replaced. Knowing a digest grants
-nothing (:mod:`.grants`): ``known`` and ``locate`` answer for the blobs of the
-named datasets the caller can read, or that their writers uploaded; a commit
+nothing (:mod:`.grants`): ``known`` and ``locate`` answer for the blobs that the
+datasets the caller can read hold, or that their writers uploaded; a commit
 may name only such blobs; a key that exists but holds blobs the caller's
 datasets lack is answered ``prove``: its bytes go to the server, which hashes
 them and stores nothing. A commit is added only if its object is in the lake

@@ -3,7 +3,7 @@
 A dataset may name (in a commit), and its readers may locate, the blobs its
 commits hold and those its writers uploaded for it, bytes the server read back
 and hashed (:mod:`lakecache.catalog.blobs` keeps these grants). ``known`` and
-``locate`` answer for the blobs of the named datasets the caller can read; a new
+``locate`` answer for the blobs of every dataset the caller can read; a new
 commit may name a blob granted to its own dataset or to any dataset its writer
 can read. A digest copied from a listing the caller cannot see gets "unknown"
 everywhere, so the bytes must be uploaded, and then the writer holds them.
@@ -27,10 +27,19 @@ if TYPE_CHECKING:
 
 
 def readable(plane: ControlPlane, principal: Principal, datasets: list[str]) -> list[str]:
-    """The named datasets the caller can read, their grants brought up to date."""
+    """Every dataset the caller can read, the named ones first, their grants brought up to
+    date. 404 / 403 (:func:`.access.allowed`) if it can read none of the named ones."""
     names = allowed(plane, principal, datasets, "reader")
-    fold_in(plane, names)
-    return names
+    everything = list(dict.fromkeys([*names, *_all_readable(plane, principal)]))
+    fold_in(plane, everything)
+    return everything
+
+
+def _all_readable(plane: ControlPlane, principal: Principal) -> list[str]:
+    roles = visible_datasets(plane, principal)
+    if roles is None:  # an org admin reads every dataset
+        return [d.name for d in plane.hub.catalog.list_datasets()]
+    return list(roles)
 
 
 def fold_in(plane: ControlPlane, datasets: Sequence[str]) -> None:
@@ -53,11 +62,7 @@ def ungranted(
     missing = digests - catalog.granted_blobs([dataset], digests)
     if not missing:
         return set(), set()
-    roles = visible_datasets(plane, principal)
-    if roles is None:  # an org admin reads every dataset
-        others = [d.name for d in catalog.list_datasets() if d.name != dataset]
-    else:
-        others = [d for d in roles if d != dataset]
+    others = [d for d in _all_readable(plane, principal) if d != dataset]
     fold_in(plane, others)
     elsewhere = catalog.granted_blobs(others, missing) if others else set()
     return elsewhere, missing - elsewhere

@@ -67,8 +67,8 @@ def lake_info(request: Request, principal: User, plane: Plane) -> LakeInfo:
 
 @router.post("/known", response_model=KnownOut)
 def known(body: DigestsIn, principal: User, plane: Plane) -> KnownOut:
-    """Which of these blobs need no upload: those the named datasets the caller can read hold,
-    or that its writers uploaded for them (writers: deduplication). A digest known only
+    """Which of these blobs need no upload: those the datasets the caller can read hold, or
+    that their writers uploaded for them (writers: deduplication). A digest known only
     elsewhere is answered unknown: its bytes must be uploaded (:mod:`.grants`)."""
     allowed(plane, principal, body.datasets, "writer")
     names = readable(plane, principal, body.datasets)
@@ -77,8 +77,8 @@ def known(body: DigestsIn, principal: User, plane: Plane) -> KnownOut:
 
 @router.post("/locate", response_model=LocateOut)
 def locate(body: DigestsIn, principal: User, plane: Plane) -> LocateOut:
-    """Where each blob of the named datasets is: a pack and an offset, or an object of its
-    own (readers). Blobs they do not hold are left out, as unknown ones."""
+    """Where each blob of the datasets the caller can read is: a pack and an offset, or an
+    object of its own (readers). Blobs they do not hold are left out, as unknown ones."""
     names = readable(plane, principal, body.datasets)
     locs = plane.hub.catalog.locate_granted(names, set(body.digests))
     packs: dict[str, int] = {}
