@@ -14,6 +14,8 @@ traceback for a :class:`LakecacheError`.
     │   ├── AlreadyExistsError
     │   └── AmbiguousRefError      a commit prefix that matches several commits
     ├── ConflictError              someone else moved the branch while you committed
+    │   ├── TakenOverError         a newer worker took over this fill or eviction: stop
+    │   └── LeaseLostError         a lease lapsed and its cache was evicted
     ├── SourceError                the local files: unreadable, changing while read
     ├── IntegrityError             bytes whose hash disagrees with their name
     ├── LakeError                  the object store
@@ -69,6 +71,28 @@ class ConflictError(LakecacheError):
     default_hint = (
         "Another commit landed first. Your uploaded data is kept in the lake; "
         "run the same commit again (it reuses the uploaded packs) to commit on top of the new head."
+    )
+
+
+class TakenOverError(ConflictError):
+    """This worker's claim on a cache (a fill or an eviction) was taken over by a newer one.
+
+    Its fence token is older than the cache's: the worker must stop, remove only
+    what it wrote itself, and leave the cache to the newer worker.
+    """
+
+    default_hint = (
+        "Nothing to do: a newer worker took over (this one was paused or stopped "
+        "heart-beating for too long) and finishes the job."
+    )
+
+
+class LeaseLostError(ConflictError):
+    """A lease is gone: it lapsed (not renewed in time) and its cache was evicted."""
+
+    default_hint = (
+        "The files read under that lease may have vanished midway: run the job again "
+        "(it asks for the cache again), and renew leases well within their TTL."
     )
 
 

@@ -57,6 +57,10 @@ class Settings:
     server_url: str | None = None
     #: API token for :attr:`server_url` (else the one ``lakecache login`` saved).
     token: str | None = field(default=None, repr=False)
+    #: Seconds without a heartbeat after which another worker takes over a fill (and
+    #: without progress, an eviction). Heartbeats come every 5 s: keep this at 15 or
+    #: more in production; tests lower it so a paused filler goes stale quickly.
+    fill_stale_after: float = 15.0
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser()
@@ -69,6 +73,11 @@ class Settings:
             object.__setattr__(self, "author", _default_author())
         if self.workers < 1:
             raise UserError(f"workers must be at least 1, not {self.workers}")
+        if not self.fill_stale_after > 0:
+            raise UserError(
+                f"fill_stale_after must be positive, not {self.fill_stale_after}",
+                hint="Give the seconds without a heartbeat before a fill is taken over (15).",
+            )
 
     @property
     def state_dir(self) -> Path:

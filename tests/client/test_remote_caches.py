@@ -256,24 +256,25 @@ def test_fill_steps_and_leases_are_checked_per_user(lake_world: LakeWorld, tmp_p
     rita_hub = Hub(lake_world.settings("rita", tmp_path / "r"))
     try:
         rita = CacheService(rita_hub).topology
-        assert rita.claim_fill(rec.id, "h:1", now=now, stale_after=timedelta(seconds=60)) is False
+        assert rita.claim_fill(rec.id, "h:1", now=now, stale_after=timedelta(seconds=60)) is None
     finally:
         rita_hub.close()
 
     claimed = call("wendy", "POST", f"{base}/claim", json={"worker": "h:1"})
     assert claimed.status_code == 200 and claimed.json()["done"] is True
     assert claimed.json()["cache"]["worker"] == "wendy/h:1"
+    token = claimed.json()["token"]
     # Nobody takes over a live fill by calling it stale after a second.
     hasty = {"worker": "h:2", "stale_after_seconds": 1}
     assert call("alice", "POST", f"{base}/claim", json=hasty).status_code == 422
     again = call("alice", "POST", f"{base}/claim", json={"worker": "h:2"})
     assert again.status_code == 200 and again.json()["done"] is False  # one filler
     # Only the claimant reports on the fill (alice is the dataset's admin, not its filler).
-    done = {"linked_bytes": 0, "fetched_bytes": 1}
+    done = {"token": token, "linked_bytes": 0, "fetched_bytes": 1}
     assert call("alice", "POST", f"{base}/ready", json=done).status_code == 409
-    beat = call("wendy", "POST", f"{base}/heartbeat", json={"done_bytes": 5})
+    beat = call("wendy", "POST", f"{base}/heartbeat", json={"token": token, "done_bytes": 5})
     assert beat.json()["done"] is True and beat.json()["cache"]["done_bytes"] == 5
-    bad = call("wendy", "POST", f"{base}/ready", json={"linked_bytes": -1, "fetched_bytes": 0})
+    bad = call("wendy", "POST", f"{base}/ready", json={**done, "linked_bytes": -1})
     assert bad.status_code == 422
     ok = call("wendy", "POST", f"{base}/ready", json=done)
     assert ok.json()["done"] is True and ok.json()["cache"]["state"] == "ready"
@@ -289,15 +290,20 @@ def test_fill_steps_and_leases_are_checked_per_user(lake_world: LakeWorld, tmp_p
     assert call("rita", "PUT", f"/api/v1/leases/{lid}", json={"ttl_seconds": 60}).status_code == 200
     assert call("rita", "DELETE", f"/api/v1/leases/{lid}").status_code == 204
     assert call("rita", "DELETE", f"/api/v1/leases/{lid}").status_code == 404
-    assert call("wendy", "POST", f"{base}/eviction").json()["done"] is True
+    evicting = call("wendy", "POST", f"{base}/eviction").json()
+    assert evicting["done"] is True
     held = call("rita", "POST", f"{base}/leases", json={"holder": "late"})
     assert held.status_code == 409 and "not ready" in held.json()["error"]["message"]
-    assert call("wendy", "POST", f"{base}/evicted").json()["cache"]["state"] == "evicted"
+    evicted = call("wendy", "POST", f"{base}/evicted", json={"token": evicting["token"]})
+    assert evicted.json()["cache"]["state"] == "evicted"
 
     # Work left for the agent is taken once, whoever races for it.
     ready = plane.caches().request("xray", "v1", site=site, path="images")
-    assert plane.topology.claim_fill(ready.id, "x", now=now, stale_after=timedelta(seconds=60))
-    assert plane.topology.complete_fill(ready.id, linked_bytes=0, fetched_bytes=0, now=now)
+    token = plane.topology.claim_fill(ready.id, "x", now=now, stale_after=timedelta(seconds=60))
+    assert token is not None
+    assert plane.topology.complete_fill(
+        ready.id, token=token, linked_bytes=0, fetched_bytes=0, now=now
+    )
     asked = call("wendy", "POST", f"/api/v1/caches/{ready.id}/requests", json={"request": "verify"})
     assert asked.status_code == 202 and asked.json()["request"] == "verify"
     first = call("admin", "DELETE", f"/api/v1/caches/{ready.id}/requests/verify")

@@ -108,9 +108,12 @@ def _fresh_cache(world: World, state: str = "pending", claimant: str | None = No
     rec = plane.caches().request("xray", "v1", site="local", path=f"many/f{next(_files):04d}.bin")
     if state in ("filling", "ready"):
         stale = timedelta(seconds=60)
-        assert plane.topology.claim_fill(rec.id, f"{claimant}/m", now=now, stale_after=stale)
+        token = plane.topology.claim_fill(rec.id, f"{claimant}/m", now=now, stale_after=stale)
+        assert token == 1  # the first claim of a fresh cache; the rows below present it
     if state == "ready":
-        assert plane.topology.complete_fill(rec.id, linked_bytes=0, fetched_bytes=0, now=now)
+        assert plane.topology.complete_fill(
+            rec.id, token=1, linked_bytes=0, fetched_bytes=0, now=now
+        )
     return rec.id
 
 
@@ -348,7 +351,7 @@ ROWS = [
         "/api/v1/caches/{cache_id}/heartbeat",
         "writer",
         200,
-        _step("heartbeat", "filling", {"done_bytes": 1}),
+        _step("heartbeat", "filling", {"token": 1, "done_bytes": 1}),
         agent=200,
     ),
     Row(
@@ -356,7 +359,7 @@ ROWS = [
         "/api/v1/caches/{cache_id}/ready",
         "writer",
         200,
-        _step("ready", "filling", {"linked_bytes": 0, "fetched_bytes": 0}),
+        _step("ready", "filling", {"token": 1, "linked_bytes": 0, "fetched_bytes": 0}),
         agent=200,
     ),
     Row(
@@ -364,7 +367,7 @@ ROWS = [
         "/api/v1/caches/{cache_id}/failed",
         "writer",
         200,
-        _step("failed", "filling", {"reason": "disk"}),
+        _step("failed", "filling", {"token": 1, "reason": "disk"}),
         agent=200,
     ),
     Row(
@@ -380,7 +383,7 @@ ROWS = [
         "/api/v1/caches/{cache_id}/evicted",
         "writer",
         200,
-        _step("evicted", "ready"),
+        _step("evicted", "ready", {"token": 1}),
         agent=200,
     ),
     Row(

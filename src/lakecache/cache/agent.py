@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,9 @@ class SiteAgent:
         self._last_space = 0.0
         self._space_refused = False
         self.stop_event = threading.Event()
+        #: This agent process's own name in the caches it claims (two agents of one
+        #: site are two workers; the fence token tells their claims apart).
+        self.worker = f"agent:{site}:{socket.gethostname()}:{os.getpid()}"
 
     def run_once(self) -> int:
         """One pass: start fills that are waiting, serve requests, run GC when due.
@@ -76,16 +80,14 @@ class SiteAgent:
             ):
                 continue
             try:
-                claimed = topo.claim_fill(
-                    rec.id, f"agent:{self.site}", now=now, stale_after=svc.stale_after
-                )
+                token = topo.claim_fill(rec.id, self.worker, now=now, stale_after=svc.stale_after)
             except Exception as exc:  # noqa: BLE001 - one cache's error must not stop the agent
                 # e.g. through a server, no writer role on it; not claimed, so not ours to mark.
                 log.warning("cannot fill %s: %s", rec.name, describe(exc))
                 continue
-            if claimed:
+            if token is not None:
                 log.info("filling %s on %s", rec.name, rec.volume)
-                self._running[rec.id] = self._pool.submit(svc.fill_claimed, rec.id)
+                self._running[rec.id] = self._pool.submit(svc.fill_claimed, rec.id, token=token)
                 started += 1
         for rec in topo.list_caches(site=self.site, states=("ready", "failed")):
             if rec.request is None:
@@ -99,6 +101,11 @@ class SiteAgent:
                     svc.verify(rec.id, repair=rec.request == "repair")
             except Exception as exc:  # noqa: BLE001 - reported on the cache; the next one goes on
                 self._report_failure(rec, rec.request, exc)
+        # Evictions a killed or stalled worker left half done: every pass, not only at gc.
+        try:
+            svc.finish_stale_evictions(site=self.site)
+        except Exception as exc:  # noqa: BLE001 - the next pass tries again
+            log.warning("finishing evictions on site %s failed: %s", self.site, describe(exc))
         if time.monotonic() - self._last_gc >= self.gc_every:
             self._last_gc = time.monotonic()
             try:

@@ -7,19 +7,31 @@ on any number of machines can ask for the same cache and exactly one fills it.
 
 Fill, step by step:
 1. claim the cache row (``pending``, or ``filling`` with a stale heartbeat,
-   becomes ``filling`` by this worker): one filler, however many ask;
+   becomes ``filling`` by this worker): one filler, however many ask. The
+   claim carries a fence token that every heartbeat, publish and failure
+   presents; a filler that was paused past the stale time and taken over
+   learns it (:class:`~lakecache.errors.TakenOverError`), stops, removes only
+   its own staging folder, and never touches the published one;
 2. make room: the eviction plan for the volume must fit the bytes that cannot
    be hard-linked, else fail at once naming what holds the space;
-3. materialise into ``.lakecache/staging/<id>`` on the same volume: files
-   already on the volume (in any other ready cache) are hard-linked, the rest
-   fetched with parallel ranged GETs and verified; a staging folder left by a
-   killed fill is resumed (its verified files are kept);
-4. publish with one rename to ``caches/<dataset>/<commit>``, then mark ready.
+3. materialise into ``.lakecache/staging/<id>-<token>`` on the same volume:
+   files already on the volume (in any other ready cache) are hard-linked, the
+   rest fetched with parallel ranged GETs and verified; the staging folder of
+   an earlier claim (a killed or stalled fill) is taken over by renaming it to
+   this claim's, and resumed (its verified files are kept): never shared;
+4. publish with one rename to ``caches/<dataset>/<commit>`` (a rename that
+   fails if a folder is already published there), then mark ready.
+
+Eviction is fenced the same way: claiming it raises the token, moving the
+files aside is checked against it, and an eviction left half done (its worker
+killed or stalled past the stale time) is taken over and finished by the next
+gc, agent pass or :meth:`CacheService.ensure_ready` that finds it.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import threading
@@ -46,11 +58,19 @@ from lakecache.catalog.topology import CacheRecord, TopologyStore, VolumeRecord
 from lakecache.data.index import ManifestIndex
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.durable import sync_filesystem
-from lakecache.errors import LakecacheError, NotFoundError, UserError
+from lakecache.errors import (
+    LakecacheError,
+    LeaseLostError,
+    NotFoundError,
+    TakenOverError,
+    UserError,
+)
 from lakecache.lake.objects import ManifestEntry, normalize_folder
 
 if TYPE_CHECKING:
     from lakecache.data.hub import Hub
+
+log = logging.getLogger("lakecache.cache")
 
 ACTIVE = ("pending", "filling", "ready", "evicting")
 
@@ -100,16 +120,22 @@ class CacheService:
         *,
         clock: Clock | None = None,
         lease_ttl: timedelta = timedelta(seconds=60),
-        stale_after: timedelta = timedelta(seconds=60),
+        stale_after: timedelta | None = None,
         heartbeat_every: float = 5.0,
         poll_every: float = 0.2,
+        max_poll_every: float = 2.0,
     ) -> None:
         self.hub = hub
         self.clock = clock or SystemClock()
         self.lease_ttl = lease_ttl
-        self.stale_after = stale_after
+        #: A fill without a heartbeat (an eviction without progress) for this long is
+        #: taken over; from the settings (``fill_stale_after``) unless given.
+        self.stale_after = stale_after or timedelta(seconds=hub.settings.fill_stale_after)
         self.heartbeat_every = heartbeat_every
+        #: Waiting for another worker polls every ``poll_every`` s at first, backing
+        #: off to ``max_poll_every``.
         self.poll_every = poll_every
+        self.max_poll_every = max(max_poll_every, poll_every)
         self._topology: TopologyStore | None = None
 
     @property
@@ -200,8 +226,18 @@ class CacheService:
     def ensure_ready(
         self, rec: CacheRecord, *, progress: Progress | None = None, timeout: float | None = None
     ) -> CacheRecord:
-        """Return the cache once ready: fill it here if nobody is, else wait for the filler."""
+        """Return the cache once ready: fill it here if nobody is, else wait for the filler.
+
+        Waiting polls with backoff (``poll_every`` up to ``max_poll_every``). A
+        live filler is waited for as long as it heart-beats (a dead one is taken
+        over after ``stale_after``); ``timeout`` bounds the whole wait. A cache
+        left ``evicting`` is finished here when this machine mounts its volume
+        and the eviction is stale, else waited for at most four stale times
+        (the site's agent finishes it) before CacheFillError says so.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        delay = self.poll_every
+        evicting_since: float | None = None
         while True:
             rec = self.topology.get_cache(rec.id, self.clock.now())
             if rec.state == "ready":
@@ -212,7 +248,7 @@ class CacheService:
                     hint="Fix the cause, then ask again: `lakecache cache add "
                     f"{rec.dataset}@{rec.commit_id[:12]} --volume {rec.volume}`.",
                 )
-            if rec.state in ("evicting", "evicted"):
+            if rec.state == "evicted":
                 rec, _ = self.topology.request_cache(
                     rec.dataset,
                     rec.commit_id,
@@ -222,41 +258,85 @@ class CacheService:
                     nbytes=rec.bytes,
                     now=self.clock.now(),
                 )
+                evicting_since = None
                 continue
-            if self.topology.claim_fill(
-                rec.id, _worker_id(), now=self.clock.now(), stale_after=self.stale_after
-            ):
-                return self.fill_claimed(rec.id, progress=progress)
+            if rec.state == "evicting":
+                if evicting_since is None:
+                    evicting_since = time.monotonic()
+                if os.path.isdir(self.topology.get_volume(rec.volume).root) and self.evict(rec.id):
+                    continue  # a stale eviction, finished here; now ask again
+                if time.monotonic() - evicting_since > 4 * self.stale_after.total_seconds():
+                    raise CacheFillError(
+                        f"cache {rec.name} on {rec.volume} is stuck evicting",
+                        hint=f"The agent of site {rec.site!r} finishes it (`lakecache agent "
+                        f"--site {rec.site}`), or run `lakecache cache gc` where the volume "
+                        "is mounted; then ask again.",
+                    )
+            else:
+                token = self.topology.claim_fill(
+                    rec.id, _worker_id(), now=self.clock.now(), stale_after=self.stale_after
+                )
+                if token is not None:
+                    try:
+                        return self.fill_claimed(rec.id, token=token, progress=progress)
+                    except TakenOverError as exc:
+                        # This fill stalled and a newer worker has it now: wait for that one.
+                        log.warning("%s", exc.message)
+                        delay = self.poll_every
+                        continue
             if deadline is not None and time.monotonic() > deadline:
-                raise CacheFillError(f"cache {rec.name} is still {rec.state} after {timeout} s")
-            time.sleep(self.poll_every)
+                raise CacheFillError(
+                    f"cache {rec.name} is still {rec.state} after {timeout} s",
+                    hint="`lakecache cache ls` shows who fills it and when it last said so; "
+                    "wait longer, or ask again later.",
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, self.max_poll_every)
 
-    def fill_claimed(self, cache_id: int, *, progress: Progress | None = None) -> CacheRecord:
-        """Fill a cache this worker has claimed. On failure the row says why (state failed)."""
+    def fill_claimed(
+        self, cache_id: int, *, token: int, progress: Progress | None = None
+    ) -> CacheRecord:
+        """Fill a cache this worker has claimed with fence ``token``.
+
+        On failure the row says why (state failed). Raises TakenOverError if a
+        newer worker took the fill over meanwhile: this one then has removed its
+        own staging folder and left the published one alone.
+        """
         topo = self.topology
         rec = topo.get_cache(cache_id)
         v = topo.get_volume(rec.volume)
         layout = VolumeLayout(Path(v.root))
         final = layout.cache_dir(rec.dataset, rec.commit_id, rec.subpath)
-        staging = layout.staging_dir(rec.id)
+        staging = layout.staging_dir(rec.id, token)
         stop = threading.Event()
+        taken_over = threading.Event()
         done = {"bytes": 0}
-        beat = threading.Thread(target=self._heartbeat, args=(rec.id, stop, done), daemon=True)
+        beat = threading.Thread(
+            target=self._heartbeat, args=(rec.id, token, stop, taken_over, done), daemon=True
+        )
         beat.start()
         try:
-            if final.is_dir() and not staging.exists():
-                # Published by a filler that died before marking it ready.
+            if final.is_dir():
+                # Published by an earlier claim whose filler died (or stalled) before
+                # marking it ready: a publish is always whole. Its leftovers go.
+                for old in layout.staging_dirs(rec.id, older_than=token):
+                    layout.remove_tree(old)
                 seal(layout, rec.id, final)
                 stats_linked = stats_fetched = 0
             else:
                 stats_linked, stats_fetched = self._fill_into(
-                    rec, v, layout, staging, final, progress, done
+                    rec, v, layout, staging, final, progress, done, token, taken_over
                 )
         except BaseException as exc:
             stop.set()
             beat.join()
-            reason = self._fail(rec, layout, staging, exc)
-            if isinstance(exc, Exception) and not isinstance(exc, CacheFillError):
+            try:
+                reason = self._fail(rec, layout, staging, exc, token)
+            except TakenOverError as taken:
+                if taken is exc:
+                    raise
+                raise taken from exc  # it failed after a newer worker took it over
+            if isinstance(exc, Exception) and not isinstance(exc, (CacheFillError, TakenOverError)):
                 raise CacheFillError(
                     f"fill of {rec.name} on {v.name} failed: {reason}",
                     hint="`lakecache cache ls` shows the reason; fix it and ask again "
@@ -266,7 +346,15 @@ class CacheService:
         stop.set()
         beat.join()
         now = self.clock.now()
-        topo.complete_fill(rec.id, linked_bytes=stats_linked, fetched_bytes=stats_fetched, now=now)
+        # Fenced: if this worker stalled after publishing and was taken over, the
+        # newer one finds the published folder and marks it ready itself.
+        topo.complete_fill(
+            rec.id,
+            token=token,
+            linked_bytes=stats_linked,
+            fetched_bytes=stats_fetched,
+            now=now,
+        )
         return topo.get_cache(rec.id, now)
 
     def _fill_into(
@@ -278,6 +366,8 @@ class CacheService:
         final: Path,
         progress: Progress | None,
         done: dict[str, int],
+        token: int,
+        taken_over: threading.Event,
     ) -> tuple[int, int]:
         from lakecache.data.materialize import materialize
 
@@ -290,11 +380,12 @@ class CacheService:
             # Reading other caches' manifests named their datasets to the server last;
             # the fetches below are for this one.
             server.touch(rec.dataset)
+        _take_over_staging(layout, rec.id, token, staging)
         need = sum(e.size for e in entries if e.digest not in links) - _tree_bytes(staging)
         self._make_room(rec, v, need)
         resuming = staging.exists()
         _clean_temp_files(staging)
-        tracker = _Tracker(progress or NullProgress(), done)
+        tracker = _Tracker(progress or NullProgress(), done, taken_over, rec.id, token)
 
         def link_source(e: ManifestEntry) -> str | None:
             # One lstat per linked file (the seal check; a tampered source is hashed
@@ -313,15 +404,26 @@ class CacheService:
             progress=tracker,
             skip_existing=resuming,
             link_source=link_source,
-            private_dest=True,
+            # Resumed staging may hold a file an earlier filler still has open (it
+            # was paused, not killed): write each file anew under a temp name, so
+            # its late writes land in an unlinked inode, never in this fill's file.
+            private_dest=not resuming,
             read_only=True,
         )
         # Every file the fill wrote is on disk before the name that publishes them.
         sync_filesystem(staging)
+        if taken_over.is_set() or not self.topology.holds_claim(rec.id, token):
+            raise _taken_over(rec, token)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            layout.remove_tree(final)
-        os.replace(staging, final)
+        try:
+            # rename(2), never a delete first: onto a published (non-empty) folder
+            # it fails, so a filler that stalls right here cannot replace one.
+            os.rename(staging, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+                raise
+            # An earlier claim of this fill published whole before it was taken over.
+            layout.remove_tree(staging)
         seal(layout, rec.id, final)  # read-only, and the rename flushed (cache/seal.py)
         return stats.linked_bytes, stats.fetched_bytes
 
@@ -361,16 +463,42 @@ class CacheService:
             )
         self.execute(plan)
 
-    def _heartbeat(self, cache_id: int, stop: threading.Event, done: dict[str, int]) -> None:
+    def _heartbeat(
+        self,
+        cache_id: int,
+        token: int,
+        stop: threading.Event,
+        taken_over: threading.Event,
+        done: dict[str, int],
+    ) -> None:
         while not stop.wait(self.heartbeat_every):
             try:
-                self.topology.beat_fill(cache_id, done_bytes=done["bytes"], now=self.clock.now())
-            except LakecacheError:
-                pass  # the catalog blinked; the next beat tries again
+                self.topology.beat_fill(
+                    cache_id, token=token, done_bytes=done["bytes"], now=self.clock.now()
+                )
+            except TakenOverError as exc:
+                # The fill stops at its next step (see _Tracker) and cleans up.
+                log.warning("%s; stopping this fill", exc.message)
+                taken_over.set()
+                return
+            except LakecacheError as exc:
+                # The catalog or server blinked: the next beat tries again, well
+                # before the fill goes stale (three beats fit in the stale time).
+                log.info("heartbeat of cache %s failed: %s", cache_id, exc.message)
 
     def _fail(
-        self, rec: CacheRecord, layout: VolumeLayout, staging: Path, exc: BaseException
+        self,
+        rec: CacheRecord,
+        layout: VolumeLayout,
+        staging: Path,
+        exc: BaseException,
+        token: int,
     ) -> str:
+        if isinstance(exc, TakenOverError):
+            # A newer worker has the fill: remove only what this claim wrote (the
+            # newer one renamed it away already if it took it over) and report nothing.
+            layout.remove_tree(staging)
+            raise exc
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             reason = f"volume full while filling ({exc.strerror}); staging removed"
             layout.remove_tree(staging)
@@ -382,7 +510,12 @@ class CacheService:
             reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, CacheFillError):
             layout.remove_tree(staging)
-        self.topology.fail_fill(rec.id, reason=reason, now=self.clock.now())
+        try:
+            self.topology.fail_fill(rec.id, token=token, reason=reason, now=self.clock.now())
+        except TakenOverError:
+            layout.remove_tree(staging)
+            log.warning("fill of %s failed here after it was taken over: %s", rec.name, reason)
+            raise
         return reason
 
     # -- using -------------------------------------------------------------------------
@@ -426,14 +559,27 @@ class CacheService:
             except UserError:
                 rec = self.topology.get_cache(rec.id)  # evicted in between: ask again
         stop = threading.Event()
-        renew = threading.Thread(target=self._renew, args=(lease, stop), daemon=True)
+        lost: list[LeaseLostError] = []
+        renew = threading.Thread(target=self._renew, args=(lease, stop, lost), daemon=True)
         renew.start()
+        body_failed = False
         try:
             yield self.cache_path(rec)
+        except BaseException:
+            body_failed = True
+            raise
         finally:
             stop.set()
             renew.join()
-            self.topology.release_lease(lease, now=self.clock.now())
+            try:
+                self.topology.release_lease(lease, now=self.clock.now())
+            except LeaseLostError as exc:
+                lost.append(exc)
+            if lost:
+                # Never silent: the block read files that may have been evicted under it.
+                if not body_failed:
+                    raise lost[0]
+                log.error("while the block failed: %s", lost[0].message)
 
     def _find_or_request(
         self, dataset: str, ref: str | None, *, site: str | None, volume: str | None, path: str
@@ -454,14 +600,19 @@ class CacheService:
                 return rec
         return self.request(dataset, commit_id, site=site, volume=volume, path=sub)
 
-    def _renew(self, lease: int, stop: threading.Event) -> None:
+    def _renew(self, lease: int, stop: threading.Event, lost: list[LeaseLostError]) -> None:
         every = max(self.lease_ttl.total_seconds() / 3, 0.05)
         while not stop.wait(every):
             now = self.clock.now()
             try:
                 self.topology.renew_lease(lease, now=now, expires_at=now + self.lease_ttl)
-            except LakecacheError:
-                pass
+            except LeaseLostError as exc:
+                log.error("%s", exc.message)
+                lost.append(exc)  # raised to the holder when its block ends
+                return
+            except LakecacheError as exc:
+                # The catalog or server blinked: two more tries fit in the lease's TTL.
+                log.info("renewing lease %s failed: %s", lease, exc.message)
 
     # -- accounting, eviction ----------------------------------------------------------
 
@@ -513,26 +664,61 @@ class CacheService:
         return done
 
     def evict(self, cache_id: int, *, force_unpin: bool = False) -> bool:
-        """Remove a cache's files. Returns False if a lease or a pin holds it."""
+        """Remove a cache's files. Returns False if a lease or a pin holds it, or
+        another worker is evicting it.
+
+        Also finishes an eviction left ``evicting`` for longer than ``stale_after``
+        (its worker killed or stalled). Fenced: a worker that stalls here and is
+        taken over touches no newer claim's staging, and puts back a published
+        folder it moved aside after the cache became ready again.
+        """
         topo = self.topology
         now = self.clock.now()
         if force_unpin:
             topo.set_pinned(cache_id, False, now=now)
-        if not topo.start_eviction(cache_id, now=now):
+        token = topo.start_eviction(
+            cache_id, now=now, worker=_worker_id(), stale_after=self.stale_after
+        )
+        if token is None:
             return False
         rec = topo.get_cache(cache_id)
         v = topo.get_volume(rec.volume)
         layout = VolumeLayout(Path(v.root))
         final = layout.cache_dir(rec.dataset, rec.commit_id, rec.subpath)
         trash = layout.trash_dir(rec.id)
-        if final.exists():
+        moved = False
+        if topo.holds_claim(cache_id, token) and final.exists():
             trash.parent.mkdir(parents=True, exist_ok=True)
-            unseal(layout, rec.id, final)  # a sealed folder cannot be moved
-            os.replace(final, trash)  # gone for readers in one step
-        layout.remove_tree(layout.staging_dir(rec.id))
-        topo.finish_eviction(cache_id, now=self.clock.now())
+            try:
+                unseal(layout, rec.id, final)  # a sealed folder cannot be moved
+                os.replace(final, trash)  # gone for readers in one step
+                moved = True
+            except FileNotFoundError:
+                pass  # a worker that took this eviction over moved it first
+        # Staging folders are named by claim: a newer fill's is never touched here.
+        for staging in layout.staging_dirs(rec.id, older_than=token):
+            layout.remove_tree(staging)
+        try:
+            topo.finish_eviction(cache_id, token=token, now=self.clock.now())
+        except TakenOverError as exc:
+            log.warning("%s", exc.message)
+            if moved:
+                self._undo_stale_move(cache_id, layout, final, trash)
+            return False
         layout.remove_tree(trash)
         return True
+
+    def _undo_stale_move(
+        self, cache_id: int, layout: VolumeLayout, final: Path, trash: Path
+    ) -> None:
+        """This evictor stalled between its check and its move, and was taken over: if
+        the cache is ready again, what it moved is the newer publish; put it back."""
+        if self.topology.get_cache(cache_id).state == "ready" and not final.exists():
+            os.rename(trash, final)
+            seal(layout, cache_id, final)
+            log.warning("put back %s: this eviction had been taken over", final)
+        else:
+            layout.remove_tree(trash)
 
     def gc(
         self, *, dry_run: bool = False, site: str | None = None
@@ -546,11 +732,28 @@ class CacheService:
         for v in self.topology.list_volumes(site):
             if not os.path.isdir(v.root):
                 continue
+            if not dry_run:
+                self.finish_stale_evictions(volume=v.name)
             plan = self.plan(v)
             if not dry_run:
                 self.execute(plan)
             out.append((v, plan))
         return out
+
+    def finish_stale_evictions(
+        self, *, site: str | None = None, volume: str | None = None
+    ) -> list[int]:
+        """Finish the evictions (of ``site`` or ``volume``, on volumes this machine
+        mounts) that a killed or stalled worker left ``evicting`` for longer than
+        ``stale_after``; returns their cache ids. One listing when there are none."""
+        now = self.clock.now()
+        done = []
+        for c in self.topology.list_caches(site=site, volume=volume, states=("evicting",)):
+            if now - c.updated_at <= self.stale_after:
+                continue
+            if os.path.isdir(self.topology.get_volume(c.volume).root) and self.evict(c.id):
+                done.append(c.id)
+        return done
 
     # -- verify ------------------------------------------------------------------------
 
@@ -603,20 +806,57 @@ class CacheService:
 
 
 class _Tracker:
-    """Passes progress on, and keeps the byte count for the fill's heartbeat."""
+    """Passes progress on, keeps the byte count for the fill's heartbeat, and stops
+    the fill at its next step once the heartbeat learnt it was taken over."""
 
-    def __init__(self, inner: Progress, done: dict[str, int]) -> None:
+    def __init__(
+        self,
+        inner: Progress,
+        done: dict[str, int],
+        taken_over: threading.Event,
+        cache_id: int,
+        token: int,
+    ) -> None:
         self.inner, self.done = inner, done
+        self.taken_over, self.cache_id, self.token = taken_over, cache_id, token
 
     def begin(self, label: str, total_files: int, total_bytes: int) -> None:
         self.inner.begin("fill", total_files, total_bytes)
 
     def advance(self, files: int, nbytes: int) -> None:
+        if self.taken_over.is_set():
+            raise TakenOverError(
+                f"the fill of cache {self.cache_id} (token {self.token}) was taken over "
+                "by a newer worker"
+            )
         self.done["bytes"] += nbytes
         self.inner.advance(files, nbytes)
 
     def end(self) -> None:
         self.inner.end()
+
+
+def _taken_over(rec: CacheRecord, token: int) -> TakenOverError:
+    return TakenOverError(
+        f"the fill of {rec.name} (token {token}) was taken over by a newer worker; not publishing"
+    )
+
+
+def _take_over_staging(layout: VolumeLayout, cache_id: int, token: int, staging: Path) -> None:
+    """Make the newest earlier claim's staging folder this claim's own, by one rename.
+
+    Taken over, not shared: the earlier filler, if it is only paused, finds its
+    folder gone when it wakes up (and its heartbeat tells it to stop), so no
+    file is ever written by two fillers. Older leftovers are removed.
+    """
+    for i, old in enumerate(layout.staging_dirs(cache_id, older_than=token)):
+        if i == 0 and not staging.exists():
+            try:
+                os.rename(old, staging)
+                continue
+            except FileNotFoundError:
+                pass  # removed meanwhile (an eviction): start afresh
+        layout.remove_tree(old)
 
 
 def _tree_bytes(path: Path) -> int:

@@ -3,14 +3,18 @@
 ::
 
     <root>/caches/<dataset>/<commit id>[~<path hash>]/   published caches (plain files)
-    <root>/.lakecache/staging/<cache id>/                 fills in progress
+    <root>/.lakecache/staging/<cache id>-<fence token>/   fills in progress, one per claim
     <root>/.lakecache/trash/<cache id>-<random>/          caches being evicted
     <root>/.lakecache/sealed/<cache id>                   when a cache was sealed read-only
 
 A fill writes into staging on the same filesystem, then publishes with one
-``rename``: readers see the whole commit or nothing. Eviction renames the
-cache into trash first (it disappears at once), then deletes it at leisure.
-Every path is built from validated names (dataset name, hex commit id,
+``rename``: readers see the whole commit or nothing. Each claim of a fill has
+its own staging folder, named by its fence token, so two fillers never write
+the same file: a filler that takes over renames the older claim's folder to its
+own (the old one, if it wakes up, finds its folder gone) and a publish never
+replaces a folder that is already there (``rename`` onto a non-empty folder
+fails). Eviction renames the cache into trash first (it disappears at once),
+then deletes it at leisure. Every path is built from validated names (dataset name, hex commit id,
 integer cache id), never from a manifest, so nothing escapes the root.
 """
 
@@ -59,8 +63,34 @@ class VolumeLayout:
             leaf += "~" + hashlib.blake2b(subpath.encode(), digest_size=4).hexdigest()
         return self.root / "caches" / dataset / leaf
 
-    def staging_dir(self, cache_id: int) -> Path:
-        return self.internal / "staging" / str(int(cache_id))
+    def staging_dir(self, cache_id: int, token: int) -> Path:
+        """The staging folder of one claim (fence ``token``) of a cache's fill."""
+        return self.internal / "staging" / f"{int(cache_id)}-{int(token)}"
+
+    def staging_dirs(self, cache_id: int, *, older_than: int | None = None) -> list[Path]:
+        """The staging folders of a cache, newest claim first; with ``older_than``,
+        only those of claims before that token (a worker touches no newer claim's).
+
+        A folder named by the cache id alone was left by a version before fence
+        tokens; it counts as token 0.
+        """
+        parent = self.internal / "staging"
+        found: list[tuple[int, Path]] = []
+        prefix = f"{int(cache_id)}-"
+        try:
+            names = os.listdir(parent)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if name == str(int(cache_id)):
+                token = 0
+            elif name.startswith(prefix) and name[len(prefix) :].isdigit():
+                token = int(name[len(prefix) :])
+            else:
+                continue
+            if older_than is None or token < older_than:
+                found.append((token, parent / name))
+        return [p for _, p in sorted(found, reverse=True)]
 
     def trash_dir(self, cache_id: int) -> Path:
         return self.internal / "trash" / f"{int(cache_id)}-{os.urandom(4).hex()}"

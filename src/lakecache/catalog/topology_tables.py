@@ -1,4 +1,4 @@
-"""Tables for sites, cache volumes, compute resources, caches and leases (migration 0002)."""
+"""Tables for sites, cache volumes, compute resources, caches and leases (migration 0002 on)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,10 @@ caches = Table(
     # Who is filling it, and when they last said so (a dead filler's claim goes stale).
     Column("worker", String(255), nullable=True),
     Column("heartbeat_at", UTCDateTime, nullable=True),
+    # The fence token: raised by every claim of the row (a fill, an eviction, a
+    # takeover of either) and presented by every later step of that worker, so a
+    # worker that was paused and taken over cannot undo a newer one (0007).
+    Column("fence_token", BigInteger, nullable=False, server_default="0"),
     # Work asked of the site's agent besides filling: 'verify', 'repair' or 'evict'.
     Column("request", String(16), nullable=True),
     Column("report", Text, nullable=True),

@@ -31,8 +31,10 @@ from lakecache.errors import (
     LakecacheError,
     LakeError,
     LakeUnreachableError,
+    LeaseLostError,
     NotFoundError,
     ObjectNotFoundError,
+    TakenOverError,
     UserError,
 )
 
@@ -71,6 +73,8 @@ _BY_CODE: dict[str, type[LakecacheError]] = {
     "validation_error": UserError,
     "source_error": UserError,
     "conflict": ConflictError,
+    "taken_over": TakenOverError,
+    "lease_lost": LeaseLostError,
     "lake_object_missing": ObjectNotFoundError,
     "lake_unreachable": LakeUnreachableError,
     "lake_error": LakeError,

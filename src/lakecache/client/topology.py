@@ -8,7 +8,10 @@ cache on a volume this machine mounts, holds leases for ``lakecache.use()``
 and runs a site agent, while the server keeps the one catalog.
 
 Times: the server stamps every change with its own clock, so the ``now``
-arguments of the protocol are ignored here. Record ids the API does not
+arguments of the protocol are ignored here. Fencing: the token a claim returns
+travels in every later step; the server's 409 for a stale one is raised as
+:class:`~lakecache.errors.TakenOverError` (stop), and a lease the server no
+longer has as :class:`~lakecache.errors.LeaseLostError`. Record ids the API does not
 expose (sites, volumes, compute) are 0; nothing in the cache layer uses them.
 """
 
@@ -20,7 +23,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from lakecache.client.connection import ServerConnection, path_part
-from lakecache.errors import NotFoundError, UserError
+from lakecache.errors import (
+    ConflictError,
+    LeaseLostError,
+    NotFoundError,
+    TakenOverError,
+    UserError,
+)
 
 if TYPE_CHECKING:
     from lakecache.catalog.topology import (
@@ -206,9 +215,21 @@ class RemoteTopology:
 
     # -- what a filler, an evictor or a verifier reports -------------------------------------------
 
-    def _step(self, cache_id: int, step: str, body: dict[str, Any] | None = None) -> bool:
-        out = self._conn.call("POST", f"/caches/{int(cache_id)}/{step}", json=body)
-        return bool(out["done"])
+    def _call_step(
+        self, cache_id: int, step: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = self._conn.call("POST", f"/caches/{int(cache_id)}/{step}", json=body)
+        return out
+
+    def _fenced_step(self, cache_id: int, step: str, body: dict[str, Any]) -> bool:
+        """A step of a claim: any 409 means this worker no longer holds the cache."""
+        try:
+            return bool(self._call_step(cache_id, step, body)["done"])
+        except TakenOverError:
+            raise
+        except ConflictError as exc:
+            # e.g. "not being filled by you": another user's worker took it over.
+            raise TakenOverError(exc.message) from None
 
     def claim_fill(
         self,
@@ -217,46 +238,67 @@ class RemoteTopology:
         *,
         now: datetime | None = None,
         stale_after: timedelta = timedelta(seconds=60),
-    ) -> bool:
-        """Take the fill; False if someone else has it, or if this user may not fill it
-        (a reader: the cache is then filled by a writer or the site's agent)."""
+    ) -> int | None:
+        """Take the fill; its fence token, or None if someone else has it, or if this
+        user may not fill it (a reader: the cache is then filled by a writer or the
+        site's agent)."""
         from lakecache.client.errors import AccessDeniedError
 
         # The server takes over a fill only after 15 s without a heartbeat, at the least.
         stale = min(max(stale_after.total_seconds(), 15.0), 86400.0)
         body = {"worker": worker, "stale_after_seconds": stale}
         try:
-            return self._step(cache_id, "claim", body)
+            out = self._call_step(cache_id, "claim", body)
         except AccessDeniedError as exc:
             if exc.status != 403:
                 raise
             if cache_id not in self._denied:
                 self._denied.add(cache_id)
                 log.warning("not filling cache %s here: %s", cache_id, exc.message)
-            return False
+            return None
+        return int(out["token"]) if out["done"] else None
 
-    def beat_fill(self, cache_id: int, *, done_bytes: int, now: datetime | None = None) -> bool:
-        return self._step(cache_id, "heartbeat", {"done_bytes": done_bytes})
+    def beat_fill(
+        self, cache_id: int, *, token: int, done_bytes: int, now: datetime | None = None
+    ) -> bool:
+        return self._fenced_step(cache_id, "heartbeat", {"token": token, "done_bytes": done_bytes})
 
     def complete_fill(
         self,
         cache_id: int,
         *,
+        token: int,
         linked_bytes: int,
         fetched_bytes: int,
         now: datetime | None = None,
     ) -> bool:
-        body = {"linked_bytes": linked_bytes, "fetched_bytes": fetched_bytes}
-        return self._step(cache_id, "ready", body)
+        body = {"token": token, "linked_bytes": linked_bytes, "fetched_bytes": fetched_bytes}
+        return self._fenced_step(cache_id, "ready", body)
 
-    def fail_fill(self, cache_id: int, *, reason: str, now: datetime | None = None) -> bool:
-        return self._step(cache_id, "failed", {"reason": reason[:2000] or "failed"})
+    def fail_fill(
+        self, cache_id: int, *, token: int, reason: str, now: datetime | None = None
+    ) -> bool:
+        body = {"token": token, "reason": reason[:2000] or "failed"}
+        return self._fenced_step(cache_id, "failed", body)
 
-    def start_eviction(self, cache_id: int, *, now: datetime | None = None) -> bool:
-        return self._step(cache_id, "eviction")
+    def start_eviction(
+        self,
+        cache_id: int,
+        *,
+        now: datetime | None = None,
+        worker: str = "",
+        stale_after: timedelta | None = None,
+    ) -> int | None:
+        """Claim the eviction (the server's clock says when one is stale); its token or None."""
+        out = self._call_step(cache_id, "eviction")
+        return int(out["token"]) if out["done"] else None
 
-    def finish_eviction(self, cache_id: int, *, now: datetime | None = None) -> bool:
-        return self._step(cache_id, "evicted")
+    def finish_eviction(self, cache_id: int, *, token: int, now: datetime | None = None) -> bool:
+        return self._fenced_step(cache_id, "evicted", {"token": token})
+
+    def holds_claim(self, cache_id: int, token: int) -> bool:
+        """Whether ``token`` is still the cache's claim (the server's record says)."""
+        return self.get_cache(cache_id).fence_token == token
 
     def set_pinned(self, cache_id: int, pinned: bool, *, now: datetime | None = None) -> None:
         self._conn.call("PATCH", f"/caches/{int(cache_id)}", json={"pinned": pinned})
@@ -294,11 +336,26 @@ class RemoteTopology:
     def renew_lease(
         self, lease_id: int, *, now: datetime | None = None, expires_at: datetime | None = None
     ) -> None:
+        """Keep holding; LeaseLostError once the server no longer has the lease."""
         body = {"ttl_seconds": _ttl(now, expires_at)}
-        self._conn.call("PUT", f"/leases/{int(lease_id)}", json=body)
+        try:
+            self._conn.call("PUT", f"/leases/{int(lease_id)}", json=body)
+        except NotFoundError:
+            raise _lease_lost(lease_id) from None
 
     def release_lease(self, lease_id: int, *, now: datetime | None = None) -> None:
-        self._conn.call("DELETE", f"/leases/{int(lease_id)}")
+        """Stop holding; LeaseLostError if the server had already lost it to an eviction."""
+        try:
+            self._conn.call("DELETE", f"/leases/{int(lease_id)}")
+        except NotFoundError:
+            raise _lease_lost(lease_id) from None
+
+
+def _lease_lost(lease_id: int) -> LeaseLostError:
+    return LeaseLostError(
+        f"lease {lease_id} is gone from the server: it lapsed (not renewed in time) and "
+        "its cache was evicted, or it was released already"
+    )
 
 
 def _ttl(now: datetime | None, expires_at: datetime | None) -> float:
@@ -355,4 +412,5 @@ def _cache(d: dict[str, Any]) -> CacheRecord:
         request=d["request"],
         report=d.get("report"),
         leases=int(d["leases"]),
+        fence_token=int(d.get("fence_token") or 0),
     )

@@ -236,6 +236,11 @@ class CacheOut(BaseModel):
     heartbeat_at: datetime | None = None
     #: The outcome of the last verify.
     report: str | None = None
+    #: The current claim's fence token (raised by every fill or eviction claim).
+    fence_token: int = 0
+    #: Set on a pending cache at a site where no agent has been seen lately: it will not
+    #: fill until one runs there (says how to start one).
+    agent_note: str | None = None
 
 
 class CacheIn(BaseModel):
@@ -263,17 +268,29 @@ class ClaimIn(BaseModel):
     stale_after_seconds: float = Field(default=60.0, ge=15, le=86400)
 
 
+#: The fence token the claim returned (``TransitionOut.token``); a stale one gets 409
+#: ``taken_over``: a newer worker has the cache, stop.
+_TOKEN = Field(ge=0, le=2**62)
+
+
 class BeatIn(BaseModel):
+    token: int = _TOKEN
     done_bytes: int = Field(ge=0, le=2**62)
 
 
 class FillDoneIn(BaseModel):
+    token: int = _TOKEN
     linked_bytes: int = Field(ge=0, le=2**62)
     fetched_bytes: int = Field(ge=0, le=2**62)
 
 
 class FillFailedIn(BaseModel):
+    token: int = _TOKEN
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class EvictedIn(BaseModel):
+    token: int = _TOKEN
 
 
 class ReportIn(BaseModel):
@@ -288,6 +305,9 @@ class TransitionOut(BaseModel):
     #: False when the cache was not in the state the step needs (someone else has it).
     done: bool
     cache: CacheOut
+    #: The fence token of the claim this step made (claim, eviction): every later
+    #: step of that claim presents it.
+    token: int | None = None
 
 
 class LeaseIn(BaseModel):

@@ -127,4 +127,6 @@ def cache_out(c: CacheRecord, ttl_seconds: int, now: datetime) -> CacheOut:
         worker=c.worker,
         heartbeat_at=c.heartbeat_at,
         report=c.report,
+        agent_note=agent_note,
+        fence_token=c.fence_token,
     )

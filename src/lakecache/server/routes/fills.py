@@ -13,7 +13,7 @@ step                                   role      what
 ``POST /caches/{id}/heartbeat``        writer    I am alive, ``done_bytes`` written
 ``POST /caches/{id}/ready``            writer    filling -> ready (published)
 ``POST /caches/{id}/failed``           writer    filling -> failed, with the reason
-``POST /caches/{id}/eviction``         writer    ready/failed -> evicting, unless held
+``POST /caches/{id}/eviction``         writer    ready/failed (or stale evicting) -> evicting
 ``POST /caches/{id}/evicted``          writer    evicting -> evicted (files gone)
 ``PUT /caches/{id}/report``            writer    the outcome of a verify
 ``POST /caches/{id}/requests``         writer    leave evict/verify/repair for the agent
@@ -22,8 +22,14 @@ step                                   role      what
 ``PUT|DELETE /leases/{id}``            reader    renew or release my lease
 =====================================  ========  ==========================================
 
-Heartbeat, ready and failed are accepted only from the user who claimed the
-fill (or an org admin); a lease is renewed or released only by its holder.
+Fencing: a claim (``claim``, ``eviction``) answers a ``token``; heartbeat,
+ready, failed and evicted must present it. A token that is no longer the
+cache's (the worker stalled past the stale time and a newer one took over)
+gets 409 ``taken_over``: the worker must stop, and remove only its own
+staging. Heartbeat, ready and failed are accepted only from the user who
+claimed the fill (or an org admin); a lease is renewed or released only by
+its holder; a lease that lapsed and lost its cache to an eviction is gone
+(404 on renew or release, which the client reports to its holder).
 The agent user of a cache's site counts as a writer for every step but
 ``requests`` (leaving work), and sees no other site's caches.
 Times are the server's clock.
@@ -36,7 +42,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response
 
-from lakecache.catalog.topology import CacheRecord
+from lakecache.catalog.topology import EVICTION_STALE_AFTER, CacheRecord
 from lakecache.errors import ConflictError, NotFoundError
 from lakecache.server.auth import Plane, Principal, User
 from lakecache.server.errors import COMMON_RESPONSES, PermissionDeniedError
@@ -44,6 +50,7 @@ from lakecache.server.models import (
     BeatIn,
     CacheOut,
     ClaimIn,
+    EvictedIn,
     FillDoneIn,
     FillFailedIn,
     LeaseIn,
@@ -65,9 +72,11 @@ def _owner_prefix(principal: Principal) -> str:
     return f"{principal.user.name}/"
 
 
-def _outcome(plane: ControlPlane, cache_id: int, done: bool) -> TransitionOut:
+def _outcome(
+    plane: ControlPlane, cache_id: int, done: bool, token: int | None = None
+) -> TransitionOut:
     rec = plane.topology.get_cache(cache_id, plane.clock.now())
-    return TransitionOut(done=done, cache=caches_out(plane, [rec])[0])
+    return TransitionOut(done=done, cache=caches_out(plane, [rec])[0], token=token)
 
 
 def _record_fill(
@@ -102,22 +111,27 @@ def _claimant(plane: ControlPlane, principal: Principal, cache_id: int) -> Cache
 
 @router.post("/caches/{cache_id}/claim", response_model=TransitionOut)
 def claim(cache_id: CacheId, body: ClaimIn, principal: User, plane: Plane) -> TransitionOut:
-    """Take the fill of a pending cache, or of one whose filler stopped heart-beating."""
+    """Take the fill of a pending cache, or of one whose filler stopped heart-beating.
+
+    ``token`` is the claim's fence token: present it in every later step.
+    """
     _worked(plane, principal, cache_id)
-    done = plane.topology.claim_fill(
+    token = plane.topology.claim_fill(
         cache_id,
         _owner_prefix(principal) + body.worker,
         now=plane.clock.now(),
         stale_after=timedelta(seconds=body.stale_after_seconds),
     )
-    return _outcome(plane, cache_id, done)
+    return _outcome(plane, cache_id, token is not None, token)
 
 
 @router.post("/caches/{cache_id}/heartbeat", response_model=TransitionOut)
 def heartbeat(cache_id: CacheId, body: BeatIn, principal: User, plane: Plane) -> TransitionOut:
-    """The filler is alive; ``done`` is false once the cache has left ``filling``."""
+    """The filler is alive; 409 ``taken_over`` once a newer worker has the fill."""
     _claimant(plane, principal, cache_id)
-    done = plane.topology.beat_fill(cache_id, done_bytes=body.done_bytes, now=plane.clock.now())
+    done = plane.topology.beat_fill(
+        cache_id, token=body.token, done_bytes=body.done_bytes, now=plane.clock.now()
+    )
     return _outcome(plane, cache_id, done)
 
 
@@ -127,7 +141,11 @@ def fill_ready(cache_id: CacheId, body: FillDoneIn, principal: User, plane: Plan
     rec = _claimant(plane, principal, cache_id)
     now = plane.clock.now()
     done = plane.topology.complete_fill(
-        cache_id, linked_bytes=body.linked_bytes, fetched_bytes=body.fetched_bytes, now=now
+        cache_id,
+        token=body.token,
+        linked_bytes=body.linked_bytes,
+        fetched_bytes=body.fetched_bytes,
+        now=now,
     )
     if done:
         _record_fill(plane, rec, "ready", (now - rec.updated_at).total_seconds(), body)
@@ -141,7 +159,7 @@ def fill_failed(
     """The fill failed; ``reason`` is what `cache ls` and the dashboard show."""
     rec = _claimant(plane, principal, cache_id)
     now = plane.clock.now()
-    done = plane.topology.fail_fill(cache_id, reason=body.reason, now=now)
+    done = plane.topology.fail_fill(cache_id, token=body.token, reason=body.reason, now=now)
     if done:
         _record_fill(plane, rec, "failed", (now - rec.updated_at).total_seconds(), None)
     return _outcome(plane, cache_id, done)
@@ -149,17 +167,28 @@ def fill_failed(
 
 @router.post("/caches/{cache_id}/eviction", response_model=TransitionOut)
 def start_eviction(cache_id: CacheId, principal: User, plane: Plane) -> TransitionOut:
-    """Start removing a cache's files; ``done`` is false while a lease or a pin holds it."""
+    """Start removing a cache's files; ``done`` is false while a lease or a pin holds it.
+
+    Also takes over an eviction left ``evicting`` by a worker that stopped. Serialised
+    with leasing on the cache row. ``token`` fences the end of the eviction.
+    """
     _worked(plane, principal, cache_id)
-    done = plane.topology.start_eviction(cache_id, now=plane.clock.now())
-    return _outcome(plane, cache_id, done)
+    token = plane.topology.start_eviction(
+        cache_id,
+        now=plane.clock.now(),
+        worker=_owner_prefix(principal) + "evictor",
+        stale_after=EVICTION_STALE_AFTER,
+    )
+    return _outcome(plane, cache_id, token is not None, token)
 
 
 @router.post("/caches/{cache_id}/evicted", response_model=TransitionOut)
-def finish_eviction(cache_id: CacheId, principal: User, plane: Plane) -> TransitionOut:
-    """The cache's files are gone from its volume."""
+def finish_eviction(
+    cache_id: CacheId, body: EvictedIn, principal: User, plane: Plane
+) -> TransitionOut:
+    """The cache's files are gone from its volume; 409 ``taken_over`` for a stale token."""
     _worked(plane, principal, cache_id)
-    done = plane.topology.finish_eviction(cache_id, now=plane.clock.now())
+    done = plane.topology.finish_eviction(cache_id, token=body.token, now=plane.clock.now())
     return _outcome(plane, cache_id, done)
 
 
