@@ -241,11 +241,18 @@ class LakecacheFileSystem(AbstractFileSystem):  # type: ignore[misc]
     ) -> Any:
         """Bytes of one file, or a dict of many: from the lake, neighbours in one GET each."""
         paths = self.expand_path(path, recursive=recursive)
+        if recursive:
+            # An expansion names the folders too; their files are in it already.
+            paths = [p for p in paths if not self._is_folder(p)]
         if len(paths) == 1 and not (
             isinstance(path, list) or recursive or self._strip_protocol(path) != paths[0]
         ):
             return self.cat_file(paths[0])
         return self._cat_many(paths, on_error)
+
+    def _is_folder(self, path: str) -> bool:
+        reader, _, inner = self._split(path)
+        return reader.folder_totals(inner) is not None
 
     def _cat_many(self, paths: Iterable[str], on_error: str) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -247,8 +247,10 @@ class _Samples:
                 label_column=label_column,
                 extensions=tuple(extensions) if extensions is not None else None,
             )
-            # Shared with DataLoader workers (fork and spawn): they inherit it when started.
-            self._skipped = multiprocessing.Value("q", 0)
+            # Shared with DataLoader workers, which inherit it when started. Made in the
+            # spawn context: its lock may then go to spawned workers too (one made in
+            # the fork context may not), and forked ones share it all the same.
+            self._skipped = multiprocessing.get_context("spawn").Value("q", 0)
             self.record = self.reader.record(
                 self.selection.files, self.selection.bytes, self.reader_name
             )
