@@ -22,14 +22,15 @@ import os, sys, time
 from datetime import UTC, datetime
 from lakecache.catalog import Catalog
 from lakecache.compute.store import ComputeStore
-url, go = sys.argv[1:3]
+url, go, mine = sys.argv[1], sys.argv[2], [int(i) for i in sys.argv[3].split(",")]
 with Catalog.open(url) as catalog:
     store = ComputeStore(catalog)
     while not os.path.exists(go):
         time.sleep(0.001)
-    placed = 0
-    for _ in range(5):
-        placed += store.schedule(now=datetime(2026, 1, 1, tzinfo=UTC))
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    # Each process admits its own jobs, as servers do with the jobs submitted to them.
+    placed = sum(store.admit(i, now=now) is not None for i in mine)
+    placed += store.schedule(now=now)
     print(placed)
 """
 
@@ -41,32 +42,42 @@ def test_concurrent_schedulers_fill_each_pool_exactly_to_its_capacity(
     world: World,
     tmp_path: Path,
 ) -> None:
+    # Room for 10 one-CPU jobs on onprem and 30 on cloud; 80 jobs and 6 schedulers race for it.
+    store.set_capacity("onprem-pool", Resources(10_000, 10**11))
+    store.set_capacity("cloud-pool", Resources(30_000, 10**11))
     ids = [
         store.submit(
             "burst", ["true"], request=Resources(1000, 10**9), submitted_by="t", now=clock.now()
         ).id
-        for _ in range(30)
+        for _ in range(80)
     ]
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _SCHEDULER, compute_settings.catalog_url, str(go)],
+            [
+                sys.executable,
+                "-c",
+                _SCHEDULER,
+                compute_settings.catalog_url,
+                str(go),
+                ",".join(str(i) for i in ids[k::6]),
+            ],
             env={"PYTHONPATH": str(SRC), "PATH": os.environ["PATH"]},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(4)
+        for k in range(6)
     ]
     time.sleep(1.5)  # let every process import and connect, then start them together
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
     placed_by = [int(out.strip()) for out, _ in outs]
     jobs = [store.get_job(i) for i in ids]
     sites = [j.site for j in jobs if j.state == "placed"]
-    assert sites.count("onprem") == 2 and sites.count("cloud") == 8
-    assert sum(placed_by) == 10  # each admission counted once, by the process that won it
+    assert (sites.count("onprem"), sites.count("cloud")) == (10, 30)
+    assert sum(placed_by) == 40  # each admission counted once, by the process that won it
     for cap in store.capacity():
         assert cap.used.fits_in(cap.total), cap
-    assert sum(1 for j in jobs if j.state == "queued") == 20
+    assert sum(1 for j in jobs if j.state == "queued") == 40
