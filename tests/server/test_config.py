@@ -140,3 +140,37 @@ def test_upload_expiry_and_maintenance_interval_are_read(tmp_path: Path) -> None
     _, config = load_config(cfg, env={"LAKECACHE_HOME": str(tmp_path)})
     assert config.upload_expiry == timedelta(hours=12)
     assert config.maintenance_interval == timedelta(minutes=10)
+
+
+def test_metrics_access_and_the_account_login_lock_are_settings(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f"""
+[lakecache]
+home = "{tmp_path / "home"}"
+
+[server]
+metrics_public = false
+login_max_failures_per_account = 12
+login_account_window = "10m"
+"""
+    )
+    token = "prometheus-" + "t" * 20
+    _, server = load_config(path, {"LAKECACHE_METRICS_TOKEN": token})
+    assert server.metrics_public is False and server.metrics_token == token
+    assert token not in repr(server)  # a secret, like the admin's password
+    assert server.login_max_failures_per_account == 12
+    assert server.login_account_window == timedelta(minutes=10)
+    assert [(limit.scope, limit.failures, limit.window) for limit in server.login_limits()] == [
+        ("name at address", 5, timedelta(minutes=1)),
+        ("address", 30, timedelta(minutes=1)),
+        ("name", 12, timedelta(minutes=10)),
+    ]
+    # The defaults: /metrics open as before, the account lock at 20 failures in 15 minutes.
+    _, default = load_config(None, {"LAKECACHE_HOME": str(tmp_path)})
+    assert default.metrics_public is True and default.metrics_token is None
+    assert default.login_limits()[-1].failures == 20
+    with pytest.raises(UserError, match="16 characters"):
+        ServerConfig(metrics_token="short")
+    with pytest.raises(UserError, match="at least 1"):
+        ServerConfig(login_max_failures_per_account=0)
