@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from datetime import UTC, datetime
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from server.live import World, build_world
-from server.test_authz_matrix import CALLERS, Row, expected
+from server.live import PASSWORD, World, build_world
+from server.test_authz_matrix import AGENT, CALLERS, Row, expected
 
 from lakecache.data.dataset import Dataset
 from lakecache.lake.objects import (
@@ -184,6 +184,11 @@ ROWS = [
 def matrix_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base = tmp_path_factory.mktemp("lake-matrix")
     w = build_world(base / "home", base / "src", agents=False)
+    now = w.plane.clock.now()
+    w.plane.accounts.create_user(AGENT, PASSWORD, agent_site="local", now=now)
+    _, w.tokens[AGENT] = w.plane.accounts.create_token(AGENT, "site", now=now, expires_at=None)
+    # A cache of xray on her site (nobody fills it): the agent user may read xray.
+    w.plane.caches().request("xray", "v1", site="local", path="images")
     try:
         yield w
     finally:
