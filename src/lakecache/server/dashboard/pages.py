@@ -19,12 +19,13 @@ without a valid session is sent to the login page.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Path, Query, Request
 from markupsafe import Markup
@@ -122,9 +123,34 @@ def _base(viewer: Viewer, context: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Browsers drop tab, CR and LF anywhere in a URL ("/\t/evil" goes to "//evil") and stop
+#: at NUL; no path of this site holds a control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Encoded separators, dots and controls in the path part: the app refuses them in a path
+#: (lakecache.server.app.path_problem), and a second decoding would make them real.
+_ENCODED = re.compile(r"%(2f|5c|2e|00|09|0a|0d)", re.IGNORECASE)
+
+
 def safe_next(target: str | None) -> str:
-    """Where to go after logging in: a path on this site, never another origin."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after logging in: a path on this site, never another origin.
+
+    Anything else becomes ``/``: a target not starting with exactly one ``/``
+    (``//evil``, ``/\\evil``, ``https://evil``, ``javascript:``), or holding a
+    backslash (browsers read it as ``/``), a control character, or an encoded
+    ``/``, ``\\``, ``.`` or control character before its query. The dashboard's
+    script checks the same again before it navigates (``safeNext``).
+    """
+    if not target or len(target) > 2048:
+        return "/"
+    if not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return "/"
+    if "\\" in target or _CONTROL.search(target):
+        return "/"
+    path = re.split(r"[?#]", target, maxsplit=1)[0]
+    if _ENCODED.search(path):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
         return "/"
     return target
 

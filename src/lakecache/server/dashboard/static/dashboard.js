@@ -161,8 +161,20 @@
 
   // --- log in and out -----------------------------------------------------------------------
 
+  // Where to go after logging in: a path of this site, never another origin. The same
+  // rules as safe_next on the server (pages.py), checked again here before navigating:
+  // browsers drop tabs and newlines inside a URL ("/\t/evil" is "//evil") and read "\"
+  // as "/", so a target with either, or with an encoded separator, goes to "/".
   function safeNext(target) {
-    if (!target || target[0] !== "/" || target.startsWith("//") || target.includes("\\")) {
+    if (typeof target !== "string" || target.length > 2048) return "/";
+    if (!/^\/(?![\/\\])/.test(target)) return "/";
+    // eslint-disable-next-line no-control-regex
+    if (/[\\\u0000-\u001f\u007f]/.test(target)) return "/";
+    const path = target.split(/[?#]/, 1)[0];
+    if (/%(2f|5c|2e|00|09|0a|0d)/i.test(path)) return "/";
+    try {
+      if (new URL(target, window.location.origin).origin !== window.location.origin) return "/";
+    } catch (e) {
       return "/";
     }
     return target;
