@@ -1,0 +1,530 @@
+"""Compute through the server: capacity, templates, queues, jobs, and what agents report.
+
+People (any logged-in user unless said):
+
+=========================================  ==========  ==============================
+route                                      who         what
+=========================================  ==========  ==============================
+``GET /compute/capacity``                  user        capacity, used and free per resource
+``PUT /compute/{compute}/capacity``        org admin   set a resource's capacity
+``DELETE /compute/{compute}``              org admin   remove a resource with no templates
+``GET|POST /templates``                    user|admin  list | add (org admins)
+``DELETE /templates/{template}``           org admin   remove one no queue names
+``GET|POST /queues``                       user|admin  list (with job counts) | add
+``POST /jobs``                             user        submit: reader of every input
+``GET /jobs``                              user        own jobs (org admins: all)
+``GET /jobs/{id}``                         submitter   the job, timeline and placement
+``GET /jobs/{id}/log?offset=N``            submitter   the log from byte N (poll to follow)
+``POST /jobs/{id}/cancel``                 submitter   cancel (org admins: any job)
+=========================================  ==========  ==============================
+
+Agents (the agent user of the job's site, or an org admin), each step fenced
+by the attempt's token exactly as in direct mode (:mod:`lakecache.compute.store`):
+
+=========================================  ===========================================
+``POST /scheduler/pass``                   requeue the silent, fail the overdue, admit
+``GET /sites/{site}/placed-jobs``          jobs placed on the site's compute
+``POST /jobs/{id}/claim``                  placed -> running: the fencing token, and
+                                           the job-scoped token the job runs with
+``POST /jobs/{id}/heartbeat``              alive; answers ``run`` or ``cancel``
+``POST /jobs/{id}/events``                 a timeline entry (preparing, data ready...)
+``POST /jobs/{id}/finish``                 the attempt's end: state, exit code, reason
+``POST /jobs/{id}/release``                give the attempt back (requeued, or failed)
+``PUT /jobs/{id}/log?token=T&offset=N``    the attempt's log from byte N
+=========================================  ===========================================
+
+A stale token (the job was requeued and another attempt runs, or it ended)
+gets 409 ``taken_over``: the runner stops and reports nothing more. Logs are
+kept on the server's disk (``<home>/job-logs``), one file per attempt; a
+reader asks from an offset and polls for more until the job has ended.
+Someone who may not see a job gets the same 404 as for a job that does not
+exist. Times are the server's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path as FsPath
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from lakecache.compute.model import InputSpec, JobRecord
+from lakecache.compute.store import ComputeStore
+from lakecache.compute.tokens import JobTokens
+from lakecache.errors import (
+    ConflictError,
+    LakecacheError,
+    NotFoundError,
+    TakenOverError,
+    UserError,
+)
+from lakecache.server.auth import OrgAdmin, Plane, Principal, User, require_dataset
+from lakecache.server.errors import COMMON_RESPONSES, PermissionDeniedError
+from lakecache.server.job_models import (
+    BeatOut,
+    CapacityOut,
+    ClaimJobIn,
+    ClaimJobOut,
+    EventIn,
+    FencedIn,
+    FinishIn,
+    JobIn,
+    JobOut,
+    JobState,
+    LogWritten,
+    PassIn,
+    PassOut,
+    QueueIn,
+    QueueOut,
+    ReleaseIn,
+    SizeIO,
+    TemplateIn,
+    TemplateOut,
+)
+from lakecache.server.pagination import Page, Paging, paginate
+from lakecache.server.runtime import ControlPlane
+
+log = logging.getLogger("lakecache.server")
+
+router = APIRouter(tags=["compute"], responses=COMMON_RESPONSES)
+
+Name = Annotated[str, Path(min_length=1, max_length=64)]
+JobId = Annotated[int, Path(ge=1, le=2**62)]
+#: The most bytes of log one request carries (either way).
+LOG_CHUNK = 4 << 20
+
+
+def _store(plane: ControlPlane) -> ComputeStore:
+    return ComputeStore(plane.hub.catalog)
+
+
+def _worker_prefix(principal: Principal) -> str:
+    return f"{principal.user.name}/"
+
+
+def _no_job(job_id: int) -> NotFoundError:
+    return NotFoundError(f"no job {job_id}", hint="List your jobs with `lakecache job ls`.")
+
+
+def _visible_job(plane: ControlPlane, principal: Principal, job_id: int) -> JobRecord:
+    """The job if the caller may see it: its submitter, an org admin, or its site's agent."""
+    try:
+        job = _store(plane).get_job(job_id)
+    except NotFoundError:
+        raise _no_job(job_id) from None
+    site = principal.user.agent_site
+    if principal.org_admin or (site is None and job.submitted_by == principal.user.name):
+        return job
+    if site is not None and job.site == site:
+        return job
+    raise _no_job(job_id)
+
+
+def _worked_job(plane: ControlPlane, principal: Principal, job_id: int) -> JobRecord:
+    """The job if the caller runs jobs at its site: that site's agent user, or an org admin."""
+    job = _visible_job(plane, principal, job_id)
+    if principal.user.agent_site is None and not principal.org_admin:
+        raise PermissionDeniedError(
+            "only the agent of the job's site (or an org admin) reports on a job",
+            hint="Run `lakecache agent --site SITE` logged in as the site's agent user.",
+        )
+    return job
+
+
+def _claimed(plane: ControlPlane, principal: Principal, job_id: int, token: int) -> JobRecord:
+    """The job if ``token`` is its running attempt and the caller claimed it (or is an org
+    admin); else 409 ``taken_over``, so a stale runner stops."""
+    job = _worked_job(plane, principal, job_id)
+    mine = principal.org_admin or (job.worker or "").startswith(_worker_prefix(principal))
+    if job.state != "running" or job.attempt != token or not mine:
+        raise _stale(job, token)
+    return job
+
+
+def _stale(job: JobRecord, token: int) -> TakenOverError:
+    return TakenOverError(
+        f"attempt {token} of job {job.id} is no longer its running one "
+        f"(the job is {job.state}, attempt {job.attempt})",
+        hint="Stop this attempt and report nothing more: the job was requeued, cancelled "
+        "or has ended.",
+    )
+
+
+# -- capacity, templates, queues -------------------------------------------------------
+
+
+@router.get("/compute/capacity", response_model=list[CapacityOut])
+def capacity(_: User, plane: Plane) -> list[CapacityOut]:
+    """Each compute resource's capacity, what its placed and running jobs hold, and what is free."""
+    return [CapacityOut.of(c) for c in _store(plane).capacity()]
+
+
+@router.put("/compute/{compute}/capacity", response_model=CapacityOut)
+def set_capacity(compute: Name, body: SizeIO, _: OrgAdmin, plane: Plane) -> CapacityOut:
+    """Set what a compute resource can run at once (org admins)."""
+    store = _store(plane)
+    store.set_capacity(compute, body.size())
+    return next(CapacityOut.of(c) for c in store.capacity() if c.compute == compute)
+
+
+@router.delete("/compute/{compute}", status_code=204, response_class=Response)
+def remove_compute(compute: Name, _: OrgAdmin, plane: Plane) -> Response:
+    """Remove a compute resource that has no templates (org admins)."""
+    _store(plane).remove_compute(compute)
+    return Response(status_code=204)
+
+
+@router.get("/templates", response_model=list[TemplateOut])
+def list_templates(_: User, plane: Plane) -> list[TemplateOut]:
+    """Every template: a named size on a compute resource."""
+    return [TemplateOut.of(t) for t in _store(plane).list_templates()]
+
+
+@router.post("/templates", response_model=TemplateOut, status_code=201)
+def add_template(body: TemplateIn, _: OrgAdmin, plane: Plane) -> TemplateOut:
+    """Add a template; refused if larger than its compute resource (org admins)."""
+    tpl = _store(plane).add_template(
+        body.name, body.compute, body.size.size(), body.image, plane.clock.now()
+    )
+    return TemplateOut.of(tpl)
+
+
+@router.delete("/templates/{template}", status_code=204, response_class=Response)
+def remove_template(template: Name, _: OrgAdmin, plane: Plane) -> Response:
+    """Remove a template no queue names and no job holds a slot of (org admins)."""
+    _store(plane).remove_template(template)
+    return Response(status_code=204)
+
+
+@router.get("/queues", response_model=list[QueueOut])
+def list_queues(_: User, plane: Plane) -> list[QueueOut]:
+    """Every queue: its templates in order, policy, deadline, and how many jobs it has."""
+    store = _store(plane)
+    active = store.list_jobs(states=("queued", "placed", "running"))
+    return [
+        QueueOut(
+            name=q.name,
+            templates=list(q.templates),
+            policy=q.policy,
+            pending_deadline_seconds=q.pending_deadline_seconds,
+            queued=sum(1 for j in active if j.queue == q.name and j.state == "queued"),
+            running=sum(1 for j in active if j.queue == q.name and j.state != "queued"),
+        )
+        for q in store.list_queues()
+    ]
+
+
+@router.post("/queues", response_model=QueueOut, status_code=201)
+def add_queue(body: QueueIn, _: OrgAdmin, plane: Plane) -> QueueOut:
+    """Add a queue over templates, in order (org admins)."""
+    deadline = (
+        None
+        if body.pending_deadline_seconds is None
+        else timedelta(seconds=body.pending_deadline_seconds)
+    )
+    q = _store(plane).add_queue(
+        body.name,
+        body.templates,
+        policy=body.policy,
+        pending_deadline=deadline,
+        now=plane.clock.now(),
+    )
+    return QueueOut(
+        name=q.name,
+        templates=list(q.templates),
+        policy=q.policy,
+        pending_deadline_seconds=q.pending_deadline_seconds,
+    )
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+
+@router.post("/jobs", response_model=JobOut, status_code=201)
+def submit(body: JobIn, principal: User, plane: Plane) -> JobOut:
+    """Submit a job; it is placed at once if a template of its queue has room.
+
+    Each input's dataset must be readable by the caller (404 as for a missing
+    dataset otherwise); its ref is pinned to a commit now. Refused with a hint
+    for an unknown queue, dataset or ref, or a job larger than every template.
+    """
+    catalog = plane.hub.catalog
+    inputs = []
+    for i in body.inputs:
+        require_dataset(plane, principal, i.dataset, "reader")
+        commit_id = catalog.resolve(i.dataset, i.ref)
+        if i.commit_id and catalog.resolve(i.dataset, i.commit_id) != commit_id:
+            raise UserError(
+                f"input {i.name}: {i.dataset}@{i.ref} is commit {commit_id[:12]}, "
+                f"not {i.commit_id[:12]}",
+                hint="The ref moved since you resolved it: submit again.",
+            )
+        inputs.append(InputSpec(i.name, i.dataset, i.ref, commit_id, i.mode))
+    store, now = _store(plane), plane.clock.now()
+    job = store.submit(
+        body.queue,
+        body.command,
+        request=body.request.size(),
+        inputs=inputs,
+        env=dict(body.env),
+        image=body.image,
+        submitted_by=principal.user.name,
+        max_attempts=body.max_attempts,
+        now=now,
+    )
+    try:
+        store.admit(job.id, now=now)
+    except LakecacheError as exc:
+        # Queued already; the next scheduler pass (every agent runs them) places it.
+        log.warning("job %d queued, not placed yet: %s", job.id, exc.message)
+    return JobOut.of(store.get_job(job.id))
+
+
+@router.get("/jobs", response_model=Page[JobOut])
+def list_jobs(
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    queue: Annotated[str | None, Query(max_length=64)] = None,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+) -> Page[JobOut]:
+    """Jobs, oldest first: your own (org admins: everyone's; a site's agent: its site's)."""
+    jobs = _store(plane).list_jobs(states=state, queue=queue, site=site)
+    agent_site = principal.user.agent_site
+    if agent_site is not None:
+        jobs = [j for j in jobs if j.site == agent_site]
+    elif not principal.org_admin:
+        jobs = [j for j in jobs if j.submitted_by == principal.user.name]
+    page = paginate(jobs, paging)
+    return Page[JobOut](
+        items=[JobOut.of(j) for j in page.items], next_cursor=page.next_cursor, total=page.total
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def show_job(job_id: JobId, principal: User, plane: Plane) -> JobOut:
+    """The job, why it was placed where (each template's verdict), and its timeline."""
+    job = _visible_job(plane, principal, job_id)
+    return JobOut.of(job, _store(plane).timeline(job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: JobId, principal: User, plane: Plane) -> JobOut:
+    """Cancel: at once if not started, else its agent stops it within a heartbeat.
+
+    Its submitter or an org admin; 409 for a job that has already ended.
+    """
+    job = _visible_job(plane, principal, job_id)
+    if not principal.org_admin and (
+        principal.user.agent_site is not None or job.submitted_by != principal.user.name
+    ):
+        raise PermissionDeniedError(
+            f"job {job_id} is {job.submitted_by}'s", hint="Ask them or an org admin to cancel it."
+        )
+    return JobOut.of(_store(plane).cancel(job_id, now=plane.clock.now()))
+
+
+def _log_file(plane: ControlPlane, job_id: int, attempt: int) -> FsPath:
+    return plane.hub.settings.home / "job-logs" / str(job_id) / f"attempt-{attempt}.log"
+
+
+@router.get(
+    "/jobs/{job_id}/log",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def read_log(
+    job_id: JobId,
+    principal: User,
+    plane: Plane,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Response:
+    """The latest attempt's log from byte ``offset`` (up to 4 MiB).
+
+    Headers: ``X-Log-Size`` (the log's size now) and ``X-Job-State``. To follow,
+    ask again from ``offset + len(body)`` until the state is final and the
+    offset has reached the size.
+    """
+    job = _visible_job(plane, principal, job_id)
+    path = _log_file(plane, job_id, job.attempt)
+    if not path.exists() and job.workdir is not None:
+        # A direct-mode agent on this machine writes the log where the server can read it.
+        path = FsPath(job.workdir) / "job.log"
+    data, size = b"", 0
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(min(offset, size))
+            data = f.read(LOG_CHUNK)
+    except FileNotFoundError:
+        pass  # not started yet, or it wrote nothing: an empty log so far
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={"X-Log-Size": str(size), "X-Job-State": job.state},
+    )
+
+
+# -- what agents report ------------------------------------------------------------------
+
+
+@router.post("/scheduler/pass", response_model=PassOut)
+def scheduler_pass(body: PassIn, principal: User, plane: Plane) -> PassOut:
+    """One scheduler pass, as every agent runs: requeue jobs whose worker went silent
+    (``stale_after_seconds``), fail the overdue, admit the queued. Safe to run anywhere at
+    once (compare-and-swap in the catalog)."""
+    if principal.user.agent_site is None and not principal.org_admin:
+        raise PermissionDeniedError(
+            "only site agents (and org admins) run scheduler passes",
+            hint="Jobs are placed at submit and by the agents' passes; nothing to do.",
+        )
+    store, now = _store(plane), plane.clock.now()
+    moved: list[tuple[int, str]] = []
+    if body.stale_after_seconds is not None:
+        moved = store.requeue_stale(
+            now=now, stale_after=timedelta(seconds=body.stale_after_seconds)
+        )
+    return PassOut(moved=moved, placed=store.schedule(now=now))
+
+
+@router.get("/sites/{site}/placed-jobs", response_model=list[JobOut])
+def placed_jobs(
+    site: Name,
+    principal: User,
+    plane: Plane,
+    backend: Annotated[list[str] | None, Query(max_length=16)] = None,
+) -> list[JobOut]:
+    """Jobs placed on the site's compute of ``backend`` (repeatable), waiting to start."""
+    if not principal.org_admin and principal.user.agent_site != site:
+        raise PermissionDeniedError(
+            f"only site {site!r}'s agent (or an org admin) takes its jobs",
+            hint="Run the agent as that site's agent user.",
+        )
+    store = _store(plane)
+    return [JobOut.of(j) for j in store.placed_at(site, backend or ["local"])]
+
+
+@router.post("/jobs/{job_id}/claim", response_model=ClaimJobOut)
+def claim_job(job_id: JobId, body: ClaimJobIn, principal: User, plane: Plane) -> ClaimJobOut:
+    """Start a placed job: ``token`` is the attempt's fencing token (null: another agent
+    took it). The server asks for the caches of its ``cached`` inputs at the job's site
+    and mints ``job_token``, which the job gets as LAKECACHE_TOKEN (never the agent's)."""
+    job = _worked_job(plane, principal, job_id)
+    store, now = _store(plane), plane.clock.now()
+    token = store.claim(
+        replace(job, attempt=body.attempt), _worker_prefix(principal) + body.worker, now=now
+    )
+    if token is None:
+        return ClaimJobOut(token=None)
+    for spec in job.inputs:
+        if spec.mode != "cached" or job.site is None:
+            continue
+        try:
+            # The agent user may fill its site's caches but not ask for new ones.
+            plane.caches().request(spec.dataset, spec.commit_id, site=job.site)
+        except LakecacheError as exc:
+            # The runner finds no cache and fails the attempt with the reason.
+            log.warning("job %d: no cache of %s at %s: %s", job_id, spec.dataset, job.site, exc)
+    secret = JobTokens(plane.hub.catalog).mint(job_id, token, now=now)
+    return ClaimJobOut(token=token, job_token=secret)
+
+
+@router.post("/jobs/{job_id}/heartbeat", response_model=BeatOut)
+def heartbeat_job(job_id: JobId, body: FencedIn, principal: User, plane: Plane) -> BeatOut:
+    """The attempt is alive: ``run`` (carry on) or ``cancel`` (stop it: it was cancelled).
+    409 ``taken_over`` when the token is stale: stop, report nothing."""
+    job = _claimed(plane, principal, job_id, body.token)
+    verdict = _store(plane).heartbeat(job_id, body.token, now=plane.clock.now())
+    if verdict == "lost":
+        raise _stale(job, body.token)
+    return BeatOut(verdict="cancel" if verdict == "cancel" else "run")
+
+
+@router.post("/jobs/{job_id}/events", status_code=204, response_class=Response)
+def add_event(job_id: JobId, body: EventIn, principal: User, plane: Plane) -> Response:
+    """Add to the attempt's timeline (``preparing``, ``data ready``, ``started``...)."""
+    job = _claimed(plane, principal, job_id, body.token)
+    if not _store(plane).record(
+        job_id, body.token, body.kind, body.detail, now=plane.clock.now(), workdir=body.workdir
+    ):
+        raise _stale(job, body.token)
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/finish", response_model=JobOut)
+def finish_job(job_id: JobId, body: FinishIn, principal: User, plane: Plane) -> JobOut:
+    """The attempt ended: ``succeeded``, ``failed`` or ``cancelled``; frees its slot."""
+    job = _claimed(plane, principal, job_id, body.token)
+    store = _store(plane)
+    if not store.finish(
+        job_id,
+        body.token,
+        state=body.state,
+        exit_code=body.exit_code,
+        reason=body.reason,
+        now=plane.clock.now(),
+    ):
+        raise _stale(job, body.token)
+    return JobOut.of(store.get_job(job_id))
+
+
+@router.post("/jobs/{job_id}/release", response_model=JobOut)
+def release_job(job_id: JobId, body: ReleaseIn, principal: User, plane: Plane) -> JobOut:
+    """Give the attempt back unfinished (its agent stops): requeued, or failed if last."""
+    job = _claimed(plane, principal, job_id, body.token)
+    store = _store(plane)
+    if not store.release(job_id, body.token, reason=body.reason, now=plane.clock.now()):
+        raise _stale(job, body.token)
+    return JobOut.of(store.get_job(job_id))
+
+
+@router.put(
+    "/jobs/{job_id}/log",
+    response_model=LogWritten,
+    openapi_extra={
+        "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
+    },
+)
+async def write_log(
+    job_id: JobId,
+    request: Request,
+    principal: User,
+    plane: Plane,
+    token: Annotated[int, Query(ge=1, le=2**31)],
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> LogWritten:
+    """The attempt's log from byte ``offset`` (the body, up to 4 MiB). Sending the same
+    range again is harmless; an offset past the end is refused (409), with the size.
+
+    Accepted from the attempt that runs, and from the attempt that just ended (its last
+    bytes come after its end); never from an older one (409 ``taken_over``).
+    """
+    job = _worked_job(plane, principal, job_id)
+    mine = (
+        principal.org_admin
+        or (job.worker is None)
+        or (job.worker or "").startswith(_worker_prefix(principal))
+    )
+    if job.attempt != token or not mine or (job.state != "running" and not job.done):
+        raise _stale(job, token)
+    data = await request.body()
+    if len(data) > LOG_CHUNK:
+        raise UserError(f"a log chunk is at most {LOG_CHUNK} bytes", hint="Send it in parts.")
+    path = _log_file(plane, job_id, token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as f:
+        size = os.fstat(f.fileno()).st_size
+        if offset > size:
+            raise ConflictError(
+                f"the log of job {job_id} has {size} bytes; cannot write from {offset}",
+                hint=f"Send it again from byte {size}.",
+            )
+        f.truncate(offset)  # a resent range replaces what it covered
+        f.seek(offset)
+        f.write(data)
+        return LogWritten(size=offset + len(data))
