@@ -282,6 +282,13 @@ ROWS = [
     ),
     Row("DELETE", "/api/v1/volumes/{volume}", "orgadmin", 204, _volume),
     Row(
+        "PATCH",
+        "/api/v1/volumes/{volume}",
+        "orgadmin",
+        200,
+        _json("/api/v1/volumes/local", {"ttl_seconds": 3600}),
+    ),
+    Row(
         "PUT",
         "/api/v1/volumes/{volume}/space",
         "orgadmin",

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from lakecache.units import format_size
+
 
 @dataclass(frozen=True)
 class CacheView:
@@ -56,8 +58,8 @@ class EvictionPlan:
         """A sentence for the user about what holds the space."""
         held = "; ".join(self.blocked_by) or "nothing evictable"
         return (
-            f"needs {self.need_bytes:,} bytes but only {self.available_after:,} can be made free; "
-            f"the space is held by: {held}"
+            f"needs {format_size(self.need_bytes)} but only {format_size(self.available_after)} "
+            f"can be made free; the space is held by: {held}"
         )
 
 
@@ -102,5 +104,5 @@ def plan_eviction(
     blocked: tuple[str, ...] = ()
     if need_bytes > after:
         holders = sorted((c for c in caches if c.id in keep_reasons), key=lambda c: -c.size)
-        blocked = tuple(f"{keep_reasons[c.id]}: {c.size:,} bytes" for c in holders)
+        blocked = tuple(f"{keep_reasons[c.id]}: {format_size(c.size)}" for c in holders)
     return EvictionPlan(tuple(out), freed, need_bytes, after, blocked)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from lakecache.cache.clock import Clock, SystemClock
 from lakecache.cache.plan import CacheView, EvictionPlan, plan_eviction
+from lakecache.cache.presence import no_agent_note, sites_with_agent
 from lakecache.cache.seal import (
     LinkSource,
     opened,
@@ -66,6 +67,7 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.lake.objects import ManifestEntry, normalize_folder
+from lakecache.units import format_size
 
 if TYPE_CHECKING:
     from lakecache.data.hub import Hub
@@ -124,6 +126,7 @@ class CacheService:
         heartbeat_every: float = 5.0,
         poll_every: float = 0.2,
         max_poll_every: float = 2.0,
+        no_agent_warning_after: float = 3.0,
     ) -> None:
         self.hub = hub
         self.clock = clock or SystemClock()
@@ -136,6 +139,8 @@ class CacheService:
         #: off to ``max_poll_every``.
         self.poll_every = poll_every
         self.max_poll_every = max(max_poll_every, poll_every)
+        #: Waiting this long on a cache nobody fills says whether its site has an agent.
+        self.no_agent_warning_after = no_agent_warning_after
         self._topology: TopologyStore | None = None
 
     @property
@@ -238,6 +243,8 @@ class CacheService:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = self.poll_every
         evicting_since: float | None = None
+        waiting_since = time.monotonic()
+        told_no_agent = False
         while True:
             rec = self.topology.get_cache(rec.id, self.clock.now())
             if rec.state == "ready":
@@ -284,6 +291,18 @@ class CacheService:
                         log.warning("%s", exc.message)
                         delay = self.poll_every
                         continue
+                if (
+                    rec.state == "pending"
+                    and not told_no_agent
+                    and time.monotonic() - waiting_since >= self.no_agent_warning_after
+                ):
+                    # Nobody here may fill it: say so if nobody at the site will either,
+                    # rather than wait in silence.
+                    told_no_agent = True
+                    if rec.site not in sites_with_agent(
+                        self.topology.list_volumes(rec.site), self.clock.now()
+                    ):
+                        log.warning("waiting for cache %s: %s", rec.name, no_agent_note(rec.site))
             if deadline is not None and time.monotonic() > deadline:
                 raise CacheFillError(
                     f"cache {rec.name} is still {rec.state} after {timeout} s",
@@ -451,17 +470,40 @@ class CacheService:
         return out
 
     def _make_room(self, rec: CacheRecord, v: VolumeRecord, need: int) -> None:
+        """Evict what must go for ``need`` more bytes on ``v``, and say what went.
+
+        The cache being filled is never counted as holding the room it needs.
+        Which caches were evicted, and the bytes freed, are logged and kept as
+        the new cache's report (shown by `cache ls` and the dashboard).
+        """
+        if need > v.capacity:
+            raise CacheFillError(
+                f"{rec.name} needs {format_size(need)} but volume {v.name!r} holds "
+                f"{format_size(v.capacity)} in all: it cannot fit even when empty",
+                hint=f"Raise the capacity (`lakecache volume set {v.name} --capacity SIZE`), "
+                "cache a folder of the commit instead, or use a larger volume.",
+            )
         usage = self.usage(v, exclude=rec.id)
         if need <= usage.available:
             return
-        plan = self.plan(v, need_bytes=need, available=usage.available)
+        plan = self.plan(v, need_bytes=need, available=usage.available, exclude=rec.id)
         if not plan.fits:
             raise CacheFillError(
                 f"no room on volume {v.name!r} for {rec.name}: {plan.explain()}",
-                hint="Unpin or clear caches (`lakecache cache ls`, `cache unpin`, `cache rm`), "
-                "or raise the volume's capacity.",
+                hint="Unpin or evict caches (`lakecache cache ls`, `cache unpin`, "
+                f"`cache evict`), or raise the capacity (`lakecache volume set {v.name} "
+                "--capacity SIZE`).",
             )
-        self.execute(plan)
+        evicted = set(self.execute(plan))
+        gone = [e for e in plan.evictions if e.cache_id in evicted]
+        if gone:
+            freed = sum(e.size for e in gone)
+            note = (
+                f"made room on {v.name}: evicted {len(gone)} cache(s), {format_size(freed)}: "
+                + ", ".join(f"{e.name} ({format_size(e.size)})" for e in gone)
+            )
+            log.warning("%s for %s", note, rec.name)
+            self.topology.set_report(rec.id, note[:2000])
 
     def _heartbeat(
         self,
@@ -641,15 +683,23 @@ class CacheService:
         return VolumeUsage(v, committed, free, len(caches), saved)
 
     def plan(
-        self, v: VolumeRecord, *, need_bytes: int = 0, available: int | None = None
+        self,
+        v: VolumeRecord,
+        *,
+        need_bytes: int = 0,
+        available: int | None = None,
+        exclude: int | None = None,
     ) -> EvictionPlan:
-        """What eviction would do on volume ``v`` now (pure planning over a snapshot)."""
+        """What eviction would do on volume ``v`` now (pure planning over a snapshot).
+
+        ``exclude`` is the cache the room is for: it neither goes nor holds room.
+        """
         now = self.clock.now()
         caches = self.topology.list_caches(volume=v.name, states=ACTIVE + ("failed",), now=now)
         views = [
             CacheView(c.id, c.name, c.state, c.occupied, c.last_used_at, c.pinned, c.leases)
             for c in caches
-            if c.state != "failed"
+            if c.state != "failed" and c.id != exclude
         ]
         if available is None:
             available = self.usage(v).available

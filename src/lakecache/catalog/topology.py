@@ -162,6 +162,36 @@ class Topology(CacheRows):
             ) from None
         return VolumeRecord(int(vid), name, site, root, capacity, ttl_seconds)
 
+    def update_volume(
+        self, name: str, *, capacity: int | None = None, ttl_seconds: int | None = None
+    ) -> VolumeRecord:
+        """Change a volume's capacity or TTL; returns the volume as it now is.
+
+        A capacity below what caches already hold is allowed: nothing is evicted
+        at once, but no new cache fits until eviction (TTL, or room for a fill)
+        brings the volume under it.
+        """
+        if capacity is not None and capacity <= 0:
+            raise UserError(
+                f"volume capacity must be positive, not {capacity}",
+                hint="Give a size such as 500GB.",
+            )
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise UserError(
+                f"TTL must be positive, not {ttl_seconds} s",
+                hint="Give a duration such as 1d or 12h.",
+            )
+        v = self.get_volume(name)
+        values: dict[str, int] = {}
+        if capacity is not None:
+            values["capacity"] = capacity
+        if ttl_seconds is not None:
+            values["ttl_seconds"] = ttl_seconds
+        if values:
+            with self._c._write() as conn:
+                conn.execute(update(tt.volumes).where(tt.volumes.c.id == v.id).values(**values))
+        return self.get_volume(name)
+
     def _volume_query(self) -> Any:
         return select(
             tt.volumes.c.id,
@@ -302,6 +332,9 @@ class TopologyStore(Protocol):
     def list_volumes(self, site: str | None = None) -> list[VolumeRecord]: ...
     def get_volume(self, name: str) -> VolumeRecord: ...
     def remove_volume(self, name: str) -> None: ...
+    def update_volume(
+        self, name: str, *, capacity: int | None = None, ttl_seconds: int | None = None
+    ) -> VolumeRecord: ...
     def report_volume_space(self, name: str, *, free: int, total: int, now: datetime) -> None: ...
     def add_compute(
         self,

@@ -170,6 +170,26 @@ def volume_ls(site: str | None, as_json: bool) -> None:
     )
 
 
+@volume.command("set")
+@click.argument("name")
+@click.option("--capacity", "-c", type=Size(), default=None, help="New room for caches, e.g. 2TB.")
+@click.option(
+    "--ttl", type=Duration(), default=None, help="New time unused before eviction, e.g. 12h."
+)
+def volume_set(name: str, capacity: int | None, ttl: int | None) -> None:
+    """Change the capacity or TTL of the volume NAME (what is not given stays).
+
+    A capacity below what its caches hold evicts nothing now; new fills evict
+    unused caches, least recently used first, until they fit.
+    """
+    if capacity is None and ttl is None:
+        raise click.UsageError("give --capacity, --ttl or both")
+    v = get_caches().topology.update_volume(name, capacity=capacity, ttl_seconds=ttl)
+    click.echo(
+        f"volume {v.name}: capacity {human_bytes(v.capacity)}, ttl {human_duration(v.ttl_seconds)}"
+    )
+
+
 @volume.command("rm")
 @click.argument("name")
 def volume_rm(name: str) -> None:

@@ -118,6 +118,15 @@ class RemoteTopology:
         body = {"free_bytes": free, "total_bytes": total}
         self._conn.call("PUT", f"/volumes/{path_part(name)}/space", json=body)
 
+    def update_volume(
+        self, name: str, *, capacity: int | None = None, ttl_seconds: int | None = None
+    ) -> VolumeRecord:
+        body = {
+            k: v for k, v in (("capacity", capacity), ("ttl_seconds", ttl_seconds)) if v is not None
+        }
+        self._volumes.pop(name, None)
+        return self._volume(self._conn.call("PATCH", f"/volumes/{path_part(name)}", json=body))
+
     def remove_volume(self, name: str) -> None:
         self._conn.call("DELETE", f"/volumes/{path_part(name)}")
         self._volumes.pop(name, None)

@@ -347,6 +347,13 @@ class VolumeIn(BaseModel):
     ttl_seconds: int = Field(default=86400, gt=0, le=10 * 365 * 86400)
 
 
+class VolumePatch(BaseModel):
+    """What to change of a volume; a field left out stays as it is."""
+
+    capacity: int | None = Field(default=None, gt=0)
+    ttl_seconds: int | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+
+
 class VolumeOut(BaseModel):
     name: str
     site: str

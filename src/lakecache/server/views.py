@@ -91,7 +91,9 @@ def token_out(t: TokenRecord, now: datetime) -> TokenOut:
     )
 
 
-def cache_out(c: CacheRecord, ttl_seconds: int, now: datetime) -> CacheOut:
+def cache_out(
+    c: CacheRecord, ttl_seconds: int, now: datetime, *, agent_note: str | None = None
+) -> CacheOut:
     expires = None
     if c.state == "ready" and not c.pinned and not c.leases:
         expires = max(0.0, c.last_used_at.timestamp() + ttl_seconds - now.timestamp())

@@ -1,4 +1,4 @@
-"""Caches: ask for one, watch it fill, pin it, clear it."""
+"""Caches: ask for one, watch it fill, pin it, evict it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from lakecache.cache.presence import no_agent_note, sites_with_agent
+from lakecache.catalog.accounts import ROLE_RANK
 from lakecache.catalog.topology import CacheRecord
 from lakecache.errors import ConflictError, DatasetNotFoundError, NotFoundError
 from lakecache.server.auth import Plane, Principal, User, require_dataset, visible_datasets
-from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, Responses
+from lakecache.server.errors import (
+    COMMON_RESPONSES,
+    ErrorBody,
+    PermissionDeniedError,
+    Responses,
+)
 from lakecache.server.models import CacheIn, CacheOut, CachePatch, CacheState
 from lakecache.server.pagination import Page, Paging, paginate
 from lakecache.server.runtime import ControlPlane
@@ -27,9 +34,21 @@ StateFilter = Annotated[
 
 
 def caches_out(plane: ControlPlane, caches: list[CacheRecord]) -> list[CacheOut]:
-    ttl = {v.name: v.ttl_seconds for v in plane.topology.list_volumes()}
+    volumes = plane.topology.list_volumes()
+    ttl = {v.name: v.ttl_seconds for v in volumes}
     now = plane.clock.now()
-    return [cache_out(c, ttl.get(c.volume, 0), now) for c in caches]
+    live = sites_with_agent(volumes, now, running_here=plane.agent_sites)
+    return [
+        cache_out(
+            c,
+            ttl.get(c.volume, 0),
+            now,
+            agent_note=no_agent_note(c.site)
+            if c.state == "pending" and c.site not in live
+            else None,
+        )
+        for c in caches
+    ]
 
 
 def visible_caches(
@@ -105,7 +124,7 @@ def pin_cache(cache_id: CacheId, body: CachePatch, principal: User, plane: Plane
 
 @router.delete("/caches/{cache_id}", response_model=CacheOut, status_code=202, responses=_CONFLICT)
 def clear_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
-    """Clear a cache (writers): its site's agent removes the files; watch the state.
+    """Evict a cache (writers): its site's agent removes the files; watch the state.
 
     A cache not yet started is dropped at once. One that is pinned, leased by a
     running job, or filling is refused (409) with what holds it.
@@ -120,14 +139,14 @@ def clear_cache(cache_id: CacheId, principal: User, plane: Plane) -> CacheOut:
         return caches_out(plane, [rec])[0]
     if rec.state in ("pending", "filling"):
         raise ConflictError(
-            f"cache {rec.name} is filling", hint="Clear it once it is ready or has failed."
+            f"cache {rec.name} is filling", hint="Evict it once it is ready or has failed."
         )
     if rec.pinned:
         raise ConflictError(f"cache {rec.name} is pinned", hint="Unpin it first.")
     if rec.leases:
         raise ConflictError(
             f"cache {rec.name} is in use by {rec.leases} job(s)",
-            hint="Clear it when they finish; it is evicted by TTL once unused anyway.",
+            hint="Evict it when they finish; it is evicted by TTL once unused anyway.",
         )
     topo.ask(rec.id, "evict")
     return get_cache(cache_id, principal, plane)
@@ -152,8 +171,23 @@ def dataset_caches(
 )
 def request_cache(dataset: DatasetName, body: CacheIn, principal: User, plane: Plane) -> CacheOut:
     """Cache a commit (or a folder of it) on a site or volume (writers). The site's agent
-    fills it; poll GET /caches/{id} for progress. Idempotent per commit, path and volume."""
-    require_dataset(plane, principal, dataset, "writer")
+    fills it; poll GET /caches/{id} for progress. Idempotent per commit, path and volume.
+
+    A reader is answered 403 saying the commit is not cached there and who can cache
+    it (a reader may use a cache a writer asked for, but not ask for one).
+    """
+    role = require_dataset(plane, principal, dataset)
+    if ROLE_RANK[role] < ROLE_RANK["writer"]:
+        where = f"site {body.site!r}" if body.site else f"volume {body.volume!r}"
+        spec = f"{dataset}@{body.ref}{f':{body.path}' if body.path else ''}"
+        raise PermissionDeniedError(
+            f"{spec} is not cached at {where}, and only writers of {dataset!r} (or org "
+            "admins) can have it cached; your role is reader",
+            hint=f"Ask a writer of {dataset!r} to run `lakecache cache add {spec} "
+            f"--{'site ' + body.site if body.site else 'volume ' + str(body.volume)}`, "
+            "or read it straight from the lake (`lakecache data pull`, or "
+            "lakecache.use(..., cached=False)).",
+        )
     rec = plane.caches().request(
         dataset, body.ref, site=body.site, volume=body.volume, path=body.path
     )

@@ -22,6 +22,7 @@ from lakecache.server.models import (
     SiteOut,
     VolumeIn,
     VolumeOut,
+    VolumePatch,
     VolumeSpaceIn,
 )
 from lakecache.server.pagination import Page, Paging, paginate
@@ -115,6 +116,13 @@ def add_volume(body: VolumeIn, _: OrgAdmin, plane: Plane) -> VolumeOut:
 @router.get("/volumes/{volume}", response_model=VolumeOut)
 def get_volume(volume: Name, _: User, plane: Plane) -> VolumeOut:
     return _volumes_out(plane, [plane.topology.get_volume(volume)])[0]
+
+
+@router.patch("/volumes/{volume}", response_model=VolumeOut)
+def update_volume(volume: Name, body: VolumePatch, _: OrgAdmin, plane: Plane) -> VolumeOut:
+    """Change a volume's capacity or TTL (org admins); fields left out stay."""
+    v = plane.topology.update_volume(volume, capacity=body.capacity, ttl_seconds=body.ttl_seconds)
+    return _volumes_out(plane, [v])[0]
 
 
 @router.put("/volumes/{volume}/space", status_code=204, response_class=Response)
