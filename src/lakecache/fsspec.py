@@ -63,7 +63,7 @@ def _read_only(path: str) -> UserError:
     )
 
 
-class LakecacheFileSystem(AbstractFileSystem):  # type: ignore[misc]
+class LakecacheFileSystem(AbstractFileSystem):
     """A read-only fsspec filesystem over lakecache commits (protocol ``lakecache``).
 
     Thread-safe: one reader per commit, shared by every thread. Close it (or
@@ -374,7 +374,7 @@ class LakecacheFileSystem(AbstractFileSystem):  # type: ignore[misc]
         raise _read_only(self._strip_protocol(path))
 
 
-class LakecacheFile(AbstractBufferedFile):  # type: ignore[misc]
+class LakecacheFile(AbstractBufferedFile):
     """A file read from the lake: its blob fetched whole and verified on first read."""
 
     def __init__(
