@@ -80,3 +80,19 @@ def test_volume_capacity_and_ttl_can_be_changed(svc: CacheService, small: str) -
     assert (v.capacity, v.ttl_seconds) == (2_000_000, 60)
     with pytest.raises(Exception, match="capacity must be positive"):
         svc.topology.update_volume(small, capacity=0)
+
+
+def test_a_folder_of_a_commit_cached_whole_uses_the_whole_cache(
+    svc: CacheService, xray: Dataset, sites: dict[str, Path]
+) -> None:
+    whole = svc.ensure_ready(svc.request("xray", "v1", site="onprem"))
+    assert svc.request("xray", "v1", site="onprem", path="Mass/").id == whole.id
+    with svc.use("xray", "v1", site="onprem", path="Mass/") as p:
+        assert (p / "Mass").is_dir() and (p / "Edema").is_dir()  # the whole commit's folder
+    assert len(svc.topology.list_caches(volume="onprem-vol")) == 1
+
+
+def test_the_sdk_names_its_own_arguments(svc: CacheService, xray: Dataset) -> None:
+    with pytest.raises(Exception) as info:
+        svc.request("xray", "v1")
+    assert 'site="NAME"' in (info.value.hint or "")  # type: ignore[attr-defined]

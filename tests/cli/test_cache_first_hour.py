@@ -99,10 +99,16 @@ def test_a_pending_cache_at_a_site_without_agent_says_how_to_start_one(
 def test_folder_and_whole_caches_are_told_apart(
     world: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    whole = json.loads(ok(capsys, "cache", "add", "xray@v1", "--site", "onprem", "--json"))
+    # A folder first, then the whole commit: two caches of one commit on one volume.
     part = json.loads(
         ok(capsys, "cache", "add", "xray@v1", "--site", "onprem", "--path", "Mass/", "--json")
     )
+    whole = json.loads(ok(capsys, "cache", "add", "xray@v1", "--site", "onprem", "--json"))
+    # Once the whole commit is cached, a folder of it is that cache.
+    again = json.loads(
+        ok(capsys, "cache", "add", "xray@v1", "--site", "onprem", "--path", "Edema/", "--json")
+    )
+    assert again["id"] == whole["id"] and part["id"] != whole["id"]
     err = fail(capsys, "cache", "pin", "xray@v1", "--site", "onprem")
     assert "matches 2 caches" in err and "whole commit" in err and "folder Mass" in err
     assert "--path" in err

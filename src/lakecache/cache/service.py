@@ -174,7 +174,10 @@ class CacheService:
                 raise UserError(f"volume {volume!r} is at site {v.site!r}, not {site!r}")
             return v
         if not site:
-            raise UserError("say where to cache", hint="Pass --site SITE or --volume VOLUME.")
+            raise UserError(
+                "say where to cache: a site or a volume",
+                hint='Pass site="NAME" or volume="NAME" (the CLI: --site or --volume).',
+            )
         vols = topo.list_volumes(site)
         if not vols:
             topo.get_site(site)
@@ -196,8 +199,10 @@ class CacheService:
     ) -> CacheRecord:
         """Ask for a cache of ``dataset@ref`` (idempotent); it is filled by whoever claims it.
 
-        Through a server, the server picks the volume and sizes the cache (the
-        caller needs the writer role on the dataset).
+        A folder (``path``) of a commit that the volume already holds whole, or is
+        filling whole, is that whole cache: the folder is in it. Through a server,
+        the server picks the volume and sizes the cache (the caller needs the
+        writer role on the dataset).
         """
         if self.remote:
             from lakecache.client.topology import RemoteTopology
@@ -211,6 +216,9 @@ class CacheService:
         v = self.pick_volume(site, volume)
         files, nbytes = commit.file_count, commit.bytes
         if sub:
+            whole = self._whole_cache(dataset, commit_id, [v.name])
+            if whole is not None:
+                return whole
             with self._index(commit.manifest) as idx:
                 es = list(idx.entries([sub]))
             files, nbytes = len(es), sum(e.size for e in es)
@@ -633,6 +641,10 @@ class CacheService:
         candidates = (
             [volume] if volume else [v.name for v in topo.list_volumes(site)] if site else []
         )
+        if sub:
+            whole = self._whole_cache(dataset, commit_id, candidates)
+            if whole is not None:
+                return whole
         for vname in candidates:
             try:
                 rec = topo.find_cache(dataset, commit_id, vname, sub)
@@ -641,6 +653,17 @@ class CacheService:
             if rec.state in ("ready", "filling", "pending"):
                 return rec
         return self.request(dataset, commit_id, site=site, volume=volume, path=sub)
+
+    def _whole_cache(self, dataset: str, commit_id: str, volumes: list[str]) -> CacheRecord | None:
+        """A cache of the whole commit on one of ``volumes`` that is, or will be, ready."""
+        for vname in volumes:
+            try:
+                rec = self.topology.find_cache(dataset, commit_id, vname, "")
+            except NotFoundError:
+                continue
+            if rec.state in ("ready", "filling", "pending"):
+                return rec
+        return None
 
     def _renew(self, lease: int, stop: threading.Event, lost: list[LeaseLostError]) -> None:
         every = max(self.lease_ttl.total_seconds() / 3, 0.05)

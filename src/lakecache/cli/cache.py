@@ -154,6 +154,8 @@ def cache_add(
     """
     from lakecache.data.dataset import split_ref
 
+    if not site and not volume:
+        raise click.UsageError("say where to cache it: --site SITE or --volume VOLUME")
     svc = get_caches()
     name, ref = split_ref(spec)
     rec = svc.request(name, ref, site=site, volume=volume, path=path)
