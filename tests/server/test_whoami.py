@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lakecache.cli.main import main
-from server.live import PASSWORD, World
+from server.live import ADMIN_PASSWORD, PASSWORD, World
 
 
 @pytest.fixture
@@ -86,3 +87,40 @@ def test_login_in_a_pipe_prints_no_getpass_warning(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and "Warning" not in proc.stdout
+
+
+def test_an_idle_agent_logs_nothing_per_poll(
+    world_factory: Callable[..., World], cli_env: Path
+) -> None:
+    w = world_factory(agents=False)
+    env = {**os.environ, "LAKECACHE_HOME": str(cli_env)}
+    login = subprocess.run(
+        [sys.executable, "-m", "lakecache", "login", w.url, "--user", "admin"],
+        input=ADMIN_PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert login.returncode == 0, login.stderr
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "lakecache", "agent", "--site", "local", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        # Its first pass reports the volume's space; then it only polls, ten times a second.
+        deadline = time.monotonic() + 60
+        while w.plane.topology.get_volume("local").fs_reported_at is None:
+            assert agent.poll() is None, agent.communicate()
+            assert time.monotonic() < deadline, "the agent never reported"
+            time.sleep(0.2)
+        time.sleep(3)
+    finally:
+        agent.terminate()
+        out, err = agent.communicate(timeout=30)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert not [line for line in lines if "HTTP Request" in line], lines
+    assert len(lines) < 10, lines

@@ -35,8 +35,10 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
     """
     from lakecache.cache.agent import SiteAgent
 
+    from lakecache.server.logs import quiet_libraries
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_libraries()  # no line per poll: the agent's log says what it did, not that it asked
     svc = get_caches()
     svc.topology.get_site(site)
     a = SiteAgent(svc, site, max_fills=max_fills, interval=interval)

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import logging
 
-#: Loggers held at WARNING: their debug output carries request headers or SQL parameters.
-QUIET = ("botocore", "boto3", "urllib3", "s3transfer", "alembic", "sqlalchemy.engine")
+#: Loggers held at WARNING: their debug output carries request headers or SQL parameters,
+#: and httpx logs every request at INFO (an idle agent polls its server several times a
+#: second).
+QUIET = (
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+    "alembic",
+    "sqlalchemy.engine",
+    "httpx",
+    "httpcore",
+)
 
 
 def configure(level: str = "info") -> None:
