@@ -179,6 +179,88 @@ def _json(path: str, body: dict[str, Any]) -> Callable[..., Any]:
     return lambda world, who: (path, {"json": body})
 
 
+_TINY = {"cpu_milli": 1, "memory": 0}
+_BIG = {"cpu_milli": 10**9, "memory": 10**15}
+
+
+def _queue(world: World) -> str:
+    """Compute at site ``local`` for the job rows: pool ``mx-pool`` (room for every job the
+    rows make), template ``mxq-t`` and queue ``mxq``, made once."""
+    from lakecache.compute.model import Resources
+    from lakecache.compute.store import ComputeStore
+
+    store = ComputeStore(world.plane.hub.catalog)
+    if "mxq" not in {q.name for q in store.list_queues()}:
+        now = world.plane.clock.now()
+        world.plane.topology.add_compute("mx-pool", "local", "local", {}, [], now)
+        store.set_capacity("mx-pool", Resources(10**9, 10**15))
+        store.add_template("mxq-t", "mx-pool", Resources(1, 0), None, now)
+        store.add_queue("mxq", ["mxq-t"], now=now)
+    return "mxq"
+
+
+def _pool(world: World) -> str:
+    _queue(world)
+    return "mx-pool"
+
+
+def _spare_compute(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    name = f"spare{next(_seq)}"
+    world.plane.topology.add_compute(name, "local", "local", {}, [], world.plane.clock.now())
+    return f"/api/v1/compute/{name}", {}
+
+
+def _spare_template(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    from lakecache.compute.model import Resources
+    from lakecache.compute.store import ComputeStore
+
+    name = f"spare{next(_seq)}"
+    ComputeStore(world.plane.hub.catalog).add_template(
+        name, _pool(world), Resources(1, 0), None, world.plane.clock.now()
+    )
+    return f"/api/v1/templates/{name}", {}
+
+
+def _placed_job(world: World, who: str | None, claimed: bool) -> tuple[int, int]:
+    """A job of the caller's own, placed on ``mx-pool`` at site local (claimed by the
+    caller when ``claimed``): its id and attempt token."""
+    from lakecache.compute.model import Resources
+    from lakecache.compute.store import ComputeStore
+
+    store, now = ComputeStore(world.plane.hub.catalog), world.plane.clock.now()
+    job = store.submit(
+        _queue(world), ["true"], request=Resources(1, 0), submitted_by=who or "rita", now=now
+    )
+    placed = store.admit(job.id, now=now)
+    assert placed is not None and placed.site == "local"
+    token = 0
+    if claimed:
+        got = store.claim(placed, f"{who}/w", now=now)
+        assert got is not None
+        token = got
+    return job.id, token
+
+
+def _own_job(suffix: str, body: dict[str, Any] | None = None) -> Callable[..., Any]:
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        job_id, _ = _placed_job(world, who, claimed=False)
+        return f"/api/v1/jobs/{job_id}{suffix}", {"json": body} if body is not None else {}
+
+    return make
+
+
+def _running_job(suffix: str, body: dict[str, Any] | None = None) -> Callable[..., Any]:
+    """A job the caller claimed; the request presents its token."""
+
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        job_id, token = _placed_job(world, who, claimed=True)
+        if body is None:  # the log: bytes, the token in the query
+            return f"/api/v1/jobs/{job_id}{suffix}?token={token}", {"content": b"log\n"}
+        return f"/api/v1/jobs/{job_id}{suffix}", {"json": {"token": token, **body}}
+
+    return make
+
+
 D = "/api/v1/datasets/{dataset}"
 X = "/api/v1/datasets/xray"
 ROWS = [
@@ -437,6 +519,120 @@ ROWS = [
     ),
     Row("DELETE", D + "/members/{user}", "dsadmin", 204, _member),
     Row("DELETE", D, "dsadmin", 204, _new_dataset),
+    # compute: capacity, templates and queues (org admins change them; anyone lists)
+    Row("GET", "/api/v1/compute/capacity", "user", 200),
+    Row(
+        "PUT",
+        "/api/v1/compute/{compute}/capacity",
+        "orgadmin",
+        200,
+        lambda w, who: (f"/api/v1/compute/{_pool(w)}/capacity", {"json": _BIG}),
+    ),
+    Row("DELETE", "/api/v1/compute/{compute}", "orgadmin", 204, _spare_compute),
+    Row("GET", "/api/v1/templates", "user", 200),
+    Row(
+        "POST",
+        "/api/v1/templates",
+        "orgadmin",
+        201,
+        lambda w, who: (
+            "/api/v1/templates",
+            {"json": {"name": f"t{next(_seq)}", "compute": _pool(w), "size": _TINY}},
+        ),
+    ),
+    Row("DELETE", "/api/v1/templates/{template}", "orgadmin", 204, _spare_template),
+    Row("GET", "/api/v1/queues", "user", 200),
+    Row(
+        "POST",
+        "/api/v1/queues",
+        "orgadmin",
+        201,
+        lambda w, who: (
+            "/api/v1/queues",
+            {"json": {"name": f"q{next(_seq)}", "templates": [_queue(w) + "-t"]}},
+        ),
+    ),
+    # jobs: submit (reading each input), and one's own jobs; agnes submits none
+    Row(
+        "POST",
+        "/api/v1/jobs",
+        "reader",
+        201,
+        lambda w, who: (
+            "/api/v1/jobs",
+            {
+                "json": {
+                    "queue": _queue(w),
+                    "command": ["true"],
+                    "inputs": [{"name": "xray", "dataset": "xray", "ref": "v1"}],
+                    "request": _TINY,
+                }
+            },
+        ),
+        agent=403,
+    ),
+    Row("GET", "/api/v1/jobs", "user", 200),
+    Row("GET", "/api/v1/jobs/{job_id}", "user", 200, _own_job("")),
+    Row("GET", "/api/v1/jobs/{job_id}/log", "user", 200, _own_job("/log")),
+    Row("POST", "/api/v1/jobs/{job_id}/cancel", "user", 200, _own_job("/cancel"), agent=403),
+    # what a site's agent reports (agnes for site local, where the jobs are placed)
+    Row(
+        "POST",
+        "/api/v1/scheduler/pass",
+        "orgadmin",
+        200,
+        _json("/api/v1/scheduler/pass", {}),
+        agent=200,
+    ),
+    Row(
+        "GET",
+        "/api/v1/sites/{site}/placed-jobs",
+        "orgadmin",
+        200,
+        _json("/api/v1/sites/local/placed-jobs", {}),
+        agent=200,
+    ),
+    Row(
+        "POST",
+        "/api/v1/jobs/{job_id}/claim",
+        "orgadmin",
+        200,
+        _own_job("/claim", {"worker": "w", "attempt": 0}),
+        agent=200,
+    ),
+    Row(
+        "POST",
+        "/api/v1/jobs/{job_id}/heartbeat",
+        "orgadmin",
+        200,
+        _running_job("/heartbeat", {}),
+        agent=200,
+    ),
+    Row(
+        "POST",
+        "/api/v1/jobs/{job_id}/events",
+        "orgadmin",
+        204,
+        _running_job("/events", {"kind": "preparing", "detail": "here"}),
+        agent=204,
+    ),
+    Row(
+        "POST",
+        "/api/v1/jobs/{job_id}/finish",
+        "orgadmin",
+        200,
+        _running_job("/finish", {"state": "succeeded", "exit_code": 0}),
+        agent=200,
+    ),
+    Row(
+        "POST",
+        "/api/v1/jobs/{job_id}/release",
+        "orgadmin",
+        200,
+        _running_job("/release", {"reason": "stopping"}),
+        agent=200,
+    ),
+    Row("PUT", "/api/v1/jobs/{job_id}/log", "orgadmin", 200, _running_job("/log"), agent=200),
 ]
 
 

@@ -21,7 +21,7 @@ from lakecache.cli.common import get_caches
     "--jobs/--no-jobs",
     default=True,
     show_default=True,
-    help="Also run the jobs placed on SITE's compute (needs the catalog, not a server).",
+    help="Also run the jobs placed on SITE's compute (from the catalog, or the server).",
 )
 def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) -> None:
     """Run the site agent: take fill, verify and evict work for SITE's volumes.
@@ -44,7 +44,7 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
     a = SiteAgent(svc, site, max_fills=max_fills, interval=interval)
     from lakecache.compute.runner import JobRunner
 
-    runner = JobRunner(svc, site) if jobs and not svc.remote else None
+    runner = JobRunner(svc, site) if jobs else None
     if once:
         a.run_once()
         if runner is not None:

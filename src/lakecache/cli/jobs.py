@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +14,14 @@ from lakecache.cli.units import Duration, Size
 
 if TYPE_CHECKING:
     from lakecache.compute.model import JobRecord, Resources
-    from lakecache.compute.store import ComputeStore
+    from lakecache.compute.sdk import JobStore
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _store() -> ComputeStore:
+def _store() -> JobStore:
     from lakecache.compute.sdk import _store as store_of
 
     return store_of(get_hub())
@@ -400,32 +399,11 @@ def job_show(job_id: int, as_json: bool) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 def job_logs(job_id: int, follow: bool) -> None:
     """Print the job's stdout and stderr (of its latest attempt)."""
-    from lakecache.compute.sdk import log_path
+    from lakecache.compute.sdk import log_chunks
 
-    store = _store()
-    j = store.get_job(job_id)
-    while follow and j.workdir is None and not j.done:
-        time.sleep(0.2)
-        j = store.get_job(job_id)
-    path = log_path(j)
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-                continue
-            if not follow:
-                return
-            j = store.get_job(job_id)
-            if j.done:
-                rest = f.read()
-                sys.stdout.buffer.write(rest)
-                sys.stdout.flush()
-                return
-            if j.workdir is not None and (j.workdir + "/job.log") != str(path):
-                return  # a new attempt began elsewhere: its log is another file
-            time.sleep(0.2)
+    for chunk in log_chunks(_store(), job_id, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
 
 
 @job.command("cancel")

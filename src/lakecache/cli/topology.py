@@ -262,7 +262,7 @@ def compute_add(
     import os
 
     from lakecache.cli.jobs import make_size
-    from lakecache.compute.store import ComputeStore
+    from lakecache.compute.sdk import jobs_store
 
     try:
         cfg = json.loads(config)
@@ -275,7 +275,7 @@ def compute_add(
     size = make_size(cpu or "0", memory or 0, gpu, named)
     caches = get_caches()
     caches.topology.add_compute(name, site, backend, cfg, list(volumes), _now())
-    ComputeStore(caches.hub.catalog).set_capacity(name, size)
+    jobs_store(caches.hub).set_capacity(name, size)
     click.echo(f"added compute {name} ({backend}) at {site}: {size.describe()}")
 
 
@@ -283,12 +283,12 @@ def compute_add(
 @json_option
 def compute_ls(as_json: bool) -> None:
     """List compute resources: site, backend, volumes, capacity used and free, jobs."""
-    from lakecache.compute.store import ComputeStore
+    from lakecache.compute.sdk import jobs_store
 
     caches = get_caches()
     topo = caches.topology
     vols = topo.list_volumes()
-    caps = {c.compute: c for c in ComputeStore(caches.hub.catalog).capacity()}
+    caps = {c.compute: c for c in jobs_store(caches.hub).capacity()}
     rows: list[dict[str, Any]] = []
     for c in topo.list_compute():
         cap = caps.get(c.name)
@@ -340,7 +340,7 @@ def compute_ls(as_json: bool) -> None:
 @click.argument("name")
 def compute_rm(name: str) -> None:
     """Remove the compute resource NAME (it must have no templates)."""
-    from lakecache.compute.store import ComputeStore
+    from lakecache.compute.sdk import jobs_store
 
-    ComputeStore(get_caches().hub.catalog).remove_compute(name)
+    jobs_store(get_caches().hub).remove_compute(name)
     click.echo(f"removed compute {name}")

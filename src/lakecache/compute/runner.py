@@ -27,20 +27,22 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lakecache.client.jobs import RemoteJobs
 from lakecache.compute.backends import Backend, BackendError, LaunchSpec, open_backend
 from lakecache.compute.model import JobRecord
-from lakecache.compute.store import ComputeStore
-from lakecache.errors import LakecacheError, UserError
+from lakecache.errors import LakecacheError
 
 if TYPE_CHECKING:
     from lakecache.cache.clock import Clock
     from lakecache.cache.service import CacheService
+    from lakecache.data.hub import Hub
 
 log = logging.getLogger("lakecache.jobs")
 
@@ -77,17 +79,15 @@ class JobRunner:
         jobs_root: where each attempt's folder (log, outputs) is made.
         worker: this runner's name in the catalog (default host:pid:site).
 
-        Raises:
-            UserError: when the hub works through a server (not yet supported).
+        Through a server (the hub is logged in, as the site's agent user) the
+        runner works through :class:`~lakecache.client.jobs.RemoteJobs`: same
+        steps, fenced by the server, and it ships each attempt's log there.
         """
-        if caches.remote:
-            raise UserError(
-                "the job runner needs the catalog database; jobs through a server come later",
-                hint="Run the agent with LAKECACHE_CATALOG set to the team's catalog.",
-            )
+        from lakecache.compute.sdk import jobs_store
+
         self.caches = caches
         self.site = site
-        self.store = ComputeStore(caches.hub.catalog)
+        self.store = jobs_store(caches.hub)
         self.backends: Mapping[str, Backend] = backends or {"local": open_backend("local")}
         self.interval = interval
         self.heartbeat_every = heartbeat_every
@@ -96,6 +96,10 @@ class JobRunner:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{site}"
         self.stop_event = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
+        #: (job, attempt) -> the job-scoped token the server minted (through a server).
+        self._job_tokens: dict[tuple[int, int], str] = {}
+        #: (job, attempt) -> bytes of its log sent to the server so far.
+        self._shipped: dict[tuple[int, int], list[int]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -118,6 +122,10 @@ class JobRunner:
             token = store.claim(job, self.worker, now=self.clock.now())
             if token is None:
                 continue  # another agent of this site took it
+            if isinstance(store, RemoteJobs):
+                secret = store.job_token(job.id, token)
+                if secret is not None:
+                    self._job_tokens[(job.id, token)] = secret
             thread = threading.Thread(
                 target=self._attempt, args=(job, token), name=f"job-{job.id}", daemon=True
             )
@@ -221,7 +229,8 @@ class JobRunner:
                 how = f"cache at {path}, leased while the job runs"
             else:
                 path = workdir / "inputs" / spec.name
-                Dataset(spec.dataset, hub=self.caches.hub).pull(spec.commit_id, path)
+                with self._reading_hub(job, token) as hub:
+                    Dataset(spec.dataset, hub=hub).pull(spec.commit_id, path)
                 held.callback(shutil.rmtree, path, True)
                 how = f"streamed from the lake into {path}"
             took = time.perf_counter() - t0
@@ -258,6 +267,7 @@ class JobRunner:
             LAKECACHE_JOB_ATTEMPT=str(token),
             LAKECACHE_OUTPUTS=str(outputs),
         )
+        env.update(self._job_credentials(job, token))
         spec = LaunchSpec(
             job_id=job.id,
             attempt=token,
@@ -295,6 +305,31 @@ class JobRunner:
             return ("succeeded", 0, None)
         return ("failed", end.code, end.reason or f"exit code {end.code}")
 
+    @contextmanager
+    def _reading_hub(self, job: JobRecord, token: int) -> Iterator[Hub]:
+        """The hub a streamed input is pulled with: through a server, one with the job's
+        own token (an agent user reads only what its site caches); else the agent's."""
+        secret = self._job_tokens.get((job.id, token))
+        if not isinstance(self.store, RemoteJobs) or secret is None:
+            yield self.caches.hub
+            return
+        from lakecache.data.hub import Hub
+
+        settings = replace(self.caches.hub.settings, server_url=self.store.server_url, token=secret)
+        hub = Hub(settings, remote=True)
+        try:
+            yield hub
+        finally:
+            hub.close()
+
+    def _job_credentials(self, job: JobRecord, token: int) -> dict[str, str]:
+        """LAKECACHE_SERVER and the job-scoped LAKECACHE_TOKEN the server minted for this
+        attempt (through a server); never the agent's own token."""
+        secret = self._job_tokens.get((job.id, token))
+        if not isinstance(self.store, RemoteJobs) or secret is None:
+            return {}
+        return {"LAKECACHE_SERVER": self.store.server_url, "LAKECACHE_TOKEN": secret}
+
     def _backend_name(self, job: JobRecord) -> str:
         for c in self.caches.topology.list_compute(self.site):
             if c.name == job.compute:
@@ -308,9 +343,22 @@ class JobRunner:
             self._requeue(job, token, "its agent stopped")
         return None
 
+    def _ship_log(self, job_id: int, token: int, shipped: list[int]) -> None:
+        """Through a server: send what the attempt's log gained since the last call."""
+        if not isinstance(self.store, RemoteJobs):
+            return
+        path = self.jobs_root / str(job_id) / f"attempt-{token}" / "job.log"
+        shipped[0] = self.store.ship_log(job_id, token, path, shipped[0])
+
     def _finish(
         self, job: JobRecord, token: int, state: str, code: int | None, reason: str | None
     ) -> None:
+        try:
+            self._ship_log(job.id, token, self._shipped.setdefault((job.id, token), [0]))
+        except LakecacheError as exc:
+            log.warning("job %d: the end of its log was not sent: %s", job.id, exc.message)
+        finally:
+            self._job_tokens.pop((job.id, token), None)
         if not self.store.finish(
             job.id, token, state=state, exit_code=code, reason=reason, now=self.clock.now()
         ):
@@ -324,9 +372,12 @@ class JobRunner:
     def _heartbeat(
         self, job_id: int, token: int, stop: threading.Event, state: dict[str, str]
     ) -> None:
+        shipped = self._shipped.setdefault((job_id, token), [0])
         while not stop.wait(self.heartbeat_every):
             try:
                 state["verdict"] = self.store.heartbeat(job_id, token, now=self.clock.now())
+                if state["verdict"] == "run":
+                    self._ship_log(job_id, token, shipped)
             except LakecacheError as exc:
                 log.warning("job %d heartbeat failed (%s); trying again", job_id, exc.message)
             if state["verdict"] == "lost":

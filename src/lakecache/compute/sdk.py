@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,10 @@ log = logging.getLogger("lakecache.jobs")
 
 if TYPE_CHECKING:
     from lakecache.catalog import Catalog
+    from lakecache.client.jobs import RemoteJobs
+
+    #: Where jobs are: the catalog, or a server.
+    JobStore = ComputeStore | RemoteJobs
     from lakecache.data.hub import Hub
     from lakecache.settings import Settings
 
@@ -43,13 +47,64 @@ def resolve_inputs(catalog: Catalog, specs: Sequence[str]) -> list[InputSpec]:
     return out
 
 
-def _store(hub: Hub) -> ComputeStore:
-    if hub.server is not None:
-        raise UserError(
-            "jobs need the catalog database; jobs through a server come later",
-            hint="Set LAKECACHE_CATALOG to the team's catalog, or log out (`lakecache logout`).",
-        )
+def jobs_store(hub: Hub) -> JobStore:
+    """Compute as ``hub`` reaches it: the catalog's :class:`ComputeStore`, or, logged in
+    to a server, :class:`~lakecache.client.jobs.RemoteJobs` (the same protocol)."""
+    server = hub.server
+    if server is not None:
+        from lakecache.client.jobs import RemoteJobs
+
+        return RemoteJobs(server)
     return ComputeStore(hub.catalog)
+
+
+_store = jobs_store
+
+
+def log_chunks(store: JobStore, job_id: int, *, follow: bool, poll: float = 0.2) -> Iterator[bytes]:
+    """The job's log (of its latest attempt) as it comes; with ``follow``, until it ends.
+
+    Through a server the log is read from it by offset (the agent ships it as the
+    job writes); directly, from the attempt's file on this machine.
+
+    Raises:
+        UserError: directly, the job ran on a machine whose files are not here.
+    """
+    from lakecache.client.jobs import RemoteJobs
+
+    if isinstance(store, RemoteJobs):
+        offset = 0
+        while True:
+            chunk = store.read_log(job_id, offset)
+            if chunk.data:
+                offset += len(chunk.data)
+                yield chunk.data
+                continue
+            if not follow or (chunk.done and offset >= chunk.size):
+                return
+            time.sleep(poll)
+    job = store.get_job(job_id)
+    while follow and job.workdir is None and not job.done:
+        time.sleep(poll)
+        job = store.get_job(job_id)
+    path = log_path(job)
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(65536)
+            if data:
+                yield data
+                continue
+            if not follow:
+                return
+            job = store.get_job(job_id)
+            if job.done:
+                rest = f.read()
+                if rest:
+                    yield rest
+                return
+            if job.workdir is not None and (job.workdir + "/job.log") != str(path):
+                return  # a new attempt began elsewhere: its log is another file
+            time.sleep(poll)
 
 
 class Job:
@@ -140,7 +195,8 @@ class Job:
         Raises:
             UserError: it has not started, or ran on a machine whose files are not here.
         """
-        return log_path(self.record).read_text(errors="replace")
+        data = b"".join(log_chunks(self._store, self.id, follow=False))
+        return data.decode(errors="replace")
 
     def cancel(self) -> JobRecord:
         """Cancel it: at once if not started, else its agent stops it within a heartbeat.
@@ -201,7 +257,8 @@ def submit(
         hub: an open hub to use instead.
 
     Returns:
-        The :class:`Job`, already placed if a template had room.
+        The :class:`Job`, already placed if a template had room. Logged in to a
+        server (``lakecache login``), the job is submitted there, as that user.
 
     Raises:
         NotFoundError: unknown queue, dataset or ref (the hint says how to list them).

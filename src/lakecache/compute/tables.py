@@ -1,4 +1,5 @@
-"""Tables for compute capacity, templates, queues, jobs, their attempts and timelines (0009).
+"""Tables for compute capacity, templates, queues, jobs, their attempts and timelines (0009)
+and the tokens a job runs with (0010).
 
 Registered on the catalog's one :data:`~lakecache.catalog.tables.metadata`, so
 the schema test compares them with what migration 0009 creates. CPU is kept in
@@ -165,4 +166,20 @@ compute_job_attempts = Table(
     Column("exit_code", Integer, nullable=True),
     Column("outcome", String(16), nullable=True),
     UniqueConstraint("job_id", "number"),
+)
+
+compute_job_tokens = Table(
+    "compute_job_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("compute_jobs.id", ondelete="CASCADE"), nullable=False),
+    # The attempt it was minted for: it authenticates only while that attempt runs.
+    Column("attempt", Integer, nullable=False),
+    Column("prefix", String(32), nullable=False),
+    # SHA-256 of the whole token, as for API tokens; the secret is never stored.
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    UniqueConstraint("prefix"),
+    Index(None, "job_id"),
 )

@@ -49,6 +49,7 @@ from lakecache.server.routes import (
     commits,
     datasets,
     fills,
+    jobs,
     lake,
     topology,
     users,
@@ -114,7 +115,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(_Guard, plane=opened)
 
-    for module in (auth, users, datasets, commits, caches, fills, topology, lake):
+    for module in (auth, users, datasets, commits, caches, fills, topology, jobs, lake):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_api_route(
         f"{API_PREFIX}/server",

@@ -24,6 +24,11 @@ a route added later included, is 403 for them until someone adds it there),
 and the routes themselves narrow what they reach to their site's caches and
 the datasets cached there. The lake's routes (``/api/v1/lake``) check each
 dataset's role themselves, which lets an agent user read and never write.
+
+Job tokens (``lcj_...``, :mod:`lakecache.compute.tokens`) are what a running
+job authenticates with: its submitter, narrowed to reading the job's input
+datasets (:data:`JOB_ROUTES` and the lake's routes), never an org admin's
+rights, and only while that attempt of the job runs.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from __future__ import annotations
 import hmac
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 
 from lakecache.catalog.accounts import ROLE_RANK, UserRecord
-from lakecache.errors import DatasetNotFoundError
+from lakecache.compute.tokens import JobGrant, JobTokens, is_job_token
+from lakecache.errors import DatasetNotFoundError, NotFoundError
 from lakecache.server.errors import AuthenticationError, PermissionDeniedError
 from lakecache.server.runtime import ControlPlane
 
@@ -84,6 +91,35 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/files/{{path}}"),
         ("GET", f"{_API}/datasets/{{dataset}}/diff"),
         ("GET", f"{_API}/datasets/{{dataset}}/caches"),
+        # Its site's jobs (lakecache.server.routes.jobs): take, run, report, fenced.
+        ("GET", f"{_API}/compute/capacity"),
+        ("GET", f"{_API}/templates"),
+        ("GET", f"{_API}/queues"),
+        ("GET", f"{_API}/jobs"),
+        ("GET", f"{_API}/jobs/{{job_id}}"),
+        ("GET", f"{_API}/jobs/{{job_id}}/log"),
+        ("POST", f"{_API}/scheduler/pass"),
+        ("GET", f"{_API}/sites/{{site}}/placed-jobs"),
+        ("POST", f"{_API}/jobs/{{job_id}}/claim"),
+        ("POST", f"{_API}/jobs/{{job_id}}/heartbeat"),
+        ("POST", f"{_API}/jobs/{{job_id}}/events"),
+        ("POST", f"{_API}/jobs/{{job_id}}/finish"),
+        ("POST", f"{_API}/jobs/{{job_id}}/release"),
+        ("PUT", f"{_API}/jobs/{{job_id}}/log"),
+    }
+)
+#: (method, route template): the API a running job's own token may call, besides the
+#: lake's routes: reads of the datasets it takes as inputs (see lakecache.compute.tokens).
+JOB_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", f"{_API}/auth/session"),
+        ("GET", f"{_API}/datasets/{{dataset}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/tags"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree/{{path}}"),
+        ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/files/{{path}}"),
     }
 )
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
@@ -100,10 +136,14 @@ class Principal:
     user: UserRecord
     via: Literal["token", "session"]
     csrf_token: str | None = None
+    #: Set for a running job's own token: it reads the job's input datasets, as its
+    #: submitter, and nothing else.
+    job: JobGrant | None = None
 
     @property
     def org_admin(self) -> bool:
-        return self.user.org_admin
+        # A job's token never carries its submitter's org-admin rights.
+        return self.user.org_admin and self.job is None
 
 
 def get_plane(request: Request) -> ControlPlane:
@@ -119,6 +159,8 @@ def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+        if is_job_token(token.strip()):
+            return _job_principal(plane, token.strip(), now)
         user = plane.accounts.authenticate_token(token.strip(), now)
         if user is None:
             raise AuthenticationError(
@@ -143,12 +185,36 @@ def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
     return None
 
 
+def _job_principal(plane: ControlPlane, token: str, now: datetime) -> Principal:
+    grant = JobTokens(plane.hub.catalog).authenticate(token, now)
+    user = None
+    if grant is not None:
+        try:
+            user = plane.accounts.get_user(grant.submitted_by)
+        except NotFoundError:
+            user = None
+    if grant is None or user is None or user.disabled:
+        raise AuthenticationError(
+            "the job token is unknown, or its job attempt has ended",
+            hint="A job's token works only while that attempt of the job runs.",
+        )
+    return Principal(user, "token", job=grant)
+
+
 def require_user(request: Request, plane: Annotated[ControlPlane, Depends(get_plane)]) -> Principal:
     """Dependency: an authenticated caller, else 401; an agent user only on
     :data:`AGENT_ROUTES` (and the lake's routes), else 403."""
     principal = authenticate(request, plane)
     if principal is None:
         raise AuthenticationError("log in first")
+    if principal.job is not None:
+        template = route_template(request)
+        if not template.startswith(_LAKE_PREFIX) and (request.method, template) not in JOB_ROUTES:
+            raise PermissionDeniedError(
+                f"this is the token of job {principal.job.job_id}: it reads the job's inputs "
+                "and nothing else",
+                hint="Do this with your own token (`lakecache login`), not the job's.",
+            )
     site = principal.user.agent_site
     if site is not None:
         template = route_template(request)
@@ -193,6 +259,12 @@ def dataset_role(plane: ControlPlane, principal: Principal, dataset: str) -> str
     A site's agent user reads the datasets cached (or being cached) on its
     site's volumes, and nothing else: an evicted cache no longer counts.
     """
+    if principal.job is not None:
+        # Never more than the submitter may read, and only the job's inputs.
+        if dataset not in principal.job.datasets:
+            return None
+        plain = Principal(principal.user, principal.via)
+        return "reader" if dataset_role(plane, plain, dataset) is not None else None
     site = principal.user.agent_site
     if site is not None:
         return "reader" if dataset in plane.topology.datasets_cached_at(site) else None
@@ -227,6 +299,12 @@ def require_dataset(
 
 def visible_datasets(plane: ControlPlane, principal: Principal) -> dict[str, str] | None:
     """Dataset -> role for a member; None for an org admin (every dataset, as admin)."""
+    if principal.job is not None:
+        return {
+            d: "reader"
+            for d in sorted(principal.job.datasets)
+            if dataset_role(plane, principal, d) is not None
+        }
     site = principal.user.agent_site
     if site is not None:
         return dict.fromkeys(plane.topology.datasets_cached_at(site), "reader")
