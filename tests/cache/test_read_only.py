@@ -99,6 +99,9 @@ def test_a_job_that_is_not_root_cannot_change_a_cache(
     source = svc.cache_path(first) / "Edema" / "00000.png"
     assert shared.stat().st_ino == source.stat().st_ino  # one inode, two caches
     before = shared.read_bytes()
+    # The job runs as the user that owns the volume (an agent and its jobs often share
+    # a service account): only the modes stand between it and the shared inode.
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(onprem)], check=True)
 
     read = run_as_nobody("sh", "-c", 'cat "$1" > /dev/null', "sh", str(shared))
     assert read.returncode == 0  # the job reaches and reads the file: the mode is what stops it

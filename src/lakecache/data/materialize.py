@@ -7,6 +7,8 @@ in parallel); large blobs are streamed alone. Every blob's BLAKE3 is checked
 before its file appears: each file is written under a temporary name in its
 own folder and renamed into place, so a failure (a damaged object, the lake
 going away, a kill) never leaves a half-written file under a real name.
+A cache's files are written read-only (0444, 0555 if executable) as they are
+written; a pull into a user's folder keeps the user's modes.
 
 Used by ``pull`` (into any folder) and by cache fills (into a staging folder).
 """
