@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from lakecache.server.app import create_app
+from lakecache.server.auth import AGENT_ROUTES
 from server.live import PASSWORD, World
 
 AGENT = "agnes"
@@ -51,8 +52,8 @@ class Row:
     ok: int
     #: (world, caller) -> (path, request kwargs); default: the template itself.
     make: Callable[[World, str | None], tuple[str, dict[str, Any]]] | None = None
-    #: What the agent user gets; None: what a reader gets for a reader's or a user's row,
-    #: else 403.
+    #: What the agent user gets; None: what anyone gets for a public row, what a reader
+    #: gets for a user's or reader's row on the agent's list (AGENT_ROUTES), else 403.
     agent: int | None = None
     #: Run after each caller's request (to undo what it did to the world).
     after: Callable[[World, str | None], None] | None = None
@@ -640,7 +641,11 @@ def expected(row: Row, who: str | None) -> int:
     if who == AGENT:
         if row.agent is not None:
             return row.agent
-        return row.ok if row.needs in ("public", "user", "reader") else 403
+        if row.needs == "public":
+            return row.ok
+        if (row.method, row.template) not in AGENT_ROUTES:
+            return 403  # anything not on the agent's list, a route added later included
+        return row.ok if row.needs in ("user", "reader") else 403
     if RANK[who] >= NEEDS[row.needs]:
         return row.ok
     if who is None:
