@@ -91,6 +91,23 @@ class LakeAccess:
     and how to sign URLs for the lake (None for a lake that is streamed instead).
 
     Thread-safe. Made once per app, on first use.
+
+    Scopes outlive the blob index they were worked out from. A commit never
+    changes, but where its blobs lie does: lake garbage collection rewrites a
+    mostly-garbage pack into a new one and re-points the index there (the old
+    pack is deleted once condemned), and puts back blobs the index had lost
+    (a commit may have named them while they were unlocated). The collector
+    may run in another process, or on another machine, so this server is not
+    told. Instead a scope is checked when it fails: a request for a key that
+    the blob index records (a pack or a loose blob), which no scope of the
+    named datasets holds, makes the server check those scopes against the
+    index (:meth:`refresh_stale`), one batched query over the packs they
+    name; a scope that names a pack the index no longer has, or that was
+    worked out while some of its blobs were unlocated, is worked out again
+    from the current index, once, and the request placed again. Reads keep
+    the cost of a scope that is right; a stale scope costs one pass over its
+    manifest, the first time it misses. A stale scope never grants too much:
+    it names only packs that held the commit's blobs, and a pack never changes.
     """
 
     def __init__(self, plane: ControlPlane) -> None:
@@ -123,10 +140,51 @@ class LakeAccess:
             try:
                 scope = CommitScope.parse(path.read_text())
             except FileNotFoundError:
-                with open_index(self.plane, commit.manifest) as idx:
-                    scope = self._scope_of(e.digest for e in idx.entries())
-                self._save(path, scope)
+                scope = self._work_out(commit_id, commit)
             return self._remember(commit_id, scope)
+
+    def _work_out(self, commit_id: str, commit: Commit) -> CommitScope:
+        """A commit's scope from its manifest and the blob index as it is now; saved."""
+        with open_index(self.plane, commit.manifest) as idx:
+            scope = self._scope_of(e.digest for e in idx.entries())
+        self._save(self._scope_dir / f"{commit_id}.scope", scope)
+        return scope
+
+    def refresh_stale(self, datasets: Iterable[str]) -> int:
+        """Work out again the scopes of ``datasets``' commits that the blob index has left
+        behind (see the class doc); return how many.
+
+        A scope is stale when it names a pack the index no longer records (garbage
+        collection rewrote it into a new pack), or when some of its commit's blobs
+        were unlocated as it was worked out (they may be located now). Costs one
+        query per :data:`LOCATE_CHUNK` packs named, and a manifest pass per stale scope.
+        """
+        stale: list[tuple[str, Commit, CommitScope]] = []
+        batch: list[tuple[str, Commit, CommitScope]] = []
+        named: set[str] = set()
+
+        def check() -> None:
+            recorded = self.plane.hub.catalog.pack_sizes(named)
+            for commit_id, commit, scope in batch:
+                if scope.unlocated or any(p not in recorded for p in scope.pack_ids):
+                    stale.append((commit_id, commit, scope))
+            batch.clear()
+            named.clear()
+
+        for commits in self._commits(list(datasets)):
+            for c in commits:
+                scope = self.commit_scope(c.id, c)
+                batch.append((c.id, c, scope))
+                named.update(scope.pack_ids)
+                if len(named) >= LOCATE_CHUNK:
+                    check()
+        check()
+        for commit_id, commit, scope in stale:
+            with self._building_lock(commit_id):
+                if self._cached(commit_id) not in (scope, None):
+                    continue  # another request worked it out again meanwhile
+                self._remember(commit_id, self._work_out(commit_id, commit))
+        return len(stale)
 
     def _cached(self, commit_id: str) -> CommitScope | None:
         with self._lock:
@@ -149,10 +207,14 @@ class LakeAccess:
         catalog = self.plane.hub.catalog
         keys: set[str] = set()
         extents: dict[str, list[tuple[int, int]]] = {}
+        unlocated = 0
         it = iter(digests)
         while chunk := list(itertools.islice(it, LOCATE_CHUNK)):
             touched = set()
-            for loc in catalog.locate_blobs(set(chunk)).values():
+            wanted = set(chunk)
+            located = catalog.locate_blobs(wanted)
+            unlocated += len(wanted) - len(located)
+            for loc in located.values():
                 if loc.pack_id is None:
                     keys.add(loc.key)
                     continue
@@ -168,7 +230,7 @@ class LakeAccess:
             merged = merge_extents(ext)
             if merged != ((0, sizes.get(pid, -1)),):
                 partial[key] = merged
-        return CommitScope(frozenset(keys), partial)
+        return CommitScope(frozenset(keys), partial, unlocated)
 
     def _save(self, path: Path, scope: CommitScope) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,7 +256,20 @@ class LakeAccess:
         """
         datasets = list(datasets)
         wanted = set(keys)
-        left = set(wanted)
+        left, in_part = self._unplaced(datasets, wanted)
+        if self._indexed(left - in_part) and self.refresh_stale(datasets):
+            left, _ = self._unplaced(datasets, left)
+        for key in [k for k in left if key_kind(k)[0] == "pack"]:
+            size = self.plane.hub.catalog.pack_sizes([key_kind(key)[1]]).get(key_kind(key)[1])
+            if size is not None and self.readable_ranges(datasets, key) == ((0, size),):
+                left.discard(key)
+        return wanted - left
+
+    def _unplaced(self, datasets: list[str], keys: set[str]) -> tuple[set[str], set[str]]:
+        """(the keys that no commit of ``datasets`` references whole, those of them that
+        some commit references in part), as the commits' scopes say."""
+        left = set(keys)
+        in_part: set[str] = set()
         for commits in self._commits(datasets):
             if not left:
                 break
@@ -204,14 +279,29 @@ class LakeAccess:
             if not any(key_kind(k)[0] in ("pack", "blob") for k in left):
                 continue
             for c in commits:
-                left -= self.commit_scope(c.id, c).whole
+                scope = self.commit_scope(c.id, c)
+                left -= scope.whole
+                in_part |= left & scope.keys
                 if not left:
                     break
-        for key in [k for k in left if key_kind(k)[0] == "pack"]:
-            size = self.plane.hub.catalog.pack_sizes([key_kind(key)[1]]).get(key_kind(key)[1])
-            if size is not None and self.readable_ranges(datasets, key) == ((0, size),):
-                left.discard(key)
-        return wanted - left
+        return left, in_part & left
+
+    def _indexed(self, keys: Iterable[str]) -> bool:
+        """Whether the blob index records any of these packs or loose blobs: only such a
+        miss can be a stale scope's (a made-up key never makes scopes be checked)."""
+        catalog = self.plane.hub.catalog
+        packs, loose = [], []
+        for key in keys:
+            kind, ident = key_kind(key)
+            if kind == "pack":
+                packs.append(ident)
+            elif kind == "blob":
+                loose.append(ident)
+        if packs and catalog.pack_sizes(packs):
+            return True
+        return bool(loose) and any(
+            loc.pack_id is None for loc in catalog.locate_blobs(loose).values()
+        )
 
     def readable_ranges(self, datasets: Iterable[str], key: str) -> Extents:
         """The byte ranges of pack ``key`` that hold blobs of ``datasets`` (merged, sorted).
@@ -272,13 +362,20 @@ class CommitScope:
 
     keys: frozenset[str]
     partial: Mapping[str, Extents]
+    #: The commit's blobs the index did not locate when this was worked out (0: none).
+    unlocated: int = 0
 
     @cached_property
     def whole(self) -> frozenset[str]:
         return self.keys - self.partial.keys()
 
+    @cached_property
+    def pack_ids(self) -> frozenset[str]:
+        """The ids of the packs this scope names (whole or in part)."""
+        return frozenset(key_kind(k)[1] for k in self.keys if k.startswith("packs/"))
+
     def dump(self) -> str:
-        lines = []
+        lines = [f"? {self.unlocated}"] if self.unlocated else []
         for key in sorted(self.keys):
             ranges = self.partial.get(key)
             if ranges is None:
@@ -289,13 +386,16 @@ class CommitScope:
 
     @classmethod
     def parse(cls, text: str) -> CommitScope:
-        keys, partial = set(), {}
+        keys, partial, unlocated = set(), {}, 0
         for line in text.splitlines():
             key, *rest = line.split()
+            if key == "?":  # blobs the index did not locate when this was worked out
+                unlocated = int(rest[0])
+                continue
             keys.add(key)
             if rest and rest[0] == "~":  # only parts of this pack: their ranges follow
                 partial[key] = tuple((int(a), int(b)) for a, b in (r.split("-") for r in rest[1:]))
-        return cls(frozenset(keys), partial)
+        return cls(frozenset(keys), partial, unlocated)
 
 
 def lake_access(request: Request) -> LakeAccess:
