@@ -35,6 +35,14 @@ def source(request: pytest.FixtureRequest, lake: Lake, tmp_path: Path) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["stream", "cache"])
+def s3_source(request: pytest.FixtureRequest, s3_lake: Lake, tmp_path: Path) -> str:
+    """The SeaweedFS lake, read from itself or from a ready cache of xray@v1."""
+    if request.param == "cache":
+        add_cache(s3_lake, tmp_path / "vol")
+    return str(request.param)
+
+
 def loader(dataset: Any, start: str, **kw: Any) -> DataLoader[Any]:
     return DataLoader(dataset, num_workers=2, multiprocessing_context=start, **kw)
 
@@ -155,6 +163,8 @@ def test_the_lease_keeps_a_cache_from_eviction_while_training(
     assert ds.source == "cache"
     folder = Path(svc.cache_path(svc.topology.get_cache(cache_id)))
     time.sleep(1.5)  # past the volume's TTL: unleased, it would be evicted now
+    assert svc.topology.get_cache(cache_id).leases == 1
+    assert not svc.evict(cache_id)  # asked for by name, it is refused too
     for epoch in range(2):
         svc.gc()
         assert svc.topology.get_cache(cache_id).state == "ready"
@@ -244,8 +254,9 @@ def read_as_rank(rank: int, settings: Settings, port: int, out: str) -> None:
 
 @pytest.mark.timeout(240)
 def test_distributed_ranks_split_an_epoch_between_them(
-    lake: Lake, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_lake: Lake, s3_source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    lake, source = s3_lake, s3_source
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     out = tmp_path / "ranks"
     out.mkdir()
