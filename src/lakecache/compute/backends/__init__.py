@@ -15,6 +15,7 @@ from lakecache.compute.backends.base import Backend, BackendError, Exit, LaunchS
 #: Backend name -> "module:class".
 REGISTRY = {
     "local": "lakecache.compute.backends.local:LocalBackend",
+    "container": "lakecache.compute.backends.container:ContainerBackend",
 }
 
 __all__ = ["REGISTRY", "Backend", "BackendError", "Exit", "LaunchSpec", "open_backend"]
