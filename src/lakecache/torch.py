@@ -391,7 +391,8 @@ class CommitDataset(_Samples, torch.utils.data.Dataset[Any]):
         if not -n <= index < n:
             raise IndexError(f"index {index} is out of range for {n} samples")
         index %= n
-        self._locate()
+        if self._located_in != os.getpid():
+            self._locate()
         for step in range(n):
             entry, label = self.samples[(index + step) % n]
             ok, sample = self._decode(entry, self.reader.read(entry))
@@ -404,9 +405,9 @@ class CommitDataset(_Samples, torch.utils.data.Dataset[Any]):
     def _locate(self) -> None:
         # From the lake, where every blob is (one query per few thousand files),
         # once per process, rather than one catalog lookup per item.
-        if self.reader.cache is None and self._located_in != os.getpid():
+        if self.reader.cache is None:
             self.reader.locate_all(e for e, _ in self.samples)
-            self._located_in = os.getpid()
+        self._located_in = os.getpid()
 
 
 class StreamingDataset(_Samples, torch.utils.data.IterableDataset[Any]):

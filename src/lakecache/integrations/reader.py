@@ -426,9 +426,19 @@ class CommitReader:
 
     def read(self, entry: ManifestEntry) -> bytes:
         """The whole file; from the cache as it is, from the lake verified."""
-        self._here()
-        local = self.local_path(entry)
-        data = self._read_local(local, entry) if local is not None else self._blob(entry)
+        # The hot path of a map-style dataset on a cache: as few calls as a plain
+        # open().read() (the target is at least 90% of its speed).
+        if self._pid != os.getpid():
+            self._here()
+        cache = self.cache
+        if cache is not None:
+            try:
+                with open(cache.root + "/" + entry.path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError as exc:
+                raise self.cache_lost(entry) from exc
+        else:
+            data = self._blob(entry)
         self.counters.add(len(data))
         return data
 
