@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from lakecache.errors import NotFoundError, UserError
-from lakecache.integrations.reader import SPILL_OVER, CommitReader
+from lakecache.integrations.reader import READ_AHEAD_FILES, SPILL_OVER, CommitReader
 from lakecache.lake.objects import ManifestEntry, normalize_folder
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ class LakecacheFileSystem(AbstractFileSystem):
                     site=self.site,
                     cached=self.cached,
                     settings=self.settings,
+                    read_ahead=READ_AHEAD_FILES,
                 )
                 files, nbytes = reader.folder_totals("") or (0, 0)
                 reader.record(files, nbytes, reader="fsspec")

@@ -145,3 +145,25 @@ def test_reads_are_reported_with_their_source(lake: Lake, source: str) -> None:
         ("xray", source, "fsspec", len(lake.files))
     ]
     assert heard[0].commit_id == lake.hub.catalog.resolve("xray", "v1")
+
+
+def test_files_read_one_by_one_are_fetched_ahead(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = LakecacheFileSystem(settings=lake.settings, cached=False, skip_instance_cache=True)
+    try:
+        lake_of_reader = fs.reader("xray@v1").hub.lake
+        real_get = lake_of_reader.get
+        gets: list[str] = []
+
+        def get(key: str, start: int = 0, length: int | None = None) -> bytes:
+            gets.append(key)
+            return real_get(key, start, length)
+
+        monkeypatch.setattr(lake_of_reader, "get", get)
+        folder = sorted(p for p in lake.files if p.startswith("images/Hernia/"))
+        for path in folder:  # as a loop of PIL.Image.open(fs.open(path)) would
+            assert fs.cat_file(f"xray@v1/{path}") == lake.files[path]
+        assert len(gets) == 1  # the first file's GET brought its neighbours too
+    finally:
+        fs.close()

@@ -72,8 +72,12 @@ CHUNK_FILES = 256
 CHUNK_BYTES = 32 << 20
 #: Chunks fetched ahead of the one being read.
 CHUNKS_AHEAD = 2
-#: Blobs kept whole in memory for ranged reads of one file (fsspec ``open``).
-BLOBS_KEPT = 8
+#: Bytes of verified blobs kept in memory for the reads that follow (ranges of one
+#: file, the neighbours fetched ahead).
+KEPT_BYTES = 64 << 20
+#: Files after the one asked for, in its folder, fetched in the same GET when they
+#: are its neighbours in a pack (``read_ahead`` of fsspec's reader).
+READ_AHEAD_FILES = 32
 #: A blob larger than this is spilled to a temporary file for ranged reads.
 SPILL_OVER = 16 << 20
 
@@ -166,6 +170,10 @@ class CommitReader:
         settings, hub: where the lake and catalog are (default:
             :meth:`lakecache.Settings.load`); a given hub stays the caller's to close.
         lease_ttl: how long the lease outlives a reader whose process died.
+        read_ahead: from the lake, a file read alone brings up to this many of the
+            files after it in its folder, when they are its neighbours in a pack
+            (one GET; they are kept, verified, for the reads that follow). 0 for
+            random access, where they would be fetched for nothing.
 
     Raises:
         NotFoundError: the dataset, the ref or a path does not exist, or
@@ -186,6 +194,7 @@ class CommitReader:
         settings: Settings | None = None,
         hub: Hub | None = None,
         lease_ttl: timedelta = timedelta(seconds=60),
+        read_ahead: int = 0,
     ) -> None:
         from lakecache.data.dataset import split_ref
         from lakecache.data.hub import Hub as _Hub
@@ -201,6 +210,8 @@ class CommitReader:
         self.settings: Settings = hub.settings
         self.dataset = name
         self.prefixes = tuple(sorted({normalize_folder(p) for p in paths})) if paths else ("",)
+        self.read_ahead = read_ahead
+        self._kept_bytes = 0
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._hub: Hub | None = hub
@@ -276,6 +287,7 @@ class CommitReader:
             "commit_id": self.commit_id,
             "manifest": self.manifest,
             "cache": self.cache,
+            "read_ahead": self.read_ahead,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -286,6 +298,8 @@ class CommitReader:
         self.commit_id = state["commit_id"]
         self.manifest = state["manifest"]
         self.cache = state["cache"]
+        self.read_ahead = state["read_ahead"]
+        self._kept_bytes = 0
         self._lock = threading.RLock()
         self._pid = -1  # not the owner: everything is reopened here on first use
         self._hub = None
@@ -309,6 +323,7 @@ class CommitReader:
             self._hub = None
             self._index = None
             self._blobs = OrderedDict()
+            self._kept_bytes = 0
             self._spill_dir = None
             self._lease = None
             self._finalizer = None
@@ -638,23 +653,81 @@ class CommitReader:
                 self._blobs.move_to_end(entry.digest)
                 return kept
         loc = self._locate([entry])[entry.digest]
-        out: bytes | str
-        if spill and loc.size > SPILL_OVER:
-            out = self._spill(entry, loc)
-        else:
-            out = _verified(
-                entry, loc.key, loc.offset, self._get(entry, loc.key, loc.offset, loc.size)
-            )
-            if not spill:
-                return out  # a whole-file read: nobody asks for this blob's ranges
+        if loc.size > SPILL_OVER:
+            if not spill:  # a whole-file read: the caller holds the bytes, nobody else
+                whole = self._get(entry, loc.key, loc.offset, loc.size)
+                return _verified(entry, loc.key, loc.offset, whole)
+            path = self._spill(entry, loc)
+            self._keep(entry.digest, path, 0)
+            return path
+        if loc.pack_id and self.read_ahead > 0:
+            return self._fetch_with_neighbours(entry, loc)
+        data = _verified(
+            entry, loc.key, loc.offset, self._get(entry, loc.key, loc.offset, loc.size)
+        )
+        self._keep(entry.digest, data, len(data))
+        return data
+
+    def _fetch_with_neighbours(self, entry: ManifestEntry, loc: BlobLocation) -> bytes:
+        """The blob, and in the same GET the next files of its folder lying near it in its pack.
+
+        A neighbour whose bytes do not verify is not kept: reading it later
+        fetches it alone and fails then, naming it.
+        """
+        from lakecache.data.materialize import plan_ranges
+
+        folder, _, name = entry.path.rpartition("/")
+        items, _ = self.index.ls_page(folder, limit=self.read_ahead, after=("f", name))
         with self._lock:
-            self._blobs[entry.digest] = out
-            while len(self._blobs) > BLOBS_KEPT:
+            near = {
+                i.digest: ManifestEntry(i.path, i.digest, i.size)
+                for i in items
+                if not i.is_dir
+                and i.digest
+                and i.size <= SPILL_OVER
+                and i.digest not in self._blobs
+            }
+        near.pop(entry.digest, None)
+        locs = self._locate(near.values()) if near else {}
+        same_pack = [x for x in locs.values() if x.pack_id == loc.pack_id]
+        by_digest = {**near, entry.digest: entry}
+        for r in plan_ranges([loc, *same_pack]):
+            if all(digest != entry.digest for digest, _, _ in r.blobs):
+                continue
+            data = self._get(entry, r.key, r.start, r.length)
+            out = b""
+            for digest, off, n in r.blobs:
+                e = by_digest[digest]
+                try:
+                    blob = _verified(e, r.key, r.start + off, data[off : off + n])
+                except IntegrityError:
+                    if digest == entry.digest:
+                        raise
+                    continue
+                self._keep(digest, blob, n)
+                if digest == entry.digest:
+                    out = blob
+            return out
+        raise AssertionError("plan_ranges lost the blob asked for")
+
+    def _keep(self, digest: str, value: bytes | str, nbytes: int) -> None:
+        """Keep a verified blob (bytes, or a spilled file's path), least recently used out."""
+        with self._lock:
+            before = self._blobs.pop(digest, None)  # two threads fetched it at once
+            if isinstance(before, bytes):
+                self._kept_bytes -= len(before)
+            self._blobs[digest] = value
+            self._kept_bytes += nbytes
+            # The newest stays, whatever its size: it is the one being read.
+            while len(self._blobs) > 1 and (
+                self._kept_bytes > KEPT_BYTES or len(self._blobs) > 4096
+            ):
                 _, old = self._blobs.popitem(last=False)
                 if isinstance(old, str):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(old)
-        return out
+                else:
+                    self._kept_bytes -= len(old)
 
     def _spill(self, entry: ManifestEntry, loc: BlobLocation) -> str:
         with self._lock:
@@ -698,6 +771,7 @@ class CommitReader:
                 self._spill_dir.cleanup()
             self._spill_dir = None
             self._blobs.clear()
+            self._kept_bytes = 0
             if self._hub is not None and self._own_hub and self._pid == os.getpid():
                 self._hub.close()
             self._hub = None
