@@ -12,7 +12,8 @@ traceback for a :class:`LakecacheError`.
     │   ├── NotFoundError          dataset, ref, commit or path that does not exist
     │   │   └── DatasetNotFoundError
     │   ├── AlreadyExistsError
-    │   └── AmbiguousRefError      a commit prefix that matches several commits
+    │   ├── AmbiguousRefError      a commit prefix that matches several commits
+    │   └── AccountDisabledError   the right password, for an account an admin disabled
     ├── ConflictError              someone else moved the branch while you committed
     │   ├── TakenOverError         a newer worker took over this fill or eviction: stop
     │   └── LeaseLostError         a lease lapsed and its cache was evicted
@@ -57,6 +58,12 @@ class DatasetNotFoundError(NotFoundError):
     default_hint = (
         "List datasets with `lakecache data ls`, or create one with `lakecache data init NAME`."
     )
+
+
+class AccountDisabledError(UserError):
+    """The password was right, but an org admin disabled the account."""
+
+    default_hint = "Ask an org admin to enable it: `lakecache user enable NAME`."
 
 
 class AlreadyExistsError(UserError):

@@ -21,16 +21,22 @@ MAIN = "main"
 HEAD_ALIASES = frozenset({"latest", "HEAD", MAIN})
 
 
+#: The rule for dataset, user, site, volume and compute names, in words.
+NAME_RULE = (
+    "Use 1 to 64 characters: lowercase letters, digits, '.', '_' or '-', "
+    "starting with a letter or a digit (for example 'chest-xray')."
+)
+#: The rule for tag and branch names, in words.
+REF_RULE = (
+    "Use 1 to 128 characters: letters, digits, '.', '_' or '-', starting with a letter or a "
+    "digit; not 'latest', 'main' or 'HEAD', and not a 64-character commit id."
+)
+
+
 def check_dataset_name(name: str) -> str:
     """Return ``name`` if it can name a dataset, else raise :class:`UserError` with the rule."""
     if not isinstance(name, str) or not _DATASET_NAME.fullmatch(name):
-        raise UserError(
-            f"invalid dataset name {name!r}",
-            hint=(
-                "Use 1 to 64 characters: lowercase letters, digits, '.', '_' or '-', "
-                "starting with a letter or a digit (for example 'chest-xray')."
-            ),
-        )
+        raise UserError(f"invalid dataset name {name!r}", hint=NAME_RULE)
     return name
 
 
@@ -41,12 +47,8 @@ def check_ref_name(name: str, kind: str) -> str:
     64-hex commit id (it would shadow that commit), and the head aliases
     ``latest``/``HEAD`` in any case (``main`` too for a tag).
     """
-    rule = (
-        "Use 1 to 128 characters: letters, digits, '.', '_' or '-', "
-        "starting with a letter or a digit."
-    )
     if not isinstance(name, str) or not _REF_NAME.fullmatch(name):
-        raise UserError(f"invalid {kind} name {name!r}", hint=rule)
+        raise UserError(f"invalid {kind} name {name!r}", hint=REF_RULE)
     if _FULL_ID.fullmatch(name.lower()):
         raise UserError(
             f"{kind} name {name!r} looks like a commit id",

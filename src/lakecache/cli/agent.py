@@ -34,7 +34,6 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
     are mounted. Stop it with Ctrl-C; fills in flight finish or resume later.
     """
     from lakecache.cache.agent import SiteAgent
-
     from lakecache.server.logs import quiet_libraries
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

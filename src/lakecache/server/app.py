@@ -221,7 +221,12 @@ def path_problem(raw_path: bytes, path: str) -> str | None:
     """Why a request path is refused, or None. Checked before routing, on every request."""
     lowered = raw_path.lower()
     if any(s in lowered for s in _SMUGGLED):
-        return "encoded '/', '\\', '.' or NUL in the request path"
+        # Usually a name with '/' or '.' in it, URL-encoded by the client: say so in words.
+        return (
+            "a name in the request path holds an encoded '/', '\\', '.' or NUL; names hold "
+            "only letters, digits, '.', '_' and '-', and a file path inside a dataset is "
+            "written with plain '/'"
+        )
     if "\\" in path or "\x00" in path:
         return "backslash or NUL in the request path"
     segments = path.split("/")[1:]

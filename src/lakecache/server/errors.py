@@ -22,6 +22,7 @@ The authentication errors below extend the project's hierarchy::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
 from lakecache.errors import (
+    AccountDisabledError,
     AlreadyExistsError,
     AmbiguousRefError,
     CatalogError,
@@ -92,6 +94,7 @@ class ErrorBody(BaseModel):
 _STATUS: list[tuple[type[LakecacheError], int, str]] = [
     (AuthenticationError, 401, "unauthenticated"),
     (PermissionDeniedError, 403, "forbidden"),
+    (AccountDisabledError, 403, "account_disabled"),
     (RateLimitedError, 429, "rate_limited"),
     (InvalidPathError, 400, "invalid_path"),
     (InvalidCursorError, 400, "invalid_cursor"),
@@ -197,16 +200,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        message, hint = explain_validation(exc.errors(), request.url.path)
         return error_response(
-            422,
-            "validation_error",
-            "; ".join(problems) or "invalid request",
-            "Check the request against the API spec at /api/v1/openapi.json.",
-            request_id=request_id_of(request),
+            422, "validation_error", message, hint, request_id=request_id_of(request)
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -238,3 +234,46 @@ def install(app: FastAPI) -> None:
             exc_info=exc,
         )
         return internal_error_response(500, "internal", request_id)
+
+
+#: What a name in each collection of the API names, for messages.
+_KINDS = {
+    "datasets": "dataset",
+    "users": "user",
+    "sites": "site",
+    "volumes": "volume",
+    "compute": "compute resource",
+    "templates": "template",
+    "queues": "queue",
+}
+
+
+def explain_validation(errors: Sequence[Any], path: str) -> tuple[str, str]:
+    """A request the models refused, in the words the CLI uses: (message, hint).
+
+    A name that breaks the naming rule gets the rule in words, as in local
+    mode; anything else names the field and what it must be, without pydantic's
+    internal locations.
+    """
+    from lakecache.catalog.names import NAME_RULE, REF_RULE
+
+    problems: list[str] = []
+    hint = "Check the request against the API reference at /api/v1/docs."
+    for err in list(errors)[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or "the request"
+        value = err.get("input")
+        kind = err.get("type", "")
+        if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
+            segments = [s for s in path.split("/") if s]
+            what = next((_KINDS[s] for s in reversed(segments) if s in _KINDS), "")
+            problems.append(f"invalid {what + ' ' if what else ''}name {value!r}")
+            hint = NAME_RULE
+        elif loc and loc[-1] in ("tag", "ref") and kind.startswith("string"):
+            problems.append(f"invalid {loc[-1]} {value!r}")
+            hint = REF_RULE
+        elif kind == "missing":
+            problems.append(f"{field} is missing")
+        else:
+            problems.append(f"{field}: {str(err.get('msg', 'invalid')).lower()}")
+    return "; ".join(problems) or "invalid request", hint

@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 
 from lakecache.catalog import accounts_tables as at
 from lakecache.catalog.accounts.base import AccountsBase, UserRecord, user_record
-from lakecache.errors import AlreadyExistsError, ConflictError, UserError
+from lakecache.errors import AccountDisabledError, AlreadyExistsError, ConflictError, UserError
 
 MIN_PASSWORD = 8
 _USER_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -162,7 +162,8 @@ class Users(AccountsBase):
             )
 
     def check_password(self, name: str, password: str) -> UserRecord | None:
-        """The user, if ``password`` is theirs and they are enabled; else None.
+        """The user, if ``password`` is theirs; else None. AccountDisabledError if the
+        password is right but the account is disabled.
 
         Costs one argon2 verification whether or not the user exists.
         """
@@ -175,8 +176,11 @@ class Users(AccountsBase):
             self._ph.verify(digest, password)
         except (VerificationError, InvalidHashError):
             return None
-        if row is None or row.disabled:
+        if row is None:
             return None
+        if row.disabled:
+            # Only someone who knows the password learns this: tell them what to do.
+            raise AccountDisabledError(f"the account {name!r} is disabled")
         if self._ph.check_needs_rehash(digest):
             with self._c._write() as conn:
                 conn.execute(

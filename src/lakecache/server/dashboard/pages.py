@@ -44,7 +44,7 @@ from lakecache.server.auth import (
 from lakecache.server.dashboard import render
 from lakecache.server.dashboard.lineage import layout
 from lakecache.server.dashboard.preview import text_preview
-from lakecache.server.errors import AuthenticationError, log, status_of
+from lakecache.server.errors import AuthenticationError, log, request_id_of, status_of
 from lakecache.server.models import CacheOut, DatasetOut, TreeItem, VolumeOut
 from lakecache.server.pagination import PageRequest, encode_cursor
 from lakecache.server.routes import caches as caches_api
@@ -108,7 +108,17 @@ def _render(request: Request, plane: ControlPlane, view: View) -> Response:
     except LakecacheError as exc:
         status, code = status_of(exc)
         if status >= 500:
-            log.warning("dashboard %s: %s: %s", request.url.path, code, exc.message)
+            # As in the API: the page names the request, the log holds what went wrong
+            # (a catalog error can carry the database's address).
+            rid = request_id_of(request)
+            log.error(
+                "dashboard %s: request %s: %s: %s", request.url.path, rid, code, exc.message
+            )
+            exc = LakecacheError(
+                f"internal error (request id {rid})",
+                hint="Try again later. If it persists, give the server's operator the request "
+                f"id {rid}: the server log has the details.",
+            )
         context = {"title": "Error", "section": "", "status": status, "error": exc}
         return render.page("error.html", _base(viewer, context), status=status)
     return render.page(template, _base(viewer, context))

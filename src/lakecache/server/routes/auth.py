@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 
 from lakecache.catalog.accounts import UserRecord
+from lakecache.errors import AccountDisabledError
 from lakecache.server.auth import SESSION_COOKIE, Plane, User
 from lakecache.server.errors import (
     COMMON_RESPONSES,
@@ -51,7 +52,11 @@ def _check_password(plane: ControlPlane, name: str, password: str, ip: str) -> U
             retry_after=wait,
             hint=f"Wait {wait} s. API tokens and open sessions keep working meanwhile.",
         )
-    user = accounts.check_password(name, password)
+    try:
+        user = accounts.check_password(name, password)
+    except AccountDisabledError:
+        accounts.record_login(name, ip, ok=False, now=now)
+        raise
     accounts.record_login(name, ip, ok=user is not None, now=now)
     if user is None:
         raise AuthenticationError(

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Query, Response
 
 from lakecache.catalog.names import HEAD_ALIASES
 from lakecache.catalog.topology import CacheRecord
-from lakecache.errors import NotFoundError
-from lakecache.server.auth import Plane, User, require_dataset, visible_datasets
+from lakecache.errors import AlreadyExistsError, NotFoundError
+from lakecache.server.auth import Plane, User, dataset_role, require_dataset, visible_datasets
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, Responses
 from lakecache.server.models import (
     CachePlace,
@@ -98,10 +98,21 @@ def list_datasets(
 
 @router.post("", response_model=DatasetOut, status_code=201, responses=_CONFLICT)
 def create_dataset(body: DatasetIn, principal: User, plane: Plane) -> DatasetOut:
-    """Create an empty dataset; you become its admin."""
-    plane.accounts.create_owned_dataset(
-        body.name, principal.user.name, body.description, now=plane.clock.now()
-    )
+    """Create an empty dataset; you become its admin.
+
+    A name taken by a dataset the caller cannot see is "not available", in the
+    same words as a reserved name, so that the answer does not tell that it exists.
+    """
+    try:
+        plane.accounts.create_owned_dataset(
+            body.name, principal.user.name, body.description, now=plane.clock.now()
+        )
+    except AlreadyExistsError:
+        if dataset_role(plane, principal, body.name) is not None:
+            raise  # they can see it: say plainly that it exists
+        raise AlreadyExistsError(
+            f"the name {body.name!r} is not available", hint="Choose another name."
+        ) from None
     return dataset_out(plane, body.name, "admin", [])
 
 
