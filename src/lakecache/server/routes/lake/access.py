@@ -113,6 +113,10 @@ class LakeAccess:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.presigner = S3Presigner.for_lake(plane.hub.lake)
+        from lakecache.server.routes.lake.verify import PackChecker  # verify imports this
+
+        #: Reads uploaded packs back to hash them, a bounded number of GETs at once.
+        self.pack_checker = PackChecker()
         self._scopes: OrderedDict[str, CommitScope] = OrderedDict()
         self._building: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()

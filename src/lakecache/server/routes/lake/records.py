@@ -31,13 +31,7 @@ from lakecache.server.errors import PermissionDeniedError
 from lakecache.server.routes.lake.access import allowed, lake_access
 from lakecache.server.routes.lake.grants import ungranted
 from lakecache.server.routes.lake.models import BlobIn, CommitFull, CommitIn, PackIn, Recorded
-from lakecache.server.routes.lake.verify import (
-    blob_digest,
-    check_pack_bytes,
-    pack_index,
-    read_back,
-    refuse_garbage,
-)
+from lakecache.server.routes.lake.verify import pack_index, refuse_garbage
 
 if TYPE_CHECKING:
     from lakecache.server.runtime import ControlPlane
@@ -50,12 +44,13 @@ CLOCK_SKEW = 300
 
 
 @router.post("/packs", response_model=Recorded)
-def record_pack(body: PackIn, principal: User, plane: Plane) -> Recorded:
+def record_pack(body: PackIn, request: Request, principal: User, plane: Plane) -> Recorded:
     """Record an uploaded pack and its blobs, once the server has hashed them (writers).
 
     The pack's index object must hash to ``pack_id`` and lay ``blob_count``
-    blobs end to end over ``size`` bytes; the pack object is then read back once
-    and every blob hashed against the index (:mod:`.verify`). A pack whose bytes
+    blobs end to end over ``size`` bytes; the pack object is then read back once,
+    in segments read at once, and every blob hashed against the index as it
+    arrives (:mod:`.verify`). A pack whose bytes
     lie is deleted and refused. The blobs are granted to the named datasets the
     caller writes (:mod:`.grants`). A pack recorded before is answered at once and
     grants nothing: whoever records it now did not upload it.
@@ -74,7 +69,7 @@ def record_pack(body: PackIn, principal: User, plane: Plane) -> Recorded:
             f"{body.size} bytes and {body.blob_count} blobs were declared"
         )
     try:
-        check_pack_bytes(key, read_back(lake, key), entries)
+        lake_access(request).pack_checker.check(lake, key, entries)
     except IntegrityError as exc:
         raise refuse_garbage(lake, key, exc) from None
     locs = [BlobLocation(d, n, body.pack_id, o) for d, o, n in entries]
@@ -83,7 +78,7 @@ def record_pack(body: PackIn, principal: User, plane: Plane) -> Recorded:
 
 
 @router.post("/blobs", response_model=Recorded)
-def record_blob(body: BlobIn, principal: User, plane: Plane) -> Recorded:
+def record_blob(body: BlobIn, request: Request, principal: User, plane: Plane) -> Recorded:
     """Record an uploaded large blob, once the server has read it back and hashed it (writers).
 
     An object whose bytes do not hash to its key is deleted and refused. The
@@ -96,7 +91,7 @@ def record_blob(body: BlobIn, principal: User, plane: Plane) -> Recorded:
     key = blob_key(body.digest)
     if catalog.locate_blobs([body.digest]):
         return Recorded(key=key, blobs=1)
-    digest, size = blob_digest(read_back(lake, key))
+    digest, size = lake_access(request).pack_checker.blob_digest(lake, key)
     if digest != body.digest:
         raise refuse_garbage(
             lake, key, IntegrityError(f"the bytes of {key} do not hash to its name")
