@@ -82,3 +82,13 @@ def test_a_failed_cache_shows_its_reason_apart_and_can_be_cleared(
     shot(page, artifacts, "15-failed-cache")
     clear.click()
     expect(row.locator("[data-field=state]")).to_have_text("evicted", timeout=30_000)
+
+
+def test_what_a_fill_evicted_to_make_room_shows_on_its_card(page: Any, dash: Dash) -> None:
+    topo = dash.plane.topology
+    rec = dash.plane.caches().request(DATASET, dash.commits["latest"], site="onprem")
+    said = "made room on onprem-nvme: evicted 1 cache(s), 20 kB: chest-xray@0123456789ab (20 kB)"
+    topo.set_report(rec.id, said)
+    log_in(page)
+    page.goto("/caches")
+    expect(page.locator(f"tr[data-cache='{rec.id}'] [data-field=report]")).to_have_text(said)

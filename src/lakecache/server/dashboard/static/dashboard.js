@@ -327,6 +327,7 @@
     row.dataset.request = c.request || "";
     setNote(row, "error", c.state === "failed" ? c.error : "");
     setNote(row, "agent-note", c.agent_note);
+    setNote(row, "report", c.report);
     const done = c.state === "ready" ? c.bytes : c.done_bytes;
     const pct = c.bytes ? percent(done, c.bytes) : c.state === "ready" ? 100 : 0;
     const bar = field(row, "progress");
