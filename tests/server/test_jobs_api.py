@@ -160,3 +160,29 @@ def test_only_the_submitter_or_an_org_admin_cancels_and_others_see_no_job(
     shown = w.call("wendy", "GET", path).json()
     assert [e["kind"] for e in shown["timeline"]] == ["queued", "placed", "cancelled"]
     assert shown["placement"][0]["verdict"] == "chosen"
+
+
+def test_the_remote_store_answers_a_stale_token_as_the_catalog_does(jobs_world: World) -> None:
+    """409 ``taken_over`` reads as the store's own answer for a stale token (``lost``,
+    False), which is what makes a runner stop and report nothing."""
+    from lakecache.client.connection import ServerConnection
+    from lakecache.client.jobs import RemoteJobs
+
+    w = jobs_world
+    conn = ServerConnection(w.url, w.tokens["agnes"])
+    try:
+        remote, now = RemoteJobs(conn), w.plane.clock.now()
+        job = remote.get_job(_submit(w)["id"])
+        token = remote.claim(job, "w", now=now)
+        assert token == 1 and remote.job_token(job.id, 1) is not None
+        store = ComputeStore(w.plane.hub.catalog)
+        assert store.release(job.id, 1, reason="silent", now=now)
+        assert remote.heartbeat(job.id, 1, now=now) == "lost"
+        assert remote.record(job.id, 1, "x", "y", now=now) is False
+        assert (
+            remote.finish(job.id, 1, state="succeeded", exit_code=0, reason=None, now=now) is False
+        )
+        assert remote.release(job.id, 1, reason="stop", now=now) is False
+        assert store.get_job(job.id).state in ("queued", "placed")
+    finally:
+        conn.close()

@@ -301,7 +301,7 @@ class RemoteJobs:
 
     def requeue_stale(self, *, now: datetime, stale_after: timedelta) -> list[tuple[int, str]]:
         """Requeue jobs whose worker went silent (and admit the queued, in the same pass)."""
-        return [(int(i), str(s)) for i, s in self._pass(stale_after)["moved"]]
+        return [(int(m["id"]), str(m["state"])) for m in self._pass(stale_after)["moved"]]
 
     def schedule(self, *, now: datetime, limit: int = 1000) -> int:
         """One scheduler pass on the server; jobs placed."""

@@ -215,16 +215,22 @@ class PassIn(BaseModel):
     stale_after_seconds: float | None = Field(default=None, gt=0, le=86400)
 
 
+class MovedJob(BaseModel):
+    """A job whose worker went silent: now ``queued`` again, or ``failed`` (its last try)."""
+
+    id: int
+    state: str
+
+
 class PassOut(BaseModel):
-    #: [job id, new state] of each job requeued or failed for a silent worker.
-    moved: list[tuple[int, str]]
+    moved: list[MovedJob]
     placed: int
 
 
 class ClaimJobIn(BaseModel):
     worker: str = Field(min_length=1, max_length=200)
     #: The attempt number the worker saw on the placed job (the compare-and-swap).
-    attempt: int = Field(ge=0)
+    attempt: int = Field(ge=0, le=2**31)
 
 
 class ClaimJobOut(BaseModel):
@@ -235,7 +241,7 @@ class ClaimJobOut(BaseModel):
 
 
 class FencedIn(BaseModel):
-    token: int = Field(ge=1)
+    token: int = Field(ge=1, le=2**31)
 
 
 class BeatOut(BaseModel):
@@ -250,7 +256,7 @@ class EventIn(FencedIn):
 
 class FinishIn(FencedIn):
     state: Literal["succeeded", "failed", "cancelled"]
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31)
     reason: str | None = Field(default=None, max_length=4096)
 
 

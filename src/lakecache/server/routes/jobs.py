@@ -51,7 +51,9 @@ from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from sqlalchemy import select
 
+from lakecache.compute import tables as ct
 from lakecache.compute.model import InputSpec, JobRecord
 from lakecache.compute.store import ComputeStore
 from lakecache.compute.tokens import JobTokens
@@ -76,6 +78,7 @@ from lakecache.server.job_models import (
     JobOut,
     JobState,
     LogWritten,
+    MovedJob,
     PassIn,
     PassOut,
     QueueIn,
@@ -138,11 +141,28 @@ def _worked_job(plane: ControlPlane, principal: Principal, job_id: int) -> JobRe
 def _claimed(plane: ControlPlane, principal: Principal, job_id: int, token: int) -> JobRecord:
     """The job if ``token`` is its running attempt and the caller claimed it (or is an org
     admin); else 409 ``taken_over``, so a stale runner stops."""
-    job = _worked_job(plane, principal, job_id)
+    job = _reported_job(plane, principal, job_id, token)
     mine = principal.org_admin or (job.worker or "").startswith(_worker_prefix(principal))
     if job.state != "running" or job.attempt != token or not mine:
         raise _stale(job, token)
     return job
+
+
+def _reported_job(plane: ControlPlane, principal: Principal, job_id: int, token: int) -> JobRecord:
+    """:func:`_worked_job`, except that a job requeued off the caller's site since its
+    attempt ``token`` (claimed by the caller) is 409 ``taken_over``, not 404: its runner
+    must stop, not retry."""
+    try:
+        return _worked_job(plane, principal, job_id)
+    except NotFoundError:
+        a = ct.compute_job_attempts
+        with plane.hub.catalog._read() as conn:
+            worker = conn.scalar(
+                select(a.c.worker).where(a.c.job_id == job_id, a.c.number == token)
+            )
+        if worker is None or not str(worker).startswith(_worker_prefix(principal)):
+            raise
+        raise _stale(_store(plane).get_job(job_id), token) from None
 
 
 def _stale(job: JobRecord, token: int) -> TakenOverError:
@@ -389,7 +409,9 @@ def scheduler_pass(body: PassIn, principal: User, plane: Plane) -> PassOut:
         moved = store.requeue_stale(
             now=now, stale_after=timedelta(seconds=body.stale_after_seconds)
         )
-    return PassOut(moved=moved, placed=store.schedule(now=now))
+    return PassOut(
+        moved=[MovedJob(id=i, state=state) for i, state in moved], placed=store.schedule(now=now)
+    )
 
 
 @router.get("/sites/{site}/placed-jobs", response_model=list[JobOut])
@@ -504,7 +526,7 @@ async def write_log(
     Accepted from the attempt that runs, and from the attempt that just ended (its last
     bytes come after its end); never from an older one (409 ``taken_over``).
     """
-    job = _worked_job(plane, principal, job_id)
+    job = _reported_job(plane, principal, job_id, token)
     mine = (
         principal.org_admin
         or (job.worker is None)
