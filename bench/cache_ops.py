@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import lakecache_ops
-from harness import REPO, Bench, BenchError, link_tree, mb, say, timed, tree_stats
+from harness import REPO, Bench, BenchError, link_tree, mb, record_cpu, say, timed, tree_stats
 
 #: site -> volume: where the fills and warm hits run, and a fresh one for the race.
 SITE, VOLUME = "onprem", "onprem-nvme"
@@ -58,6 +58,7 @@ def caches(bench: Bench) -> None:
     bench.record("a.cache.fill.MBps", rate, "MB/s", "cache fill A rate")
     bench.record("a.cache.fill.op_s", fill["op_seconds"], "s", "cache fill A, in-process")
     bench.record("a.cache.fill.peak_mib", run.peak_mib, "MiB", "cache fill A peak memory")
+    record_cpu(bench, "a.cache.fill", run, a_first["bytes"], "cache fill A")
     bench.record("a.cache.fill.lake_MB", mb(fill["lake_bytes"]), "MB", "cache fill A, lake bytes")
 
     say("caches: fill A's second commit (99% of files shared) on the same volume")

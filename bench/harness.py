@@ -41,6 +41,9 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    #: CPU seconds the process (and the children it waited for) spent, from wait4's rusage.
+    user_s: float = 0.0
+    system_s: float = 0.0
 
 
 class BenchError(RuntimeError):
@@ -137,7 +140,7 @@ _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
 code = os.waitstatus_to_exitcode(status)
 with open(result, "w") as f:
-    f.write(f"{seconds} {usage.ru_maxrss} {code}")
+    f.write(f"{seconds} {usage.ru_maxrss} {code} {usage.ru_utime} {usage.ru_stime}")
 sys.exit(code if 0 <= code < 256 else 1)
 """
 
@@ -174,10 +177,18 @@ def timed(
         stdout = "" if stdout_to else out_path.read_text(errors="replace")
         stderr = err_path.read_text(errors="replace")
         try:
-            seconds, maxrss_kib, code = result.read_text().split()
+            seconds, maxrss_kib, code, user_s, system_s = result.read_text().split()
         except (OSError, ValueError):
             raise BenchError(f"`{cmd[0]}` could not be started:\n{stderr[-2000:]}") from None
-    run = Run(float(seconds), int(maxrss_kib) / 1024, int(code), stdout, stderr)
+    run = Run(
+        float(seconds),
+        int(maxrss_kib) / 1024,
+        int(code),
+        stdout,
+        stderr,
+        float(user_s),
+        float(system_s),
+    )
     if check and run.returncode != 0:
         tail = (run.stderr or run.stdout)[-2000:]
         raise BenchError(f"`{' '.join(cmd)}` exited {run.returncode}:\n{tail}")
@@ -235,6 +246,13 @@ def load_stamp(path: Path) -> dict[str, Any] | None:
 
 def mb(nbytes: int | float) -> float:
     return nbytes / 1e6
+
+
+def record_cpu(bench: Bench, key: str, run: Run, nbytes: int, label: str) -> None:
+    """Record a timed process's user and system CPU seconds per GB moved (``key.user``...)."""
+    gb = nbytes / 1e9
+    bench.record(f"{key}.cpu_user_s_per_GB", run.user_s / gb, "s/GB", f"{label}: user CPU")
+    bench.record(f"{key}.cpu_sys_s_per_GB", run.system_s / gb, "s/GB", f"{label}: system CPU")
 
 
 def _fmt(value: float, unit: str) -> str:

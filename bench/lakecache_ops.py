@@ -18,7 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, Bench, BenchError, check_copy, link_tree, mb, remove, say, timed
+from harness import (
+    REPO,
+    Bench,
+    BenchError,
+    check_copy,
+    link_tree,
+    mb,
+    record_cpu,
+    remove,
+    say,
+    timed,
+)
 
 BUCKET = "bench-lakecache"
 WARM_REPEATS = 5
@@ -53,6 +64,7 @@ def dataset_a(bench: Bench) -> None:
     bench.record("a.lc.pull.s", run.seconds, "s", "lakecache pull A")
     bench.record("a.lc.pull.MBps", mb(a.bytes) / run.seconds, "MB/s", "lakecache pull rate")
     bench.record("a.lc.pull.peak_mib", run.peak_mib, "MiB", "lakecache pull peak memory")
+    record_cpu(bench, "a.lc.pull", run, a.bytes, "lakecache pull A")
     remove(dst)
 
     say("lakecache: change 1% of A, add 1%, commit again")

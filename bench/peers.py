@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness import Bench, BenchError, check_copy, mb, remove, say, timed
+from harness import Bench, BenchError, check_copy, mb, record_cpu, remove, say, timed
 
 GIB = 1 << 30
 
@@ -77,6 +77,7 @@ def s5cmd(bench: Bench) -> None:
     check_copy(bench, dst, a, "s5cmd download")
     bench.record("a.s5cmd.download.s", down.seconds, "s", "s5cmd download A")
     bench.record("a.s5cmd.download.MBps", mb(a.bytes) / down.seconds, "MB/s", "s5cmd download rate")
+    record_cpu(bench, "a.s5cmd.download", down, a.bytes, "s5cmd download A")
     remove(dst)
 
 

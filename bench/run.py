@@ -2,7 +2,7 @@
 
 Generates the datasets (kept in ``bench-data/`` between runs, with a stamp of the
 parameters), starts one SeaweedFS, runs each section on the same files, then
-prints every figure and the targets of issues 2, 3 and 4 as PASS/FAIL, and
+prints every figure and the targets of issues 2, 3, 4 and 13 as PASS/FAIL, and
 writes the same to ``bench-data/results.json``.
 
 Sections are registered in :data:`SECTIONS` in the order they run; a later
@@ -34,6 +34,7 @@ import dashboard
 import gc_ops
 import lakecache_ops
 import peers
+import read_ops
 import server_ops
 from harness import REPO, Bench, BenchError, GeneratedData, fmt, load_stamp, remove, say
 from targets import TARGETS
@@ -54,19 +55,23 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "server-start": (server_ops.server_start, ()),
     # Issue 4: the server under 50 clients, and B's commit page in Chromium (B's lake).
     "dashboard": (dashboard.dashboard, ("B",)),
+    # Issue 13: the read path beside its floor, on A and on the PNG set P (after caches).
+    "reads": (read_ops.reads, ("A",)),
     # Lake gc of A's and B's lake plus 3 deleted datasets (B when it is there).
     "lake-gc": (gc_ops.lake_gc, ("A",)),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).
-OPTIONAL: dict[str, tuple[str, ...]] = {"caches": ("B",), "lake-gc": ("B",)}
+OPTIONAL: dict[str, tuple[str, ...]] = {"caches": ("B",), "lake-gc": ("B",), "reads": ("P",)}
 
 A_FILES = 20_000
 B_FILES = 627_615  # the NIH ChestX-ray14 sample's file count
+P_FILES = 5_000  # real PNG chest X-rays at 512 px: 150 to 400 KB each
 #: name -> generator parameters (besides the file count).
 DATASETS: dict[str, dict[str, Any]] = {
     "A": {"median_size": 90_000, "sigma": 0.6, "seed": 1},
     "B": {"median_size": 2_000, "sigma": 0.25, "seed": 2},
+    "P": {"median_size": 227_000, "sigma": 0.25, "seed": 3},
 }
 
 
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say("datasets")
     data_dir.mkdir(parents=True, exist_ok=True)
-    counts = {"A": args.files, "B": args.b_files}
+    counts = {"A": args.files, "B": args.b_files, "P": args.p_files}
     for name in sorted(needs):
         bench.datasets[name] = _dataset(data_dir, name, counts[name])
 
@@ -166,7 +171,7 @@ def _report(bench: Bench) -> list[dict[str, object]]:
     for f in bench.figures.values():
         print(f"  {f.label:<{width}}  {fmt(f.value, f.unit):>14}")
 
-    say("targets (issues 2, 3 and 4)")
+    say("targets (issues 2, 3, 4 and 13)")
     rows: list[dict[str, object]] = []
     print(f"  {'target':<36} {'measured':>10} {'needed':>11}  {'how':<30} result")
     for t in TARGETS:
@@ -200,6 +205,8 @@ def _num(v: float, unit: str) -> str:
         return f"{v:.0f} ms"
     if unit == "s":
         return f"{v:.2f} s"
+    if unit == "s/GB":
+        return f"{v:.2f} s/GB"
     return f"{v:.0f} {unit}"
 
 
@@ -251,7 +258,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     scale = float(os.environ.get("BENCH_SCALE", "1") or 1)
     p.add_argument("--files", type=int, default=None, help=f"files in A (default {A_FILES:,})")
     p.add_argument("--b-files", type=int, default=None, help=f"files in B (default {B_FILES:,})")
-    p.add_argument("--small", action="store_true", help="A with 2,000 files and no B")
+    p.add_argument("--p-files", type=int, default=None, help=f"PNGs in P (default {P_FILES:,})")
+    p.add_argument("--small", action="store_true", help="A with 2,000 files, P with 500, no B")
     p.add_argument("--with-b", dest="with_b", action="store_true", default=None)
     p.add_argument("--no-b", dest="with_b", action="store_false", help="skip dataset B")
     p.add_argument("--only", default="", help=f"comma-separated sections: {', '.join(SECTIONS)}")
@@ -261,6 +269,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.files is None:
         args.files = 2_000 if args.small else max(1, round(A_FILES * scale))
+    if args.p_files is None:
+        args.p_files = 500 if args.small else max(1, round(P_FILES * scale))
     if args.b_files is None:
         args.b_files = max(1, round(B_FILES * scale))
     if args.with_b is None:

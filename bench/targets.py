@@ -1,4 +1,4 @@
-"""The targets of issues 2 (dataset hub) and 3 (caches), as checks over the figures of one run.
+"""The targets of issues 2 (hub), 3 (caches), 4 (server) and 13 (reads), over one run's figures.
 
 A target is a ratio or a bound over figure keys. Each evaluates to PASS, FAIL,
 or n/a when a figure it needs was not measured (a section skipped or failed).
@@ -274,6 +274,64 @@ TARGETS: list[Target] = [
         1.2,
         "x",
     ),
+    # --- issue 13: the read path at the floor that the store and the disk set -----------
+    # floor = min(1 GiB GET rate, cp -r rate of the same tree); P: real PNGs of 150-400 KB.
+    *(
+        Target(
+            f"{what} {data} vs floor",
+            f"{what} MB/s / min(GET, cp -r) MB/s",
+            ratio(f"{key}.MBps", f"{data.lower()}.floor.MBps"),
+            ">=",
+            0.8,
+            "x",
+        )
+        for data in ("A", "P")
+        for what, key in (
+            ("pull", f"{data.lower()}.lc.pull"),
+            ("cache fill", f"{data.lower()}.cache.fill"),
+        )
+    ),
+    *(
+        Target(
+            f"{what} P vs s5cmd download",
+            f"s5cmd download s / {what} s",
+            ratio("p.s5cmd.download.s", f"{key}.s"),
+            ">=",
+            2.0,
+            "x",
+        )
+        for what, key in (("pull", "p.lc.pull"), ("cache fill", "p.cache.fill"))
+    ),
+    # Half of the issue's measure on the PNG set: 2.8 s user, 4.5 s system for 1.08 GB.
+    *(
+        Target(
+            f"{what} P: {kind} CPU per GB",
+            f"child's {kind} CPU s / GB",
+            value(f"{key}.cpu_{short}_s_per_GB"),
+            "<=",
+            limit,
+            "s/GB",
+        )
+        for what, key in (("pull", "p.lc.pull"), ("cache fill", "p.cache.fill"))
+        for kind, short, limit in (("user", "user", 1.3), ("system", "sys", 2.1))
+    ),
+    Target(
+        "2nd fill (99% shared), new process",
+        "1st fill s / 2nd fill s, start-up included",
+        ratio("a.cache.fill.s", "a.cache.fill2.s"),
+        ">=",
+        20.0,
+        "x",
+    ),
+    Target(
+        "2nd fill (99% shared), warm agent",
+        "1st fill s (new process) / agent's 2nd s",
+        ratio("a.cache.fill.s", "a.agent.fill2.op_s"),
+        ">=",
+        40.0,
+        "x",
+    ),
+    Target("fill B peak memory", "peak RSS", value("b.cache.fill.peak_mib"), "<=", 500, "MiB"),
     # --- trust and durability: lake gc of A and B plus 3 deleted datasets -----------------
     Target("lake gc time", "gc s", value("gc.s"), "<=", 60, "s"),
     Target("lake gc peak memory", "gc peak MiB", value("gc.peak_mib"), "<=", 1024, "MiB"),
