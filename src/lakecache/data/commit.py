@@ -434,12 +434,16 @@ def _hash_and_upload(
             if not reads:
                 break
             done, _ = wait(list(reads), return_when=FIRST_COMPLETED)
+            # One question to the catalog for every chunk read meanwhile: where asking is
+            # the slow part (a round trip to a server), more chunks are done by the next
+            # wait, and they go in one request instead of one each.
+            batch = []
             for fut in done:
                 del reads[fut]
-                results = fut.result()
-                fresh_digests = {d for _, _, d, _ in results if d not in seen}
-                known_now = catalog.known_blobs(fresh_digests) if fresh_digests else set()
-                seen |= known_now
+                batch.append(fut.result())
+            fresh_digests = {d for results in batch for _, _, d, _ in results if d not in seen}
+            seen |= catalog.known_blobs(fresh_digests) if fresh_digests else set()
+            for results in batch:
                 for i, f, d, data in results:
                     files[i] = f
                     digests[i] = d
