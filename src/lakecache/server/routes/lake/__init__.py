@@ -31,7 +31,10 @@ Scope. A GET (presigned or streamed) is allowed only for a key that one of the
 named datasets references: the manifest or commit object of one of its
 commits, or a pack or large blob that one of its manifests holds. Which keys a
 commit references is worked out once per commit (from its manifest and the
-blob index) and kept under ``state/scopes/``: derived data, rebuilt if lost.
+blob index) and kept under ``state/scopes/``: derived data, rebuilt if lost,
+and worked out again when lake garbage collection has moved its blobs (a read
+that misses a key the blob index records checks the scopes against the index;
+see :class:`.access.LakeAccess`).
 Deduplication can point a dataset at a pack another dataset wrote, whose
 other blobs it must not see: such a pack gets no presigned URL, only the
 server's own, which serves it with every byte outside the caller's datasets'
@@ -45,10 +48,11 @@ and never replaces an object.
 
 Trust. Nothing a client uploads is believed until the server has hashed it
 (:mod:`.verify`): a pack is recorded only after its index hashes to the pack's
-id and the pack, read back once in large ranged GETs, holds blobs that hash to
-what the index says; a large blob only after it is read back and hashes to its
-key. Bytes that lie are deleted and refused. A presigned PUT is signed with its
-size and ``If-None-Match: *``, and the server completes a multipart upload only
+id and the pack, read back once in ranged GETs of whole blobs (several at
+once, each hashed as it arrives), holds blobs that hash to what the index says;
+a large blob only after it is read back and hashes to its key. Bytes that lie
+are deleted and refused. A presigned PUT is signed with its size and
+``If-None-Match: *``, and the server completes a multipart upload only
 over no object, so nothing recorded is ever replaced. Knowing a digest grants
 nothing (:mod:`.grants`): ``known`` and ``locate`` answer for the blobs that the
 datasets the caller can read hold, or that their writers uploaded; a commit

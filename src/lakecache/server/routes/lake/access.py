@@ -106,7 +106,8 @@ class LakeAccess:
     worked out while some of its blobs were unlocated, is worked out again
     from the current index, once, and the request placed again. Reads keep
     the cost of a scope that is right; a stale scope costs one pass over its
-    manifest, the first time it misses. A stale scope never grants too much:
+    manifest, the first time it misses (a commit whose blobs are missing from
+    the lake for good pays it at each such miss). A stale scope never grants too much:
     it names only packs that held the commit's blobs, and a pack never changes.
     """
 
@@ -185,7 +186,8 @@ class LakeAccess:
         check()
         for commit_id, commit, scope in stale:
             with self._building_lock(commit_id):
-                if self._cached(commit_id) not in (scope, None):
+                current = self._cached(commit_id)
+                if current is not None and current is not scope:
                     continue  # another request worked it out again meanwhile
                 self._remember(commit_id, self._work_out(commit_id, commit))
         return len(stale)
