@@ -32,7 +32,6 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from botocore.config import Config
@@ -53,6 +52,7 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.lake.base import ObjectInfo, check_key
+from lakecache.urls import without_userinfo
 
 if TYPE_CHECKING:
     from lakecache.settings import Settings
@@ -138,9 +138,9 @@ class S3Lake:
         if public_endpoint and public_endpoint != endpoint:
             self._signer = _client(session, public_endpoint, region, config, "s3_public_endpoint")
         #: The endpoint for messages; any user:password@ in a custom URL is dropped.
-        self.endpoint = _without_userinfo(self._client.meta.endpoint_url)
+        self.endpoint = without_userinfo(self._client.meta.endpoint_url)
         #: The endpoint presigned URLs name (the same as :attr:`endpoint` unless given).
-        self.public_endpoint = _without_userinfo(self._signer.meta.endpoint_url)
+        self.public_endpoint = without_userinfo(self._signer.meta.endpoint_url)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -641,13 +641,3 @@ def _client(session: Any, endpoint: str | None, region: str, config: Config, wha
         raise UserError(
             f"{what} is not a URL", hint=f"Write {what} as http(s)://host[:port]."
         ) from None
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

@@ -55,6 +55,7 @@ from lakecache.server.routes import (
     users,
 )
 from lakecache.server.runtime import ControlPlane
+from lakecache.urls import without_userinfo
 
 if TYPE_CHECKING:
     from lakecache.cache.clock import Clock
@@ -201,20 +202,10 @@ def server_info(_: OrgAdmin, plane: Plane) -> ServerInfo:
     """What this server serves (org admins). The lake's location, never its credentials."""
     lake = plane.settings.lake_url
     if lake.startswith("s3://") and plane.settings.s3_endpoint:
-        lake = f"{lake} at {_without_userinfo(plane.settings.s3_endpoint)}"
+        lake = f"{lake} at {without_userinfo(plane.settings.s3_endpoint)}"
     return ServerInfo(
         version=__version__, lake=lake, catalog=plane.hub.catalog.url, agents=plane.agent_sites
     )
-
-
-def _without_userinfo(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def path_problem(raw_path: bytes, path: str) -> str | None:

@@ -40,7 +40,6 @@ home and local-process compute, filled by an agent inside the server.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -51,27 +50,11 @@ from typing import Any
 from lakecache.catalog.accounts.throttle import LoginLimit
 from lakecache.errors import UserError
 from lakecache.settings import Settings
+from lakecache.units import parse_duration, parse_size
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_SITE = "local"
-
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?i?)b?\s*$", re.I)
-_MULT = {
-    "": 1,
-    "k": 10**3,
-    "m": 10**6,
-    "g": 10**9,
-    "t": 10**12,
-    "p": 10**15,
-    "ki": 2**10,
-    "mi": 2**20,
-    "gi": 2**30,
-    "ti": 2**40,
-    "pi": 2**50,
-}
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*$", re.I)
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True)
@@ -170,28 +153,6 @@ class ServerConfig:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
-
-
-def parse_size(value: object, what: str) -> int:
-    """``500GB``, ``2TiB`` or an integer number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise UserError(
-            f"{what}: {value!r} is not a size", hint="Write e.g. 500GB, 2TiB or 1000000."
-        )
-    return int(float(m.group(1)) * _MULT[m.group(2).lower()])
-
-
-def parse_duration(value: object, what: str) -> int:
-    """``1d``, ``12h``, ``90s`` or an integer number of seconds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _DURATION.match(str(value))
-    if not m:
-        raise UserError(f"{what}: {value!r} is not a duration", hint="Write e.g. 1d, 12h or 90s.")
-    return int(float(m.group(1)) * _SECONDS[m.group(2).lower()])
 
 
 def load_config(

@@ -47,6 +47,7 @@ from lakecache.server.dashboard.preview import text_preview
 from lakecache.server.errors import AuthenticationError, log, request_id_of, status_of
 from lakecache.server.models import CacheOut, DatasetOut, TreeItem, VolumeOut
 from lakecache.server.pagination import PageRequest, encode_cursor
+from lakecache.server.params import DatasetName
 from lakecache.server.routes import caches as caches_api
 from lakecache.server.routes import commits as commits_api
 from lakecache.server.routes import datasets as datasets_api
@@ -63,7 +64,6 @@ COMMITS_PAGE = 100
 #: Caches per page of the caches view (they are few: one per commit and volume).
 CACHES_LIMIT = 1000
 
-DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
 Ref = Annotated[str, Path(min_length=1, max_length=128)]
 Cursor = Annotated[str | None, Query(max_length=1024)]
 
@@ -111,9 +111,7 @@ def _render(request: Request, plane: ControlPlane, view: View) -> Response:
             # As in the API: the page names the request, the log holds what went wrong
             # (a catalog error can carry the database's address).
             rid = request_id_of(request)
-            log.error(
-                "dashboard %s: request %s: %s: %s", request.url.path, rid, code, exc.message
-            )
+            log.error("dashboard %s: request %s: %s: %s", request.url.path, rid, code, exc.message)
             exc = LakecacheError(
                 f"internal error (request id {rid})",
                 hint="Try again later. If it persists, give the server's operator the request "

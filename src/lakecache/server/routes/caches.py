@@ -19,13 +19,13 @@ from lakecache.server.errors import (
 )
 from lakecache.server.models import CacheIn, CacheOut, CachePatch, CacheState
 from lakecache.server.pagination import Page, Paging, paginate
+from lakecache.server.params import DatasetName
 from lakecache.server.runtime import ControlPlane
 from lakecache.server.views import cache_out
 
 router = APIRouter(tags=["caches"], responses=COMMON_RESPONSES)
 
 _CONFLICT: Responses = {409: {"model": ErrorBody, "description": "In use, pinned or busy"}}
-DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
 CacheId = Annotated[int, Path(ge=1, le=2**62)]
 StateFilter = Annotated[
     list[CacheState] | None,

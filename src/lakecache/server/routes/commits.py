@@ -19,11 +19,11 @@ from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, InvalidCursorEr
 from lakecache.server.listing import content_type
 from lakecache.server.models import ChangeOut, CommitOut, DiffPage, TreeItem, TreePage
 from lakecache.server.pagination import Page, Paging, decode_cursor, encode_cursor, paginate
+from lakecache.server.params import DatasetName
 from lakecache.server.runtime import ControlPlane
 
 router = APIRouter(prefix="/datasets/{dataset}", tags=["commits"], responses=COMMON_RESPONSES)
 
-DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
 Ref = Annotated[
     str, Path(min_length=1, max_length=128, description="Tag, 'latest' or commit id (prefix)")
 ]

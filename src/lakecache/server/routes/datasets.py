@@ -21,6 +21,7 @@ from lakecache.server.models import (
     TagOut,
 )
 from lakecache.server.pagination import Page, Paging, paginate
+from lakecache.server.params import DatasetName
 from lakecache.server.runtime import ControlPlane
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=COMMON_RESPONSES)
@@ -28,7 +29,6 @@ router = APIRouter(prefix="/datasets", tags=["datasets"], responses=COMMON_RESPO
 _CONFLICT: Responses = {
     409: {"model": ErrorBody, "description": "Conflicts with the current state"}
 }
-DatasetName = Annotated[str, Path(min_length=1, max_length=64)]
 UserName = Annotated[str, Path(min_length=1, max_length=64)]
 TagName = Annotated[str, Path(min_length=1, max_length=128)]
 
