@@ -16,6 +16,8 @@ from lakecache.compute.backends.base import Backend, BackendError, Exit, LaunchS
 REGISTRY = {
     "local": "lakecache.compute.backends.local:LocalBackend",
     "container": "lakecache.compute.backends.container:ContainerBackend",
+    "ray": "lakecache.compute.backends.ray:RayBackend",
+    "kubernetes": "lakecache.compute.backends.kubernetes:KubernetesBackend",
 }
 
 __all__ = ["REGISTRY", "Backend", "BackendError", "Exit", "LaunchSpec", "open_backend"]
@@ -33,5 +35,19 @@ def open_backend(name: str, config: dict[str, Any] | None = None) -> Backend:
             hint=f"Runners exist for: {', '.join(sorted(REGISTRY))}.",
         )
     module, _, cls = target.partition(":")
-    backend: Backend = getattr(importlib.import_module(module), cls)(**(config or {}))
+    try:
+        engine = importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(
+            f"the {name} backend cannot be loaded here: {exc}",
+            hint=f"Install its extra on the agent's machine: pip install 'lakecache[{name}]'.",
+        ) from exc
+    try:
+        backend: Backend = getattr(engine, cls)(**(config or {}))
+    except TypeError as exc:
+        # An unknown or misspelt key in the compute resource's config.
+        raise BackendError(
+            f"bad settings for the {name} backend: {exc}",
+            hint="Fix the compute resource's config (lakecache compute add --config).",
+        ) from exc
     return backend

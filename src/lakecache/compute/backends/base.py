@@ -38,6 +38,8 @@ class LaunchSpec:
     image: str | None = None
     #: Read-only inputs: the path the job is told -> the folder on this machine.
     inputs: Mapping[str, Path] = field(default_factory=dict)
+    #: Seconds the attempt may run, if it has a limit (backends that can enforce it do).
+    timeout_seconds: int | None = None
 
     @property
     def handle(self) -> str:
