@@ -4,6 +4,7 @@ engine errors as the job's reason, cancel, and the command line it builds."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import time
@@ -13,13 +14,24 @@ from typing import Any
 
 import pytest
 from backend_contract import BackendContract, make_spec, wait_exit
+from conftest import World
+from helpers import make_files
 
+from lakecache.cache.clock import SystemClock
+from lakecache.cache.service import CacheService
+from lakecache.catalog.topology import Topology
 from lakecache.compute.backends import Backend, BackendError, open_backend
 from lakecache.compute.backends.container import ContainerBackend, container_view
-from lakecache.compute.model import Resources
+from lakecache.compute.model import InputSpec, JobRecord, Resources
+from lakecache.compute.runner import JobRunner
+from lakecache.compute.store import ComputeStore
+from lakecache.data.dataset import Dataset
+from lakecache.data.hub import Hub
 from lakecache.testing.podman import busybox_image, podman_config
 
 pytestmark = pytest.mark.container
+
+ONE_CPU = Resources(1000, 10**9)
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +226,133 @@ def test_bad_settings_are_refused_with_the_choices() -> None:
     with pytest.raises(BackendError, match="gpus='all'") as info:
         open_backend("container", {"gpus": "all"})
     assert "cdi" in info.value.hint
+
+
+# -- through the site's job runner -------------------------------------------------------
+
+
+@pytest.fixture
+def boxes(hub: Hub, store: ComputeStore, world: World, podman: dict[str, Any]) -> str:
+    """Compute resource onprem-box (container backend, its settings in the catalog), template
+    onprem-box-small with the busybox image as its default, and queue ``boxes`` of it."""
+    now = SystemClock().now()
+    settings = {k: v for k, v in podman.items() if k != "image"}
+    Topology(hub.catalog).add_compute("onprem-box", "onprem", "container", settings, [], now)
+    store.set_capacity("onprem-box", Resources(2000, 4 * 10**9))
+    store.add_template("onprem-box-small", "onprem-box", ONE_CPU, podman["image"], now)
+    store.add_queue("boxes", ["onprem-box-small"], now=now)
+    return "boxes"
+
+
+def _run_job(hub: Hub, store: ComputeStore, tmp_path: Path, *command: str, **kw: Any) -> JobRecord:
+    runner = JobRunner(
+        CacheService(hub, clock=SystemClock(), poll_every=0.05),
+        "onprem",
+        interval=0.05,
+        heartbeat_every=0.2,
+        jobs_root=tmp_path / "jobs",
+    )
+    try:
+        job = store.submit(
+            "boxes", command, request=ONE_CPU, submitted_by="tester", now=SystemClock().now(), **kw
+        )
+        deadline = time.monotonic() + 60
+        while not (job := store.get_job(job.id)).done:
+            assert time.monotonic() < deadline, f"job {job.id} is still {job.state}"
+            runner.run_once()
+            time.sleep(0.05)
+        return job
+    finally:
+        runner.close()
+
+
+def test_a_job_through_the_runner_reads_its_cache_read_only_in_the_templates_image(
+    hub: Hub, store: ComputeStore, boxes: str, tmp_path: Path
+) -> None:
+    xray = Dataset.create("xray", hub=hub)
+    xray.commit(make_files(tmp_path / "src", n=9, size=1000), message="v1")
+    commit = hub.catalog.resolve("xray", "main")
+    job = _run_job(
+        hub,
+        store,
+        tmp_path,
+        "sh",
+        "-c",
+        'find "$LAKECACHE_INPUT_XRAY" -type f | wc -l > /outputs/count;'
+        ' echo "$LAKECACHE_INPUT_XRAY" > "$LAKECACHE_OUTPUTS/where";'
+        ' touch "$LAKECACHE_INPUT_XRAY/new" 2> /outputs/refused;'
+        ' test ! -e "$LAKECACHE_INPUT_XRAY/new"',
+        inputs=[InputSpec("xray", "xray", "main", commit, "cached")],
+    )
+    assert (job.state, job.exit_code) == ("succeeded", 0), job.reason
+    assert job.workdir is not None
+    outputs = Path(job.workdir) / "outputs"
+    assert (outputs / "count").read_text().strip() == "9"
+    assert (outputs / "where").read_text() == "/inputs/XRAY\n"
+    assert "Read-only file system" in (outputs / "refused").read_text()
+    started = next(e for e in store.timeline(job.id) if e.kind == "started")
+    assert started.detail.startswith("container: job-")
+
+
+def test_a_job_whose_image_is_missing_fails_with_podmans_message(
+    hub: Hub, store: ComputeStore, boxes: str, tmp_path: Path
+) -> None:
+    job = _run_job(hub, store, tmp_path, "true", image="localhost/no-such-image:2")
+    assert (job.state, job.exit_code) == ("failed", 125)
+    assert job.reason is not None and "localhost/no-such-image:2: image not known" in job.reason
+
+
+def test_a_job_of_a_compute_resource_with_bad_settings_fails_with_the_reason(
+    hub: Hub, store: ComputeStore, world: World, tmp_path: Path
+) -> None:
+    now = SystemClock().now()
+    Topology(hub.catalog).add_compute("onprem-box", "onprem", "container", {"pul": "x"}, [], now)
+    store.set_capacity("onprem-box", Resources(2000, 4 * 10**9))
+    store.add_template("onprem-box-small", "onprem-box", ONE_CPU, "busybox", now)
+    store.add_queue("boxes", ["onprem-box-small"], now=now)
+    job = _run_job(hub, store, tmp_path, "true")
+    assert job.state == "failed"
+    assert job.reason is not None and "bad settings for the container backend" in job.reason
+    assert "'pul'" in job.reason
+
+
+def test_compute_add_takes_backend_settings_as_key_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lakecache.catalog.topology import BACKENDS
+    from lakecache.cli.main import main
+
+    monkeypatch.setenv("LAKECACHE_HOME", str(tmp_path / "home"))
+    for k in ("LAKECACHE_LAKE", "LAKECACHE_CATALOG", "LAKECACHE_S3_ENDPOINT", "LAKECACHE_SERVER"):
+        monkeypatch.delenv(k, raising=False)
+    assert main(["site", "add", "onprem"]) == 0
+    code = main(
+        [
+            "compute",
+            "add",
+            "box",
+            "-s",
+            "onprem",
+            "--backend",
+            "container",
+            "--cpu",
+            "2",
+            "--memory",
+            "4GB",
+            "--config",
+            "runtime=runc",
+            "--config",
+            "grace=2",
+            "--config",
+            '{"extra_args": ["--network", "host"]}',
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert main(["compute", "ls", "--json"]) == 0
+    out = capsys.readouterr().out
+    (box,) = [c for c in json.loads(out[out.index("[") :]) if c["name"] == "box"]
+    assert box["backend"] == "container"
+    assert box["config"] == {"runtime": "runc", "grace": 2, "extra_args": ["--network", "host"]}
+    assert "container" in BACKENDS
+    assert main(["compute", "add", "bad", "-s", "onprem", "--config", "no-equals-sign"]) != 0
+    assert "write KEY=VALUE" in capsys.readouterr().err

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from lakecache.catalog.db import Catalog
 
 DEFAULT_TTL = timedelta(days=1)
-BACKENDS = ("local", "ray", "kubernetes")
+BACKENDS = ("local", "container", "ray", "kubernetes")
 
 __all__ = [
     "BACKENDS",

@@ -200,7 +200,33 @@ def volume_rm(name: str) -> None:
 
 @click.group()
 def compute() -> None:
-    """Compute resources: pools of machines at a site with a backend (local, ray, kubernetes)."""
+    """Compute resources: pools of machines at a site with a backend (local, container, ray,
+    kubernetes)."""
+
+
+def parse_backend_config(items: tuple[str, ...] | list[str]) -> dict[str, object]:
+    """Backend settings from ``--config`` values: ``KEY=VALUE`` or a JSON object each."""
+    cfg: dict[str, object] = {}
+    for item in items:
+        if item.lstrip().startswith("{"):
+            try:
+                whole = json.loads(item)
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"--config {item!r} is not JSON: {exc}") from exc
+            if not isinstance(whole, dict):
+                raise click.BadParameter(f"--config {item!r} is not a JSON object")
+            cfg.update(whole)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"--config {item!r}: write KEY=VALUE (e.g. address=head:6379) or a JSON object"
+            )
+        try:
+            cfg[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key.strip()] = value
+    return cfg
 
 
 @compute.command("add")
@@ -211,7 +237,8 @@ def compute() -> None:
     "-b",
     default="local",
     show_default=True,
-    type=click.Choice(["local", "ray", "kubernetes"]),
+    # catalog.topology.BACKENDS, spelt out so the CLI starts without the catalog's imports.
+    type=click.Choice(["local", "container", "ray", "kubernetes"]),
 )
 @click.option(
     "--volume",
@@ -222,8 +249,10 @@ def compute() -> None:
 @click.option(
     "--config",
     "config",
-    default="{}",
-    help='Backend settings as JSON, e.g. \'{"address": "ray://head:10001"}\'.',
+    multiple=True,
+    help="A backend setting as KEY=VALUE (repeatable; VALUE is read as JSON if it is JSON, "
+    "else as text), or all of them as one JSON object, e.g. --config address=head:6379 "
+    "--config site_resource=site:onprem.",
 )
 @click.option(
     "--cpu",
@@ -248,7 +277,7 @@ def compute_add(
     site: str,
     backend: str,
     volumes: tuple[str, ...],
-    config: str,
+    config: tuple[str, ...],
     cpu: str | None,
     memory: int | None,
     gpu: int,
@@ -264,10 +293,7 @@ def compute_add(
     from lakecache.cli.jobs import make_size
     from lakecache.compute.sdk import jobs_store
 
-    try:
-        cfg = json.loads(config)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"--config is not JSON: {exc}") from exc
+    cfg = parse_backend_config(config)
     if backend == "local":
         cpu = cpu or str(os.cpu_count() or 1)
         if memory is None:
@@ -282,7 +308,8 @@ def compute_add(
 @compute.command("ls")
 @json_option
 def compute_ls(as_json: bool) -> None:
-    """List compute resources: site, backend, volumes, capacity used and free, jobs."""
+    """List compute resources: site, backend (and its settings, with --json), volumes,
+    capacity used and free, jobs."""
     from lakecache.compute.sdk import jobs_store
 
     caches = get_caches()
@@ -297,6 +324,7 @@ def compute_ls(as_json: bool) -> None:
                 "name": c.name,
                 "site": c.site,
                 "backend": c.backend,
+                "config": c.config,
                 "volumes": sorted({v.name for v in vols if v.site == c.site} | set(c.volumes)),
                 "capacity": cap.total.as_dict() if cap else None,
                 "used": cap.used.as_dict() if cap else None,

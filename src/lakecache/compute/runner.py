@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakecache.client.jobs import RemoteJobs
-from lakecache.compute.backends import Backend, BackendError, LaunchSpec, open_backend
+from lakecache.compute.backends import (
+    REGISTRY,
+    Backend,
+    BackendError,
+    LaunchSpec,
+    open_backend,
+)
 from lakecache.compute.model import JobRecord
 from lakecache.errors import LakecacheError
 
@@ -72,7 +78,8 @@ class JobRunner:
         """Args:
         caches: the agent's cache service (its hub and clock are used too).
         site: the site whose compute this runner starts jobs on.
-        backends: backend name -> backend; default, the local backend.
+        backends: backend name -> backend; default, each compute resource's own
+            backend, opened from its settings (``compute add --config``) on first use.
         interval: seconds between passes of :meth:`run_forever`.
         heartbeat_every: seconds between heartbeats of each running job.
         stale_after: silence after which another agent requeues a running job.
@@ -88,7 +95,9 @@ class JobRunner:
         self.caches = caches
         self.site = site
         self.store = jobs_store(caches.hub)
-        self.backends: Mapping[str, Backend] = backends or {"local": open_backend("local")}
+        self.backends: Mapping[str, Backend] = backends or {}
+        #: compute resource name -> its backend, opened from its config (no ``backends``).
+        self._opened: dict[str, Backend] = {}
         self.interval = interval
         self.heartbeat_every = heartbeat_every
         self.stale_after = stale_after
@@ -115,7 +124,7 @@ class JobRunner:
             log.warning("job %d: its worker went silent; now %s", job_id, state)
         store.schedule(now=now)
         started = 0
-        for job in store.placed_at(self.site, self.backends):
+        for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:
                 if job.id in self._threads:
                     continue
@@ -258,7 +267,10 @@ class JobRunner:
         """Start the command and wait for it; its outcome, or None if not this attempt's
         to report (stale, or given back to the queue)."""
         assert job.compute is not None
-        backend = self.backends[self._backend_name(job)]
+        try:
+            backend = self._backend_for(job)
+        except BackendError as exc:
+            return ("failed", None, f"{job.compute}: {exc.message}")
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         env.update(job.env)
         env.update({k: str(p) for k, p in inputs.items()})
@@ -276,7 +288,7 @@ class JobRunner:
             workdir=workdir,
             log_path=workdir / "job.log",
             slot=job.slot,
-            image=job.image,
+            image=job.image or self._template_image(job),
             inputs={str(p): p for p in inputs.values()},
         )
         if state["verdict"] != "run" or self.stop_event.is_set():
@@ -330,11 +342,26 @@ class JobRunner:
             return {}
         return {"LAKECACHE_SERVER": self.store.server_url, "LAKECACHE_TOKEN": secret}
 
-    def _backend_name(self, job: JobRecord) -> str:
+    def _backend_for(self, job: JobRecord) -> Backend:
+        """The backend of the job's compute resource: the caller's for its kind, else the
+        one opened from the resource's settings (once per resource, shared by its jobs)."""
         for c in self.caches.topology.list_compute(self.site):
-            if c.name == job.compute:
-                return c.backend
+            if c.name != job.compute:
+                continue
+            if self.backends:
+                return self.backends[c.backend]
+            with self._lock:
+                backend = self._opened.get(c.name)
+                if backend is None:
+                    backend = self._opened[c.name] = open_backend(c.backend, c.config)
+            return backend
         raise BackendError(f"compute resource {job.compute!r} is gone from site {self.site}")
+
+    def _template_image(self, job: JobRecord) -> str | None:
+        """The default image of the job's template (a job without an image of its own)."""
+        if job.template is None:
+            return None
+        return self.store.get_template(job.template).image
 
     def _stop_before_start(self, job: JobRecord, token: int, verdict: str) -> _Outcome | None:
         if verdict == "cancel":
