@@ -107,8 +107,9 @@ class JobRunner:
         self._threads: dict[int, threading.Thread] = {}
         #: (job, attempt) -> the job-scoped token the server minted (through a server).
         self._job_tokens: dict[tuple[int, int], str] = {}
-        #: (job, attempt) -> bytes of its log sent to the server so far.
+        #: (job, attempt) -> bytes of its log sent to the server so far, and who sends.
         self._shipped: dict[tuple[int, int], list[int]] = {}
+        self._ship_locks: dict[tuple[int, int], threading.Lock] = {}
         self._lock = threading.Lock()
 
     @property
@@ -375,7 +376,12 @@ class JobRunner:
         if not isinstance(self.store, RemoteJobs):
             return
         path = self.jobs_root / str(job_id) / f"attempt-{token}" / "job.log"
-        shipped[0] = self.store.ship_log(job_id, token, path, shipped[0])
+        # The heartbeat thread and the attempt's end both ship: one at a time, or an older
+        # read of the file could land last and cut the log short.
+        with self._lock:
+            ship_lock = self._ship_locks.setdefault((job_id, token), threading.Lock())
+        with ship_lock:
+            shipped[0] = self.store.ship_log(job_id, token, path, shipped[0])
 
     def _finish(
         self, job: JobRecord, token: int, state: str, code: int | None, reason: str | None
