@@ -22,15 +22,18 @@ venv: $(VENV)/.stamp
 
 $(VENV)/.stamp: pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev,torch,fsspec]' 2>&1 | $(PIP_FILTER)
+	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev,torch,fsspec,ray,kubernetes]' 2>&1 | $(PIP_FILTER)
 	@touch $@
 
 # PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it),
-# Chromium for the dashboard tests (Playwright drives Debian's build; no browser download).
+# Chromium for the dashboard tests (Playwright drives Debian's build; no browser download),
+# Podman and runc for the container backend's tests (their busybox image is made locally).
 deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
