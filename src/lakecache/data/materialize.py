@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import blake3
 
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 RANGE_GAP = 1 << 20
 RANGE_MAX = 8 << 20
+#: Files placed, located and planned at a time: what a fill or pull holds in memory
+#: besides its list of entries (a location and a range per blob of the batch).
+BATCH_FILES = 50_000
 
 
 @dataclass
@@ -282,6 +285,7 @@ def materialize(
     private_dest: bool = False,
     read_only: bool = False,
     durable: bool = False,
+    batch_files: int = BATCH_FILES,
 ) -> MaterializeStats:
     """Make ``dest`` hold every entry as a plain file, each verified against its digest.
 
@@ -296,6 +300,10 @@ def materialize(
     ``durable`` fsyncs each file before it appears and, before returning, each
     folder written to (once each); a fill instead syncs its staging folder's
     filesystem once before publishing it.
+    Entries go ``batch_files`` at a time (placed, located in one catalog
+    lookup, planned into ranges), the next batch planned while the last GETs
+    of the one before run: memory beyond ``entries`` is bounded by a batch,
+    whatever the number of files.
 
     Raises :class:`IntegrityError` naming the file and the lake object when
     bytes disagree with their digest or a blob is missing from the index; lake
@@ -306,64 +314,34 @@ def materialize(
     stats = MaterializeStats(files=len(entries), bytes=sum(e.size for e in entries))
     target = _Target(dest)
     progress.begin("pull", stats.files, stats.bytes)
+    written: set[str] = set()  # folders that got a new name, fsynced at the end if durable
 
     # Which paths need which blob. Files already in place (a resumed pull or fill)
     # and files that can be hard-linked are settled first, in parallel: each is a
     # few syscalls, and on a network filesystem each syscall is a round trip.
-    wanted: dict[str, list[ManifestEntry]] = defaultdict(list)
-    written: set[str] = set()  # folders that got a new name, fsynced at the end if durable
-    if skip_existing or link_source is not None:
-
-        def place(chunk: list[ManifestEntry]) -> tuple[list[ManifestEntry], list[int]]:
-            rest: list[ManifestEntry] = []
-            counts = [0, 0, 0, 0]  # skipped files, bytes; linked files, bytes
-            for e in chunk:
-                final = target.path(e.path)
-                if skip_existing and os.path.lexists(final) and file_matches(final, e):
-                    if read_only:
-                        _make_read_only(final, e.mode)
-                    counts[0] += 1
-                    counts[1] += e.size
+    def place(chunk: list[ManifestEntry]) -> tuple[list[ManifestEntry], list[int]]:
+        rest: list[ManifestEntry] = []
+        counts = [0, 0, 0, 0]  # skipped files, bytes; linked files, bytes
+        for e in chunk:
+            final = target.path(e.path)
+            if skip_existing and os.path.lexists(final) and file_matches(final, e):
+                if read_only:
+                    _make_read_only(final, e.mode)
+                counts[0] += 1
+                counts[1] += e.size
+                continue
+            src = link_source(e) if link_source is not None else None
+            if src is not None:
+                try:
+                    _link(src, final, atomic=not private_dest)
+                    written.add(os.path.dirname(final))
+                    counts[2] += 1
+                    counts[3] += e.size
                     continue
-                src = link_source(e) if link_source is not None else None
-                if src is not None:
-                    try:
-                        _link(src, final, atomic=not private_dest)
-                        written.add(os.path.dirname(final))
-                        counts[2] += 1
-                        counts[3] += e.size
-                        continue
-                    except OSError:
-                        pass  # another filesystem or the source vanished: download instead
-                rest.append(e)
-            return rest, counts
-
-        chunks = [entries[i : i + 512] for i in range(0, len(entries), 512)]
-        with ThreadPoolExecutor(workers, thread_name_prefix="lakecache-place") as pool:
-            for rest, (sf, sb, lf, lb) in pool.map(place, chunks):
-                stats.skipped_files += sf
-                stats.linked_files += lf
-                stats.linked_bytes += lb
-                progress.advance(sf + lf, sb + lb)
-                for e in rest:
-                    wanted[e.digest].append(e)
-    else:
-        for e in entries:
-            wanted[e.digest].append(e)
-    if not wanted:
-        progress.end()
-        if durable:
-            fsync_dirs(written)
-        return stats
-
-    locs = catalog.locate_blobs(wanted.keys())
-    missing = [d for d in wanted if d not in locs]
-    if missing:
-        e = wanted[missing[0]][0]
-        raise IntegrityError(
-            f"{e.path!r} cannot be pulled: its blob {missing[0][:16]} is not in the lake's index "
-            f"({len(missing)} blob(s) missing)"
-        )
+                except OSError:
+                    pass  # another filesystem or the source vanished: download instead
+            rest.append(e)
+        return rest, counts
 
     def put(path: str, chunks: Iterable[bytes], mode: int) -> None:
         write_file(
@@ -371,74 +349,123 @@ def materialize(
         )
         written.add(os.path.dirname(path))
 
-    def deliver(digest: str, blob: memoryview) -> None:
-        for e in wanted[digest]:
-            path = target.path(e.path)
-            write_blob(
-                path, blob, e.mode, atomic=not private_dest, read_only=read_only, durable=durable
-            )
-            written.add(os.path.dirname(path))
+    def fetchers(
+        wanted: dict[str, list[ManifestEntry]],
+    ) -> tuple[Callable[[_Range], tuple[int, int]], Callable[[BlobLocation], tuple[int, int]]]:
+        """The two fetches of one batch, bound to that batch's paths by digest."""
 
-    def fetch_range(r: _Range) -> tuple[int, int]:
-        try:
-            data = memoryview(lake.get(r.key, r.start, r.length))
-        except ObjectNotFoundError as exc:
-            raise _lost(wanted[r.blobs[0][0]][0], r.key, exc) from exc
-        files = nbytes = 0
-        for digest, off, n in r.blobs:
-            blob = data[off : off + n]
-            if blake3.blake3(blob).hexdigest() != digest:
-                e = wanted[digest][0]
+        def fetch_range(r: _Range) -> tuple[int, int]:
+            try:
+                data = memoryview(lake.get(r.key, r.start, r.length))
+            except ObjectNotFoundError as exc:
+                raise _lost(wanted[r.blobs[0][0]][0], r.key, exc) from exc
+            files = nbytes = 0
+            for digest, off, n in r.blobs:
+                blob = data[off : off + n]
+                if blake3.blake3(blob).hexdigest() != digest:
+                    e = wanted[digest][0]
+                    raise IntegrityError(
+                        f"{e.path!r}: bytes at {r.key} offset {r.start + off} do not match its "
+                        f"digest {digest[:16]}; the lake object is damaged. "
+                        "Nothing was written for it."
+                    )
+                for e in wanted[digest]:
+                    path = target.path(e.path)
+                    write_blob(
+                        path,
+                        blob,
+                        e.mode,
+                        atomic=not private_dest,
+                        read_only=read_only,
+                        durable=durable,
+                    )
+                    written.add(os.path.dirname(path))
+                files += len(wanted[digest])
+                nbytes += n * len(wanted[digest])
+            return files, nbytes
+
+        def fetch_large(loc: BlobLocation) -> tuple[int, int]:
+            es = wanted[loc.digest]
+            first = target.path(es[0].path)
+            h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            size = 0
+
+            def stream() -> Iterator[bytes]:
+                nonlocal size
+                for c in lake.iter_chunks(loc.key, chunk_size=chunk_size):
+                    h.update(c)
+                    size += len(c)
+                    yield c
+                if size != loc.size or h.hexdigest() != loc.digest:
+                    raise IntegrityError(
+                        f"{es[0].path!r}: lake object {loc.key} does not match its digest "
+                        f"{loc.digest[:16]} (got {size} bytes); the lake object is damaged. "
+                        "Nothing was written for it."
+                    )
+
+            try:
+                put(first, stream(), es[0].mode)
+            except ObjectNotFoundError as exc:
+                raise _lost(es[0], loc.key, exc) from exc
+            for e in es[1:]:
+                with open(first, "rb") as src:
+                    put(target.path(e.path), iter(lambda: src.read(chunk_size), b""), e.mode)
+            return len(es), loc.size * len(es)
+
+        return fetch_range, fetch_large
+
+    Task = tuple[Callable[[Any], tuple[int, int]], object, int]
+
+    def tasks(place_pool: ThreadPoolExecutor) -> Iterator[Task]:
+        """The GETs, batch after batch: only a batch's paths, locations and ranges are held.
+
+        A batch is placed, located (one catalog lookup) and planned only when
+        the fetches of the one before are all under way, so memory is bounded
+        by the batch size whatever the number of files (627,615 in B), while
+        the pool never runs dry at a batch's end.
+        """
+        for begin in range(0, len(entries), batch_files):
+            batch = entries[begin : begin + batch_files]
+            wanted: dict[str, list[ManifestEntry]] = defaultdict(list)
+            if skip_existing or link_source is not None:
+                chunks = [batch[i : i + 512] for i in range(0, len(batch), 512)]
+                for rest, (sf, sb, lf, lb) in place_pool.map(place, chunks):
+                    stats.skipped_files += sf
+                    stats.linked_files += lf
+                    stats.linked_bytes += lb
+                    progress.advance(sf + lf, sb + lb)
+                    for e in rest:
+                        wanted[e.digest].append(e)
+            else:
+                for e in batch:
+                    wanted[e.digest].append(e)
+            del batch
+            if not wanted:
+                continue
+            locs = catalog.locate_blobs(wanted.keys())
+            missing = [d for d in wanted if d not in locs]
+            if missing:
+                e = wanted[missing[0]][0]
                 raise IntegrityError(
-                    f"{e.path!r}: bytes at {r.key} offset {r.start + off} do not match its digest "
-                    f"{digest[:16]}; the lake object is damaged. Nothing was written for it."
+                    f"{e.path!r} cannot be pulled: its blob {missing[0][:16]} is not in the "
+                    f"lake's index ({len(missing)} blob(s) missing)"
                 )
-            deliver(digest, blob)
-            files += len(wanted[digest])
-            nbytes += n * len(wanted[digest])
-        return files, nbytes
+            fetch_range, fetch_large = fetchers(wanted)
+            todo: list[Task] = [
+                (fetch_range, r, r.length)
+                for r in plan_ranges(v for v in locs.values() if v.pack_id)
+            ]
+            todo.extend((fetch_large, loc, loc.size) for loc in locs.values() if not loc.pack_id)
+            del locs
+            # Large objects first: they take longest, and the small ranges fill the gaps.
+            todo.sort(key=lambda t: -t[2])
+            yield from todo
 
-    def fetch_large(loc: BlobLocation) -> tuple[int, int]:
-        es = wanted[loc.digest]
-        first = target.path(es[0].path)
-        h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        size = 0
-
-        def stream() -> Iterator[bytes]:
-            nonlocal size
-            for c in lake.iter_chunks(loc.key, chunk_size=chunk_size):
-                h.update(c)
-                size += len(c)
-                yield c
-            if size != loc.size or h.hexdigest() != loc.digest:
-                raise IntegrityError(
-                    f"{es[0].path!r}: lake object {loc.key} does not match its digest "
-                    f"{loc.digest[:16]} (got {size} bytes); the lake object is damaged. "
-                    "Nothing was written for it."
-                )
-
-        try:
-            put(first, stream(), es[0].mode)
-        except ObjectNotFoundError as exc:
-            raise _lost(es[0], loc.key, exc) from exc
-        for e in es[1:]:
-            with open(first, "rb") as src:
-                put(target.path(e.path), iter(lambda: src.read(chunk_size), b""), e.mode)
-        return len(es), loc.size * len(es)
-
-    tasks: list[tuple[Callable[..., tuple[int, int]], object, int]] = []
-    for r in plan_ranges(v for v in locs.values() if v.pack_id):
-        tasks.append((fetch_range, r, r.length))
-    for loc in locs.values():
-        if not loc.pack_id:
-            tasks.append((fetch_large, loc, loc.size))
-    # Large objects first: they take longest, and the small ranges fill the gaps.
-    tasks.sort(key=lambda t: -t[2])
-
+    place_pool = ThreadPoolExecutor(workers, thread_name_prefix="lakecache-place")
     pool = ThreadPoolExecutor(workers, thread_name_prefix="lakecache-pull")
     running: set[Future[tuple[int, int]]] = set()
     try:
-        it = iter(tasks)
+        it = tasks(place_pool)
         while True:
             while len(running) < 2 * workers:
                 nxt = next(it, None)
@@ -461,6 +488,7 @@ def materialize(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        place_pool.shutdown(wait=True, cancel_futures=True)
         progress.end()
     if durable:
         fsync_dirs(written)
