@@ -85,14 +85,22 @@ def test_a_pack_longer_or_shorter_than_its_index_is_refused(
     lake: Lake, checker: PackChecker
 ) -> None:
     entries, data = _pack([os.urandom(3000) for _ in range(8)])
+    assert len(segments(entries, verify.SEGMENT)) == 3
     lake.put(pack_key("01" * 32), data + b"x")
-    with pytest.raises(IntegrityError, match="index lays out"):
+    with pytest.raises(IntegrityError, match="longer than its index"):
         checker.check(lake, pack_key("01" * 32), entries)
-    lake.put(pack_key("02" * 32), data[:-1])
-    with pytest.raises(IntegrityError, match="index lays out"):
-        checker.check(lake, pack_key("02" * 32), entries)
+    for n, cut in enumerate((data[:-1], data[:3000], data[:1])):
+        key = pack_key(f"{n + 2:02d}" * 32)
+        lake.put(key, cut)
+        with pytest.raises(IntegrityError, match="index lays out"):
+            checker.check(lake, key, entries)
     with pytest.raises(UserError, match="not in the lake"):
-        checker.check(lake, pack_key("03" * 32), entries)
+        checker.check(lake, pack_key("ff" * 32), entries)
+    # No blobs at all: the object must be empty too.
+    lake.put(pack_key("fe" * 32), b"")
+    checker.check(lake, pack_key("fe" * 32), [])
+    with pytest.raises(IntegrityError, match="longer than its index"):
+        checker.check(lake, pack_key("01" * 32), [])
 
 
 def test_a_large_blob_read_ahead_hashes_in_order(lake: Lake, checker: PackChecker) -> None:

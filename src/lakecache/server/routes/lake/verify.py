@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 #: Bytes per ranged GET when reading an object back.
 READ_CHUNK = 8 << 20
 #: Bytes of whole blobs one ranged GET of a pack reads back (a segment).
-SEGMENT = 8 << 20
+SEGMENT = 16 << 20
 #: Bytes hashed per read while a segment streams in: the memory a segment takes.
 SEGMENT_READ = 1 << 20
 #: Segments read back at once, for the whole server.
@@ -183,29 +183,37 @@ class PackChecker:
         """Read pack ``key`` back and hash every blob against ``entries`` (its checked index).
 
         IntegrityError at the first blob that lies, or if the object is shorter
-        or longer than the index lays out; UserError if it is not in the lake.
-        Returns once every segment is checked, or the first fails (the others
-        are cancelled, or left to finish on their own).
+        or longer than the index lays out (the last segment reads to the
+        object's end); UserError if it is not in the lake. Returns once every
+        segment is checked, or the first fails (the others are cancelled, or
+        left to finish on their own).
         """
-        size = size_of(lake, key)
-        if size is None:
-            raise UserError(f"{key} is not in the lake", hint="Upload it before recording it.")
-        expected = sum(n for _, _, n in entries)
-        if size != expected:
-            raise IntegrityError(f"{key} has {size} bytes; its index lays out {expected}")
         parts = segments(entries)
-        if len(parts) == 1:
-            _check_segment(lake, key, parts[0])  # one GET: no thread to hand it to
-            return
-        pool = self._executor()
-        pending = {pool.submit(_check_segment, lake, key, part) for part in parts}
+        expected = sum(n for _, _, n in entries)
         try:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                future.result()
-        finally:
-            for future in pending:
-                future.cancel()
+            if len(parts) <= 1:  # one GET: no thread to hand it to
+                _check_segment(lake, key, parts[0] if parts else (), last=True)
+                return
+            pool = self._executor()
+            pending = {
+                pool.submit(_check_segment, lake, key, part, last=i == len(parts) - 1)
+                for i, part in enumerate(parts)
+            }
+            try:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
+        except ObjectNotFoundError:
+            # Missing, or shorter than a segment's range: which one is worth a request only now.
+            size = size_of(lake, key)
+            if size is None:
+                raise UserError(
+                    f"{key} is not in the lake", hint="Upload it before recording it."
+                ) from None
+            raise IntegrityError(f"{key} has {size} bytes; its index lays out {expected}") from None
 
     def blob_digest(self, lake: Lake, key: str) -> tuple[str, int]:
         """The BLAKE3 and the size of a large blob in the lake, read back in
@@ -241,19 +249,14 @@ def _read_range(lake: Lake, key: str, start: int, length: int) -> bytes:
         ) from None
 
 
-def _check_segment(lake: Lake, key: str, part: PackIndex) -> None:
-    """Hash one run of whole blobs of pack ``key`` as it streams in (one ranged GET)."""
-    start = part[0][1]
-    length = sum(n for _, _, n in part)
+def _check_segment(lake: Lake, key: str, part: PackIndex, *, last: bool) -> None:
+    """Hash one run of whole blobs of pack ``key`` as it streams in (one ranged GET); the
+    ``last`` run reads on to the object's end, so that bytes beyond the index are found."""
+    start = part[0][1] if part else 0
+    length = None if last else sum(n for _, _, n in part)
     verifier = PackVerifier(key, part)
-    try:
-        for chunk in lake.iter_chunks(key, start, length, chunk_size=SEGMENT_READ):
-            verifier.feed(chunk)
-    except ObjectNotFoundError:
-        # Its size was right a moment ago: someone removed it (a refused record) meanwhile.
-        raise UserError(
-            f"{key} left the lake while it was checked", hint="Run the commit again."
-        ) from None
+    for chunk in lake.iter_chunks(key, start, length, chunk_size=SEGMENT_READ):
+        verifier.feed(chunk)
     verifier.finish()
 
 
