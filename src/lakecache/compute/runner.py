@@ -218,6 +218,9 @@ class JobRunner:
         finally:
             stop.set()
             beat.join()
+            with self._lock:
+                self._shipped.pop((job.id, token), None)
+                self._ship_locks.pop((job.id, token), None)
 
     def _prepare_inputs(
         self, job: JobRecord, token: int, workdir: Path, held: ExitStack
