@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 from backend_contract import BackendContract, make_spec, wait_exit
+from conftest import World
+from helpers import make_files
 
+from lakecache.cache.clock import SystemClock
+from lakecache.cache.service import CacheService
+from lakecache.catalog.topology import Topology
 from lakecache.compute.backends import Backend, BackendError, open_backend
-from lakecache.compute.model import Resources
+from lakecache.compute.model import InputSpec, Resources
+from lakecache.compute.runner import JobRunner
+from lakecache.compute.store import ComputeStore
+from lakecache.data.dataset import Dataset
+from lakecache.data.hub import Hub
 from lakecache.testing.ray_cluster import RayCluster, start_ray_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -171,3 +180,61 @@ def test_no_address_is_refused_with_a_hint() -> None:
     with pytest.raises(BackendError, match="needs the address") as info:
         open_backend("ray", {})
     assert "address=" in info.value.hint
+
+
+# -- through the site's job runner -------------------------------------------------------
+
+
+def test_a_job_through_the_runner_runs_on_its_sites_ray_node_with_its_cached_input(
+    ray_cluster: RayCluster,
+    hub: Hub,
+    store: ComputeStore,
+    world: World,
+    tmp_path: Path,
+) -> None:
+    now = SystemClock().now()
+    settings = {"address": ray_cluster.address, "site_resource": "site:cloud"}
+    Topology(hub.catalog).add_compute("cloud-ray", "cloud", "ray", settings, [], now)
+    store.set_capacity("cloud-ray", Resources(2000, 4 * 10**9))
+    store.add_template("cloud-ray-small", "cloud-ray", Resources(1000, 10**9), None, now)
+    store.add_queue("rays", ["cloud-ray-small"], now=now)
+    xray = Dataset.create("xray", hub=hub)
+    xray.commit(make_files(tmp_path / "src", n=5, size=500), message="v1")
+    commit = hub.catalog.resolve("xray", "main")
+    runner = JobRunner(
+        CacheService(hub, clock=SystemClock(), poll_every=0.05),
+        "cloud",
+        interval=0.05,
+        heartbeat_every=0.2,
+        jobs_root=tmp_path / "jobs",
+    )
+    try:
+        job = store.submit(
+            "rays",
+            [
+                "sh",
+                "-c",
+                'find "$LAKECACHE_INPUT_XRAY" -type f | wc -l > "$LAKECACHE_OUTPUTS/count";'
+                " tr '\\0' '\\n' < /proc/$PPID/environ | sed -n 's/^LAKECACHE_RAY_SITE=//p'"
+                ' > "$LAKECACHE_OUTPUTS/site"; echo on-the-node',
+            ],
+            request=Resources(1000, 10**9),
+            inputs=[InputSpec("xray", "xray", "main", commit, "cached")],
+            submitted_by="tester",
+            now=now,
+        )
+        deadline = time.monotonic() + 120
+        while not (job := store.get_job(job.id)).done:
+            assert time.monotonic() < deadline, f"job {job.id} is still {job.state}"
+            runner.run_once()
+            time.sleep(0.05)
+    finally:
+        runner.close()
+    assert (job.state, job.exit_code) == ("succeeded", 0), job.reason
+    assert job.workdir is not None
+    outputs = Path(job.workdir) / "outputs"
+    assert (outputs / "count").read_text().strip() == "5"
+    assert (outputs / "site").read_text().strip() == "cloud"
+    assert "on-the-node" in (Path(job.workdir) / "job.log").read_text()
+    started = next(e for e in store.timeline(job.id) if e.kind == "started")
+    assert started.detail.startswith("ray: job-")

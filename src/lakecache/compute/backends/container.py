@@ -198,7 +198,7 @@ class ContainerBackend:
         code = self._proc(handle).poll()
         if code is None:
             return None
-        if code < 0:  # the attached client was killed; the container was stopped with it
+        if code < 0:  # the attached client was killed (by cancel's last resort, or by hand)
             return Exit(128 - code, f"{self.binary} killed by signal {-code}")
         if code in ENGINE_EXITS:
             error = engine_error(self.logs(handle))

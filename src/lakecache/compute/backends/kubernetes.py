@@ -38,15 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from lakecache.compute.backends.base import BackendError, Exit, LaunchSpec
+from lakecache.compute.backends.container import HOST_ONLY_ENV, OUTPUTS
 
 INSTALL_HINT = (
     "Install the Kubernetes client on the agent's machine: pip install 'lakecache[kubernetes]'."
 )
 LABEL_JOB = "lakecache.io/job-id"
 LABEL_ATTEMPT = "lakecache.io/attempt"
-OUTPUTS = "/outputs"
-#: Variables that describe the agent's machine, not the image: the image's own win.
-HOST_ONLY_ENV = ("PATH", "HOME", "TMPDIR", "USER")
 
 
 def _models() -> Any:
