@@ -124,7 +124,10 @@ def _unpack_busybox(root: Path) -> None:
     for folder in ("tmp", "etc", "proc", "dev", "sys", "inputs", "outputs"):
         (tree / folder).mkdir(exist_ok=True)
     (tree / "tmp").chmod(0o1777)
-    if root.exists():
-        shutil.rmtree(root)
-    tree.rename(root)
+    try:
+        tree.rename(root)
+    except OSError:
+        if not (root / "bin" / "busybox").exists():
+            raise
+        # Another run unpacked the same version meanwhile: use theirs.
     shutil.rmtree(work, ignore_errors=True)
