@@ -41,8 +41,10 @@ MAIN = "main"
 #: Digests per known/locate request (the server takes up to 10,000).
 BATCH = 10_000
 #: Records sent at once, and in flight at most (then a new one waits for the oldest).
+#: A record is a few hundred bytes; the server reads each pack back before answering, so
+#: a commit whose uploads outrun those checks runs on, up to MAX_PENDING records ahead.
 RECORDERS = 4
-MAX_PENDING = 16
+MAX_PENDING = 64
 
 
 class RemoteCatalog:
