@@ -74,8 +74,7 @@ def test_commit_dataset_items_carry_folder_labels(lake: Lake, source: str) -> No
         ds.close()
 
 
-@pytest.mark.parametrize("start", ["fork", "spawn"])
-def test_commit_dataset_in_dataloader_workers(lake: Lake, source: str, start: str) -> None:
+def commit_dataset_in_workers(lake: Lake, start: str) -> None:
     ds = CommitDataset("xray@v1", settings=lake.settings, transform=PILToTensor())
     try:
         seen = indices(iter(loader(ds, start, batch_size=5, shuffle=True)))
@@ -83,6 +82,15 @@ def test_commit_dataset_in_dataloader_workers(lake: Lake, source: str, start: st
         assert ds.skipped == 0
     finally:
         ds.close()
+
+
+def test_commit_dataset_in_fork_workers(lake: Lake, source: str) -> None:
+    commit_dataset_in_workers(lake, "fork")
+
+
+def test_commit_dataset_in_spawn_workers(s3_lake: Lake, s3_source: str) -> None:
+    # Spawned workers start a fresh interpreter (torch imported anew): one lake is enough.
+    commit_dataset_in_workers(s3_lake, "spawn")
 
 
 def test_labels_from_a_csv_column(lake: Lake) -> None:
@@ -181,8 +189,17 @@ def contents(lake: Lake) -> dict[bytes, str]:
     return {data: path for path, data in lake.files.items()}
 
 
-@pytest.mark.parametrize("start", ["fork", "spawn"])
-def test_streaming_reads_every_file_once_per_epoch(lake: Lake, source: str, start: str) -> None:
+def test_streaming_reads_every_file_once_per_epoch_in_fork_workers(lake: Lake, source: str) -> None:
+    streaming_reads_every_file_once_per_epoch(lake, source, "fork")
+
+
+def test_streaming_reads_every_file_once_per_epoch_in_spawn_workers(
+    s3_lake: Lake, s3_source: str
+) -> None:
+    streaming_reads_every_file_once_per_epoch(s3_lake, s3_source, "spawn")
+
+
+def streaming_reads_every_file_once_per_epoch(lake: Lake, source: str, start: str) -> None:
     by_bytes = contents(lake)
     stream = StreamingDataset("xray@v1", settings=lake.settings, shuffle_buffer=8, block_files=3)
     try:
