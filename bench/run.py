@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(needs):
         bench.datasets[name] = _dataset(data_dir, name, counts[name])
 
+    for name, full in (("A", A_FILES), ("B", B_FILES), ("P", P_FILES)):
+        data = bench.datasets.get(name)
+        if data is not None and data.files != full:
+            bench.notes.append(
+                f"{name} at {data.files:,} files, not {full:,} (--small, --files, --b-files, "
+                "--p-files or BENCH_SCALE): its figures, peak memory included, are at that count"
+            )
     remove(bench.work_dir)
     bench.work_dir.mkdir(parents=True)
     from lakecache.testing.seaweed import start_seaweed
