@@ -53,7 +53,7 @@ def test_plan_room_is_lru_and_explains_what_blocks() -> None:
     assert plan.fits and plan.available_after == 250
     blocked = plan_eviction(caches, now=T0, ttl=TTL, available=0, need_bytes=5000)
     assert not blocked.fits
-    assert "ds@4 (pinned): 1,000 bytes" in blocked.explain()
+    assert "ds@4 (pinned): 1 kB" in blocked.explain()
 
 
 def test_ttl_eviction_with_controlled_clock(
