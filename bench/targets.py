@@ -42,6 +42,20 @@ def ratio(num: str, den: str) -> Callable[[Figures], float | None]:
     return measure
 
 
+def ratio_of_first(nums: tuple[str, ...], den: str) -> Callable[[Figures], float | None]:
+    """``ratio`` with the first of ``nums`` that was measured as the numerator."""
+
+    def measure(fig: Figures) -> float | None:
+        b = fig(den)
+        for num in nums:
+            a = fig(num)
+            if a is not None and b:
+                return a / b
+        return None
+
+    return measure
+
+
 def value(*keys: str) -> Callable[[Figures], float | None]:
     """The first of ``keys`` that was measured (B's figure, else A's)."""
 
@@ -326,7 +340,8 @@ TARGETS: list[Target] = [
     Target(
         "2nd fill (99% shared), warm agent",
         "1st fill s (new process) / agent's 2nd s",
-        ratio("a.cache.fill.s", "a.agent.fill2.op_s"),
+        # Without the caches section, the agent's own first fill (no start-up: a lower ratio).
+        ratio_of_first(("a.cache.fill.s", "a.agent.fill1.op_s"), "a.agent.fill2.op_s"),
         ">=",
         40.0,
         "x",
