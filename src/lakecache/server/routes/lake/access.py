@@ -19,6 +19,7 @@ from fastapi import Request
 from pydantic import Field
 
 from lakecache.catalog.accounts import ROLE_RANK
+from lakecache.durable import fsync_dir
 from lakecache.errors import (
     DatasetNotFoundError,
     InvalidPathError,
@@ -241,8 +242,14 @@ class LakeAccess:
     def _save(self, path: Path, scope: CommitScope) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
-        tmp.write_text(scope.dump())
+        # Flushed before the rename: a power loss leaves the old scope or the new one,
+        # never a torn file that parses as a narrower scope.
+        with open(tmp, "w") as f:
+            f.write(scope.dump())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
 
     def _remember(self, commit_id: str, scope: CommitScope) -> CommitScope:
         with self._lock:
