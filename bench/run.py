@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     remove(bench.work_dir)
     bench.work_dir.mkdir(parents=True)
-    from lakecache.testing.seaweed import start_seaweed
+    from lakecache.services.seaweed import start_seaweed
 
     say("starting SeaweedFS")
     bench.server = start_seaweed(bench.work_dir / "seaweed")

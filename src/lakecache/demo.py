@@ -29,7 +29,7 @@ DATASET = "xray"
 
 def main() -> int:
     from lakecache import synth
-    from lakecache.testing.seaweed import start_seaweed
+    from lakecache.services.seaweed import start_seaweed
 
     root = Path.cwd()
     state = root / ".lakecache" / "demo"

@@ -11,7 +11,7 @@ import pytest
 from helpers import write
 
 from lakecache.cli.main import main
-from lakecache.testing.seaweed import SeaweedServer
+from lakecache.services.seaweed import SeaweedServer
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ from lakecache.client import AccessDeniedError, RemoteCatalog, RemoteLake
 from lakecache.data.dataset import Dataset
 from lakecache.errors import ConflictError, DatasetNotFoundError, UserError
 from lakecache.lake.objects import commit_key
+from lakecache.services.seaweed import SeaweedServer
 from lakecache.settings import Settings
-from lakecache.testing.seaweed import SeaweedServer
 
 
 def _name(prefix: str) -> str:

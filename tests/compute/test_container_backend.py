@@ -27,7 +27,7 @@ from lakecache.compute.runner import JobRunner
 from lakecache.compute.store import ComputeStore
 from lakecache.data.dataset import Dataset
 from lakecache.data.hub import Hub
-from lakecache.testing.podman import busybox_image, podman_config
+from lakecache.services.podman import busybox_image, podman_config
 
 pytestmark = pytest.mark.container
 

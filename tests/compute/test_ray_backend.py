@@ -27,7 +27,7 @@ from lakecache.compute.runner import JobRunner
 from lakecache.compute.store import ComputeStore
 from lakecache.data.dataset import Dataset
 from lakecache.data.hub import Hub
-from lakecache.testing.ray_cluster import RayCluster, start_ray_cluster
+from lakecache.services.ray_cluster import RayCluster, start_ray_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 

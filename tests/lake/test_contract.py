@@ -34,8 +34,8 @@ from lakecache.errors import (
 from lakecache.lake import Lake, ObjectInfo, open_lake
 from lakecache.lake.local import LocalLake
 from lakecache.lake.s3 import S3Lake
+from lakecache.services.seaweed import SeaweedServer
 from lakecache.settings import Settings
-from lakecache.testing.seaweed import SeaweedServer
 
 MiB = 1024 * 1024
 PART = 5 * MiB

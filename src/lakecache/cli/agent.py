@@ -55,6 +55,7 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
     import threading
 
     job_loop = threading.Thread(target=runner.run_forever, daemon=True) if runner else None
+
     def stop(*_: object) -> None:
         a.stop_event.set()
         if runner is not None:
