@@ -116,7 +116,7 @@ def build_dash(base: Path) -> Dash:
     return Dash(server.url, plane, server, commits)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     d = build_dash(tmp_path_factory.mktemp("dashboard"))
     yield d
@@ -124,7 +124,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     d.plane.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip(
