@@ -206,7 +206,11 @@ def test_commit_killed_midway_leaves_no_commit_and_resumes(ds: Dataset, tmp_path
     lake = ds.hub.lake
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if sum(1 for o in lake.list("packs/") if o.key.endswith(".pack")) >= 4:
+        # Kill it once 4 packs are recorded in the catalog, not merely uploaded: a pack
+        # whose record the kill cut off is rightly uploaded again by the resumed commit.
+        packs = [o.key for o in lake.list("packs/") if o.key.endswith(".pack")]
+        ids = [k.removeprefix("packs/").removesuffix(".pack") for k in packs]
+        if len(ds.hub.catalog.pack_sizes(ids)) >= 4:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
