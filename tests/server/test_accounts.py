@@ -11,7 +11,13 @@ import pytest
 from lakecache.catalog import Catalog
 from lakecache.catalog.accounts import Accounts
 from lakecache.catalog.topology import Topology
-from lakecache.errors import AlreadyExistsError, ConflictError, NotFoundError, UserError
+from lakecache.errors import (
+    AccountDisabledError,
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    UserError,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 PW = "password-123"
@@ -48,7 +54,9 @@ def test_users_passwords_and_names(accounts: Accounts) -> None:
         accounts.update_user("admin", disabled=True)
     accounts.create_user("bob", PW, now=NOW)
     accounts.update_user("bob", disabled=True)
-    assert accounts.check_password("bob", PW) is None
+    with pytest.raises(AccountDisabledError, match="disabled"):
+        accounts.check_password("bob", PW)  # the right password: told it is disabled
+    assert accounts.check_password("bob", "not-bobs-password") is None
 
 
 def test_tokens_are_stored_hashed_and_die_when_revoked_or_expired(accounts: Accounts) -> None:

@@ -116,7 +116,7 @@ def test_a_disabled_user_is_locked_out_at_once(auth_world: World) -> None:
     )
     assert r.status_code == 401
     again = httpx.post(f"{auth_world.url}{LOGIN}", json={"name": "temp", "password": PASSWORD})
-    assert again.status_code == 401
+    assert again.status_code == 403 and again.json()["error"]["code"] == "account_disabled"
     last = auth_world.call("admin", "PATCH", "/api/v1/users/admin", json={"org_admin": False})
     assert last.status_code == 409 and "last org admin" in last.json()["error"]["message"]
 
