@@ -506,6 +506,12 @@
     }
   }
 
+  // The helpers above, for the page sections further down this file (each its own block):
+  // one way to call the API (CSRF header, 401 -> login) and to write text into the page.
+  window.lakecache = Object.freeze({
+    api, el, field, setText, size, number, duration, ago, percent, short, urlPath, announce, flash,
+  });
+
   // --- wiring ---------------------------------------------------------------------------------
 
   document.addEventListener("click", (event) => {
