@@ -11,6 +11,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BENCH_VENV := .bench-venv
+CHARTS := src/lakecache/server/dashboard/static/vendor/uplot/VERSION
 # Quiet pip; drop the warnings some machines' pip configs print about absent local indexes.
 PIP_FLAGS := -q --disable-pip-version-check
 PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
@@ -18,11 +19,19 @@ BENCH_ARGS ?=
 
 .PHONY: venv deps test demo bench lint clean
 
-venv: $(VENV)/.stamp
+venv: $(VENV)/.stamp $(CHARTS)
 
 $(VENV)/.stamp: pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e '.[dev,torch,fsspec,ray,kubernetes]' 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+# The dashboard's chart library (uPlot, MIT), pinned by version and hash in the assets module,
+# from the npm registry into an ignored folder the server serves: never committed.
+$(CHARTS): $(VENV)/.stamp src/lakecache/server/dashboard/assets.py
+	@command -v npm >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
+	@$(VENV)/bin/python -m lakecache.server.dashboard.assets
 	@touch $@
 
 # PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it),
@@ -62,5 +71,6 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		demo-data bench-data .lakecache/demo test-artifacts
+		demo-data bench-data .lakecache/demo test-artifacts \
+		src/lakecache/server/dashboard/static/vendor
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
