@@ -60,6 +60,7 @@ def _import_table_modules() -> None:
             importlib.import_module(f"lakecache.catalog.{module.name}")
     # Domains outside catalog/ keep their tables next to their code, on the same metadata.
     importlib.import_module("lakecache.compute.tables")
+    importlib.import_module("lakecache.tracking.tables")
 
 
 def test_table_modules_match_the_migrated_schema(catalog: Catalog, catalog_url: str) -> None:

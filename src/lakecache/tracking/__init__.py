@@ -1,0 +1,1 @@
+"""Run tracking: experiments, runs, params, metrics, system metrics, artifacts and logs."""
