@@ -1,0 +1,621 @@
+"""The flow engine: start a run, advance it job by job, cancel and resume it.
+
+State lives in the catalog only (:mod:`lakecache.flows.store`); an advance is
+a pass over one run that:
+
+1. reads the jobs of its running tasks (one query) and moves each task on:
+   a succeeded job's outputs are committed to the lake (the flow's artifacts
+   dataset, and each ``dataset:`` output as a version of its own dataset); a
+   failed one is submitted again while retries are left, else the task fails;
+   a task past its timeout has its job cancelled and counts as failed;
+2. skips the pending tasks whose upstream failed, and for the others whose
+   upstream all succeeded, reuses an earlier identical task (memoisation, where
+   the task opts in) or submits a job;
+3. ends the run when every task has ended: succeeded, or failed naming the
+   tasks that failed (independent branches still ran to the end).
+
+Any process may advance (the server's flow thread, ``flow run --wait``, an
+agent); one at a time per run holds a short lease, so a server that restarts
+or a ``--wait`` that is interrupted leaves the run to the next advancer. An
+agent that dies under a job is the jobs layer's to handle: the job is
+requeued, and the flow just sees it run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lakecache.compute.model import InputSpec, Resources
+from lakecache.compute.store import ComputeStore
+from lakecache.errors import ConflictError, LakecacheError, UserError
+from lakecache.flows.spec import ARTIFACTS_PREFIX, FlowSpec, Plan, PlannedTask, plan
+from lakecache.flows.store import FINAL_TASK_STATES, FlowRunRecord, FlowStore, FlowTaskRecord
+
+if TYPE_CHECKING:
+    from lakecache.data.hub import Hub
+
+log = logging.getLogger("lakecache.flows")
+
+#: How long an advancer's hold on a run lasts without renewal.
+LEASE = timedelta(seconds=15)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CatalogCatalogue:
+    """What flow checking asks, answered from the catalog (queues read once)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._queues = ComputeStore(hub.catalog).list_queues()
+
+    def queues(self) -> set[str]:
+        return {q.name for q in self._queues}
+
+    def template_queues(self) -> dict[str, str]:
+        return {q.templates[0]: q.name for q in self._queues if len(q.templates) == 1}
+
+    def resolve(self, dataset: str, ref: str) -> str:
+        return self._hub.catalog.resolve(dataset, ref)
+
+
+def code_version(folder: Path) -> str:
+    """``git:<commit>`` (``+diff:<hash>`` with uncommitted changes) of the checkout holding
+    ``folder``; ``none`` outside a git checkout. A changed file changes the version."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if head.returncode != 0:
+            return "none"
+        diff = subprocess.run(
+            ["git", "-C", str(folder), "diff", "HEAD", "--binary"],
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    version = f"git:{head.stdout.strip()}"
+    if diff.stdout:
+        version += f"+diff:{hashlib.sha256(diff.stdout).hexdigest()[:16]}"
+    return version
+
+
+def artifacts_dataset(flow: str) -> str:
+    """The dataset a flow's task outputs are committed to: one commit per task run."""
+    return f"{ARTIFACTS_PREFIX}{flow}"
+
+
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+class FlowEngine:
+    """Starts, advances, cancels and resumes flow runs in ``hub``'s catalog.
+
+    Safe to use from several threads and processes at once (see the module notes).
+    """
+
+    def __init__(self, hub: Hub, *, owner: str | None = None) -> None:
+        self.hub = hub
+        self.store = FlowStore(hub.catalog)
+        self.jobs = ComputeStore(hub.catalog)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._digests: dict[str, str] = {}
+        #: Seconds each dispatch took (submit a job, or reuse): read by the bench.
+        self.dispatch_seconds: list[float] = []
+
+    # -- start -----------------------------------------------------------------------------
+
+    def plan(self, flow: FlowSpec, overrides: Mapping[str, Any] | None = None) -> Plan:
+        """Check and expand ``flow`` against this catalog (FlowSpecError lists mistakes)."""
+        return plan(flow, CatalogCatalogue(self.hub), overrides)
+
+    def start(
+        self,
+        flow: FlowSpec,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        code: str = "none",
+        submitted_by: str | None = None,
+        advance: bool = True,
+    ) -> int:
+        """Check ``flow``, record a run of it, and (``advance``) submit its first tasks.
+
+        Returns:
+            The run's id.
+
+        Raises:
+            FlowSpecError: every mistake in the flow; nothing is recorded then.
+        """
+        checked = self.plan(flow, overrides)
+        source = flow.text or json.dumps({"name": flow.name, "tasks": [t.name for t in flow.tasks]})
+        run_id = self.store.create_run(
+            checked,
+            source=source,
+            code_version=code,
+            submitted_by=submitted_by or self.hub.author,
+            now=_now(),
+        )
+        if advance:
+            self.advance(run_id)
+        return run_id
+
+    # -- advance ---------------------------------------------------------------------------
+
+    def advance_all(self) -> int:
+        """Advance every running run this engine can take; returns runs still running."""
+        running = 0
+        for run_id in self.store.running_runs():
+            try:
+                if self.advance(run_id):
+                    running += 1
+            except LakecacheError as exc:
+                log.warning("flow run %d: %s", run_id, exc.message)
+        return running
+
+    def advance(self, run_id: int) -> bool:
+        """One pass over run ``run_id`` (see the module notes); True while it still runs.
+
+        A run another advancer holds is left alone (True is returned)."""
+        now = _now()
+        if not self.store.take_run(run_id, self.owner, now=now, lease=LEASE):
+            return not self.store.get_run(run_id).done
+        tasks = self.store.tasks(run_id)
+        by_name = {t.name: t for t in tasks}
+        live = [t.job_id for t in tasks if t.state == "running" and t.job_id is not None]
+        jobs = self.store.job_states(live) if live else {}
+        changed: dict[str, FlowTaskRecord] = {}
+        for task in tasks:
+            if task.state == "running" and task.job_id is not None:
+                job = jobs.get(task.job_id)
+                if job is not None:
+                    moved = self._follow(task, job)
+                    if moved is not None:
+                        changed[task.name] = moved
+        by_name.update(changed)
+        for task in tasks:
+            task = by_name[task.name]
+            if task.state != "pending":
+                continue
+            deps = [by_name[d] for d in task.spec.deps]
+            bad = [d for d in deps if d.state in ("failed", "cancelled", "skipped")]
+            if bad:
+                why = f"upstream {bad[0].name} {bad[0].state}"
+                if self.store.move(task, ["pending"], state="skipped", reason=why, ended_at=_now()):
+                    by_name[task.name] = self.store.get_task(task.id)
+                continue
+            if all(d.state == "succeeded" for d in deps):
+                t0 = time.perf_counter()
+                moved = self._dispatch(task, deps)
+                self.dispatch_seconds.append(time.perf_counter() - t0)
+                if moved is not None:
+                    by_name[task.name] = moved
+        states = [t.state for t in by_name.values()]
+        if all(s in FINAL_TASK_STATES for s in states):
+            failed = [t for t in by_name.values() if t.state == "failed"]
+            if failed:
+                names = ", ".join(f"{t.name} ({t.reason})" for t in failed[:5])
+                more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+                self.store.end_run(run_id, "failed", f"task {names}{more} failed", now=_now())
+            elif any(s == "cancelled" for s in states):
+                self.store.end_run(run_id, "cancelled", "cancelled", now=_now())
+            else:
+                self.store.end_run(run_id, "succeeded", None, now=_now())
+            return False
+        return True
+
+    def _follow(self, task: FlowTaskRecord, job: Mapping[str, Any]) -> FlowTaskRecord | None:
+        """Move a running task on from its job's state; the task as it is now, if changed."""
+        state = job["state"]
+        spec = task.spec
+        if state in ("queued", "placed", "running"):
+            if (
+                spec.timeout is not None
+                and state == "running"
+                and not task.timed_out
+                and (_now() - job["updated_at"]).total_seconds() > spec.timeout
+            ) and self.store.move(task, ["running"], timed_out=True):
+                try:
+                    self.jobs.cancel(int(job["id"]), now=_now())
+                except ConflictError:
+                    pass  # it ended meanwhile; the next pass reads how
+            return None
+        if state == "succeeded":
+            try:
+                outputs = self._collect(task, job)
+            except LakecacheError as exc:
+                return self._fail_or_retry(task, f"outputs not collected: {exc.message}")
+            if self.store.move(task, ["running"], state="succeeded", ended_at=_now(), **outputs):
+                return self.store.get_task(task.id)
+            return None
+        if state == "cancelled" and not task.timed_out:
+            if self.store.move(
+                task,
+                ["running"],
+                state="cancelled",
+                reason="its job was cancelled",
+                ended_at=_now(),
+            ):
+                return self.store.get_task(task.id)
+            return None
+        if task.timed_out:
+            reason = f"timed out after {spec.timeout:g} s"
+        else:
+            code = job.get("exit_code")
+            reason = job.get("reason") or (f"exit code {code}" if code is not None else "failed")
+            reason = f"job {job['id']}: {reason}"
+        return self._fail_or_retry(task, reason)
+
+    def _fail_or_retry(self, task: FlowTaskRecord, reason: str) -> FlowTaskRecord | None:
+        if task.tries <= task.spec.retries:
+            log.info("flow task %s failed (%s); retrying", task.name, reason)
+            if self.store.move(
+                task, ["running"], state="pending", reason=f"retrying: {reason}", timed_out=False
+            ):
+                return self.store.get_task(task.id)
+            return None
+        if self.store.move(task, ["running"], state="failed", reason=reason, ended_at=_now()):
+            return self.store.get_task(task.id)
+        return None
+
+    # -- dispatch: reuse, or submit a job --------------------------------------------------
+
+    def _upstream_inputs(
+        self, task: FlowTaskRecord, deps: Sequence[FlowTaskRecord]
+    ) -> tuple[list[InputSpec], dict[str, str]]:
+        """The upstream outputs a task reads, as job inputs, and the variables naming them."""
+        inputs: list[InputSpec] = []
+        env: dict[str, str] = {}
+        for name, upstream, mode in task.spec.upstream:
+            instances = [d for d in deps if d.task == upstream and d.output_commit]
+            fanned = len(instances) > 1 or any(d.name != d.task for d in instances)
+            names, params = [], []
+            for k, d in enumerate(instances):
+                iname = f"{name}_{k}" if fanned else name
+                assert d.output_dataset is not None and d.output_commit is not None
+                spec = InputSpec(
+                    iname, d.output_dataset, d.output_commit[:12], d.output_commit, mode
+                )
+                inputs.append(spec)
+                names.append(spec.env_var)
+                params.append(dict(d.spec.params))
+            env[f"LAKECACHE_UPSTREAM_{_env_name(name)}"] = " ".join(names)
+            env[f"LAKECACHE_UPSTREAM_{_env_name(name)}_PARAMS"] = json.dumps(params)
+        return inputs, env
+
+    def _dispatch(
+        self, task: FlowTaskRecord, deps: Sequence[FlowTaskRecord]
+    ) -> FlowTaskRecord | None:
+        spec = task.spec
+        run = self.store.get_run(task.run_id) if spec.memo else None
+        datasets = [InputSpec(n, d, r, c, m) for n, d, r, c, m in spec.datasets]
+        upstream, up_env = self._upstream_inputs(task, deps)
+        inputs = datasets + upstream
+        input_commits = {i.name: [i.dataset, i.commit_id, i.mode] for i in inputs}
+        memo_key = None
+        if run is not None:
+            memo_key = self.memo_key(spec, run.code_version, inputs)
+            hit = self.store.memo_hit(memo_key)
+            if hit is not None and self._outputs_present(hit):
+                origin = hit.reused_from or hit.id
+                now = _now()
+                if self.store.move(
+                    task,
+                    ["pending"],
+                    job_id=None,
+                    state="succeeded",
+                    started_at=now,
+                    ended_at=now,
+                    memo_key=memo_key,
+                    reused_from=origin,
+                    reason=f"reused the outputs of task {origin} (run {hit.run_id})",
+                    input_commits=input_commits,
+                    output_dataset=hit.output_dataset,
+                    output_commit=hit.output_commit,
+                    output_commits=dict(hit.output_commits),
+                ):
+                    return self.store.get_task(task.id)
+                return None
+        env = dict(spec.env)
+        env.update(up_env)
+        env.update(
+            LAKECACHE_FLOW_RUN=str(task.run_id),
+            LAKECACHE_FLOW_TASK=task.name,
+            LAKECACHE_PARAMS=json.dumps(dict(spec.params)),
+        )
+        now = _now()
+        try:
+            job = self.jobs.submit(
+                spec.queue,
+                spec.command,
+                request=Resources(round(spec.cpu * 1000), spec.memory, spec.gpu),
+                inputs=inputs,
+                env=env,
+                image=spec.image,
+                submitted_by=self.store.get_run(task.run_id).submitted_by,
+                now=now,
+            )
+        except UserError as exc:
+            if self.store.move(task, ["pending"], state="failed", reason=exc.message, ended_at=now):
+                return self.store.get_task(task.id)
+            return None
+        if self._start(task, job.id, now, memo_key, input_commits):
+            return self.store.get_task(task.id)
+        # Cancelled or taken meanwhile: the job is not wanted.
+        try:
+            self.jobs.cancel(job.id, now=_now())
+        except ConflictError:
+            pass
+        return None
+
+    def _start(
+        self,
+        task: FlowTaskRecord,
+        job_id: int,
+        now: datetime,
+        memo_key: str | None,
+        input_commits: Mapping[str, Any],
+    ) -> bool:
+        return self.store.move(
+            task,
+            ["pending"],
+            job_id=None,
+            **{
+                "state": "running",
+                "job_id": job_id,
+                "jobs": [*task.jobs, job_id],
+                "tries": task.tries + 1,
+                "started_at": task.started_at or now,
+                "ended_at": None,
+                "memo_key": memo_key,
+                "input_commits": dict(input_commits),
+            },
+        )
+
+    # -- memoisation -----------------------------------------------------------------------
+
+    def image_digest(self, image: str | None) -> str | None:
+        """The image's content digest where it can be learnt here (podman), else its name.
+
+        A name with ``@sha256:`` is a digest already; a tag is asked of the local image
+        store once per engine, since a tag can move to new content."""
+        if image is None or "@sha256:" in image:
+            return image
+        if image not in self._digests:
+            digest = image
+            exe = shutil.which("podman")
+            if exe is not None:
+                try:
+                    out = subprocess.run(
+                        [exe, "image", "inspect", "--format", "{{.Id}}", image],
+                        capture_output=True,
+                        text=True,
+                        timeout=30,
+                    )
+                    if out.returncode == 0 and out.stdout.strip():
+                        digest = f"{image}@{out.stdout.strip()}"
+                except (OSError, subprocess.SubprocessError):
+                    pass
+            self._digests[image] = digest
+        return self._digests[image]
+
+    def memo_key(self, spec: PlannedTask, code: str, inputs: Sequence[InputSpec]) -> str:
+        """The hash of everything that decides a task's result: image digest, command,
+        environment, code version, params, input commits and upstream outputs."""
+        doc = {
+            "image": self.image_digest(spec.image),
+            "command": list(spec.command),
+            "env": dict(sorted(spec.env.items())),
+            "code": code,
+            "params": spec.params,
+            "inputs": sorted([i.name, i.dataset, i.commit_id] for i in inputs),
+            "outputs": [[o.name, o.dataset] for o in spec.outputs],
+        }
+        raw = json.dumps(doc, sort_keys=True, default=str).encode()
+        return hashlib.sha256(raw).hexdigest()
+
+    def _outputs_present(self, task: FlowTaskRecord) -> bool:
+        """True if every commit the task produced is still in the catalog and the lake."""
+        from lakecache.lake.objects import manifest_key
+
+        pairs: list[tuple[str, str]] = []
+        if task.output_dataset and task.output_commit:
+            pairs.append((task.output_dataset, task.output_commit))
+        pairs += [(str(d), str(c)) for d, c in task.output_commits.values()]
+        keys = []
+        for dataset, commit_id in pairs:
+            try:
+                commit = self.hub.catalog.get_commit(dataset, commit_id)
+            except LakecacheError:
+                return False
+            keys.append(manifest_key(commit.manifest))
+        if not keys:
+            return True
+        return self.hub.lake.exists(keys) == set(keys)
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    def _collect(self, task: FlowTaskRecord, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Commit a succeeded job's outputs folder; the task's output columns."""
+
+        spec = task.spec
+        workdir = job.get("workdir")
+        folder = Path(workdir) / "outputs" if workdir else None
+        if folder is None or not folder.is_dir():
+            if not spec.outputs:
+                return {}
+            raise UserError(
+                f"the outputs of job {job['id']} are not on this machine ({folder})",
+                hint="Advance the flow where the agent runs (the server with its agents).",
+            )
+        missing = [o.name for o in spec.outputs if not (folder / o.name).is_dir()]
+        if missing:
+            raise UserError(
+                f"the task wrote no folder {', '.join(missing)} under $LAKECACHE_OUTPUTS",
+                hint="Write each declared output as a folder in $LAKECACHE_OUTPUTS.",
+            )
+        if not spec.outputs and not any(folder.iterdir()):
+            return {}
+        run = self.store.get_run(task.run_id)
+        read = (
+            ", ".join(f"{v[0]}@{v[1][:12]}" for v in task.input_commits.values()) or "no datasets"
+        )
+        message = f"flow {run.flow} run {run.id} task {task.name} (job {job['id']}); read {read}"
+        name = artifacts_dataset(run.flow)
+        commit_id = self._commit(name, folder, message)
+        out: dict[str, Any] = {"output_dataset": name, "output_commit": commit_id}
+        datasets = {}
+        for o in spec.outputs:
+            if o.dataset is not None:
+                datasets[o.name] = [o.dataset, self._commit(o.dataset, folder / o.name, message)]
+        out["output_commits"] = datasets
+        return out
+
+    def _commit(self, dataset: str, folder: Path, message: str) -> str:
+        from lakecache.data.dataset import Dataset
+
+        ds = Dataset.create(dataset, hub=self.hub, exist_ok=True)
+        for attempt in range(5):
+            try:
+                return ds.commit(folder, message).id
+            except ConflictError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- cancel and resume -----------------------------------------------------------------
+
+    def cancel(self, run_id: int) -> FlowRunRecord:
+        """Cancel a running run: its pending tasks at once, its jobs through their agents.
+
+        Raises:
+            ConflictError: the run has already ended.
+        """
+        run = self.store.get_run(run_id)
+        if run.done:
+            raise ConflictError(
+                f"flow run {run_id} already {run.state}",
+                hint=f"Resume it with `lakecache flow resume {run_id}`."
+                if run.state != "succeeded"
+                else "",
+            )
+        for task in self.store.tasks(run_id):
+            if task.state == "pending":
+                self.store.move(
+                    task, ["pending"], state="cancelled", reason="run cancelled", ended_at=_now()
+                )
+            elif task.state == "running" and (
+                self.store.move(
+                    task,
+                    ["running"],
+                    state="cancelled",
+                    reason="run cancelled",
+                    ended_at=_now(),
+                )
+                and task.job_id is not None
+            ):
+                try:
+                    self.jobs.cancel(task.job_id, now=_now())
+                except ConflictError:
+                    pass
+        self.store.end_run(run_id, "cancelled", "cancelled by request", now=_now())
+        return self.store.get_run(run_id)
+
+    def resume(self, run_id: int) -> FlowRunRecord:
+        """Run an ended run again: only its failed, cancelled and skipped tasks (and so what
+        depends on them); its succeeded tasks and their outputs are kept.
+
+        Raises:
+            ConflictError: it is still running, or it succeeded (nothing to re-run).
+        """
+        run = self.store.get_run(run_id)
+        if not run.done:
+            raise ConflictError(
+                f"flow run {run_id} is still running", hint="Wait for it, or cancel it first."
+            )
+        if run.state == "succeeded":
+            raise ConflictError(
+                f"flow run {run_id} succeeded: nothing to re-run",
+                hint="Start a new run with `lakecache flow run FILE`.",
+            )
+        for task in self.store.tasks(run_id):
+            if task.state in ("failed", "cancelled", "skipped"):
+                self.store.move(
+                    task,
+                    [task.state],
+                    job_id=None,
+                    state="pending",
+                    reason=None,
+                    tries=0,
+                    timed_out=False,
+                    ended_at=None,
+                )
+        self.store.reopen_run(run_id, now=_now())
+        self.advance(run_id)
+        return self.store.get_run(run_id)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait(
+        self, run_id: int, timeout: float | None = None, *, poll: float = 0.2
+    ) -> FlowRunRecord:
+        """Advance run ``run_id`` until it ends; returns its final record.
+
+        Raises:
+            TimeoutError: still running after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.advance(run_id):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"flow run {run_id} still running after {timeout} s")
+            time.sleep(poll)
+        return self.store.get_run(run_id)
+
+
+class FlowAdvancer:
+    """A thread that advances every running flow run, for a server or an agent process."""
+
+    def __init__(self, hub: Hub, *, interval: float = 0.5) -> None:
+        self.engine = FlowEngine(hub)
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_forever(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.engine.advance_all()
+            except LakecacheError as exc:
+                log.warning("advancing flows failed: %s", exc.message)
+            self.stop_event.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.run_forever, name="flows", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
