@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import cache_ops
+import compute_ops
 import dashboard
 import gc_ops
 import lakecache_ops
@@ -59,6 +60,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "reads": (read_ops.reads, ("A",)),
     # Lake gc of A's and B's lake plus 3 deleted datasets (B when it is there).
     "lake-gc": (gc_ops.lake_gc, ("A",)),
+    # Jobs through queues over 3 sites, run by real site agents (local and Podman).
+    "compute": (compute_ops.compute, ()),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).
