@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from helpers import make_files
+
 from lakecache.cache.clock import SystemClock
 from lakecache.cache.service import CacheService
 from lakecache.catalog.topology import Topology

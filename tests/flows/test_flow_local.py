@@ -26,10 +26,12 @@ TRAIN = (
 PICK = (
     "import os, json, pathlib; names = os.environ['LAKECACHE_UPSTREAM_MODELS'].split(); "
     "params = json.loads(os.environ['LAKECACHE_UPSTREAM_MODELS_PARAMS']); "
-    "scores = [float(pathlib.Path(os.environ[v], 'model', 'score.txt').read_text()) for v in names]; "
+    "scores = [float(pathlib.Path(os.environ[v], 'model', 'score.txt').read_text()) "
+    "for v in names]; "
     "best = max(range(len(names)), key=lambda i: scores[i]); "
     "out = pathlib.Path(os.environ['LAKECACHE_OUTPUTS'], 'best'); out.mkdir(); "
-    "(out / 'choice.json').write_text(json.dumps({'lr': params[best]['lr'], 'score': scores[best], 'of': len(names)}))"
+    "choice = {'lr': params[best]['lr'], 'score': scores[best], 'of': len(names)}; "
+    "(out / 'choice.json').write_text(json.dumps(choice))"
 )
 
 
