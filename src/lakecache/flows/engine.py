@@ -321,7 +321,7 @@ class FlowEngine:
                 if self.store.move(
                     task,
                     ["pending"],
-                    job_id=None,
+                    check_job=False,
                     state="succeeded",
                     started_at=now,
                     ended_at=now,
@@ -378,7 +378,7 @@ class FlowEngine:
         return self.store.move(
             task,
             ["pending"],
-            job_id=None,
+            check_job=False,
             **{
                 "state": "running",
                 "job_id": job_id,
@@ -563,7 +563,7 @@ class FlowEngine:
                 self.store.move(
                     task,
                     [task.state],
-                    job_id=None,
+                    check_job=False,
                     state="pending",
                     reason=None,
                     tries=0,

@@ -195,6 +195,7 @@ class DatasetInput:
     dataset: str
     ref: str
     cached: bool = True
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class TaskInput:
     name: str
     task: str
     cached: bool = False
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,8 @@ class TaskSpec:
     gpu: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     line: int | None = None
+    #: The line of each key of the task in its file.
+    lines: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -467,6 +471,7 @@ def _read_task(
         gpu=gpu,
         env={str(k): str(v) for k, v in env.items()},
         line=line,
+        lines=dict(getattr(raw, "lines", {})),
     )
 
 
@@ -490,7 +495,9 @@ def _read_inputs(
         )
         return []
     out: list[DatasetInput | TaskInput] = []
+    lines = getattr(raw, "lines", {})
     for name, value in items:
+        line = lines.get(name)
         where = at("inputs") + f".{name}"
         if isinstance(value, str):
             value = {"task": value[5:]} if value.startswith("task:") else {"dataset": value}
@@ -516,10 +523,14 @@ def _read_inputs(
             text = str(value["dataset"])
             dataset, _, ref = text.partition("@")
             out.append(
-                DatasetInput(name, dataset, ref or "latest", True if cached is None else cached)
+                DatasetInput(
+                    name, dataset, ref or "latest", True if cached is None else cached, line
+                )
             )
         else:
-            out.append(TaskInput(name, str(value["task"]), False if cached is None else cached))
+            out.append(
+                TaskInput(name, str(value["task"]), False if cached is None else cached, line)
+            )
     return out
 
 
@@ -680,6 +691,10 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, str | int | float | bool)
 
 
+def _kind(v: Any) -> str:
+    return "mapping" if isinstance(v, Mapping) else "list" if isinstance(v, list) else "value"
+
+
 def _show(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
@@ -745,7 +760,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
             problems.append(
                 Problem(
                     f"{src} params.{pname}",
-                    f"flow param {pname!r} is {type(value).__name__}, not a single value",
+                    f"flow param {pname!r} is a {_kind(value)}, not a single value",
                     "flow params are single values; fan out in a task's params",
                 )
             )
@@ -760,17 +775,18 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
     # Dependencies of each task as written: after, plus the tasks it reads from.
     deps: dict[str, list[str]] = {}
     for t in flow.tasks:
-        where = _where(src, t)
         d: list[str] = []
         for a in t.after:
             if a not in by_name:
                 problems.append(
-                    Problem(f"{where}.after", f"unknown task {a!r}", _suggest(a, by_name))
+                    Problem(_at(src, t, "after"), f"unknown task {a!r}", _suggest(a, by_name))
                 )
             elif a == t.name:
                 problems.append(
                     Problem(
-                        f"{where}.after", "a task cannot come after itself", "remove it from after"
+                        _at(src, t, "after"),
+                        "a task cannot come after itself",
+                        "remove it from after",
                     )
                 )
             elif a not in d:
@@ -780,7 +796,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                 if i.task not in by_name:
                     problems.append(
                         Problem(
-                            f"{where}.inputs.{i.name}",
+                            _at(src, t, "inputs", f".{i.name}", i.line),
                             f"unknown task {i.task!r}",
                             _suggest(i.task, by_name),
                         )
@@ -788,7 +804,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                 elif i.task == t.name:
                     problems.append(
                         Problem(
-                            f"{where}.inputs.{i.name}",
+                            _at(src, t, "inputs", f".{i.name}", i.line),
                             "a task cannot read its own outputs",
                             "read another task's outputs",
                         )
@@ -797,7 +813,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                     if not by_name[i.task].outputs:
                         problems.append(
                             Problem(
-                                f"{where}.inputs.{i.name}",
+                                _at(src, t, "inputs", f".{i.name}", i.line),
                                 f"task {i.task!r} declares no outputs to read",
                                 f"add 'outputs: [NAME]' to task {i.task!r}",
                             )
@@ -813,7 +829,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
             if env in seen_env:
                 problems.append(
                     Problem(
-                        f"{where}.inputs.{i.name}",
+                        _at(src, t, "inputs", f".{i.name}", i.line),
                         f"inputs {seen_env[env]!r} and {i.name!r} share $LAKECACHE_INPUT_{env}",
                         "name them apart",
                     )
@@ -822,7 +838,9 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
         if len(outputs_of[t.name]) != len(t.outputs):
             problems.append(
                 Problem(
-                    f"{where}.outputs", "an output folder is named twice", "name each output once"
+                    _at(src, t, "outputs"),
+                    "an output folder is named twice",
+                    "name each output once",
                 )
             )
 
@@ -830,7 +848,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
         if t.queue is not None and t.queue not in queues:
             problems.append(
                 Problem(
-                    f"{where}.queue",
+                    _at(src, t, "queue"),
                     f"unknown queue {t.queue!r}",
                     _suggest(t.queue, queues, "`lakecache queue ls` lists them"),
                 )
@@ -838,7 +856,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
         if t.template is not None and t.template not in template_queues:
             problems.append(
                 Problem(
-                    f"{where}.template",
+                    _at(src, t, "template"),
                     f"no queue runs on template {t.template!r} alone",
                     f"add one (`lakecache queue add {t.template} -t {t.template}`) or use a queue",
                 )
@@ -854,7 +872,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                         resolved[pair] = None
                         problems.append(
                             Problem(
-                                f"{where}.inputs.{i.name}",
+                                _at(src, t, "inputs", f".{i.name}", i.line),
                                 f"{i.dataset}@{i.ref}: {exc.message}",
                                 exc.hint or "check the name",
                             )
@@ -866,7 +884,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                 if not _DATASET_NAME.fullmatch(o.dataset):
                     problems.append(
                         Problem(
-                            f"{where}.outputs.{o.name}",
+                            _at(src, t, "outputs", f".{o.name}"),
                             f"dataset name {o.dataset!r} is invalid",
                             "use lowercase letters, digits, '.', '_' or '-'",
                         )
@@ -877,7 +895,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
             if not _PARAM_NAME.fullmatch(str(pname)):
                 problems.append(
                     Problem(
-                        f"{where}.params.{pname}",
+                        _at(src, t, "params", f".{pname}"),
                         f"param name {pname!r} is invalid",
                         "use letters, digits and '_'",
                     )
@@ -886,7 +904,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                 if not value:
                     problems.append(
                         Problem(
-                            f"{where}.params.{pname}",
+                            _at(src, t, "params", f".{pname}"),
                             "an empty list fans out to no task",
                             "give at least one value",
                         )
@@ -894,7 +912,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                 elif not all(_scalar(v) for v in value):
                     problems.append(
                         Problem(
-                            f"{where}.params.{pname}",
+                            _at(src, t, "params", f".{pname}"),
                             "a fan-out list holds only single values",
                             "write e.g. [0.1, 0.01]",
                         )
@@ -902,8 +920,8 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
             elif not _scalar(value):
                 problems.append(
                     Problem(
-                        f"{where}.params.{pname}",
-                        f"param {pname!r} is a {type(value).__name__}",
+                        _at(src, t, "params", f".{pname}"),
+                        f"param {pname!r} is a {_kind(value)}",
                         "give a value or a list of values",
                     )
                 )
@@ -914,7 +932,7 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                 if ref not in own and ref not in flow_params:
                     problems.append(
                         Problem(
-                            f"{where}.command",
+                            _at(src, t, "command"),
                             f"{{params.{ref}}} names no param",
                             f"define {ref!r} in the task's or the flow's params",
                         )
@@ -1000,6 +1018,12 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
 
 def _where(src: str, t: TaskSpec) -> str:
     return f"{src}:{t.line} tasks.{t.name}" if t.line else f"{src} tasks.{t.name}"
+
+
+def _at(src: str, t: TaskSpec, key: str, sub: str = "", line: int | None = None) -> str:
+    line = line or t.lines.get(key) or t.line
+    path = f"tasks.{t.name}.{key}{sub}"
+    return f"{src}:{line} {path}" if line else f"{src} {path}"
 
 
 def _suggest(name: str, known: Iterable[str], fallback: str = "") -> str:

@@ -348,13 +348,13 @@ class FlowStore:
         )
 
     def move(
-        self, task: FlowTaskRecord, expect: Iterable[str], *, job_id: int | None = -1, **values: Any
+        self, task: FlowTaskRecord, expect: Iterable[str], *, check_job: bool = True, **values: Any
     ) -> bool:
-        """Set ``values`` on the task if it is still in one of ``expect`` (and still on
-        ``task.job_id`` unless ``job_id`` is given as None to skip that check)."""
+        """Set ``values`` on the task if it is still in one of ``expect`` and (``check_job``)
+        still on the job ``task`` was read with."""
         t = ft.flow_tasks
         q = update(t).where(t.c.id == task.id, t.c.state.in_(list(expect)))
-        if job_id == -1:
+        if check_job:
             q = q.where(t.c.job_id.is_(None) if task.job_id is None else t.c.job_id == task.job_id)
         for key in ("input_commits", "output_commits"):
             if key in values and not isinstance(values[key], str | None):
