@@ -114,8 +114,12 @@ def test_a_job_reads_its_cached_input_under_a_lease_and_writes_outputs(
         "preparing",
         "data ready",
         "started",
+        "outputs",
         "succeeded",
     ]
+    (collected,) = store.outputs(job.id)
+    assert (collected.path, collected.size) == ("count", 2)
+    assert job.outputs_files == 1 and job.outputs_manifest is not None
     ready = next(e for e in store.timeline(job.id) if e.kind == "data ready")
     assert "(cached)" in ready.detail and "leased" in ready.detail
     assert topology.list_caches(site="onprem", now=SystemClock().now())[0].leases == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -157,15 +158,40 @@ def queue() -> None:
     default=None,
     help="Fail a job that found no room for this long ('fits nowhere'); default: wait.",
 )
+@click.option(
+    "--job-timeout",
+    type=Duration(),
+    default=None,
+    help="Time limit of its jobs that set none (e.g. 2h); past it a job is stopped and "
+    "fails. Default: no limit.",
+)
+@click.option(
+    "--agent-down",
+    type=click.Choice(["wait", "move"]),
+    default="wait",
+    show_default=True,
+    help="When a site's agent is down: wait for it, or move on to the next site.",
+)
 def queue_add(
-    name: str, templates: tuple[str, ...], policy: str, pending_deadline: int | None
+    name: str,
+    templates: tuple[str, ...],
+    policy: str,
+    pending_deadline: int | None,
+    job_timeout: int | None,
+    agent_down: str,
 ) -> None:
     """Add the queue NAME over its templates, in order."""
     from datetime import timedelta
 
     deadline = None if pending_deadline is None else timedelta(seconds=pending_deadline)
     q = _store().add_queue(
-        name, list(templates), policy=policy, pending_deadline=deadline, now=_now()
+        name,
+        list(templates),
+        policy=policy,
+        pending_deadline=deadline,
+        job_timeout=None if job_timeout is None else timedelta(seconds=job_timeout),
+        agent_down=agent_down,
+        now=_now(),
     )
     click.echo(f"added queue {q.name}: {' -> '.join(q.templates)} (policy {q.policy})")
 
@@ -182,6 +208,8 @@ def queue_ls(as_json: bool) -> None:
             "templates": list(q.templates),
             "policy": q.policy,
             "pending_deadline_seconds": q.pending_deadline_seconds,
+            "job_timeout_seconds": q.job_timeout_seconds,
+            "agent_down": q.agent_down,
             "queued": sum(1 for j in active if j.queue == q.name and j.state == "queued"),
             "running": sum(1 for j in active if j.queue == q.name and j.state != "queued"),
         }
@@ -191,7 +219,16 @@ def queue_ls(as_json: bool) -> None:
         print_json(rows)
         return
     print_table(
-        ["queue", "templates", "policy", "deadline", "queued", "running"],
+        [
+            "queue",
+            "templates",
+            "policy",
+            "deadline",
+            "job limit",
+            "agent down",
+            "queued",
+            "running",
+        ],
         [
             (
                 r["name"],
@@ -200,6 +237,10 @@ def queue_ls(as_json: bool) -> None:
                 "-"
                 if r["pending_deadline_seconds"] is None
                 else human_duration(r["pending_deadline_seconds"]),
+                "-"
+                if r["job_timeout_seconds"] is None
+                else human_duration(r["job_timeout_seconds"]),
+                r["agent_down"],
                 r["queued"],
                 r["running"],
             )
@@ -237,6 +278,12 @@ def _job_dict(j: JobRecord) -> dict[str, Any]:
         "updated_at": j.updated_at.isoformat(),
         "placement": [v.as_dict() for v in j.placement],
         "workdir": j.workdir,
+        "timeout_seconds": j.timeout_seconds,
+        "outputs": {
+            "manifest": j.outputs_manifest,
+            "files": j.outputs_files,
+            "bytes": j.outputs_bytes,
+        },
     }
 
 
@@ -258,6 +305,13 @@ def _job_dict(j: JobRecord) -> dict[str, Any]:
     show_default=True,
     help="Runs allowed when agents die under it (first included).",
 )
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default=None,
+    help="Stop it and fail it after this long running (e.g. 90s, 2h); default: the "
+    "queue's job limit, if any.",
+)
 @click.option("--wait", "wait", is_flag=True, help="Wait for it to end; exit with its code.")
 @json_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -271,6 +325,7 @@ def job_run(
     env: tuple[str, ...],
     image: str | None,
     max_attempts: int,
+    timeout: int | None,
     wait: bool,
     as_json: bool,
     command: tuple[str, ...],
@@ -297,6 +352,7 @@ def job_run(
         env=pairs,
         image=image,
         max_attempts=max_attempts,
+        timeout=timeout,
         hub=get_hub(),
     )
     rec = handle.record
@@ -377,6 +433,13 @@ def job_show(job_id: int, as_json: bool) -> None:
     )
     if j.reason:
         click.echo(f"reason: {j.reason}")
+    if j.timeout_seconds is not None:
+        click.echo(f"time limit: {human_duration(j.timeout_seconds)} per attempt")
+    if j.outputs_manifest is not None:
+        click.echo(
+            f"outputs: {j.outputs_files} file(s), {human_bytes(j.outputs_bytes)}; "
+            f"list or download them with `lakecache job outputs {j.id} [--to DIR]`"
+        )
     print_table(
         ["template", "site", "verdict", "why"],
         [(v.template, v.site, v.verdict, v.detail) for v in j.placement],
@@ -404,6 +467,46 @@ def job_logs(job_id: int, follow: bool) -> None:
     for chunk in log_chunks(_store(), job_id, follow=follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
+
+
+@job.command("outputs")
+@click.argument("job_id", type=int)
+@click.option(
+    "--to",
+    "dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Download them into this folder (made if missing); default: only list them.",
+)
+@json_option
+def job_outputs(job_id: int, dest: Path | None, as_json: bool) -> None:
+    """List the files the job left in its outputs folder (collected into the lake when it
+    ended), or download them with --to DIR, each checked against its digest."""
+    from lakecache.compute.sdk import download_outputs
+
+    store = _store()
+    if dest is None:
+        files = store.outputs(job_id)
+    else:
+        files = download_outputs(store, get_hub(), job_id, dest)
+    if as_json:
+        print_json([f.as_dict() for f in files])
+        return
+    if not files:
+        j = store.get_job(job_id)
+        why = "it has not ended yet" if not j.done else "it wrote no file to its outputs folder"
+        click.echo(f"job {job_id} has no outputs: {why}")
+        return
+    if dest is not None:
+        total = sum(f.size for f in files)
+        click.echo(f"downloaded {len(files)} file(s), {human_bytes(total)}, to {dest}")
+        return
+    print_table(
+        ["path", "size", "digest"],
+        [(f.path, human_bytes(f.size), f.digest[:16]) for f in files],
+        right=["size"],
+        title=f"outputs of job {job_id}",
+    )
 
 
 @job.command("cancel")

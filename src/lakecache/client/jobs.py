@@ -18,11 +18,12 @@ compute) are 0; nothing that uses this protocol reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from lakecache.client.connection import ServerConnection, path_part
 from lakecache.compute.model import (
@@ -31,12 +32,15 @@ from lakecache.compute.model import (
     InputSpec,
     JobEvent,
     JobRecord,
+    OutputFile,
     QueueRecord,
     Resources,
     TemplateRecord,
-    TemplateVerdict,
 )
 from lakecache.errors import TakenOverError
+
+if TYPE_CHECKING:
+    from lakecache.compute.outputs import OutputScan
 
 #: The most bytes of log sent in one request.
 LOG_CHUNK = 1 << 20
@@ -56,56 +60,16 @@ class LogChunk:
 
 
 def _size(d: dict[str, Any]) -> Resources:
-    return Resources(
-        int(d["cpu_milli"]), int(d["memory"]), int(d["gpu"]), dict(d.get("resources") or {})
-    )
+    return Resources.from_json(d)
 
 
 def _size_json(size: Resources) -> dict[str, Any]:
-    return {
-        "cpu_milli": size.cpu_milli,
-        "memory": size.memory,
-        "gpu": size.gpu,
-        "resources": dict(size.named),
-    }
-
-
-def _when(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
+    return size.as_json()
 
 
 def job_record(d: dict[str, Any]) -> JobRecord:
-    """A :class:`JobRecord` from the API's JSON of a job."""
-    created = _when(d["created_at"])
-    updated = _when(d["updated_at"])
-    assert created is not None and updated is not None
-    return JobRecord(
-        id=int(d["id"]),
-        queue=d["queue"],
-        state=d["state"],
-        command=tuple(d["command"]),
-        env=dict(d["env"]),
-        inputs=tuple(InputSpec.from_dict(i) for i in d["inputs"]),
-        image=d["image"],
-        request=_size(d["request"]),
-        submitted_by=d["submitted_by"],
-        created_at=created,
-        updated_at=updated,
-        deadline_at=_when(d["deadline_at"]),
-        template=d["template"],
-        compute=d["compute"],
-        site=d["site"],
-        slot=_size(d["slot"]),
-        placement=tuple(TemplateVerdict(**v) for v in d["placement"]),
-        attempt=int(d["attempt"]),
-        max_attempts=int(d["max_attempts"]),
-        worker=d["worker"],
-        heartbeat_at=_when(d["heartbeat_at"]),
-        cancel_requested=bool(d["cancel_requested"]),
-        exit_code=d["exit_code"],
-        reason=d["reason"],
-        workdir=d["workdir"],
-    )
+    """A :class:`JobRecord` from the API's JSON of a job (the one converter in the model)."""
+    return JobRecord.from_dict(d)
 
 
 def _template(d: dict[str, Any]) -> TemplateRecord:
@@ -124,6 +88,18 @@ def _capacity(d: dict[str, Any]) -> CapacityRecord:
         used=_size(d["used"]),
         admissions=int(d["admissions"]),
         jobs=int(d["jobs"]),
+    )
+
+
+def _queue(d: dict[str, Any]) -> QueueRecord:
+    return QueueRecord(
+        0,
+        d["name"],
+        d["policy"],
+        d["pending_deadline_seconds"],
+        tuple(d["templates"]),
+        d.get("job_timeout_seconds"),
+        d.get("agent_down") or "wait",
     )
 
 
@@ -186,6 +162,8 @@ class RemoteJobs:
         *,
         policy: str = "order",
         pending_deadline: timedelta | None = None,
+        job_timeout: timedelta | None = None,
+        agent_down: str = "wait",
         now: datetime,
     ) -> QueueRecord:
         body = {
@@ -195,19 +173,15 @@ class RemoteJobs:
             "pending_deadline_seconds": None
             if pending_deadline is None
             else int(pending_deadline.total_seconds()),
+            "job_timeout_seconds": None
+            if job_timeout is None
+            else int(job_timeout.total_seconds()),
+            "agent_down": agent_down,
         }
-        d = self._conn.call("POST", "/queues", json=body)
-        return QueueRecord(
-            0, d["name"], d["policy"], d["pending_deadline_seconds"], tuple(d["templates"])
-        )
+        return _queue(self._conn.call("POST", "/queues", json=body))
 
     def list_queues(self) -> list[QueueRecord]:
-        return [
-            QueueRecord(
-                0, d["name"], d["policy"], d["pending_deadline_seconds"], tuple(d["templates"])
-            )
-            for d in self._conn.call("GET", "/queues")
-        ]
+        return [_queue(d) for d in self._conn.call("GET", "/queues")]
 
     def get_queue(self, name: str) -> QueueRecord:
         from lakecache.errors import NotFoundError
@@ -230,6 +204,7 @@ class RemoteJobs:
         image: str | None = None,
         submitted_by: str = "",
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout_seconds: int | None = None,
         now: datetime | None = None,
     ) -> JobRecord:
         """Submit a job; the server pins each input's ref to a commit (checking that the
@@ -243,6 +218,7 @@ class RemoteJobs:
             "env": dict(env or {}),
             "image": image,
             "max_attempts": max_attempts,
+            "timeout_seconds": timeout_seconds,
         }
         return job_record(self._conn.call("POST", "/jobs", json=body))
 
@@ -285,6 +261,18 @@ class RemoteJobs:
 
     def cancel(self, job_id: int, *, now: datetime) -> JobRecord:
         return job_record(self._conn.call("POST", f"/jobs/{job_id}/cancel"))
+
+    def outputs(self, job_id: int) -> list[OutputFile]:
+        """The files of the job's collected outputs, by path."""
+        return [OutputFile.from_dict(d) for d in self._conn.call("GET", f"/jobs/{job_id}/outputs")]
+
+    def read_output(self, job_id: int, path: str) -> Iterator[bytes]:
+        """The bytes of one output file, streamed (the caller verifies them)."""
+        r = self._conn.stream("GET", f"/jobs/{job_id}/outputs/{quote(path)}")
+        try:
+            yield from r.iter_bytes(1 << 20)
+        finally:
+            r.close()
 
     def read_log(self, job_id: int, offset: int = 0) -> LogChunk:
         """The latest attempt's log from byte ``offset`` (up to a few MiB), its size and the
@@ -387,6 +375,40 @@ class RemoteJobs:
             return False
         return True
 
+    def runner_seen(self, worker: str, site: str, *, now: datetime) -> None:
+        """Nothing to send: the server counts the agent's poll for placed jobs as its sign of
+        life (``GET /sites/{site}/placed-jobs``)."""
+
+    def ship_outputs(
+        self, job_id: int, token: int, scan: OutputScan, *, job_token: str | None
+    ) -> tuple[str, list[OutputFile]]:
+        """Send the attempt's collected outputs to the server as one tar stream, with the job's
+        own token (which may write this job's outputs and nothing else); the server stores
+        them in the lake and lists them on the job. Returns (manifest digest, files).
+        Raises TakenOverError when the attempt is stale."""
+        import tempfile
+
+        from lakecache.compute.outputs import write_tar
+
+        conn = self._conn
+        if job_token is not None:
+            conn = ServerConnection(self._conn.url, job_token)
+        try:
+            with tempfile.TemporaryFile(prefix="lakecache-outputs-") as spool:
+                write_tar(scan, spool)
+                spool.seek(0)
+                d = conn.call(
+                    "PUT",
+                    f"/jobs/{job_id}/outputs",
+                    params={"token": token},
+                    content=_chunks(spool),
+                    headers={"Content-Type": "application/x-tar"},
+                )
+        finally:
+            if conn is not self._conn:
+                conn.close()
+        return d["manifest"], [OutputFile.from_dict(f) for f in d["files"]]
+
     def ship_log(self, job_id: int, token: int, path: Path, offset: int) -> int:
         """Send the bytes of ``path`` after ``offset`` as attempt ``token``'s log; the new
         offset. Raises TakenOverError when the attempt is stale."""
@@ -404,3 +426,8 @@ class RemoteJobs:
                 )
                 offset += len(chunk)
         return offset
+
+
+def _chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := f.read(size):
+        yield chunk

@@ -23,6 +23,10 @@ DEFAULT_MAX_ATTEMPTS = 2
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 #: States in which a job holds a slot of its compute resource's capacity.
 HOLDING_STATES = ("placed", "running")
+#: What a queue's jobs do about a site whose agent is down.
+AGENT_DOWN_POLICIES = ("wait", "move")
+#: The longest time limit a job or queue may set: 30 days, in seconds.
+MAX_TIMEOUT_SECONDS = 30 * 86400
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,24 @@ class Resources:
 
     def named_json(self) -> str:
         return json.dumps(dict(sorted(self.named.items())))
+
+    def as_json(self) -> dict[str, Any]:
+        """The exact form the API carries (millicores): :meth:`from_json` reads it back."""
+        return {
+            "cpu_milli": self.cpu_milli,
+            "memory": self.memory,
+            "gpu": self.gpu,
+            "resources": dict(self.named),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Resources:
+        return cls(
+            int(d.get("cpu_milli") or 0),
+            int(d.get("memory") or 0),
+            int(d.get("gpu") or 0),
+            {str(k): int(n) for k, n in dict(d.get("resources") or {}).items()},
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -213,6 +235,11 @@ class QueueRecord:
     policy: str
     pending_deadline_seconds: int | None
     templates: tuple[str, ...]
+    #: The time limit of its jobs that set none (None: no limit).
+    job_timeout_seconds: int | None = None
+    #: What its jobs do when a site's agent is down: ``wait`` for it, or ``move`` on to
+    #: the next template whose site has a live agent.
+    agent_down: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -290,7 +317,94 @@ class JobRecord:
     exit_code: int | None
     reason: str | None
     workdir: str | None
+    #: Seconds an attempt may run before it is stopped and fails ("timed out after N s").
+    timeout_seconds: int | None = None
+    #: Digest of the manifest of its collected outputs (in the lake), once collected.
+    outputs_manifest: str | None = None
+    #: How many files its collected outputs hold, and their bytes.
+    outputs_files: int = 0
+    outputs_bytes: int = 0
 
     @property
     def done(self) -> bool:
         return self.state in FINAL_STATES
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JobRecord:
+        """The one converter of jobs: from the API's JSON of a job, or the store's decoded
+        row (the same shape). Times may be datetimes or ISO strings; sizes are
+        :meth:`Resources.as_json` objects; inputs and placement lists of objects."""
+        return cls(
+            id=int(d["id"]),
+            queue=str(d["queue"]),
+            state=str(d["state"]),
+            command=tuple(d["command"]),
+            env=dict(d["env"]),
+            inputs=tuple(InputSpec.from_dict(i) for i in d["inputs"]),
+            image=d["image"],
+            request=Resources.from_json(d["request"]),
+            submitted_by=str(d["submitted_by"]),
+            created_at=_required_time(d["created_at"]),
+            updated_at=_required_time(d["updated_at"]),
+            deadline_at=_time(d.get("deadline_at")),
+            template=d.get("template"),
+            compute=d.get("compute"),
+            site=d.get("site"),
+            slot=Resources.from_json(d["slot"]),
+            placement=tuple(TemplateVerdict(**v) for v in d.get("placement") or ()),
+            attempt=int(d["attempt"]),
+            max_attempts=int(d["max_attempts"]),
+            worker=d.get("worker"),
+            heartbeat_at=_time(d.get("heartbeat_at")),
+            cancel_requested=bool(d.get("cancel_requested")),
+            exit_code=d.get("exit_code"),
+            reason=d.get("reason"),
+            workdir=d.get("workdir"),
+            timeout_seconds=d.get("timeout_seconds"),
+            outputs_manifest=d.get("outputs_manifest"),
+            outputs_files=int(d.get("outputs_files") or 0),
+            outputs_bytes=int(d.get("outputs_bytes") or 0),
+        )
+
+
+def _time(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def _required_time(value: datetime | str) -> datetime:
+    out = _time(value)
+    assert out is not None
+    return out
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file of a job's collected outputs: where it was under the outputs folder, and
+    the blob in the lake that holds its bytes (content-addressed)."""
+
+    path: str
+    digest: str
+    size: int
+    mode: int = 0o644
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size, "mode": self.mode}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OutputFile:
+        return cls(str(d["path"]), str(d["digest"]), int(d["size"]), int(d.get("mode", 0o644)))
+
+
+def parse_timeout(seconds: int | float | None) -> int | None:
+    """A time limit in whole seconds (None: no limit); refused unless 1 s to 30 days."""
+    if seconds is None:
+        return None
+    value = int(seconds)
+    if value < 1 or value > MAX_TIMEOUT_SECONDS:
+        raise UserError(
+            f"a time limit must be from 1 s to 30 days, not {seconds!r} s",
+            hint="Give it as a duration, e.g. --timeout 90s, 30m or 2h.",
+        )
+    return value

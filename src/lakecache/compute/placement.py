@@ -7,8 +7,10 @@ a snapshot gone stale only makes that swap fail and the plan run again.
 
 Rules, in order:
 
-* a template smaller than the job's request is ``too small``; one whose
-  compute resource has not the template's size free is ``full``;
+* a template smaller than the job's request is ``too small``; one at a site
+  whose agent is down (``down_sites``, for a queue that moves on then) is
+  ``no agent``; one whose compute resource has not the template's size free is
+  ``full``;
 * among templates with room, policy ``order`` takes the first; policy ``data``
   takes the first at a site with a ready cache of every ``cached`` input, and
   the first with room when no such site has room (the cache is filled there);
@@ -31,6 +33,7 @@ def plan_placement(
     *,
     policy: str,
     warm_sites: frozenset[str] | None,
+    down_sites: frozenset[str] = frozenset(),
 ) -> tuple[TemplateRecord | None, tuple[TemplateVerdict, ...]]:
     """The template to take (None: none has room now) and one verdict per template.
 
@@ -41,6 +44,8 @@ def plan_placement(
         policy: the queue's policy, ``order`` or ``data``.
         warm_sites: sites holding a ready cache of every ``cached`` input;
             None when the job has no ``cached`` input.
+        down_sites: sites whose agent is down, passed over (a queue whose jobs move
+            on when an agent is down; empty for one whose jobs wait).
 
     Returns:
         The chosen template, or None, and the verdicts in the queue's order.
@@ -54,6 +59,10 @@ def plan_placement(
                 tpl.site,
                 "too small",
                 f"the job asks for {request.describe()}; the template is {tpl.size.describe()}",
+            )
+        elif tpl.site in down_sites:
+            verdicts[tpl.id] = TemplateVerdict(
+                tpl.name, tpl.site, "no agent", f"no job runner seen lately at {tpl.site}"
             )
         elif not tpl.size.fits_in(free.get(tpl.compute_id, Resources())):
             left = free.get(tpl.compute_id, Resources())

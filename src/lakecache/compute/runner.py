@@ -121,6 +121,7 @@ class JobRunner:
     def run_once(self) -> int:
         """One pass (requeue the silent, schedule, claim and start). Returns jobs started."""
         store, now = self.store, self.clock.now()
+        store.runner_seen(self.worker, self.site, now=now)
         for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
             log.warning("job %d: its worker went silent; now %s", job_id, state)
         store.schedule(now=now)
@@ -209,8 +210,10 @@ class JobRunner:
                 else:
                     outcome = self._run_command(job, token, workdir, outputs, paths, state)
             # Reported once its inputs are released (leases, streamed copies), so a job
-            # seen ended holds nothing any more.
+            # seen ended holds nothing any more; its outputs are collected first, while
+            # the attempt (and its job token) is still the running one.
             if outcome is not None:
+                outcome = self._collect_outputs(job, token, outputs, outcome)
                 self._finish(job, token, *outcome)
         except Exception as exc:  # noqa: BLE001 - recorded on the job, which must not hang
             log.exception("job %d attempt %d", job.id, token)
@@ -294,6 +297,7 @@ class JobRunner:
             slot=job.slot,
             image=job.image or self._template_image(job),
             inputs={str(p): p for p in inputs.values()},
+            timeout_seconds=job.timeout_seconds,
         )
         if state["verdict"] != "run" or self.stop_event.is_set():
             return self._stop_before_start(job, token, state["verdict"])
@@ -304,7 +308,16 @@ class JobRunner:
         self.store.record(
             job.id, token, "started", f"{backend.name}: {handle}", now=self.clock.now()
         )
+        started = time.monotonic()
         while (end := backend.poll(handle)) is None:
+            if job.timeout_seconds is not None and time.monotonic() - started > job.timeout_seconds:
+                backend.cancel(handle)
+                end = backend.poll(handle)
+                return (
+                    "failed",
+                    end.code if end else None,
+                    f"timed out after {job.timeout_seconds} s",
+                )
             verdict = state["verdict"]
             if verdict != "run" or self.stop_event.is_set():
                 backend.cancel(handle)
@@ -373,6 +386,45 @@ class JobRunner:
         if verdict == "run":  # the agent is stopping
             self._requeue(job, token, "its agent stopped")
         return None
+
+    def _collect_outputs(
+        self, job: JobRecord, token: int, outputs: Path, outcome: _Outcome
+    ) -> _Outcome:
+        """Collect the attempt's outputs folder into the lake and list it on the job (see
+        :mod:`lakecache.compute.outputs`). A job that succeeded but whose outputs could
+        not be stored fails, with why: its results would be lost otherwise."""
+        from lakecache.compute.outputs import scan_outputs, upload_outputs
+
+        t0 = time.perf_counter()
+        scan = scan_outputs(outputs)
+        if not scan.files and not scan.left_out:
+            return outcome  # it wrote nothing: nothing to store or to say
+        try:
+            if isinstance(self.store, RemoteJobs):
+                secret = self._job_tokens.get((job.id, token))
+                manifest, files = self.store.ship_outputs(job.id, token, scan, job_token=secret)
+            else:
+                hub = self.caches.hub
+                manifest, files = upload_outputs(
+                    scan, lake=hub.lake, catalog=hub.catalog, settings=hub.settings
+                )
+                if not self.store.record_outputs(
+                    job.id, token, manifest=manifest, files=files, now=self.clock.now()
+                ):
+                    return outcome  # stale: its end is not reported either
+        except LakecacheError as exc:
+            self.store.record(job.id, token, "outputs lost", exc.message, now=self.clock.now())
+            if outcome[0] == "succeeded":
+                return ("failed", outcome[1], f"its outputs could not be stored: {exc.message}")
+            return outcome
+        detail = (
+            f"{len(files)} file(s), {sum(f.size for f in files)} bytes, in "
+            f"{time.perf_counter() - t0:.2f} s (manifest {manifest[:12]})"
+        )
+        if scan.left_out:
+            detail += f"; left out: {scan.describe_left_out()}"
+        self.store.record(job.id, token, "outputs", detail, now=self.clock.now())
+        return outcome
 
     def _ship_log(self, job_id: int, token: int, shipped: list[int]) -> None:
         """Through a server: send what the attempt's log gained since the last call."""

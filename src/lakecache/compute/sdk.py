@@ -14,9 +14,11 @@ from lakecache.compute.model import (
     InputSpec,
     JobEvent,
     JobRecord,
+    OutputFile,
     Resources,
     parse_cpu,
     parse_input,
+    parse_timeout,
 )
 from lakecache.compute.store import ComputeStore
 from lakecache.errors import LakecacheError, UserError
@@ -198,6 +200,28 @@ class Job:
         data = b"".join(log_chunks(self._store, self.id, follow=False))
         return data.decode(errors="replace")
 
+    def outputs(self) -> list[OutputFile]:
+        """The files its outputs folder held when its attempt ended, by path, each stored in
+        the lake (empty until then, or if it wrote none).
+
+        Example:
+            >>> job.wait().state
+            'succeeded'
+            >>> [f.path for f in job.outputs()]
+            ['metrics.json', 'model/weights.pt']
+        """
+        return self._store.outputs(self.id)
+
+    def download_outputs(self, dest: str | Path) -> list[OutputFile]:
+        """Download its collected outputs into the folder ``dest`` (made if missing), each
+        file checked against its digest; returns the files written.
+
+        Raises:
+            InvalidPathError: a symlink in ``dest`` would take a file outside it.
+            IntegrityError: bytes read do not match an output's digest.
+        """
+        return download_outputs(self._store, self._hub, self.id, Path(dest))
+
     def cancel(self) -> JobRecord:
         """Cancel it: at once if not started, else its agent stops it within a heartbeat.
 
@@ -205,6 +229,38 @@ class Job:
             ConflictError: the job has already ended.
         """
         return self._store.cancel(self.id, now=datetime.now(UTC))
+
+
+def download_outputs(store: JobStore, hub: Hub, job_id: int, dest: Path) -> list[OutputFile]:
+    """Write job ``job_id``'s collected outputs under ``dest``, verified; the files written.
+
+    Through a server each file is streamed from it (it reads the lake); directly,
+    they are read from the lake as a pull reads a commit's files.
+    """
+    from lakecache.client.jobs import RemoteJobs
+    from lakecache.compute.outputs import safe_target, write_verified
+
+    files = store.outputs(job_id)
+    dest.mkdir(parents=True, exist_ok=True)
+    if isinstance(store, RemoteJobs):
+        for f in files:
+            write_verified(safe_target(dest, f.path), store.read_output(job_id, f.path), f)
+        return files
+    from lakecache.data.materialize import materialize
+    from lakecache.lake.objects import ManifestEntry
+
+    for f in files:
+        safe_target(dest, f.path)  # the same checks as through a server, before any write
+    entries = [ManifestEntry(f.path, f.digest, f.size, f.mode) for f in files]
+    materialize(
+        entries,
+        dest,
+        lake=hub.lake,
+        catalog=hub.catalog,
+        workers=hub.settings.workers,
+        skip_existing=False,
+    )
+    return files
 
 
 def log_path(job: JobRecord) -> Path:
@@ -235,6 +291,7 @@ def submit(
     env: Mapping[str, str] | None = None,
     image: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    timeout: float | None = None,
     settings: Settings | None = None,
     hub: Hub | None = None,
 ) -> Job:
@@ -253,6 +310,8 @@ def submit(
         env: extra environment variables for the job.
         image: container image, for container backends.
         max_attempts: runs allowed when agents die under it (first run included).
+        timeout: seconds each run may take; past it the job is stopped on its
+            backend and fails, "timed out after N s" (default: the queue's limit).
         settings: where the catalog is (default ``Settings.load()``).
         hub: an open hub to use instead.
 
@@ -285,6 +344,7 @@ def submit(
             image=image,
             submitted_by=hub.author,
             max_attempts=max_attempts,
+            timeout_seconds=parse_timeout(timeout),
             now=now,
         )
         try:

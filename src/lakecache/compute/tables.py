@@ -1,5 +1,6 @@
-"""Tables for compute capacity, templates, queues, jobs, their attempts and timelines (0009)
-and the tokens a job runs with (0010).
+"""Tables for compute capacity, templates, queues, jobs, their attempts and timelines (0009),
+the tokens a job runs with (0010), and job outputs, time limits and the presence of
+job runners (0011).
 
 Registered on the catalog's one :data:`~lakecache.catalog.tables.metadata`, so
 the schema test compares them with what migration 0009 creates. CPU is kept in
@@ -73,6 +74,10 @@ compute_queues = Table(
     # NULL: a job waits as long as it takes for room.
     Column("pending_deadline_seconds", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # 0011: the time limit of jobs that set none (NULL: none), and what jobs do when a
+    # site's agent is down (NULL: wait; 'move': on to a site with a live agent).
+    Column("job_timeout_seconds", Integer, nullable=True),
+    Column("agent_down", String(16), nullable=True),
     CheckConstraint("policy IN ('order', 'data')", name="policy"),
     UniqueConstraint("name"),
 )
@@ -133,6 +138,12 @@ compute_jobs = Table(
     Column("reason", Text, nullable=True),
     # The attempt's folder on the agent's machine: its log file and outputs folder.
     Column("workdir", Text, nullable=True),
+    # 0011: seconds an attempt may run (NULL: no limit); the manifest (in the lake) of
+    # the outputs collected at its end, with their count and bytes.
+    Column("timeout_seconds", Integer, nullable=True),
+    Column("outputs_manifest", String(64), nullable=True),
+    Column("outputs_files", Integer, nullable=True),
+    Column("outputs_bytes", BigInteger, nullable=True),
     CheckConstraint(
         "state IN ('queued', 'placed', 'running', 'succeeded', 'failed', 'cancelled')",
         name="state",
@@ -182,4 +193,31 @@ compute_job_tokens = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     UniqueConstraint("prefix"),
     Index(None, "job_id"),
+)
+
+compute_job_outputs = Table(
+    "compute_job_outputs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", BigId, ForeignKey("compute_jobs.id", ondelete="CASCADE"), nullable=False),
+    # The attempt whose outputs these are: the one that ended and reported.
+    Column("attempt", Integer, nullable=False),
+    # Relative to the outputs folder, '/'-separated, normalised (no '..', not absolute).
+    Column("path", Text, nullable=False),
+    # BLAKE3 of the bytes: the blob in the lake (a pack or alone), as for commits.
+    Column("digest", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mode", Integer, nullable=False),
+    Index(None, "job_id"),
+)
+
+compute_runners = Table(
+    "compute_runners",
+    metadata,
+    # A site agent's job runner (host:pid:site, prefixed by its user through a server),
+    # and when it last ran a pass: a site with none seen lately has its agent down.
+    Column("worker", String(255), primary_key=True),
+    Column("site", String(64), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index(None, "site"),
 )

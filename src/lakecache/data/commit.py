@@ -476,3 +476,39 @@ def _hash_and_upload(
         upool.shutdown(wait=True, cancel_futures=True)
         progress.end()
     return digests, fresh
+
+
+def upload_files(
+    files: list[SourceFile],
+    *,
+    lake: Lake,
+    catalog: Catalog,
+    settings: Settings,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Make sure the lake holds the bytes of every file in ``files`` (found by a scan of
+    one folder, sorted by path), packed as a commit packs them; returns their digests in
+    order. Nothing is published: the caller records what the files were (a job's
+    outputs, say). Raises as :func:`commit_folder` does for unreadable or changing files.
+    """
+    import tempfile
+
+    if not files:
+        return []
+    stats = CommitStats(files=len(files))
+    with tempfile.TemporaryDirectory(prefix="lakecache-upload-") as tmp:
+        statcache = StatCache(Path(tmp) / "statcache.db")
+        try:
+            digests, _ = _hash_and_upload(
+                files,
+                lake=lake,
+                catalog=catalog,
+                settings=settings,
+                statcache=statcache,
+                root=files[0].root,
+                progress=progress or NullProgress(),
+                stats=stats,
+            )
+        finally:
+            statcache.close()
+    return digests

@@ -106,10 +106,14 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", f"{_API}/jobs/{{job_id}}/finish"),
         ("POST", f"{_API}/jobs/{{job_id}}/release"),
         ("PUT", f"{_API}/jobs/{{job_id}}/log"),
+        ("PUT", f"{_API}/jobs/{{job_id}}/outputs"),
+        ("GET", f"{_API}/jobs/{{job_id}}/outputs"),
+        ("GET", f"{_API}/jobs/{{job_id}}/outputs/{{path}}"),
     }
 )
 #: (method, route template): the API a running job's own token may call, besides the
-#: lake's routes: reads of the datasets it takes as inputs (see lakecache.compute.tokens).
+#: lake's routes: reads of the datasets it takes as inputs (see lakecache.compute.tokens),
+#: and writing its own job's outputs (the route checks that the job is the token's).
 JOB_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", f"{_API}/auth/session"),
@@ -120,6 +124,7 @@ JOB_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree"),
         ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree/{{path}}"),
         ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/files/{{path}}"),
+        ("PUT", f"{_API}/jobs/{{job_id}}/outputs"),
     }
 )
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")

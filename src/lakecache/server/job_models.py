@@ -14,9 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from lakecache.compute.model import (
+    MAX_TIMEOUT_SECONDS,
     CapacityRecord,
     JobEvent,
     JobRecord,
+    OutputFile,
+    QueueRecord,
     Resources,
     TemplateRecord,
 )
@@ -101,6 +104,8 @@ class QueueIn(BaseModel):
     templates: list[str] = Field(min_length=1, max_length=64)
     policy: Literal["order", "data"] = "order"
     pending_deadline_seconds: int | None = Field(default=None, ge=1, le=10**9)
+    job_timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    agent_down: Literal["wait", "move"] = "wait"
 
 
 class QueueOut(BaseModel):
@@ -108,8 +113,23 @@ class QueueOut(BaseModel):
     templates: list[str]
     policy: str
     pending_deadline_seconds: int | None
+    job_timeout_seconds: int | None = None
+    agent_down: str = "wait"
     queued: int = 0
     running: int = 0
+
+
+def queue_out(q: QueueRecord, queued: int = 0, running: int = 0) -> QueueOut:
+    return QueueOut(
+        name=q.name,
+        templates=list(q.templates),
+        policy=q.policy,
+        pending_deadline_seconds=q.pending_deadline_seconds,
+        job_timeout_seconds=q.job_timeout_seconds,
+        agent_down=q.agent_down,
+        queued=queued,
+        running=running,
+    )
 
 
 class InputIO(BaseModel):
@@ -129,6 +149,8 @@ class JobIn(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     image: str | None = Field(default=None, max_length=1024)
     max_attempts: int = Field(default=2, ge=1, le=100)
+    #: Seconds each attempt may run (default: the queue's job time limit, if any).
+    timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
 
 class VerdictIO(BaseModel):
@@ -175,6 +197,11 @@ class JobOut(BaseModel):
     exit_code: int | None
     reason: str | None
     workdir: str | None
+    timeout_seconds: int | None = None
+    #: The manifest of its collected outputs in the lake, their count and bytes.
+    outputs_manifest: str | None = None
+    outputs_files: int = 0
+    outputs_bytes: int = 0
     #: Only on ``GET /jobs/{id}``: what happened to it, in order.
     timeline: list[EventOut] | None = None
 
@@ -206,6 +233,10 @@ class JobOut(BaseModel):
             exit_code=j.exit_code,
             reason=j.reason,
             workdir=j.workdir,
+            timeout_seconds=j.timeout_seconds,
+            outputs_manifest=j.outputs_manifest,
+            outputs_files=j.outputs_files,
+            outputs_bytes=j.outputs_bytes,
             timeline=None if timeline is None else [EventOut.of(e) for e in timeline],
         )
 
@@ -266,3 +297,24 @@ class ReleaseIn(FencedIn):
 
 class LogWritten(BaseModel):
     size: int
+
+
+class OutputOut(BaseModel):
+    """One file of a job's collected outputs."""
+
+    path: str
+    digest: str
+    size: int
+    mode: int
+
+    @classmethod
+    def of(cls, f: OutputFile) -> OutputOut:
+        return cls(path=f.path, digest=f.digest, size=f.size, mode=f.mode)
+
+
+class OutputsStored(BaseModel):
+    """What ``PUT /jobs/{id}/outputs`` stored: the manifest, the files, what was left out."""
+
+    manifest: str
+    files: list[OutputOut]
+    left_out: list[str]

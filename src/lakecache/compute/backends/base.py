@@ -8,6 +8,9 @@ asked, cancels; implementations must be safe for that.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,3 +78,54 @@ class Backend(Protocol):
     def logs(self, handle: str) -> Path:
         """The file its stdout and stderr are written to."""
         ...
+
+
+class ProcessTable:
+    """What the backends that run one local process per attempt (``local``, and
+    ``container``'s attached engine client) keep: the process and the log file of each
+    handle, behind one lock. Safe to use from several threads."""
+
+    def __init__(self, kind: str) -> None:
+        #: Said in errors: "no <kind> job ... on this machine".
+        self.kind = kind
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def add(self, spec: LaunchSpec, proc: subprocess.Popen[bytes]) -> str:
+        """Remember ``spec``'s process and log; returns its handle."""
+        with self._lock:
+            self._procs[spec.handle] = proc
+            self._logs[spec.handle] = spec.log_path
+        return spec.handle
+
+    def proc(self, handle: str) -> subprocess.Popen[bytes]:
+        """The process of ``handle``; BackendError if this machine started none."""
+        with self._lock:
+            proc = self._procs.get(handle)
+        if proc is None:
+            raise BackendError(f"no {self.kind} job {handle!r} on this machine")
+        return proc
+
+    def log(self, handle: str) -> Path:
+        """The log file of ``handle``; BackendError if this machine started none."""
+        with self._lock:
+            path = self._logs.get(handle)
+        if path is None:
+            raise BackendError(f"no {self.kind} job {handle!r} on this machine")
+        return path
+
+    def exit_code(self, handle: str) -> int | None:
+        """The process's exit code (None while it runs; a signal N reads as 128 + N)."""
+        code = self.proc(handle).poll()
+        if code is None:
+            return None
+        return 128 - code if code < 0 else code
+
+
+def signal_reason(code: int) -> str | None:
+    """``killed by SIGKILL`` for an exit code of 128 + a signal's number, else None."""
+    try:
+        return f"killed by {signal.Signals(code - 128).name}" if code > 128 else None
+    except ValueError:
+        return None

@@ -38,12 +38,11 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lakecache.compute.backends.base import BackendError, Exit, LaunchSpec
+from lakecache.compute.backends.base import BackendError, Exit, LaunchSpec, ProcessTable
 
 #: Variables that describe the agent's machine, not the image: the image's own win.
 HOST_ONLY_ENV = ("PATH", "HOME", "TMPDIR", "USER")
@@ -99,9 +98,7 @@ class ContainerBackend:
         self.gpus = gpus
         self.grace = grace
         self.extra_args = tuple(extra_args)
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: dict[str, Path] = {}
-        self._lock = threading.Lock()
+        self._table = ProcessTable("container")
 
     # -- the command line ----------------------------------------------------------------
 
@@ -182,24 +179,15 @@ class ContainerBackend:
                 )
             except OSError as exc:
                 raise BackendError(f"cannot start {self.binary}: {exc.strerror}") from exc
-        with self._lock:
-            self._procs[spec.handle] = proc
-            self._logs[spec.handle] = spec.log_path
-        return spec.handle
-
-    def _proc(self, handle: str) -> subprocess.Popen[bytes]:
-        with self._lock:
-            proc = self._procs.get(handle)
-        if proc is None:
-            raise BackendError(f"no container job {handle!r} on this machine")
-        return proc
+        return self._table.add(spec, proc)
 
     def poll(self, handle: str) -> Exit | None:
-        code = self._proc(handle).poll()
+        code = self._table.exit_code(handle)
         if code is None:
             return None
-        if code < 0:  # the attached client was killed (by cancel's last resort, or by hand)
-            return Exit(128 - code, f"{self.binary} killed by signal {-code}")
+        if self._table.proc(handle).returncode < 0:
+            # The attached client was killed (by cancel's last resort, or by hand).
+            return Exit(code, f"{self.binary} killed by signal {code - 128}")
         if code in ENGINE_EXITS:
             error = engine_error(self.logs(handle))
             if error is not None:
@@ -207,7 +195,7 @@ class ContainerBackend:
         return Exit(code)
 
     def cancel(self, handle: str) -> None:
-        proc = self._proc(handle)
+        proc = self._table.proc(handle)
         if proc.poll() is not None:
             return
         name = _name(handle)
@@ -235,11 +223,7 @@ class ContainerBackend:
             proc.wait()
 
     def logs(self, handle: str) -> Path:
-        with self._lock:
-            path = self._logs.get(handle)
-        if path is None:
-            raise BackendError(f"no container job {handle!r} on this machine")
-        return path
+        return self._table.log(handle)
 
     # -- helpers -------------------------------------------------------------------------
 

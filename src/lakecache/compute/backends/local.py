@@ -18,10 +18,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-from lakecache.compute.backends.base import BackendError, Exit, LaunchSpec
+from lakecache.compute.backends.base import (
+    BackendError,
+    Exit,
+    LaunchSpec,
+    ProcessTable,
+    signal_reason,
+)
 
 _PR_SET_PDEATHSIG = 1
 
@@ -41,9 +46,7 @@ class LocalBackend:
     def __init__(self, grace: float = 5.0) -> None:
         #: Seconds a cancelled job gets after SIGTERM before SIGKILL.
         self.grace = grace
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: dict[str, Path] = {}
-        self._lock = threading.Lock()
+        self._table = ProcessTable("local")
 
     def submit(self, spec: LaunchSpec) -> str:
         env = dict(spec.env)
@@ -74,29 +77,17 @@ class LocalBackend:
                 ) from None
             except OSError as exc:
                 raise BackendError(f"cannot start {spec.command[0]!r}: {exc.strerror}") from exc
-        with self._lock:
-            self._procs[spec.handle] = proc
-            self._logs[spec.handle] = spec.log_path
-        return spec.handle
-
-    def _proc(self, handle: str) -> subprocess.Popen[bytes]:
-        with self._lock:
-            proc = self._procs.get(handle)
-        if proc is None:
-            raise BackendError(f"no local job {handle!r} on this machine")
-        return proc
+        return self._table.add(spec, proc)
 
     def poll(self, handle: str) -> Exit | None:
-        code = self._proc(handle).poll()
+        code = self._table.exit_code(handle)
         if code is None:
             return None
-        if code < 0:
-            sig = signal.Signals(-code).name
-            return Exit(128 - code, f"killed by {sig}")
-        return Exit(code)
+        killed = self._table.proc(handle).returncode < 0
+        return Exit(code, signal_reason(code) if killed else None)
 
     def cancel(self, handle: str) -> None:
-        proc = self._proc(handle)
+        proc = self._table.proc(handle)
         if proc.poll() is not None:
             return
         try:
@@ -110,8 +101,4 @@ class LocalBackend:
             proc.wait()  # it ended between the poll and the signal
 
     def logs(self, handle: str) -> Path:
-        with self._lock:
-            path = self._logs.get(handle)
-        if path is None:
-            raise BackendError(f"no local job {handle!r} on this machine")
-        return path
+        return self._table.log(handle)

@@ -16,6 +16,8 @@ route                                      who         what
 ``GET /jobs/{id}``                         submitter   the job, timeline and placement
 ``GET /jobs/{id}/log?offset=N``            submitter   the log from byte N (poll to follow)
 ``POST /jobs/{id}/cancel``                 submitter   cancel (org admins: any job)
+``GET /jobs/{id}/outputs``                 submitter   the collected outputs (files)
+``GET /jobs/{id}/outputs/{path}``          submitter   one output's bytes, from the lake
 =========================================  ==========  ==============================
 
 Agents (the agent user of the job's site, or an org admin), each step fenced
@@ -31,6 +33,9 @@ by the attempt's token exactly as in direct mode (:mod:`lakecache.compute.store`
 ``POST /jobs/{id}/finish``                 the attempt's end: state, exit code, reason
 ``POST /jobs/{id}/release``                give the attempt back (requeued, or failed)
 ``PUT /jobs/{id}/log?token=T&offset=N``    the attempt's log from byte N
+``PUT /jobs/{id}/outputs?token=T``         the attempt's outputs, a tar stream: with the
+                                           job's own token (only its own job's), or as
+                                           the agent that claimed the attempt
 =========================================  ===========================================
 
 A stale token (the job was requeued and another attempt runs, or it ended)
@@ -45,13 +50,16 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from lakecache.compute import tables as ct
 from lakecache.compute.model import InputSpec, JobRecord
@@ -79,6 +87,8 @@ from lakecache.server.job_models import (
     JobState,
     LogWritten,
     MovedJob,
+    OutputOut,
+    OutputsStored,
     PassIn,
     PassOut,
     QueueIn,
@@ -87,6 +97,7 @@ from lakecache.server.job_models import (
     SizeIO,
     TemplateIn,
     TemplateOut,
+    queue_out,
 )
 from lakecache.server.pagination import Page, Paging, paginate
 from lakecache.server.runtime import ControlPlane
@@ -226,11 +237,8 @@ def list_queues(_: User, plane: Plane) -> list[QueueOut]:
     store = _store(plane)
     active = store.list_jobs(states=("queued", "placed", "running"))
     return [
-        QueueOut(
-            name=q.name,
-            templates=list(q.templates),
-            policy=q.policy,
-            pending_deadline_seconds=q.pending_deadline_seconds,
+        queue_out(
+            q,
             queued=sum(1 for j in active if j.queue == q.name and j.state == "queued"),
             running=sum(1 for j in active if j.queue == q.name and j.state != "queued"),
         )
@@ -251,14 +259,13 @@ def add_queue(body: QueueIn, _: OrgAdmin, plane: Plane) -> QueueOut:
         body.templates,
         policy=body.policy,
         pending_deadline=deadline,
+        job_timeout=None
+        if body.job_timeout_seconds is None
+        else timedelta(seconds=body.job_timeout_seconds),
+        agent_down=body.agent_down,
         now=plane.clock.now(),
     )
-    return QueueOut(
-        name=q.name,
-        templates=list(q.templates),
-        policy=q.policy,
-        pending_deadline_seconds=q.pending_deadline_seconds,
-    )
+    return queue_out(q)
 
 
 # -- jobs --------------------------------------------------------------------------------
@@ -294,6 +301,7 @@ def submit(body: JobIn, principal: User, plane: Plane) -> JobOut:
         image=body.image,
         submitted_by=principal.user.name,
         max_attempts=body.max_attempts,
+        timeout_seconds=body.timeout_seconds,
         now=now,
     )
     try:
@@ -427,7 +435,9 @@ def placed_jobs(
             f"only site {site!r}'s agent (or an org admin) takes its jobs",
             hint="Run the agent as that site's agent user.",
         )
-    store = _store(plane)
+    store, now = _store(plane), plane.clock.now()
+    # An agent's poll for its jobs is its job runner's sign of life (agent-down policies).
+    store.runner_seen(f"{principal.user.name}/{site}", site, now=now)
     return [JobOut.of(j) for j in store.placed_at(site, backend or ["local"])]
 
 
@@ -550,3 +560,123 @@ async def write_log(
         f.seek(offset)
         f.write(data)
         return LogWritten(size=offset + len(data))
+
+
+# -- outputs ---------------------------------------------------------------------------
+
+
+@router.get("/jobs/{job_id}/outputs", response_model=list[OutputOut])
+def list_outputs(job_id: JobId, principal: User, plane: Plane) -> list[OutputOut]:
+    """The files of the job's collected outputs, by path (empty until an attempt ended)."""
+    _visible_job(plane, principal, job_id)
+    return [OutputOut.of(f) for f in _store(plane).outputs(job_id)]
+
+
+@router.get(
+    "/jobs/{job_id}/outputs/{path:path}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def read_output(
+    job_id: JobId,
+    path: Annotated[str, Path(min_length=1, max_length=4096)],
+    principal: User,
+    plane: Plane,
+) -> StreamingResponse:
+    """The bytes of one output file, streamed from the lake (``X-Digest``: its BLAKE3, which
+    the client checks)."""
+    _visible_job(plane, principal, job_id)
+    found = {f.path: f for f in _store(plane).outputs(job_id)}.get(path)
+    if found is None:
+        raise NotFoundError(
+            f"job {job_id} has no output {path!r}",
+            hint=f"List them with `lakecache job outputs {job_id}`.",
+        )
+    loc = plane.hub.catalog.locate_blobs([found.digest]).get(found.digest)
+    if loc is None:
+        raise NotFoundError(
+            f"output {path!r} of job {job_id}: its blob is not in the lake's index",
+            hint="The lake lost it (a garbage collection?); run the job again.",
+        )
+    chunks = plane.hub.lake.iter_chunks(loc.key, loc.offset, loc.size)
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={"X-Digest": found.digest, "Content-Length": str(found.size)},
+    )
+
+
+@router.put(
+    "/jobs/{job_id}/outputs",
+    response_model=OutputsStored,
+    openapi_extra={
+        "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string"}}}}
+    },
+)
+async def store_outputs(
+    job_id: JobId,
+    request: Request,
+    principal: User,
+    plane: Plane,
+    token: Annotated[int, Query(ge=1, le=2**31)],
+) -> OutputsStored:
+    """Store attempt ``token``'s outputs: the body is a tar stream of its outputs folder.
+    Regular files only are kept, under normalised names (links, devices, absolute names
+    and ``..`` are left out and named); their bytes go to the lake, packed and
+    content-addressed, and the list replaces the job's outputs.
+
+    Sent with the job's own token (its attempt ``token``, running; a job token may
+    write its own job's outputs and nothing else), or by the agent that claimed
+    the attempt. 409 ``taken_over`` for an attempt that is not the running one.
+    """
+    if principal.job is not None:
+        if principal.job.job_id != job_id:
+            raise PermissionDeniedError(
+                f"this is the token of job {principal.job.job_id}: it writes that job's "
+                "outputs only",
+                hint="Each job's outputs are sent with that job's own token.",
+            )
+        job = _store(plane).get_job(job_id)
+        if principal.job.attempt != token or job.state != "running" or job.attempt != token:
+            raise _stale(job, token)
+    else:
+        job = await run_in_threadpool(_claimed, plane, principal, job_id, token)
+    spool_root = plane.hub.settings.home / "job-outputs-tmp"
+    spool_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=spool_root, prefix=f"{job_id}-{token}-") as tmp:
+        tar_path = FsPath(tmp) / "outputs.tar"
+        with open(tar_path, "wb") as f:
+            async for chunk in request.stream():
+                await run_in_threadpool(f.write, chunk)
+        stored = await run_in_threadpool(_store_outputs, plane, job, token, tar_path, FsPath(tmp))
+    return stored
+
+
+def _store_outputs(
+    plane: ControlPlane, job: JobRecord, token: int, tar_path: FsPath, tmp: FsPath
+) -> OutputsStored:
+    import tarfile
+
+    from lakecache.compute.outputs import unpack_tar, upload_outputs
+
+    try:
+        with open(tar_path, "rb") as f:
+            scan = unpack_tar(f, tmp / "outputs")
+    except tarfile.TarError as exc:
+        raise UserError(
+            f"the outputs of job {job.id} are not a readable tar stream: {exc}",
+            hint="Send the outputs folder as an uncompressed tar.",
+        ) from None
+    hub = plane.hub
+    manifest, files = upload_outputs(
+        scan, lake=hub.lake, catalog=hub.catalog, settings=hub.settings
+    )
+    if not _store(plane).record_outputs(
+        job.id, token, manifest=manifest, files=files, now=plane.clock.now()
+    ):
+        raise _stale(_store(plane).get_job(job.id), token)
+    return OutputsStored(
+        manifest=manifest,
+        files=[OutputOut.of(f) for f in files],
+        left_out=[f"{p} ({why})" for p, why in scan.left_out],
+    )

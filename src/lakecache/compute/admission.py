@@ -1,0 +1,300 @@
+"""Admission: which template a queued job takes, by compare-and-swap on the resource's
+admission counter (the third layer of :class:`~lakecache.compute.store.ComputeStore`;
+see its notes on concurrency)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select, update
+
+from lakecache.catalog import tables as t
+from lakecache.compute import tables as ct
+from lakecache.compute.jobs import JobQueries
+from lakecache.compute.model import (
+    CapacityRecord,
+    InputSpec,
+    JobRecord,
+    Resources,
+    TemplateRecord,
+    TemplateVerdict,
+)
+from lakecache.compute.placement import plan_placement
+from lakecache.compute.rows import LostRace, size_values
+
+#: A site whose job runners all ran no pass for this long has its agent down.
+RUNNER_SEEN_WITHIN = timedelta(seconds=30)
+#: How often one admission re-plans after losing its compare-and-swap to another scheduler.
+ADMIT_TRIES = 20
+
+
+class Admission(JobQueries):
+    """Placing queued jobs, failing the overdue. Safe to run in any number of processes."""
+
+    # -- admission -----------------------------------------------------------------------
+
+    def warm_sites(self, inputs: Sequence[InputSpec]) -> frozenset[str] | None:
+        """Sites with a ready cache of every ``cached`` input; None if there is no such input."""
+        cached = [i for i in inputs if i.mode == "cached"]
+        if not cached:
+            return None
+        from lakecache.catalog.topology import Topology
+
+        topology = Topology(self._c)
+        sites: set[str] | None = None
+        for spec in cached:
+            here = {
+                c.site
+                for c in topology.list_caches(dataset=spec.dataset, states=("ready",))
+                if c.commit_id == spec.commit_id and c.subpath == ""
+            }
+            sites = here if sites is None else sites & here
+        return frozenset(sites or ())
+
+    def admit(self, job_id: int, *, now: datetime) -> JobRecord | None:
+        """Place a queued job on the first template of its queue with room (see the module's
+        notes on concurrency). Returns the placed job, or None if it must wait (or is no
+        longer queued). The placement explanation is kept on the job either way."""
+        for _ in range(ADMIT_TRIES):
+            job = self.get_job(job_id)
+            if job.state != "queued":
+                return None
+            gone = self._missing_input(job)
+            if gone is not None:
+                self._fail_queued(job.id, gone, now)
+                return None
+            queue = self.get_queue(job.queue)
+            templates = self._queue_templates(queue.id)
+            caps = {c.compute_id: c for c in self.capacity({t.compute_id for t in templates})}
+            down: frozenset[str] = frozenset()
+            if queue.agent_down == "move":
+                down = frozenset({t.site for t in templates} - self.sites_with_runner(now=now))
+            chosen, verdicts = plan_placement(
+                job.request,
+                templates,
+                {cid: c.free for cid, c in caps.items()},
+                policy=queue.policy,
+                warm_sites=self.warm_sites(job.inputs),
+                down_sites=down,
+            )
+            if chosen is None:
+                self._note_placement(job, verdicts, now)
+                return None
+            try:
+                self._commit_placement(job, chosen, caps[chosen.compute_id], verdicts, now)
+            except LostRace:
+                continue
+            return self.get_job(job_id)
+        return None  # lost every race this round; the next pass tries again
+
+    def _commit_placement(
+        self,
+        job: JobRecord,
+        chosen: TemplateRecord,
+        cap: CapacityRecord,
+        verdicts: Sequence[TemplateVerdict],
+        now: datetime,
+    ) -> None:
+        cc, j = ct.compute_capacity, ct.compute_jobs
+        why = next(v.detail for v in verdicts if v.verdict == "chosen")
+        with self._c._write() as conn:
+            swapped = conn.execute(
+                update(cc)
+                .where(cc.c.compute_id == cap.compute_id, cc.c.admissions == cap.admissions)
+                .values(admissions=cc.c.admissions + 1)
+            )
+            if swapped.rowcount != 1:
+                raise LostRace
+            placed = conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.state == "queued")
+                .values(
+                    state="placed",
+                    template_id=chosen.id,
+                    compute_id=chosen.compute_id,
+                    placement=json.dumps([v.as_dict() for v in verdicts]),
+                    updated_at=now,
+                    **size_values(chosen.size, "slot_"),
+                )
+            )
+            if placed.rowcount != 1:
+                raise LostRace  # placed or cancelled meanwhile; the rollback undoes the bump
+            self._event(
+                conn,
+                job.id,
+                now,
+                "placed",
+                f"on {chosen.name} ({chosen.compute} at {chosen.site}): {why}",
+                job.attempt,
+            )
+
+    def _note_placement(
+        self, job: JobRecord, verdicts: Sequence[TemplateVerdict], now: datetime
+    ) -> None:
+        """Keep why a waiting job waits; written only when the reasons change."""
+        if tuple(verdicts) == job.placement:
+            return
+        j = ct.compute_jobs
+        summary = "; ".join(f"{v.template}: {v.verdict}" for v in verdicts)
+        with self._c._write() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.state == "queued")
+                .values(placement=json.dumps([v.as_dict() for v in verdicts]))
+            )
+            if res.rowcount == 1:
+                self._event(conn, job.id, now, "waiting", f"no template has room ({summary})", 0)
+
+    def _missing_input(self, job: JobRecord) -> str | None:
+        """Why the job cannot run (an input commit is no longer in the catalog), or None."""
+        for spec in job.inputs:
+            with self._c._read() as conn:
+                commits = t.commits.join(t.datasets, t.datasets.c.id == t.commits.c.dataset_id)
+                found = conn.scalar(
+                    select(func.count())
+                    .select_from(commits)
+                    .where(t.datasets.c.name == spec.dataset, t.commits.c.id == spec.commit_id)
+                )
+            if not found:
+                return (
+                    f"input {spec.name}: commit {spec.commit_id[:12]} of dataset "
+                    f"{spec.dataset!r} (was {spec.dataset}@{spec.ref}) no longer exists; "
+                    "it was deleted while the job was queued"
+                )
+        return None
+
+    def _fail_queued(self, job_id: int, reason: str, now: datetime) -> bool:
+        j = ct.compute_jobs
+        with self._c._write() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job_id, j.c.state == "queued")
+                .values(state="failed", reason=reason, updated_at=now)
+            )
+            if res.rowcount != 1:
+                return False
+            self._event(conn, job_id, now, "failed", reason, 0)
+        return True
+
+    # -- the presence of job runners (is a site's agent up?) ------------------------------
+
+    def runner_seen(self, worker: str, site: str, *, now: datetime) -> None:
+        """Job runner ``worker`` at ``site`` is alive (each pass of a runner says so)."""
+        r = ct.compute_runners
+        with self._c._write() as conn:
+            res = conn.execute(update(r).where(r.c.worker == worker).values(site=site, seen_at=now))
+            if res.rowcount == 0:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(r.insert().values(worker=worker, site=site, seen_at=now))
+                except sa_exc.IntegrityError:
+                    pass  # the same runner's other thread inserted it a moment ago
+
+    def runners_seen(self) -> dict[str, datetime]:
+        """When a job runner was last seen at each site (sites never seen are absent)."""
+        r = ct.compute_runners
+        with self._c._read() as conn:
+            rows = conn.execute(select(r.c.site, func.max(r.c.seen_at)).group_by(r.c.site)).all()
+        return {site: at for site, at in rows}
+
+    def sites_with_runner(self, *, now: datetime) -> set[str]:
+        """Sites whose agent ran a job pass within :data:`RUNNER_SEEN_WITHIN`."""
+        return {s for s, at in self.runners_seen().items() if now - at <= RUNNER_SEEN_WITHIN}
+
+    def strand_check(self, *, now: datetime) -> list[int]:
+        """Placed jobs waiting at a site whose agent is down (none seen for
+        :data:`RUNNER_SEEN_WITHIN`, placed at least that long ago): a job of a queue that
+        moves on goes back to the queue (admitted again elsewhere, this site marked
+        ``no agent``); one of a queue that waits says so in its timeline, once.
+        Returns the ids of the jobs moved back."""
+        j = ct.compute_jobs
+        live = self.sites_with_runner(now=now)
+        moved = []
+        for job in self.list_jobs(states=("placed",)):
+            if job.site is None or job.site in live or now - job.updated_at < RUNNER_SEEN_WITHIN:
+                continue
+            queue = self.get_queue(job.queue)
+            seen = self.runners_seen().get(job.site)
+            since = "never seen" if seen is None else f"last seen {seen:%Y-%m-%d %H:%M:%S} UTC"
+            if queue.agent_down == "move":
+                with self._c._write() as conn:
+                    res = conn.execute(
+                        update(j)
+                        .where(j.c.id == job.id, j.c.state == "placed", j.c.attempt == job.attempt)
+                        .values(state="queued", template_id=None, compute_id=None, updated_at=now)
+                    )
+                    if res.rowcount == 1:
+                        self._event(
+                            conn,
+                            job.id,
+                            now,
+                            "requeued",
+                            f"no agent at {job.site} ({since}): moving on, by queue "
+                            f"{queue.name}'s policy",
+                            job.attempt,
+                        )
+                        moved.append(job.id)
+                continue
+            events = self.timeline(job.id)
+            if events and events[-1].kind == "waiting for agent":
+                continue
+            with self._c._write() as conn:
+                self._event(
+                    conn,
+                    job.id,
+                    now,
+                    "waiting for agent",
+                    f"no agent at {job.site} ({since}): the job waits for it, by queue "
+                    f"{queue.name}'s policy; start one with `lakecache agent --site {job.site}`",
+                    job.attempt,
+                )
+        return moved
+
+    def schedule(self, *, now: datetime, limit: int = 1000) -> int:
+        """One scheduler pass: fail queued jobs past their deadline, move or mark jobs
+        placed at a site whose agent is down, then admit the queued oldest first. Safe to
+        run in any number of processes at once. Returns jobs placed."""
+        self.fail_overdue(now=now)
+        self.strand_check(now=now)
+        placed = 0
+        waiting: set[tuple[str, Resources, tuple[InputSpec, ...]]] = set()
+        for job in self.list_jobs(states=("queued",), limit=limit):
+            shape = (job.queue, job.request, job.inputs)
+            if shape in waiting:
+                continue  # an identical older job found no room this pass
+            if self.admit(job.id, now=now) is not None:
+                placed += 1
+            else:
+                waiting.add(shape)
+        return placed
+
+    def fail_overdue(self, *, now: datetime) -> list[int]:
+        """Fail every queued job whose queue's pending deadline has passed: it fits nowhere."""
+        j = ct.compute_jobs
+        with self._c._read() as conn:
+            rows = conn.execute(
+                select(j.c.id, j.c.placement, j.c.deadline_at, j.c.created_at).where(
+                    j.c.state == "queued", j.c.deadline_at.is_not(None), j.c.deadline_at < now
+                )
+            ).all()
+        failed = []
+        for row in rows:
+            waited = (row.deadline_at - row.created_at).total_seconds()
+            verdicts = json.loads(row.placement or "[]")
+            why = "; ".join(f"{v['template']}: {v['verdict']}" for v in verdicts)
+            reason = f"fits nowhere: no template had room within {waited:g} s" + (
+                f" ({why})" if why else ""
+            )
+            with self._c._write() as conn:
+                res = conn.execute(
+                    update(j)
+                    .where(j.c.id == row.id, j.c.state == "queued")
+                    .values(state="failed", reason=reason, updated_at=now)
+                )
+                if res.rowcount == 1:
+                    self._event(conn, int(row.id), now, "failed", reason, 0)
+                    failed.append(int(row.id))
+        return failed

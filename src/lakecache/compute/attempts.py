@@ -1,0 +1,293 @@
+"""Attempts: claims, heartbeats, timeline entries, ends, requeues and cancels, each fenced
+by the attempt's token (the last layer of :class:`~lakecache.compute.store.ComputeStore`;
+see its notes on concurrency)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from lakecache.catalog import topology_tables as tt
+from lakecache.compute import tables as ct
+from lakecache.compute.admission import Admission
+from lakecache.compute.model import JobRecord, OutputFile
+from lakecache.errors import ConflictError
+
+
+class Attempts(Admission):
+    """Running jobs: every report carries the attempt's fencing token. Thread-safe."""
+
+    # -- running: claims, heartbeats and reports, all fenced ------------------------------
+
+    def placed_at(self, site: str, backends: Iterable[str]) -> list[JobRecord]:
+        """Placed jobs waiting to start on ``site``'s compute of one of ``backends``."""
+        j = ct.compute_jobs
+        q = (
+            self._job_query()
+            .where(
+                j.c.state == "placed",
+                tt.sites.c.name == site,
+                tt.compute_resources.c.backend.in_(list(backends)),
+            )
+            .order_by(j.c.id)
+        )
+        with self._c._read() as conn:
+            return [self._job(r) for r in conn.execute(q).mappings()]
+
+    def claim(self, job: JobRecord, worker: str, *, now: datetime) -> int | None:
+        """Start a placed job: ``placed -> running`` with a new attempt number, which is the
+        fencing token the worker passes to every later call. None if another worker took it."""
+        j = ct.compute_jobs
+        token = job.attempt + 1
+        with self._c._write() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job.id, j.c.state == "placed", j.c.attempt == job.attempt)
+                .values(
+                    state="running",
+                    attempt=token,
+                    worker=worker,
+                    heartbeat_at=now,
+                    updated_at=now,
+                    workdir=None,
+                )
+            )
+            if res.rowcount != 1:
+                return None
+            conn.execute(
+                ct.compute_job_attempts.insert().values(
+                    job_id=job.id,
+                    number=token,
+                    worker=worker,
+                    compute_id=select(j.c.compute_id).where(j.c.id == job.id).scalar_subquery(),
+                    started_at=now,
+                )
+            )
+            self._event(conn, job.id, now, "claimed", f"by {worker}", token)
+        return token
+
+    def _fenced(self, conn: Connection, job_id: int, token: int) -> bool:
+        """True if ``token`` is still the running attempt (the row is locked on PostgreSQL)."""
+        j = ct.compute_jobs
+        row = conn.execute(
+            select(j.c.state, j.c.attempt).where(j.c.id == job_id).with_for_update()
+        ).one_or_none()
+        return row is not None and row.state == "running" and int(row.attempt) == token
+
+    def heartbeat(self, job_id: int, token: int, *, now: datetime) -> str:
+        """The worker of attempt ``token`` is alive. Returns ``run`` (carry on), ``cancel``
+        (stop the job: someone cancelled it) or ``lost`` (the attempt is stale: stop, report
+        nothing)."""
+        j = ct.compute_jobs
+        with self._c._write() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job_id, j.c.state == "running", j.c.attempt == token)
+                .values(heartbeat_at=now)
+            )
+            if res.rowcount != 1:
+                return "lost"
+            cancel = conn.scalar(select(j.c.cancel_requested).where(j.c.id == job_id))
+        return "cancel" if cancel else "run"
+
+    def record(
+        self,
+        job_id: int,
+        token: int,
+        kind: str,
+        detail: str,
+        *,
+        now: datetime,
+        workdir: str | None = None,
+    ) -> bool:
+        """Add to the timeline of attempt ``token`` (and set its folder); False if stale."""
+        with self._c._write() as conn:
+            if not self._fenced(conn, job_id, token):
+                return False
+            if workdir is not None:
+                conn.execute(
+                    update(ct.compute_jobs)
+                    .where(ct.compute_jobs.c.id == job_id)
+                    .values(workdir=workdir)
+                )
+            self._event(conn, job_id, now, kind, detail, token)
+        return True
+
+    def finish(
+        self,
+        job_id: int,
+        token: int,
+        *,
+        state: str,
+        exit_code: int | None,
+        reason: str | None,
+        now: datetime,
+    ) -> bool:
+        """``running -> succeeded | failed | cancelled`` for attempt ``token``; frees the slot.
+
+        Returns False, changing nothing, when the token is stale.
+        """
+        if state not in ("succeeded", "failed", "cancelled"):
+            raise ValueError(f"not a final job state: {state!r}")
+        j, a = ct.compute_jobs, ct.compute_job_attempts
+        with self._c._write() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job_id, j.c.state == "running", j.c.attempt == token)
+                .values(
+                    state=state, exit_code=exit_code, reason=reason, updated_at=now, worker=None
+                )
+            )
+            if res.rowcount != 1:
+                return False
+            conn.execute(
+                update(a)
+                .where(a.c.job_id == job_id, a.c.number == token)
+                .values(ended_at=now, exit_code=exit_code, outcome=state)
+            )
+            code = "" if exit_code is None else f"exit code {exit_code}"
+            detail = ", ".join(x for x in (code, reason or "") if x)
+            self._event(conn, job_id, now, state, detail or state, token)
+        return True
+
+    def record_outputs(
+        self,
+        job_id: int,
+        token: int,
+        *,
+        manifest: str,
+        files: Sequence[OutputFile],
+        now: datetime,
+    ) -> bool:
+        """List the outputs attempt ``token`` left (their blobs already in the lake, their
+        manifest at ``manifest``), replacing any listed before. False if stale."""
+        o, j = ct.compute_job_outputs, ct.compute_jobs
+        total = sum(f.size for f in files)
+        with self._c._write() as conn:
+            if not self._fenced(conn, job_id, token):
+                return False
+            conn.execute(o.delete().where(o.c.job_id == job_id))
+            rows = [{"job_id": job_id, "attempt": token, **f.as_dict()} for f in files]
+            for start in range(0, len(rows), 500):
+                conn.execute(o.insert(), rows[start : start + 500])
+            conn.execute(
+                update(j)
+                .where(j.c.id == job_id)
+                .values(outputs_manifest=manifest, outputs_files=len(files), outputs_bytes=total)
+            )
+        return True
+
+    def release(self, job_id: int, token: int, *, reason: str, now: datetime) -> bool:
+        """Give attempt ``token`` back unfinished (its agent is stopping): the job is queued
+        again, or failed if that was its last attempt. False, changing nothing, if stale."""
+        j, a = ct.compute_jobs, ct.compute_job_attempts
+        with self._c._write() as conn:
+            row = conn.execute(
+                select(j.c.state, j.c.attempt, j.c.max_attempts)
+                .where(j.c.id == job_id)
+                .with_for_update()
+            ).one_or_none()
+            if row is None or row.state != "running" or int(row.attempt) != token:
+                return False
+            last = token >= int(row.max_attempts)
+            values: dict[str, Any] = (
+                {"state": "failed", "reason": f"{reason} during attempt {token}, the last"}
+                if last
+                else {"state": "queued", "template_id": None, "compute_id": None}
+            )
+            conn.execute(
+                update(j).where(j.c.id == job_id).values(worker=None, updated_at=now, **values)
+            )
+            conn.execute(
+                update(a)
+                .where(a.c.job_id == job_id, a.c.number == token)
+                .values(ended_at=now, outcome="released")
+            )
+            self._event(
+                conn,
+                job_id,
+                now,
+                "failed" if last else "requeued",
+                values.get("reason", reason),
+                token,
+            )
+        return True
+
+    def cancel(self, job_id: int, *, now: datetime) -> JobRecord:
+        """Cancel a job: at once if it has not started, else ask its worker to stop it.
+
+        Raises ConflictError for a job that has already ended.
+        """
+        j = ct.compute_jobs
+        job = self.get_job(job_id)
+        with self._c._write() as conn:
+            res = conn.execute(
+                update(j)
+                .where(j.c.id == job_id, j.c.state.in_(("queued", "placed")))
+                .values(state="cancelled", reason="cancelled before it started", updated_at=now)
+            )
+            if res.rowcount == 1:
+                self._event(conn, job_id, now, "cancelled", "before it started", job.attempt)
+            else:
+                res = conn.execute(
+                    update(j)
+                    .where(j.c.id == job_id, j.c.state == "running")
+                    .values(cancel_requested=True, updated_at=now)
+                )
+                if res.rowcount == 1:
+                    self._event(
+                        conn, job_id, now, "cancel requested", "its worker stops it", job.attempt
+                    )
+        job = self.get_job(job_id)
+        if job.done and job.state != "cancelled":
+            raise ConflictError(
+                f"job {job_id} already {job.state}", hint="Only queued or running jobs cancel."
+            )
+        return job
+
+    def requeue_stale(self, *, now: datetime, stale_after: timedelta) -> list[tuple[int, str]]:
+        """Requeue running jobs whose worker stopped heart-beating (or fail them after their
+        last attempt). Returns (job id, new state) for each job moved."""
+        j, a = ct.compute_jobs, ct.compute_job_attempts
+        with self._c._read() as conn:
+            rows = conn.execute(
+                select(j.c.id, j.c.attempt, j.c.max_attempts, j.c.worker, j.c.heartbeat_at).where(
+                    j.c.state == "running", j.c.heartbeat_at < now - stale_after
+                )
+            ).all()
+        moved = []
+        for row in rows:
+            silent = (now - row.heartbeat_at).total_seconds()
+            last = int(row.attempt) >= int(row.max_attempts)
+            why = f"worker {row.worker} silent for {silent:.0f} s during attempt {row.attempt}"
+            values: dict[str, Any] = (
+                {"state": "failed", "reason": f"{why}, the last of {row.max_attempts}"}
+                if last
+                else {"state": "queued", "template_id": None, "compute_id": None}
+            )
+            with self._c._write() as conn:
+                res = conn.execute(
+                    update(j)
+                    .where(
+                        j.c.id == row.id,
+                        j.c.state == "running",
+                        j.c.attempt == row.attempt,
+                        j.c.heartbeat_at == row.heartbeat_at,
+                    )
+                    .values(worker=None, updated_at=now, **values)
+                )
+                if res.rowcount != 1:
+                    continue  # it beat, ended, or another sweeper moved it
+                conn.execute(
+                    update(a)
+                    .where(a.c.job_id == row.id, a.c.number == row.attempt)
+                    .values(ended_at=now, outcome="lost")
+                )
+                kind = "failed" if last else "requeued"
+                self._event(conn, int(row.id), now, kind, values.get("reason", why), row.attempt)
+            moved.append((int(row.id), values["state"]))
+        return moved

@@ -1,0 +1,208 @@
+"""Jobs in the catalog: submit, read, list, timelines and collected outputs (the second
+layer of :class:`~lakecache.compute.store.ComputeStore`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from lakecache.catalog import topology_tables as tt
+from lakecache.compute import tables as ct
+from lakecache.compute.model import (
+    DEFAULT_MAX_ATTEMPTS,
+    InputSpec,
+    JobEvent,
+    JobRecord,
+    OutputFile,
+    Resources,
+    parse_timeout,
+)
+from lakecache.compute.pools import PoolStore
+from lakecache.compute.rows import size_of, size_values
+from lakecache.errors import NotFoundError, UserError
+
+
+class JobQueries(PoolStore):
+    """Submitting and reading jobs. Safe to share between threads."""
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        queue: str,
+        command: Sequence[str],
+        *,
+        request: Resources,
+        inputs: Sequence[InputSpec] = (),
+        env: dict[str, str] | None = None,
+        image: str | None = None,
+        submitted_by: str,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout_seconds: int | None = None,
+        now: datetime,
+    ) -> JobRecord:
+        """Queue a job. Refused if it is larger than every template of the queue.
+
+        Inputs must already be resolved to commits (the SDK and CLI do it). The
+        job is only queued here; :meth:`admit` places it. ``timeout_seconds`` limits
+        each attempt's run (default: the queue's job time limit, if it has one).
+        """
+        timeout = parse_timeout(timeout_seconds)
+        if not command:
+            raise UserError("a job needs a command", hint="Put it after --: job run -- CMD ARGS.")
+        if max_attempts < 1:
+            raise UserError(f"max_attempts must be at least 1, not {max_attempts}")
+        names = [i.env_var for i in inputs]
+        if len(set(names)) != len(names):
+            raise UserError(
+                "two inputs would share one environment variable",
+                hint="Name them apart: --input train=xray@v1 --input test=xray@v2.",
+            )
+        q = self.get_queue(queue)
+        templates = self._queue_templates(q.id)
+        if not any(request.fits_in(t.size) for t in templates):
+            sizes = "; ".join(f"{t.name}: {t.size.describe()}" for t in templates)
+            raise UserError(
+                f"the job ({request.describe()}) is larger than every template of queue "
+                f"{queue!r} ({sizes}); it would wait forever",
+                hint="Ask for less, or add a larger template to the queue.",
+            )
+        if timeout is None:
+            timeout = q.job_timeout_seconds
+        deadline = (
+            None
+            if q.pending_deadline_seconds is None
+            else now + timedelta(seconds=q.pending_deadline_seconds)
+        )
+        with self._c._write() as conn:
+            res = conn.execute(
+                ct.compute_jobs.insert().values(
+                    queue_id=q.id,
+                    state="queued",
+                    command=json.dumps(list(command)),
+                    env=json.dumps(env or {}),
+                    inputs=json.dumps([i.as_dict() for i in inputs]),
+                    image=image,
+                    submitted_by=submitted_by,
+                    created_at=now,
+                    updated_at=now,
+                    deadline_at=deadline,
+                    attempt=0,
+                    max_attempts=max_attempts,
+                    timeout_seconds=timeout,
+                    cancel_requested=False,
+                    **size_values(request),
+                    **size_values(Resources(), "slot_"),
+                )
+            )
+            (job_id,) = res.inserted_primary_key or (0,)
+            self._event(conn, int(job_id), now, "queued", f"on queue {queue}", 0)
+        return self.get_job(int(job_id))
+
+    def _job_query(self) -> Any:
+        j = ct.compute_jobs
+        return (
+            select(
+                j,
+                ct.compute_queues.c.name.label("queue_name"),
+                ct.compute_templates.c.name.label("template_name"),
+                tt.compute_resources.c.name.label("compute_name"),
+                tt.sites.c.name.label("site_name"),
+            )
+            .join(ct.compute_queues, ct.compute_queues.c.id == j.c.queue_id)
+            .outerjoin(ct.compute_templates, ct.compute_templates.c.id == j.c.template_id)
+            .outerjoin(tt.compute_resources, tt.compute_resources.c.id == j.c.compute_id)
+            .outerjoin(tt.sites, tt.sites.c.id == tt.compute_resources.c.site_id)
+        )
+
+    @staticmethod
+    def _job(r: Any) -> JobRecord:
+        """A row of :meth:`_job_query` as a record, through the one converter of jobs."""
+        return JobRecord.from_dict(
+            {
+                **r,
+                "queue": r["queue_name"],
+                "command": json.loads(r["command"]),
+                "env": json.loads(r["env"]),
+                "inputs": json.loads(r["inputs"]),
+                "request": size_of(r).as_json(),
+                "template": r["template_name"],
+                "compute": r["compute_name"],
+                "site": r["site_name"],
+                "slot": size_of(r, "slot_").as_json(),
+                "placement": json.loads(r["placement"] or "[]"),
+            }
+        )
+
+    def get_job(self, job_id: int) -> JobRecord:
+        """The job with id ``job_id``; NotFoundError with a hint if there is none."""
+        with self._c._read() as conn:
+            row = (
+                conn.execute(self._job_query().where(ct.compute_jobs.c.id == job_id))
+                .mappings()
+                .one_or_none()
+            )
+        if row is None:
+            raise NotFoundError(f"no job {job_id}", hint="List jobs with `lakecache job ls`.")
+        return self._job(row)
+
+    def list_jobs(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        queue: str | None = None,
+        site: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRecord]:
+        """Jobs, oldest first, optionally only in ``states``, of ``queue``, placed at ``site``."""
+        j = ct.compute_jobs
+        q = self._job_query().order_by(j.c.id)
+        if states:
+            q = q.where(j.c.state.in_(list(states)))
+        if queue:
+            q = q.where(ct.compute_queues.c.name == queue)
+        if site:
+            q = q.where(tt.sites.c.name == site)
+        if limit:
+            q = q.limit(limit)
+        with self._c._read() as conn:
+            return [self._job(r) for r in conn.execute(q).mappings()]
+
+    def timeline(self, job_id: int) -> list[JobEvent]:
+        """The job's events in the order they happened."""
+        e = ct.compute_job_events
+        with self._c._read() as conn:
+            rows = conn.execute(
+                select(e.c.at, e.c.kind, e.c.detail, e.c.attempt)
+                .where(e.c.job_id == job_id)
+                .order_by(e.c.id)
+            ).all()
+        return [JobEvent(r.at, r.kind, r.detail, int(r.attempt)) for r in rows]
+
+    @staticmethod
+    def _event(
+        conn: Connection, job_id: int, now: datetime, kind: str, detail: str, attempt: int
+    ) -> None:
+        conn.execute(
+            ct.compute_job_events.insert().values(
+                job_id=job_id, at=now, kind=kind, detail=detail, attempt=attempt
+            )
+        )
+
+    def outputs(self, job_id: int) -> list[OutputFile]:
+        """The files of the job's collected outputs, by path (none until an attempt ended
+        and its outputs were collected). NotFoundError for an unknown job."""
+        self.get_job(job_id)
+        o = ct.compute_job_outputs
+        with self._c._read() as conn:
+            rows = conn.execute(
+                select(o.c.path, o.c.digest, o.c.size, o.c.mode)
+                .where(o.c.job_id == job_id)
+                .order_by(o.c.path)
+            ).all()
+        return [OutputFile(r.path, r.digest, int(r.size), int(r.mode)) for r in rows]
