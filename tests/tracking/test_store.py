@@ -16,7 +16,7 @@ def test_run_roundtrip_with_params_tags_and_special_values(store: TrackingStore)
     assert run.name == f"run-{run.id}" and run.status == "running" and run.experiment == "exp"
     store.log_batch(
         run.id,
-        Batch(
+        Batch.of(
             params={"lr": "0.1"},
             tags={"team": "vision"},
             metrics=[
@@ -27,7 +27,7 @@ def test_run_roundtrip_with_params_tags_and_special_values(store: TrackingStore)
             ],
         ),
     )
-    store.log_batch(run.id, Batch(params={"lr": "0.2"}))
+    store.log_batch(run.id, Batch.of(params={"lr": "0.2"}))
     assert store.run_params(run.id) == {"lr": "0.2"}
     assert store.run_tags(run.id) == {"team": "vision"}
     latest = store.latest_metrics(run.id)
@@ -43,8 +43,8 @@ def test_run_roundtrip_with_params_tags_and_special_values(store: TrackingStore)
 
 def test_latest_point_only_moves_forward(store: TrackingStore) -> None:
     run = store.create_run("exp", user="alice")
-    store.log_batch(run.id, Batch(metrics=[("acc", 0.9, 10, 5)]))
-    store.log_batch(run.id, Batch(metrics=[("acc", 0.1, 3, 9)]))  # an older step, late
+    store.log_batch(run.id, Batch.of(metrics=[("acc", 0.9, 10, 5)]))
+    store.log_batch(run.id, Batch.of(metrics=[("acc", 0.1, 3, 9)]))  # an older step, late
     assert store.latest_metrics(run.id)["acc"].value == 0.9
 
 
@@ -54,7 +54,7 @@ def test_runs_sort_filter_and_page_by_param_and_metric(store: TrackingStore) -> 
         run = store.create_run("sweep", user="alice" if i % 2 == 0 else "bob")
         store.log_batch(
             run.id,
-            Batch(params={"lr": f"0.{i}"}, metrics=[("loss", 10.0 - i, 0, 0)]),
+            Batch.of(params={"lr": f"0.{i}"}, metrics=[("loss", 10.0 - i, 0, 0)]),
         )
         ids.append(run.id)
     page = store.list_runs("sweep", order_by="metric:loss", descending=False, limit=3)
@@ -76,12 +76,12 @@ def test_long_series_is_downsampled_with_min_and_max(store: TrackingStore) -> No
     run = store.create_run("exp", user="alice")
     points = [("x", float(i % 100), i, i) for i in range(20_000)]
     points[12_345] = ("x", 1e6, 12_345, 12_345)  # a spike survives downsampling
-    store.log_batch(run.id, Batch(metrics=points))
+    store.log_batch(run.id, Batch.of(metrics=points))
     series = store.metric_series(run.id, "x", buckets=100)
     assert series.downsampled and series.points_total == 20_000
     assert len(series.steps) == 100 and series.steps[0] == 0
     assert max(series.maxs) == 1e6 and min(series.mins) == 0.0
-    full = list(store.iter_metric_points(run.id, "x", batch=7000))
+    full = list(store.iter_metric_points(run.id, "x"))
     assert len(full) == 20_000 and full[12_345].value == 1e6
 
 
@@ -95,7 +95,7 @@ def test_experiments_visibility_and_errors(store: TrackingStore) -> None:
     with pytest.raises(NotFoundError):
         store.get_run(999_999)
     with pytest.raises(NotFoundError):
-        store.log_batch(999_999, Batch(params={"a": "b"}))
+        store.log_batch(999_999, Batch.of(params={"a": "b"}))
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,15 @@ Names are checked here, at the edge, once: a metric, param or tag key is 1 to
 250 characters of valid UTF-8 without control characters, and a value fits its
 column. Everything past this module trusts them.
 
-Metric values on the wire (our API, the spool files) are JSON numbers, or the
-strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (JSON has no such
+Metric values in MLflow's API and the JSON of our read routes are numbers, or the
+strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (standard JSON has no such
 numbers); :func:`encode_value` and :func:`decode_value` convert.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -261,35 +262,89 @@ class ArtifactRecord:
     created_at: datetime
 
 
+#: One key's points, column by column: steps, epoch-millisecond times, values.
+Columns = tuple[list[int], list[int], list[float]]
+
+
+def columns_of(points: Iterable[Point]) -> dict[str, Columns]:
+    """``(key, value, step, ts)`` points as columns per key, in the order given."""
+    out: dict[str, Columns] = {}
+    for key, value, step, ts in points:
+        cols = out.get(key)
+        if cols is None:
+            cols = out[key] = ([], [], [])
+        cols[0].append(step)
+        cols[1].append(ts)
+        cols[2].append(value)
+    return out
+
+
 @dataclass
 class Batch:
-    """What one flush carries to the store: params, tags, metric and system points."""
+    """What one flush carries to the store: params, tags, metric and system points.
+
+    Points are kept column by column per key (:data:`Columns`), as the SDK's
+    buffer collects them and the store packs them: no per-point objects on the
+    way. On the wire (our API and spool files) values are JSON numbers, with
+    NaN and infinities as Python's ``json`` writes them (``NaN``, ``Infinity``).
+    """
 
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    metrics: list[Point] = field(default_factory=list)
-    system: list[Point] = field(default_factory=list)
+    metrics: dict[str, Columns] = field(default_factory=dict)
+    system: dict[str, Columns] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+        metrics: Iterable[Point] = (),
+        system: Iterable[Point] = (),
+    ) -> Batch:
+        """A batch from ``(key, value, step, ts)`` points (tests, MLflow's log-batch)."""
+        return cls(dict(params or {}), dict(tags or {}), columns_of(metrics), columns_of(system))
+
+    def points(self) -> int:
+        return sum(len(c[0]) for c in self.metrics.values()) + sum(
+            len(c[0]) for c in self.system.values()
+        )
 
     def __len__(self) -> int:
-        return len(self.params) + len(self.tags) + len(self.metrics) + len(self.system)
+        return len(self.params) + len(self.tags) + self.points()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "params": self.params,
             "tags": self.tags,
-            "metrics": [[k, encode_value(v), s, t] for k, v, s, t in self.metrics],
-            "system": [[k, encode_value(v), s, t] for k, v, s, t in self.system],
+            "metrics": {k: list(c) for k, c in self.metrics.items()},
+            "system": {k: list(c) for k, c in self.system.items()},
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Batch:
-        """Parse and check a batch from the wire (every name and value checked)."""
+        """Parse and check a batch from the wire (every name, and every column's shape)."""
 
-        def points(rows: Any, kind: str) -> list[Point]:
-            out: list[Point] = []
-            for row in rows or []:
-                key, value, step, ts = row
-                out.append((check_key(kind, key), decode_value(value), int(step), int(ts)))
+        def columns(obj: Any, kind: str) -> dict[str, Columns]:
+            out: dict[str, Columns] = {}
+            if not obj:
+                return out
+            if not isinstance(obj, dict):
+                raise UserError(f"{kind} points must be an object of key -> [steps, times, values]")
+            for key, cols in obj.items():
+                try:
+                    steps, times, vals = cols
+                    steps = [int(x) for x in steps]
+                    times = [int(x) for x in times]
+                    vals = [decode_value(x) for x in vals]
+                except (TypeError, ValueError):
+                    raise UserError(
+                        f"{kind} {str(key)[:40]!r}: expected [steps, times, values] of numbers"
+                    ) from None
+                if not len(steps) == len(times) == len(vals):
+                    raise UserError(f"{kind} {str(key)[:40]!r}: columns of unequal length")
+                out[check_key(kind, key)] = (steps, times, vals)
             return out
 
         params = data.get("params") or {}
@@ -299,6 +354,6 @@ class Batch:
                 check_key("param", k): check_text_value("param", k, v) for k, v in params.items()
             },
             tags={check_key("tag", k): check_text_value("tag", k, v) for k, v in tags.items()},
-            metrics=points(data.get("metrics"), "metric"),
-            system=points(data.get("system"), "system metric"),
+            metrics=columns(data.get("metrics"), "metric"),
+            system=columns(data.get("system"), "system metric"),
         )

@@ -5,9 +5,9 @@ dashboard pages and the server's routes read through it; the SDK writes
 through it directly, or through the server which calls it.
 
 Writes come in batches (:meth:`log_batch`): one transaction per batch, the
-points inserted with the driver's ``executemany`` (SQLite) or ``COPY``
-(PostgreSQL), and the latest point per key kept up to date in the same
-transaction, so sorting the runs table by a metric never scans the points.
+points of each key packed into one row (:mod:`lakecache.tracking.points`),
+and the latest point per key kept up to date in the same transaction, so
+sorting the runs table by a metric never reads the points.
 
 Concurrency: batches of one run may come from several threads or processes
 (the job's SDK and its runner's sampler): each is its own transaction; the
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, delete, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -31,14 +31,15 @@ from sqlalchemy.sql import ColumnElement
 
 from lakecache.catalog.db import Catalog
 from lakecache.errors import AlreadyExistsError, NotFoundError, UserError
+from lakecache.tracking import points
 from lakecache.tracking import tables as tt
 from lakecache.tracking.model import (
     ArtifactRecord,
     Batch,
+    Columns,
     ExperimentRecord,
     InputRecord,
     MetricPoint,
-    Point,
     RunFilter,
     RunPage,
     RunRecord,
@@ -388,10 +389,10 @@ class TrackingStore:
                         [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()],
                     )
             if batch.metrics:
-                self._insert_points(conn, "tracking_metrics", run_id, batch.metrics)
+                self._insert_points(conn, tt.tracking_metrics, run_id, batch.metrics)
                 self._upsert_latest(conn, run_id, batch.metrics)
             if batch.system:
-                self._insert_points(conn, "tracking_system_metrics", run_id, batch.system)
+                self._insert_points(conn, tt.tracking_system_metrics, run_id, batch.system)
 
     def run_params(self, run_id: int) -> dict[str, str]:
         with self._c._read() as conn:
@@ -423,80 +424,37 @@ class TrackingStore:
     def system_metric_keys(self, run_id: int) -> list[str]:
         return self.metric_keys(run_id, system=True)
 
-    def iter_metric_points(
-        self, run_id: int, key: str, *, system: bool = False, batch: int = 50_000
-    ) -> Iterator[MetricPoint]:
-        """Every point of a metric by step (then time), read in batches: for CSV downloads."""
+    def _series_arrays(
+        self, run_id: int, key: str, system: bool
+    ) -> tuple[list[int], list[int], list[float]]:
         t = tt.tracking_system_metrics if system else tt.tracking_metrics
-        last: tuple[int, int] | None = None
-        while True:
-            query = select(t.c.step, t.c.ts, t.c.value).where(t.c.run_id == run_id, t.c.key == key)
-            if last is not None:
-                query = query.where(
-                    or_(t.c.step > last[0], and_(t.c.step == last[0], t.c.ts > last[1]))
-                )
-            with self._c._read() as conn:
-                rows = conn.execute(query.order_by(t.c.step, t.c.ts).limit(batch)).all()
-            for x in rows:
-                yield MetricPoint(key, _nan(x.value), int(x.step), int(x.ts))
-            if len(rows) < batch:
-                return
-            last = (int(rows[-1].step), int(rows[-1].ts))
+        with self._c._read() as conn:
+            rows = conn.execute(
+                select(t.c.steps, t.c.times, t.c.vals)
+                .where(t.c.run_id == run_id, t.c.key == key)
+                .order_by(t.c.first_step, t.c.id)
+            ).all()
+        return points.unpack((bytes(r.steps), bytes(r.times), bytes(r.vals)) for r in rows)
+
+    def iter_metric_points(
+        self, run_id: int, key: str, *, system: bool = False
+    ) -> Iterator[MetricPoint]:
+        """Every point of a metric by step (then time): for CSV downloads."""
+        steps, times, vals = self._series_arrays(run_id, key, system)
+        for step, ts, value in zip(steps, times, vals, strict=True):
+            yield MetricPoint(key, value, step, ts)
 
     def metric_series(
         self, run_id: int, key: str, *, buckets: int | None = 1000, system: bool = False
     ) -> Series:
         """A metric for a plot: all points if there are at most ``buckets`` of them, else
-        per bucket of steps its first step, mean, min and max (computed by the database)."""
-        t = tt.tracking_system_metrics if system else tt.tracking_metrics
-        where = (t.c.run_id == run_id, t.c.key == key)
-        with self._c._read() as conn:
-            total, lo, hi = conn.execute(
-                select(func.count(), func.min(t.c.step), func.max(t.c.step)).where(*where)
-            ).one()
-            total = int(total or 0)
-            if total == 0:
-                return Series(key, 0, False, [], [], [], [], [])
-            if buckets is None or total <= buckets:
-                rows = conn.execute(
-                    select(t.c.step, t.c.ts, t.c.value).where(*where).order_by(t.c.step, t.c.ts)
-                ).all()
-                values = [_nan(x.value) for x in rows]
-                return Series(
-                    key,
-                    total,
-                    False,
-                    [int(x.step) for x in rows],
-                    values,
-                    values,
-                    values,
-                    [int(x.ts) for x in rows],
-                )
-            span = int(hi) - int(lo) + 1
-            # Integer division on both databases: bucket b holds steps lo + [b, b+1) * span/n.
-            bucket = ((t.c.step - int(lo)) * buckets // span).label("bucket")
-            buckets_rows = conn.execute(
-                select(
-                    func.min(t.c.step).label("step"),
-                    func.min(t.c.ts).label("ts"),
-                    func.avg(cast(t.c.value, Float)).label("mean"),
-                    func.min(t.c.value).label("lo"),
-                    func.max(t.c.value).label("hi"),
-                )
-                .where(*where)
-                .group_by(bucket)
-                .order_by(func.min(t.c.step))
-            ).all()
-        return Series(
-            key,
-            total,
-            True,
-            [int(x.step) for x in buckets_rows],
-            [_nan(x.mean) for x in buckets_rows],
-            [_nan(x.lo) for x in buckets_rows],
-            [_nan(x.hi) for x in buckets_rows],
-            [int(x.ts) for x in buckets_rows],
-        )
+        per bucket of steps its first step, mean, min and max (spikes stay visible)."""
+        steps, times, vals = self._series_arrays(run_id, key, system)
+        total = len(steps)
+        if buckets is None or total <= buckets:
+            return Series(key, total, False, steps, vals, vals, vals, times)
+        b = points.downsample(steps, times, vals, buckets)
+        return Series(key, total, True, b.steps, b.means, b.mins, b.maxs, b.times)
 
     # -- datasets read, artifacts, logs ----------------------------------------------------
 
@@ -662,32 +620,46 @@ class TrackingStore:
             for start in range(0, len(run_ids), 500):
                 conn.execute(delete(table).where(table.c.run_id.in_(run_ids[start : start + 500])))
 
+    @staticmethod
     def _insert_points(
-        self, conn: Connection, table: str, run_id: int, points: Sequence[Point]
+        conn: Connection, table: Table, run_id: int, batch: dict[str, Columns]
     ) -> None:
-        rows = [(run_id, k, s, t, _db_value(v)) for k, v, s, t in points]
-        if self._c._dialect == "postgresql":
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            with (
-                raw.cursor() as cur,
-                cur.copy(f"COPY {table} (run_id, key, step, ts, value) FROM STDIN") as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} (run_id, key, step, ts, value) VALUES (?, ?, ?, ?, ?)",
-                rows,  # type: ignore[arg-type]
-            )
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "run_id": run_id,
+                    "key": c.key,
+                    "first_step": c.first_step,
+                    "last_step": c.last_step,
+                    "count": c.count,
+                    "steps": c.steps,
+                    "times": c.times,
+                    "vals": c.vals,
+                }
+                for c in points.pack(batch)
+            ],
+        )
 
-    def _upsert_latest(self, conn: Connection, run_id: int, points: Sequence[Point]) -> None:
-        latest: dict[str, Point] = {}
-        for point in points:
-            key, _, step, ts = point
-            seen = latest.get(key)
-            if seen is None or (step, ts) >= (seen[2], seen[3]):
-                latest[key] = point
+    def _upsert_latest(self, conn: Connection, run_id: int, batch: dict[str, Columns]) -> None:
+        latest: list[dict[str, Any]] = []
+        for key, (steps, times, vals) in batch.items():
+            if not steps:
+                continue
+            # The highest step, and of those the last logged (usually the last point).
+            top = max(steps)
+            i = len(steps) - 1 if steps[-1] == top else len(steps) - 1 - steps[::-1].index(top)
+            latest.append(
+                {
+                    "run_id": run_id,
+                    "key": key,
+                    "step": top,
+                    "ts": times[i],
+                    "value": _db_value(vals[i]),
+                }
+            )
+        if not latest:
+            return
         m = tt.tracking_latest_metrics
         dialect = postgresql if self._c._dialect == "postgresql" else sqlite
         stmt = dialect.insert(m)
@@ -699,13 +671,7 @@ class TrackingStore:
                 and_(stmt.excluded.step == m.c.step, stmt.excluded.ts >= m.c.ts),
             ),
         )
-        conn.execute(
-            stmt,
-            [
-                {"run_id": run_id, "key": k, "step": s, "ts": t, "value": _db_value(v)}
-                for k, v, s, t in latest.values()
-            ],
-        )
+        conn.execute(stmt, latest)
 
     @staticmethod
     def _params_of(

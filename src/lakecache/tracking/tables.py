@@ -3,9 +3,10 @@
 Registered on the catalog's one :data:`~lakecache.catalog.tables.metadata`, so the
 schema test compares them with what migration 0012 creates.
 
-Metric values are stored as floats with one twist: SQLite turns a NaN into NULL, so
-NaN is stored as NULL on both backends (``value IS NULL`` means NaN) and infinities
-as themselves. Metric timestamps are epoch milliseconds (integers: cheap to insert by
+Metric points are stored in chunks (see :func:`_chunks`). The latest point of each
+metric is a row of its own, a float with one twist: SQLite turns a NaN into NULL, so
+there NaN is stored as NULL on both backends (``value IS NULL`` means NaN) and
+infinities as themselves. Metric timestamps are epoch milliseconds (integers: cheap to insert by
 the hundred thousand, and what MLflow's API speaks). Artifacts and logs live in the
 lake, content-addressed (:mod:`lakecache.tracking.objects`); the catalog holds their
 digests only.
@@ -22,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -98,30 +100,36 @@ tracking_tags = Table(
     Column("value", Text, nullable=False),
 )
 
-# No foreign key on the two point tables: they take batches of thousands of rows, and a
-# per-row check costs as much as the insert; a run's points go with it (delete_run).
-tracking_metrics = Table(
-    "tracking_metrics",
-    metadata,
-    Column("run_id", BigInteger, nullable=False),
-    Column("key", String(KEY_MAX), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    # NULL: NaN (see the module docstring).
-    Column("value", Float, nullable=True),
-    Index(None, "run_id", "key", "step"),
-)
 
-tracking_system_metrics = Table(
-    "tracking_system_metrics",
-    metadata,
-    Column("run_id", BigInteger, nullable=False),
-    Column("key", String(KEY_MAX), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("value", Float, nullable=True),
-    Index(None, "run_id", "key", "step"),
-)
+def _chunks(name: str) -> Table:
+    """A table of metric points stored as chunks: one row per key per batch, holding
+    the batch's steps, timestamps and values as packed little-endian arrays.
+
+    Why not one row per point: a B-tree insert per point (and its index entry)
+    made 100,000 points cost seconds on SQLite; a row per key per batch costs
+    100 rows for them, and NaN and infinities are kept bit for bit. A series is
+    read back by concatenating its chunks (:mod:`lakecache.tracking.points`).
+    No foreign key: a run's chunks go with it (``TrackingStore.delete_run``).
+    """
+    return Table(
+        name,
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("run_id", BigInteger, nullable=False),
+        Column("key", String(KEY_MAX), nullable=False),
+        Column("first_step", BigInteger, nullable=False),
+        Column("last_step", BigInteger, nullable=False),
+        Column("count", Integer, nullable=False),
+        # int64 steps, int64 epoch-millisecond times, float64 values.
+        Column("steps", LargeBinary, nullable=False),
+        Column("times", LargeBinary, nullable=False),
+        Column("vals", LargeBinary, nullable=False),
+        Index(None, "run_id", "key", "first_step"),
+    )
+
+
+tracking_metrics = _chunks("tracking_metrics")
+tracking_system_metrics = _chunks("tracking_system_metrics")
 
 #: The latest point of each metric of each run: what the runs table sorts and filters on.
 tracking_latest_metrics = Table(

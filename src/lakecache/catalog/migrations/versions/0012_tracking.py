@@ -32,13 +32,18 @@ def _run_fk(table: str) -> sa.ForeignKeyConstraint:
 def _points(table: str) -> None:
     op.create_table(
         table,
+        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
         sa.Column("run_id", sa.BigInteger(), nullable=False),
         sa.Column("key", sa.String(250), nullable=False),
-        sa.Column("step", sa.BigInteger(), nullable=False),
-        sa.Column("ts", sa.BigInteger(), nullable=False),
-        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("first_step", sa.BigInteger(), nullable=False),
+        sa.Column("last_step", sa.BigInteger(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("steps", sa.LargeBinary(), nullable=False),
+        sa.Column("times", sa.LargeBinary(), nullable=False),
+        sa.Column("vals", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{table}"),
     )
-    op.create_index(f"ix_{table}_run_id_key_step", table, ["run_id", "key", "step"])
+    op.create_index(f"ix_{table}_run_id_key_first_step", table, ["run_id", "key", "first_step"])
 
 
 def upgrade() -> None:
