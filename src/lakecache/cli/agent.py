@@ -44,11 +44,19 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
     from lakecache.compute.runner import JobRunner
 
     runner = JobRunner(svc, site) if jobs else None
+    # Directly (no server), the agent also advances flow runs: submits their ready tasks.
+    from lakecache.flows.engine import FlowAdvancer
+
+    flows = FlowAdvancer(svc.hub) if jobs and svc.hub.server is None else None
     if once:
+        if flows is not None:
+            flows.engine.advance_all()
         a.run_once()
         if runner is not None:
             runner.run_once()
             runner.wait_idle()
+        if flows is not None:
+            flows.engine.advance_all()
         a.wait_idle()
         a.close()
         return
@@ -66,6 +74,10 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
     click.echo(f"agent for site {site} running; Ctrl-C to stop", err=True)
     if job_loop is not None:
         job_loop.start()
+    if flows is not None:
+        flows.start()
     a.run_forever()
+    if flows is not None:
+        flows.stop()
     if job_loop is not None:
         job_loop.join()  # its jobs in flight are stopped and given back to the queue

@@ -20,6 +20,7 @@ class _Group(click.Group):
         "template": ("lakecache.cli.jobs", "template"),
         "queue": ("lakecache.cli.jobs", "queue"),
         "job": ("lakecache.cli.jobs", "job"),
+        "flow": ("lakecache.cli.flows", "flow"),
         "cache": ("lakecache.cli.cache", "cache"),
         "agent": ("lakecache.cli.agent", "agent"),
         "server": ("lakecache.cli.server", "server"),

@@ -15,8 +15,9 @@ a pass over one run that:
    tasks that failed (independent branches still ran to the end).
 
 Any process may advance (the server's flow thread, ``flow run --wait``, an
-agent); one at a time per run holds a short lease, so a server that restarts
-or a ``--wait`` that is interrupted leaves the run to the next advancer. An
+agent); one at a time per run holds a short lease for its pass, so a server that restarts
+or a ``--wait`` that is interrupted leaves the run to the next advancer (at
+once between passes; after the lease if it died during one). An
 agent that dies under a job is the jobs layer's to handle: the job is
 requeued, and the flow just sees it run again.
 """
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lakecache.flows")
 
-#: How long an advancer's hold on a run lasts without renewal.
+#: How long an advancer's hold on a run lasts if it dies during a pass (it is held for
+#: one pass, then released).
 LEASE = timedelta(seconds=15)
 
 
@@ -179,6 +181,12 @@ class FlowEngine:
         now = _now()
         if not self.store.take_run(run_id, self.owner, now=now, lease=LEASE):
             return not self.store.get_run(run_id).done
+        try:
+            return self._advance(run_id)
+        finally:
+            self.store.release_run(run_id, self.owner)
+
+    def _advance(self, run_id: int) -> bool:
         tasks = self.store.tasks(run_id)
         by_name = {t.name: t for t in tasks}
         live = [t.job_id for t in tasks if t.state == "running" and t.job_id is not None]

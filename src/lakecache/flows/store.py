@@ -264,6 +264,16 @@ class FlowStore:
             )
         return res.rowcount == 1
 
+    def release_run(self, run_id: int, owner: str) -> None:
+        """Give up the hold on the run taken by :meth:`take_run` (if still held)."""
+        r = ft.flow_runs
+        with self._c._write() as conn:
+            conn.execute(
+                update(r)
+                .where(r.c.id == run_id, r.c.owner == owner)
+                .values(owner=None, owner_until=None)
+            )
+
     def end_run(self, run_id: int, state: str, reason: str | None, *, now: datetime) -> bool:
         r = ft.flow_runs
         with self._c._write() as conn:
