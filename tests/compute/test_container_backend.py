@@ -356,3 +356,48 @@ def test_compute_add_takes_backend_settings_as_key_value(
     assert "container" in BACKENDS
     assert main(["compute", "add", "bad", "-s", "onprem", "--config", "no-equals-sign"]) != 0
     assert "write KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_container_job_past_its_time_limit_is_stopped_and_removed(
+    hub: Hub, store: ComputeStore, boxes: str, tmp_path: Path, podman: dict[str, Any]
+) -> None:
+    t0 = time.monotonic()
+    job = _run_job(hub, store, tmp_path, "sleep", "60", timeout_seconds=2)
+    assert (job.state, job.reason) == ("failed", "timed out after 2 s")
+    assert time.monotonic() - t0 < 40
+    assert _containers(podman, job.id) == []
+
+
+def test_a_container_engine_that_refuses_fails_the_job_with_podmans_message(
+    hub: Hub, store: ComputeStore, world: World, podman: dict[str, Any], tmp_path: Path
+) -> None:
+    now = SystemClock().now()
+    settings = {**podman, "runtime": "no-such-runtime"}
+    Topology(hub.catalog).add_compute("onprem-box", "onprem", "container", settings, [], now)
+    store.set_capacity("onprem-box", Resources(2000, 4 * 10**9))
+    store.add_template("onprem-box-small", "onprem-box", ONE_CPU, podman["image"], now)
+    store.add_queue("boxes", ["onprem-box-small"], now=now)
+    job = _run_job(hub, store, tmp_path, "true")
+    assert job.state == "failed"
+    assert job.reason is not None and "no-such-runtime" in job.reason, job.reason
+    assert store.capacity()[0].jobs == 0
+
+
+def test_a_container_job_linking_to_the_hosts_files_gets_none_of_them_collected(
+    hub: Hub, store: ComputeStore, boxes: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("only the agent's machine has this")
+    job = _run_job(
+        hub,
+        store,
+        tmp_path,
+        "sh",
+        "-c",
+        f"echo result > /outputs/result; ln -s {secret} /outputs/secret;"
+        " ln -s / /outputs/root; echo out > /outputs/../escaped 2>/dev/null; true",
+    )
+    assert job.state == "succeeded", job.reason
+    assert [f.path for f in store.outputs(job.id)] == ["result"]
+    event = next(e for e in store.timeline(job.id) if e.kind == "outputs")
+    assert "secret (a symbolic link" in event.detail and "root (a symbolic link" in event.detail
