@@ -32,7 +32,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakecache.client.jobs import RemoteJobs
 from lakecache.compute.backends import (
@@ -110,6 +110,8 @@ class JobRunner:
         #: (job, attempt) -> bytes of its log sent to the server so far, and who sends.
         self._shipped: dict[tuple[int, int], list[int]] = {}
         self._ship_locks: dict[tuple[int, int], threading.Lock] = {}
+        #: (job, attempt) -> its run tracker (lakecache.tracking.jobs.AttemptTracker).
+        self._trackers: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
 
     @property
@@ -186,6 +188,12 @@ class JobRunner:
         workdir = self.jobs_root / str(job.id) / f"attempt-{token}"
         outputs = workdir / "outputs"
         outputs.mkdir(parents=True, exist_ok=True)
+        # Tracking hook: a run for this attempt (command, inputs, output, system metrics,
+        # exit code). Imported here, not at the top: tracking sits above compute, and a
+        # tracking failure never fails the job (the tracker catches its own errors).
+        from lakecache.tracking.jobs import for_runner
+
+        self._trackers[(job.id, token)] = for_runner(self, job, token, workdir)
         state = {"verdict": "run"}
         stop = threading.Event()
         beat = threading.Thread(
@@ -221,6 +229,9 @@ class JobRunner:
         finally:
             stop.set()
             beat.join()
+            # Tracking hook: an attempt given back or stopped ends its run as killed (no-op
+            # when _finish already ended it).
+            self._trackers.pop((job.id, token)).finish("cancelled", None)
             with self._lock:
                 self._shipped.pop((job.id, token), None)
                 self._ship_locks.pop((job.id, token), None)
@@ -229,10 +240,13 @@ class JobRunner:
         self, job: JobRecord, token: int, workdir: Path, held: ExitStack
     ) -> dict[str, Path]:
         from lakecache.data.dataset import Dataset
+        from lakecache.tracking.jobs import cache_was_ready
 
         paths: dict[str, Path] = {}
         for spec in job.inputs:
             t0 = time.perf_counter()
+            # Tracking hook: was a ready cache there before this job asked (a hit)?
+            hit = cache_was_ready(self.caches, spec, self.site) if spec.mode == "cached" else None
             if spec.mode == "cached":
                 path = held.enter_context(
                     self.caches.use(
@@ -250,6 +264,7 @@ class JobRunner:
                 held.callback(shutil.rmtree, path, True)
                 how = f"streamed from the lake into {path}"
             took = time.perf_counter() - t0
+            self._trackers[(job.id, token)].input_ready(spec, took, hit=hit)  # tracking hook
             store_ok = self.store.record(
                 job.id,
                 token,
@@ -287,6 +302,7 @@ class JobRunner:
             LAKECACHE_OUTPUTS=str(outputs),
         )
         env.update(self._job_credentials(job, token))
+        env.update(self._trackers[(job.id, token)].job_env())  # tracking hook: LAKECACHE_RUN_ID
         spec = LaunchSpec(
             job_id=job.id,
             attempt=token,
@@ -308,6 +324,7 @@ class JobRunner:
         self.store.record(
             job.id, token, "started", f"{backend.name}: {handle}", now=self.clock.now()
         )
+        self._trackers[(job.id, token)].started()  # tracking hook: sampler, output shipping
         started = time.monotonic()
         while (end := backend.poll(handle)) is None:
             if job.timeout_seconds is not None and time.monotonic() - started > job.timeout_seconds:
@@ -441,6 +458,9 @@ class JobRunner:
     def _finish(
         self, job: JobRecord, token: int, state: str, code: int | None, reason: str | None
     ) -> None:
+        tracker = self._trackers.get((job.id, token))
+        if tracker is not None:  # tracking hook: last output and points, exit code, end
+            tracker.finish(state, code)
         try:
             self._ship_log(job.id, token, self._shipped.setdefault((job.id, token), [0]))
         except LakecacheError as exc:

@@ -49,9 +49,11 @@ from lakecache.server.routes import (
     commits,
     datasets,
     fills,
+    flows,
     jobs,
     lake,
     topology,
+    tracking,
     users,
 )
 from lakecache.server.runtime import ControlPlane
@@ -93,11 +95,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from lakecache.flows.engine import FlowAdvancer
+
+        flow_advancer = FlowAdvancer(opened.hub)  # flow runs go on while nobody watches
         opened.start_agents()
         opened.start_maintenance()
+        flow_advancer.start()
         try:
             yield
         finally:
+            flow_advancer.stop()
             opened.stop_maintenance()
             opened.stop_agents()
             if owned:
@@ -116,7 +123,19 @@ def create_app(
     errors.install(app)
     app.add_middleware(_Guard, plane=opened)
 
-    for module in (auth, users, datasets, commits, caches, fills, topology, jobs, lake):
+    for module in (
+        auth,
+        users,
+        datasets,
+        commits,
+        caches,
+        fills,
+        topology,
+        jobs,
+        flows,
+        tracking,
+        lake,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_api_route(
         f"{API_PREFIX}/server",

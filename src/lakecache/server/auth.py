@@ -109,6 +109,14 @@ AGENT_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("PUT", f"{_API}/jobs/{{job_id}}/outputs"),
         ("GET", f"{_API}/jobs/{{job_id}}/outputs"),
         ("GET", f"{_API}/jobs/{{job_id}}/outputs/{{path}}"),
+        # Runs of its site's jobs (lakecache.server.routes.tracking checks the job's site).
+        ("POST", f"{_API}/tracking/job-runs"),
+        ("GET", f"{_API}/tracking/runs/{{run_id}}"),
+        ("POST", f"{_API}/tracking/runs/{{run_id}}/batch"),
+        ("POST", f"{_API}/tracking/runs/{{run_id}}/end"),
+        ("POST", f"{_API}/tracking/runs/{{run_id}}/inputs"),
+        ("PUT", f"{_API}/tracking/runs/{{run_id}}/artifacts/{{path}}"),
+        ("PUT", f"{_API}/tracking/runs/{{run_id}}/logs/{{stream}}"),
     }
 )
 #: (method, route template): the API a running job's own token may call, besides the
@@ -125,6 +133,11 @@ JOB_ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/tree/{{path}}"),
         ("GET", f"{_API}/datasets/{{dataset}}/commits/{{ref}}/files/{{path}}"),
         ("PUT", f"{_API}/jobs/{{job_id}}/outputs"),
+        # Its own job's runs (lakecache.server.routes.tracking checks the job).
+        ("GET", f"{_API}/tracking/runs/{{run_id}}"),
+        ("POST", f"{_API}/tracking/runs/{{run_id}}/batch"),
+        ("POST", f"{_API}/tracking/runs/{{run_id}}/inputs"),
+        ("PUT", f"{_API}/tracking/runs/{{run_id}}/artifacts/{{path}}"),
     }
 )
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")

@@ -158,6 +158,8 @@ class RunRecord:
     flow_run: str | None = None
     flow_task: str | None = None
     exit_code: int | None = None
+    #: The owner of the run's experiment ("" for a shared one): who else sees the run.
+    experiment_owner: str = ""
 
     @property
     def duration_s(self) -> float | None:

@@ -729,6 +729,7 @@ def _run_record(row: Any) -> RunRecord:
         flow_run=row.flow_run,
         flow_task=row.flow_task,
         exit_code=row.exit_code,
+        experiment_owner=row.experiment_owner,
     )
 
 
