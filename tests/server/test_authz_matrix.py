@@ -262,6 +262,73 @@ def _running_job(suffix: str, body: dict[str, Any] | None = None) -> Callable[..
     return make
 
 
+def _outputs_tar() -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("out.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"out"))
+    return buf.getvalue()
+
+
+def _running_job_outputs(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    """A job the caller claimed; its outputs as a tar, the token in the query."""
+    job_id, token = _placed_job(world, who, claimed=True)
+    return f"/api/v1/jobs/{job_id}/outputs?token={token}", {
+        "content": _outputs_tar(),
+        "headers": {"Content-Type": "application/x-tar"},
+    }
+
+
+def _job_output(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    """A job of the caller's own whose outputs hold ``out.txt`` (its blob in the lake)."""
+    import tempfile
+    from pathlib import Path
+
+    from lakecache.compute.outputs import scan_outputs, upload_outputs
+    from lakecache.compute.store import ComputeStore
+
+    job_id, token = _placed_job(world, who, claimed=True)
+    hub = world.plane.hub
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "out.txt").write_bytes(b"out")
+        manifest, files = upload_outputs(
+            scan_outputs(Path(tmp)), lake=hub.lake, catalog=hub.catalog, settings=hub.settings
+        )
+    ComputeStore(hub.catalog).record_outputs(
+        job_id, token, manifest=manifest, files=files, now=world.plane.clock.now()
+    )
+    return f"/api/v1/jobs/{job_id}/outputs/out.txt", {}
+
+
+def _flow_yaml(world: World) -> str:
+    return (
+        "name: mx\ntasks:\n  t:\n    command: 'true'\n"
+        f"    queue: {_queue(world)}\n    cpu: 0.001\n"
+        "    inputs: {xray: {dataset: xray@v1}}\n"
+    )
+
+
+def _own_flow(suffix: str, ended: bool = False) -> Callable[..., Any]:
+    """A flow run of the caller's own (nothing advanced yet; cancelled when ``ended``)."""
+
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        from lakecache.flows import FlowSpec
+        from lakecache.flows.engine import FlowEngine
+
+        engine = FlowEngine(world.plane.hub)
+        flow = FlowSpec.from_text(_flow_yaml(world), "mx.yaml")
+        run_id = engine.start(flow, submitted_by=who or "rita", advance=False)
+        if ended:
+            engine.cancel(run_id)
+        return f"/api/v1/flows/runs/{run_id}{suffix}", {}
+
+    return make
+
+
 D = "/api/v1/datasets/{dataset}"
 X = "/api/v1/datasets/xray"
 ROWS = [
@@ -576,6 +643,20 @@ ROWS = [
     Row("GET", "/api/v1/jobs/{job_id}", "user", 200, _own_job("")),
     Row("GET", "/api/v1/jobs/{job_id}/log", "user", 200, _own_job("/log")),
     Row("POST", "/api/v1/jobs/{job_id}/cancel", "user", 200, _own_job("/cancel"), agent=403),
+    Row("GET", "/api/v1/jobs/{job_id}/outputs", "user", 200, _own_job("/outputs")),
+    Row("GET", "/api/v1/jobs/{job_id}/outputs/{path}", "user", 200, _job_output),
+    # flows: start (reading each input), and one's own runs; agnes runs none
+    Row(
+        "POST",
+        "/api/v1/flows/runs",
+        "reader",
+        201,
+        lambda w, who: ("/api/v1/flows/runs", {"json": {"source": _flow_yaml(w)}}),
+    ),
+    Row("GET", "/api/v1/flows/runs", "user", 200),
+    Row("GET", "/api/v1/flows/runs/{run_id}", "user", 200, _own_flow("")),
+    Row("POST", "/api/v1/flows/runs/{run_id}/cancel", "user", 200, _own_flow("/cancel")),
+    Row("POST", "/api/v1/flows/runs/{run_id}/resume", "user", 200, _own_flow("/resume", True)),
     # what a site's agent reports (agnes for site local, where the jobs are placed)
     Row(
         "POST",
@@ -634,6 +715,97 @@ ROWS = [
         agent=200,
     ),
     Row("PUT", "/api/v1/jobs/{job_id}/log", "orgadmin", 200, _running_job("/log"), agent=200),
+    Row(
+        "PUT",
+        "/api/v1/jobs/{job_id}/outputs",
+        "orgadmin",
+        200,
+        _running_job_outputs,
+        agent=200,
+    ),
+]
+
+
+# -- tracking (lakecache.server.routes.tracking) -------------------------------------------
+# A person logs to and reads their own runs; agnes (site local's agent) the runs of the jobs
+# placed at her site; a run of someone else's is the 404 of a run that does not exist.
+
+
+def _run_for(world: World, who: str | None) -> int:
+    """A run of the caller's own; for agnes, the run of a job at her site (rita's)."""
+    from lakecache.compute.store import ComputeStore
+    from lakecache.tracking.jobs import job_run
+    from lakecache.tracking.store import TrackingStore
+
+    store = TrackingStore(world.plane.hub.catalog)
+    if who == AGENT:
+        job_id, _ = _placed_job(world, "rita", claimed=False)
+        job = ComputeStore(world.plane.hub.catalog).get_job(job_id)
+        return job_run(store, job, 1).id
+    return store.create_run("Default", user=who or "rita").id
+
+
+def _own_run(suffix: str, **kw: Any) -> Callable[..., Any]:
+    def make(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+        return f"/api/v1/tracking/runs/{_run_for(world, who)}{suffix}", dict(kw)
+
+    return make
+
+
+def _run_with_artifact(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    from lakecache.tracking import objects
+    from lakecache.tracking.store import TrackingStore
+
+    run_id = _run_for(world, who)
+    store = TrackingStore(world.plane.hub.catalog)
+    digest = objects.put_bytes(world.plane.hub.lake, b"artifact")
+    store.add_artifact(run_id, "a/b.txt", digest, 8)
+    return f"/api/v1/tracking/runs/{run_id}/artifacts/a/b.txt", {}
+
+
+def _own_experiment(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    from lakecache.tracking.store import TrackingStore
+
+    name = f"exp{next(_seq)}"
+    TrackingStore(world.plane.hub.catalog).create_experiment(name, who or "rita")
+    return f"/api/v1/tracking/experiments/{name}", {}
+
+
+def _job_run_body(world: World, who: str | None) -> tuple[str, dict[str, Any]]:
+    job_id, _ = _placed_job(world, "rita", claimed=False)
+    return "/api/v1/tracking/job-runs", {"json": {"job_id": job_id, "attempt": 1}}
+
+
+T = "/api/v1/tracking/runs/{run_id}"
+ROWS += [
+    Row("GET", "/api/v1/tracking/experiments", "user", 200),
+    Row(
+        "POST",
+        "/api/v1/tracking/experiments",
+        "user",
+        201,
+        lambda w, who: ("/api/v1/tracking/experiments", {"json": {"name": f"e{next(_seq)}"}}),
+    ),
+    Row("GET", "/api/v1/tracking/experiments/{experiment}", "user", 200, _own_experiment),
+    Row("GET", "/api/v1/tracking/runs", "user", 200),
+    Row("POST", "/api/v1/tracking/runs", "user", 201, _json("/api/v1/tracking/runs", {})),
+    Row("POST", "/api/v1/tracking/job-runs", "orgadmin", 201, _job_run_body, agent=201),
+    Row("GET", T, "user", 200, _own_run("")),
+    Row("POST", T + "/batch", "user", 200, _own_run("/batch", json={"params": {"a": "1"}})),
+    Row("POST", T + "/end", "user", 200, _own_run("/end", json={"status": "finished"})),
+    Row(
+        "POST",
+        T + "/inputs",
+        "user",
+        204,
+        _own_run("/inputs", json={"dataset": "xray", "commit_id": "c" * 64, "source": "stream"}),
+    ),
+    Row("GET", T + "/metrics/{key}", "user", 200, _own_run("/metrics/loss")),
+    Row("GET", T + "/artifacts", "user", 200, _own_run("/artifacts")),
+    Row("GET", T + "/artifacts/{path}", "user", 200, _run_with_artifact),
+    Row("PUT", T + "/artifacts/{path}", "user", 200, _own_run("/artifacts/x/y.bin", content=b"y")),
+    Row("GET", T + "/logs/{stream}", "user", 200, _own_run("/logs/output")),
+    Row("PUT", T + "/logs/{stream}", "user", 200, _own_run("/logs/output", content=b"hi\n")),
 ]
 
 
