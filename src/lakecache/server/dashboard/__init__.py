@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
+from lakecache.server.dashboard.compute_pages import router as compute_router
 from lakecache.server.dashboard.pages import router
 from lakecache.server.dashboard.render import STATIC_DIR, STATIC_PREFIX
 
@@ -20,4 +21,5 @@ __all__ = ["install", "router"]
 def install(app: FastAPI) -> None:
     """Serve the dashboard's pages and its static files from ``app``."""
     app.include_router(router)
+    app.include_router(compute_router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -541,3 +541,428 @@
     start();
   }
 })();
+
+// --- compute and jobs pages (lakecache.server.dashboard.compute_pages) ------------------------
+//
+// /compute: poll /compute/live and redraw the capacity bars, queue counts and the queued
+// and running jobs. /jobs/{id}: poll /jobs/{id}/live (state, timeline, placement,
+// attempts) until the job ends; follow its log from /api/v1/jobs/{id}/log?offset=N, with
+// a search box that shows only the matching lines; "Cancel job" posts to the API with the
+// session's CSRF token. Text from the server goes in through textContent only.
+(function () {
+  "use strict";
+  const lc = window.lakecache;
+  if (!lc) return;
+  const { api, el, field, setText, announce, flash } = lc;
+  const SVG = "http://www.w3.org/2000/svg";
+  const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+  //: The most log text a page holds; older text is dropped (the raw log link has it all).
+  const LOG_KEEP = 4 * 1024 * 1024;
+
+  function badge(state) {
+    return el("span", { class: `state state-${state}`, "data-field": "state" }, state);
+  }
+
+  function setBadge(node, state) {
+    if (!node) return;
+    node.textContent = state;
+    node.className = `state state-${state}`;
+  }
+
+  function cell(label, text, cls) {
+    const attrs = { "data-label": label };
+    if (cls) attrs.class = cls;
+    return el("td", attrs, text);
+  }
+
+  function slug(text) {
+    return String(text).replace(/[^a-z0-9]+/gi, "-").toLowerCase();
+  }
+
+  // --- /compute -----------------------------------------------------------------------------
+
+  function bar(pct, free) {
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "capacity-svg");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    for (const [cls, x, w] of [
+      ["cap-used", 0, pct],
+      ["cap-free", pct, free],
+    ]) {
+      const r = document.createElementNS(SVG, "rect");
+      r.setAttribute("class", cls);
+      r.setAttribute("x", `${x}%`);
+      r.setAttribute("width", `${w}%`);
+      r.setAttribute("height", "100%");
+      svg.appendChild(r);
+    }
+    return svg;
+  }
+
+  function dimItem(resource, d) {
+    const li = el("li", { class: "dim", "data-dim": d.key });
+    li.appendChild(el("span", { class: "dim-label" }, d.label));
+    const meter = el("div", {
+      class: "capacity dim-bar",
+      role: "progressbar",
+      "aria-label": `${d.label} of ${resource}`,
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+      "aria-valuenow": String(d.used_pct),
+      "aria-valuetext": d.text,
+    });
+    meter.appendChild(bar(d.used_pct, d.free_pct));
+    li.appendChild(meter);
+    const text = el("span", { class: "dim-text" });
+    text.appendChild(el("strong", { "data-field": "used" }, d.used));
+    text.appendChild(document.createTextNode(` of ${d.total} used · `));
+    text.appendChild(el("span", { "data-field": "free" }, d.free));
+    text.appendChild(document.createTextNode(" free"));
+    li.appendChild(text);
+    return li;
+  }
+
+  function jobRow(j) {
+    const tr = el("tr", { "data-job": String(j.id) });
+    const th = el("th", { scope: "row" });
+    th.appendChild(el("a", { href: j.href }, `Job ${j.id}`));
+    tr.appendChild(th);
+    const state = el("td", { "data-label": "State" });
+    state.appendChild(badge(j.state));
+    tr.appendChild(state);
+    tr.appendChild(cell("Queue", j.queue));
+    tr.appendChild(cell("Where", j.where));
+    tr.appendChild(cell("Command", j.command, "mono wrap"));
+    tr.appendChild(cell("Submitted by", j.submitted_by));
+    const when = cell("Submitted");
+    when.appendChild(el("time", { datetime: j.created }, j.age));
+    tr.appendChild(when);
+    return tr;
+  }
+
+  let activeSignature = null;
+
+  function drawCompute(root, data) {
+    for (const site of data.sites) {
+      for (const r of site.resources) {
+        const section = root.querySelector(`[data-compute="${CSS.escape(r.name)}"]`);
+        if (!section) continue;
+        const jobs = field(section, "jobs");
+        if (jobs) jobs.textContent = `${r.jobs} job${r.jobs === 1 ? "" : "s"} placed or running`;
+        const dims = field(section, "dims");
+        if (dims) dims.replaceChildren(...r.dims.map((d) => dimItem(r.name, d)));
+      }
+    }
+    for (const q of data.queues) {
+      const row = root.querySelector(`tr[data-queue="${CSS.escape(q.name)}"]`);
+      if (!row) continue;
+      setText(row, "queued", String(q.queued));
+      setText(row, "running", String(q.running));
+    }
+    const table = document.getElementById("active-jobs");
+    const signature = JSON.stringify(data.jobs.map((j) => [j.id, j.state, j.where]));
+    if (table && signature !== activeSignature) {
+      // Redrawn only when something changed, so a focused link is not pulled away.
+      table.tBodies[0].replaceChildren(...data.jobs.map(jobRow));
+      table.hidden = !data.jobs.length;
+      document.getElementById("no-active-jobs").hidden = !!data.jobs.length;
+      if (activeSignature !== null) {
+        announce(`${data.jobs_total} job${data.jobs_total === 1 ? "" : "s"} queued or running`);
+      }
+      activeSignature = signature;
+    } else if (table) {
+      for (const j of data.jobs) {
+        const time = table.querySelector(`tr[data-job="${j.id}"] time`);
+        if (time) time.textContent = j.age;
+      }
+    }
+    const count = document.getElementById("active-count");
+    if (count && count.firstChild) {
+      const mine = count.firstChild.textContent.includes("(yours)") ? " (yours)" : "";
+      count.firstChild.textContent =
+        `${data.jobs_total.toLocaleString("en-US")} job${data.jobs_total === 1 ? "" : "s"} ` +
+        `queued, placed or running${mine} · `;
+    }
+  }
+
+  async function pollCompute(root) {
+    try {
+      drawCompute(root, await api("GET", root.dataset.live));
+    } catch (e) {
+      flash(`Could not refresh the figures: ${e.message}`, e.hint);
+    }
+    window.setTimeout(() => pollCompute(root), Number(root.dataset.pollMs) || 1000);
+  }
+
+  // --- /jobs/{id} ---------------------------------------------------------------------------
+
+  const signatures = {};
+
+  function redraw(name, items, draw) {
+    const signature = JSON.stringify(items);
+    if (signatures[name] === signature) return false;
+    signatures[name] = signature;
+    draw();
+    return true;
+  }
+
+  function timelineItem(e) {
+    const li = el("li", { class: `event event-${slug(e.kind)}` });
+    li.appendChild(el("time", { datetime: e.at }, e.when));
+    li.appendChild(document.createTextNode(" "));
+    li.appendChild(el("span", { class: "since" }, e.since));
+    li.appendChild(document.createTextNode(" "));
+    li.appendChild(el("strong", { class: "event-kind" }, e.kind));
+    if (e.attempt) {
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(el("span", { class: "muted" }, `(attempt ${e.attempt})`));
+    }
+    li.appendChild(document.createTextNode(" "));
+    li.appendChild(el("span", { class: "event-detail" }, e.detail));
+    return li;
+  }
+
+  function placementRow(p) {
+    const tr = el("tr", p.chosen ? { class: "chosen" } : {});
+    tr.appendChild(el("th", { scope: "row" }, p.template));
+    tr.appendChild(cell("Site", p.site));
+    const verdict = cell("Verdict");
+    verdict.appendChild(el("span", { class: `verdict verdict-${slug(p.verdict)}` }, p.verdict));
+    tr.appendChild(verdict);
+    tr.appendChild(cell("Why", p.detail));
+    return tr;
+  }
+
+  function attemptRow(a) {
+    const tr = el("tr");
+    tr.appendChild(el("th", { scope: "row" }, String(a.number)));
+    tr.appendChild(cell("Worker", a.worker, "mono wrap"));
+    tr.appendChild(cell("Compute", a.compute));
+    tr.appendChild(cell("Started", a.started));
+    tr.appendChild(cell("Ended", a.ended));
+    tr.appendChild(cell("Took", a.took, "num"));
+    tr.appendChild(cell("Exit code", a.exit_code, "num"));
+    tr.appendChild(cell("Outcome", a.outcome));
+    return tr;
+  }
+
+  function fillTable(id, emptyId, rows) {
+    const table = document.getElementById(id);
+    if (!table) return;
+    table.tBodies[0].replaceChildren(...rows);
+    table.hidden = !rows.length;
+    const empty = document.getElementById(emptyId);
+    if (empty) empty.hidden = !!rows.length;
+  }
+
+  function drawJob(root, d) {
+    const was = root.dataset.state;
+    root.dataset.state = d.state;
+    root.dataset.done = d.done ? "true" : "false";
+    setBadge(root.querySelector("h1 [data-field=state]"), d.state);
+    for (const name of ["where", "slot", "attempt", "exit_code", "ran_for", "worker"]) {
+      setText(root, name, d.summary[name]);
+    }
+    const reason = field(root, "reason");
+    if (reason) {
+      reason.hidden = d.summary.reason === "–";
+      setText(reason, "reason-text", d.summary.reason);
+    }
+    const cancel = root.querySelector('[data-action="cancel-job"]');
+    if (cancel) cancel.hidden = !d.can_cancel || d.cancel_requested;
+    const note = field(root, "cancel-note");
+    if (note) note.hidden = !(d.cancel_requested && !d.done);
+    redraw("timeline", d.timeline, () =>
+      document.getElementById("timeline").replaceChildren(...d.timeline.map(timelineItem)),
+    );
+    redraw("placement", d.placement, () =>
+      fillTable("placement-table", "no-placement", d.placement.map(placementRow)),
+    );
+    redraw("attempts", d.attempts, () =>
+      fillTable("attempts-table", "no-attempts", d.attempts.map(attemptRow)),
+    );
+    if (was && was !== d.state) announce(`Job ${d.id} is ${d.state}`);
+  }
+
+  async function pollJob(root) {
+    let d = null;
+    try {
+      d = await api("GET", root.dataset.live);
+      drawJob(root, d);
+    } catch (e) {
+      flash(`Could not refresh job ${root.dataset.jobId}: ${e.message}`, e.hint);
+    }
+    if (!d || !d.done) {
+      window.setTimeout(() => pollJob(root), Number(root.dataset.pollMs) || 1000);
+    }
+  }
+
+  // The log: kept whole (up to LOG_KEEP) and shown whole, or only its lines that hold
+  // the search text, each with its number and the matches marked.
+  const log = { offset: 0, text: "", shown: 0, decoder: new TextDecoder(), dropped: false };
+
+  function logQuery() {
+    const box = document.getElementById("log-search");
+    return box ? box.value : "";
+  }
+
+  function drawLog(appended) {
+    const pre = document.getElementById("job-log");
+    if (!pre) return;
+    const query = logQuery();
+    if (!query) {
+      if (appended && log.shown === log.text.length - appended.length) {
+        pre.appendChild(document.createTextNode(appended));
+      } else {
+        pre.textContent = log.text;
+      }
+      log.shown = log.text.length;
+    } else {
+      log.shown = -1;
+      const needle = query.toLowerCase();
+      const lines = log.text.split("\n");
+      const frag = document.createDocumentFragment();
+      let found = 0;
+      lines.forEach((line, i) => {
+        const lower = line.toLowerCase();
+        if (!lower.includes(needle)) return;
+        found++;
+        const row = el("span", { class: "log-line" });
+        row.appendChild(el("span", { class: "log-no" }, `${i + 1}: `));
+        let at = 0;
+        for (let hit = lower.indexOf(needle); hit !== -1; hit = lower.indexOf(needle, at)) {
+          row.appendChild(document.createTextNode(line.slice(at, hit)));
+          row.appendChild(el("mark", {}, line.slice(hit, hit + needle.length)));
+          at = hit + needle.length;
+        }
+        row.appendChild(document.createTextNode(line.slice(at) + "\n"));
+        frag.appendChild(row);
+      });
+      pre.replaceChildren(frag);
+      const total = log.text ? lines.length - (log.text.endsWith("\n") ? 1 : 0) : 0;
+      setStatus(`${found.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} lines match “${query}”`);
+    }
+    const follow = document.getElementById("log-follow");
+    if (follow && follow.checked) pre.scrollTop = pre.scrollHeight;
+  }
+
+  function setStatus(text) {
+    const status = document.getElementById("log-status");
+    if (status) status.textContent = text;
+  }
+
+  async function pollLog(root) {
+    let again = Number(root.dataset.pollMs) || 1000;
+    try {
+      const response = await fetch(`${root.dataset.log}?offset=${log.offset}`, {
+        credentials: "same-origin",
+        headers: { Accept: "application/octet-stream" },
+      });
+      if (response.status === 401) {
+        window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+        return;
+      }
+      if (!response.ok) {
+        let error = {};
+        try {
+          error = (await response.json()).error || {};
+        } catch (_) {
+          error = {};
+        }
+        throw new Error(error.message || `HTTP ${response.status}`);
+      }
+      const size = Number(response.headers.get("X-Log-Size") || "0");
+      const state = response.headers.get("X-Job-State") || "";
+      const bytes = await response.arrayBuffer();
+      if (size < log.offset) {
+        // A new attempt writes a new log: start again from its beginning.
+        Object.assign(log, { offset: 0, text: "", shown: 0, decoder: new TextDecoder() });
+        drawLog("");
+        window.setTimeout(() => pollLog(root), 0);
+        return;
+      }
+      log.offset += bytes.byteLength;
+      const ended = FINAL.has(state) && log.offset >= size;
+      let added = log.decoder.decode(bytes, { stream: !ended });
+      if (added) {
+        log.text += added;
+        if (log.text.length > LOG_KEEP) {
+          log.text = log.text.slice(log.text.length - LOG_KEEP);
+          log.dropped = true;
+          added = "";
+        }
+        drawLog(added);
+      }
+      if (!logQuery()) {
+        const what = `${lc.size(log.offset)}${log.dropped ? " (only the end is shown)" : ""}`;
+        setStatus(ended ? `${what}; the job is ${state}` : `${what} so far; the job is ${state}`);
+      }
+      if (ended) {
+        const follow = document.getElementById("log-follow");
+        if (follow) follow.checked = false;
+        return;
+      }
+      if (log.offset < size) again = 0; // more is there already
+    } catch (e) {
+      setStatus(`Could not read the log: ${e.message}`);
+    }
+    window.setTimeout(() => pollLog(root), again);
+  }
+
+  async function cancelJob(button) {
+    const id = button.dataset.jobId;
+    button.disabled = true;
+    try {
+      const job = await api("POST", `/api/v1/jobs/${encodeURIComponent(id)}/cancel`);
+      button.hidden = true;
+      announce(
+        job.state === "running" ? `Job ${id}: cancel requested` : `Job ${id} is ${job.state}`,
+      );
+      const root = document.getElementById("job-live");
+      if (root) drawJob(root, await api("GET", root.dataset.live));
+    } catch (e) {
+      flash(`Could not cancel job ${id}: ${e.message}`, e.hint);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest('[data-action="cancel-job"]');
+    if (target) cancelJob(target);
+  });
+
+  function start() {
+    const compute = document.getElementById("compute-live");
+    if (compute) window.setTimeout(() => pollCompute(compute), Number(compute.dataset.pollMs) || 1000);
+    const job = document.getElementById("job-live");
+    if (!job) return;
+    if (job.dataset.done !== "true") {
+      window.setTimeout(() => pollJob(job), Number(job.dataset.pollMs) || 1000);
+    }
+    const search = document.getElementById("log-search");
+    if (search) search.addEventListener("input", () => {
+      drawLog("");
+      if (!logQuery()) setStatus(`${lc.size(log.offset)} of log`);
+    });
+    const pre = document.getElementById("job-log");
+    const follow = document.getElementById("log-follow");
+    if (pre && follow) {
+      // Scrolling up to read stops following; ticking Follow again jumps to the end.
+      pre.addEventListener("scroll", () => {
+        if (pre.scrollHeight - pre.scrollTop - pre.clientHeight > 40) follow.checked = false;
+      });
+      follow.addEventListener("change", () => {
+        if (follow.checked) pre.scrollTop = pre.scrollHeight;
+      });
+    }
+    pollLog(job);
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
