@@ -3,6 +3,7 @@
 #   make test    the test suite, against SeaweedFS, PostgreSQL and SQLite
 #   make bench   lakecache beside s5cmd, dvc and the physical limits, on the same files
 #   make lint    ruff and mypy
+#   make image   the container image (Podman or Docker): server, agent or job helper
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,7 +18,7 @@ PIP_FLAGS := -q --disable-pip-version-check
 PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 BENCH_ARGS ?=
 
-.PHONY: venv deps test demo bench lint clean
+.PHONY: venv deps test demo bench lint clean image
 
 venv: $(VENV)/.stamp $(CHARTS)
 
@@ -36,13 +37,15 @@ $(CHARTS): $(VENV)/.stamp src/lakecache/server/dashboard/assets.py
 
 # PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it),
 # Chromium for the dashboard tests (Playwright drives Debian's build; no browser download),
-# Podman and runc for the container backend's tests (their busybox image is made locally).
+# Podman and runc for the container backend's tests (their busybox image is made locally),
+# debootstrap for the image test's Python base (made locally: no registry is reached).
 deps:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	command -v podman >/dev/null || missing="$$missing podman"; \
 	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -63,6 +66,20 @@ $(BENCH_VENV)/.stamp: Makefile
 
 bench: venv $(BENCH_VENV)/.stamp
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# One image for the server, a site's agent or a job's helper (deploy/Containerfile).
+# BASE_IMAGE is pulled from a registry; CONTAINER_TOOL defaults to podman, else docker.
+CONTAINER_TOOL ?= $(shell command -v podman || command -v docker)
+BASE_IMAGE ?= python:3.11-slim
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= lakecache:$(VERSION)
+
+image:
+	@test -n "$(CONTAINER_TOOL)" || { echo "install podman or docker first"; exit 1; }
+	$(CONTAINER_TOOL) build $(if $(findstring podman,$(CONTAINER_TOOL)),--format docker) \
+		-f deploy/Containerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	@echo "built $(IMAGE)"
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
