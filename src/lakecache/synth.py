@@ -1,8 +1,11 @@
-"""Synthetic chest-X-ray-style datasets: real grayscale PNGs in class folders.
+"""Synthetic chest-X-ray-style datasets: real grayscale PNGs in class folders or NIH's layout.
 
-Used by ``make demo``, ``make bench`` and tests. Files are written as
+Used by ``make demo``, ``make bench`` and tests. :func:`generate` writes
 ``dest/<CLASS>/<00000123>.png``, with class names from the NIH ChestX-ray14
 labels, and sizes drawn log-normally around ``median_size``.
+:func:`generate_nih` writes the layout of the NIH download itself (image
+folders, ``Data_Entry_2017.csv``, the official split lists), with labels that
+leave a visible mark in each image, so that training on it can be seen to learn.
 
 Why it is fast without numpy or Pillow: the ribcage-like pattern is drawn
 once per image width and cached; each file adds its own noise to it (random
@@ -225,12 +228,17 @@ def _pattern(width: int) -> list[bytes]:
 @lru_cache(maxsize=1)
 def _master() -> list[bytes]:
     """A _BASE x _BASE chest-radiograph-like picture: body, lungs, ribs, spine, heart."""
+    return _draw(_BASE)
+
+
+def _draw(side: int) -> list[bytes]:
+    """The chest picture drawn at ``side`` x ``side`` (a second or so at 1024 px)."""
     top = 255 - _NOISE
     rows: list[bytes] = []
-    xs = [2.0 * x / (_BASE - 1) - 1.0 for x in range(_BASE)]
-    for y in range(_BASE):
-        ny = 2.0 * y / (_BASE - 1) - 1.0
-        row = bytearray(_BASE)
+    xs = [2.0 * x / (side - 1) - 1.0 for x in range(side)]
+    for y in range(side):
+        ny = 2.0 * y / (side - 1) - 1.0
+        row = bytearray(side)
         for i, nx in enumerate(xs):
             v = 18.0
             body = nx * nx / 0.8 + ny * ny / 1.3
@@ -252,6 +260,160 @@ def _master() -> list[bytes]:
             row[i] = min(top, max(0, int(v)))
         rows.append(bytes(row))
     return rows
+
+
+# --- NIH ChestX-ray14 layout ---------------------------------------------------------
+
+#: The 15 labels of NIH ChestX-ray14 as its CSV spells them: 14 findings, then "No Finding".
+NIH_LABELS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+    "No Finding",
+)
+#: The header of NIH's Data_Entry_2017.csv, with its bracketed names cut by their commas
+#: and the empty last column, exactly as the download has it.
+NIH_CSV_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+    "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+#: Chance of each finding in one image (independent; none of them is "No Finding").
+#: Flatter than NIH's, so that a few hundred images hold every finding.
+_NIH_FINDING_P = (0.16, 0.1, 0.1, 0.08, 0.16, 0.08, 0.08, 0.06, 0.2, 0.1, 0.1, 0.08, 0.06, 0.1)
+_MARK_SHAPES = 7  # findings 0-6 are bright marks of the 7 shapes, 7-13 dark ones
+
+
+def generate_nih(
+    dest: Path,
+    images: int,
+    size: int = 1024,
+    images_per_folder: int = 10_000,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Write an NIH ChestX-ray14-style dataset under ``dest``; return counts.
+
+    The layout is NIH's own: ``images_001/images/00000001_000.png`` (patient,
+    follow-up), ``Data_Entry_2017.csv`` (``Finding Labels`` joined by ``|``,
+    "No Finding" when there is none), ``train_val_list.txt`` and
+    ``test_list.txt`` (split by patient). Images are ``size`` x ``size``
+    grayscale PNGs; each finding leaves its own mark (one of 7 shapes, bright
+    for the first 7 findings and dark for the others, at a random place), so
+    a classifier can learn the labels from the pixels. Deterministic for a
+    ``seed``. Returns ``{"images", "patients", "bytes"}``.
+    """
+    if images < 1:
+        raise ValueError(f"images must be 1 or more, not {images}")
+    if size < 16:
+        raise ValueError(f"size must be 16 or more pixels, not {size}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), not {test_fraction}")
+    dest = Path(dest)
+    rng = random.Random(f"nih:{seed}")
+    width = max(16, size // 8 * 8)
+    rows = [NIH_CSV_HEADER]
+    by_patient: dict[int, list[str]] = {}
+    patient = 0
+    total = 0
+    index = 0
+    while index < images:
+        patient += 1
+        age, sex = rng.randint(18, 85), rng.choice("MF")
+        for follow_up in range(min(rng.choice((1, 1, 1, 2, 2, 3, 4)), images - index)):
+            name = f"{patient:08d}_{follow_up:03d}.png"
+            findings = [k for k, p in enumerate(_NIH_FINDING_P) if rng.random() < p]
+            labels = "|".join(NIH_LABELS[k] for k in findings) or "No Finding"
+            folder = dest / f"images_{index // images_per_folder + 1:03d}" / "images"
+            folder.mkdir(parents=True, exist_ok=True)
+            png = _nih_png(random.Random(f"nih:{seed}:{name}"), width, findings)
+            (folder / name).write_bytes(png)
+            total += len(png)
+            view = rng.choice(("PA", "PA", "AP"))
+            rows.append(
+                f"{name},{labels},{follow_up},{patient},{age + follow_up},{sex},{view},"
+                f"{width},{width},0.143,0.143,"
+            )
+            by_patient.setdefault(patient, []).append(name)
+            index += 1
+    patients = sorted(by_patient)
+    random.Random(f"nih-split:{seed}").shuffle(patients)
+    n_test = round(len(patients) * test_fraction)
+    test = set(patients[:n_test])
+    train_val = sorted(n for p in patients if p not in test for n in by_patient[p])
+    test_names = sorted(n for p in test for n in by_patient[p])
+    (dest / "Data_Entry_2017.csv").write_text("\n".join(rows) + "\n")
+    (dest / "train_val_list.txt").write_text("".join(f"{n}\n" for n in train_val))
+    (dest / "test_list.txt").write_text("".join(f"{n}\n" for n in test_names))
+    return {"images": images, "patients": len(patients), "bytes": total}
+
+
+def _nih_png(rng: random.Random, width: int, findings: list[int]) -> bytes:
+    """A ``width`` x ``width`` grayscale radiograph with one mark per finding."""
+    stride = width + 1
+    n = width * stride
+    pattern_rows = b"".join(_nih_rows(width))
+    noise = bytearray(rng.randbytes(n).translate(_NOISE_TABLE))
+    noise[0::stride] = bytes(width)
+    raw = bytearray(
+        (int.from_bytes(pattern_rows, "little") + int.from_bytes(noise, "little")).to_bytes(
+            n, "little"
+        )
+    )
+    # Marks sit in distinct cells of a 4 x 4 grid over the middle of the chest.
+    mark = max(5, width // 8)
+    cell = width * 3 // 4 // 4
+    origin = width // 8
+    cells = rng.sample(range(16), len(findings))
+    for finding, where in zip(findings, cells, strict=True):
+        x0 = origin + (where % 4) * cell + rng.randint(0, max(0, cell - mark))
+        y0 = origin + (where // 4) * cell + rng.randint(0, max(0, cell - mark))
+        value = 250 if finding < _MARK_SHAPES else 4
+        for dy, dx in _mark_pixels(finding % _MARK_SHAPES, mark):
+            raw[(y0 + dy) * stride + 1 + x0 + dx] = value
+    comp = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    idat = comp.compress(bytes(raw)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, width, 8, 0, 0, 0, 0)
+    return b"".join(
+        (_PNG_SIGNATURE, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", idat), _chunk(b"IEND", b""))
+    )
+
+
+@lru_cache(maxsize=16)
+def _nih_rows(width: int) -> list[bytes]:
+    """The picture's ``width`` rows, each led by its filter byte; small sizes drawn directly
+    (drawing the 1024 px master would cost more than a small dataset)."""
+    if width >= _BASE // 2:
+        rows = _pattern(width)
+        return [rows[y * _BASE // width] for y in range(width)]
+    return [b"\x00" + row for row in _draw(width)]
+
+
+@lru_cache(maxsize=64)
+def _mark_pixels(shape: int, m: int) -> tuple[tuple[int, int], ...]:
+    """The (dy, dx) pixels of mark ``shape`` in an ``m`` x ``m`` box."""
+    third = max(1, m // 3)
+    lo, hi = (m - third) // 2, (m - third) // 2 + third
+    tests = (
+        lambda y, x: True,  # filled square
+        lambda y, x: lo <= y < hi,  # horizontal bar
+        lambda y, x: lo <= x < hi,  # vertical bar
+        lambda y, x: lo <= y < hi or lo <= x < hi,  # plus
+        lambda y, x: abs(y - x) <= 1 or abs(y + x - m + 1) <= 1,  # X
+        lambda y, x: min(y, x, m - 1 - y, m - 1 - x) < 2,  # ring
+        lambda y, x: (y // 2 + x // 2) % 2 == 0,  # checkerboard
+    )
+    return tuple((y, x) for y in range(m) for x in range(m) if tests[shape](y, x))
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -323,7 +485,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--mutate", action="store_true", help="change 1%% and add 1%% to an existing dataset"
     )
+    p.add_argument(
+        "--nih",
+        action="store_true",
+        help="write NIH ChestX-ray14's layout (images_NNN/images, Data_Entry_2017.csv, "
+        "split lists) with --files images of --size pixels",
+    )
+    p.add_argument("--size", type=int, default=1024, help="image side with --nih")
     args = p.parse_args(argv)
+    if args.nih:
+        counts = generate_nih(args.dest, args.files, size=args.size, seed=args.seed)
+        print(
+            f"{counts['images']} images of {counts['patients']} patients, "
+            f"{counts['bytes']:,} bytes in {args.dest}"
+        )
+        return 0
     if args.mutate:
         changed, added = mutate(args.dest, seed=args.seed)
         print(f"changed {changed} files, added {added}")
