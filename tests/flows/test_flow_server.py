@@ -1,0 +1,121 @@
+"""Flows through a live server: authorisation, the server advancing runs, and a restart of
+the server in the middle of a run (the run goes on from where it stood)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server.live import ADMIN_PASSWORD, LiveServer, World, build_world, wait_for
+
+from lakecache.cache.clock import SystemClock
+from lakecache.cache.service import CacheService
+from lakecache.compute.model import Resources
+from lakecache.compute.runner import JobRunner
+from lakecache.compute.store import ComputeStore
+from lakecache.data.dataset import Dataset
+from lakecache.data.hub import Hub
+from lakecache.server import ControlPlane, ServerConfig, create_app
+
+FLOW = """\
+name: served
+tasks:
+  slow:
+    command: sleep 3 && mkdir "$LAKECACHE_OUTPUTS/o" && echo done > "$LAKECACHE_OUTPUTS/o/f"
+    queue: q
+    inputs: {xray: {dataset: xray@v1, cached: false}}
+    outputs: [o]
+  publish:
+    command: mkdir "$LAKECACHE_OUTPUTS/r" && cp "$LAKECACHE_INPUT_O/o/f" "$LAKECACHE_OUTPUTS/r/"
+    queue: q
+    inputs: {o: {task: slow}}
+    outputs: {r: {dataset: results}}
+"""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[World]:
+    """A server (no in-process agents) with a pool, queue ``q`` and dataset ``results``
+    (wendy writes it, rita reads it), and a job runner for site local on this machine."""
+    w = build_world(tmp_path / "home", tmp_path / "src", agents=False)
+    plane, now = w.plane, w.plane.clock.now()
+    plane.topology.add_compute("pool", "local", "local", {}, [], now)
+    store = ComputeStore(plane.hub.catalog)
+    store.set_capacity("pool", Resources(4000, 10**10))
+    store.add_template("t1", "pool", Resources(1000, 10**9), None, now)
+    store.add_queue("q", ["t1"], now=now)
+    plane.accounts.create_owned_dataset("results", "wendy", now=now)
+    plane.accounts.set_member("results", "rita", "reader", now=now)
+    hub = Hub(w.settings, remote=False)
+    runner = JobRunner(
+        CacheService(hub, clock=SystemClock(), poll_every=0.05),
+        "local",
+        interval=0.05,
+        heartbeat_every=0.2,
+        jobs_root=tmp_path / "jobs",
+    )
+    thread = threading.Thread(target=runner.run_forever, daemon=True)
+    thread.start()
+    yield w
+    runner.stop_event.set()
+    thread.join(timeout=60)
+    hub.close()
+    w.server.stop()
+    w.plane.close()
+
+
+def _start(w: World, who: str) -> Any:
+    return w.call(who, "POST", "/api/v1/flows/runs", json={"source": FLOW, "source_name": "s.yaml"})
+
+
+def test_flows_through_the_server_survive_a_restart(served: World) -> None:
+    w = served
+    assert _start(w, "nora").status_code == 404  # no role on xray: as if it did not exist
+    r = _start(w, "rita")  # reads xray, but only reads results
+    assert r.status_code == 403 and "writer" in r.json()["error"]["message"]
+    bad = w.call("wendy", "POST", "/api/v1/flows/runs", json={"source": "name: x\ntasks: {}\n"})
+    assert bad.status_code == 400 and "no tasks" in bad.json()["error"]["message"]
+
+    r = _start(w, "wendy")
+    assert r.status_code == 201, r.text
+    run = r.json()
+    run_id = run["id"]
+    assert [t["name"] for t in run["tasks"]] == ["slow", "publish"]
+
+    def task_state(name: str) -> str:
+        shown = w.call("wendy", "GET", f"/api/v1/flows/runs/{run_id}").json()
+        return next(t["state"] for t in shown["tasks"] if t["name"] == name)
+
+    wait_for(lambda: task_state("slow") == "running", timeout=60)
+    # Restart the server: a new control plane and app over the same catalog.
+    w.server.stop()
+    w.plane.close()
+    cfg = ServerConfig(admin_password=ADMIN_PASSWORD, agent_interval=0.05, agents=False)
+    w.plane = ControlPlane.open(w.settings, cfg)
+    w.server = LiveServer(create_app(w.settings, cfg, plane=w.plane))
+    w.url = w.server.url
+
+    def ended() -> Any:
+        shown = w.call("wendy", "GET", f"/api/v1/flows/runs/{run_id}").json()
+        return shown if shown["state"] != "running" else None
+
+    shown = wait_for(ended, timeout=120)
+    assert shown["state"] == "succeeded", shown
+    publish = shown["tasks"][1]
+    assert publish["outputs"]["r"][0] == "results"
+    results = Dataset("results", hub=w.plane.hub)
+    assert results.resolve("latest") == publish["outputs"]["r"][1]
+    assert [e.path for e in results.ls()] == ["f"]
+
+    # Who sees what.
+    assert w.call("nora", "GET", f"/api/v1/flows/runs/{run_id}").status_code == 404
+    assert w.call("rita", "POST", f"/api/v1/flows/runs/{run_id}/cancel").status_code == 404
+    assert w.call("admin", "GET", f"/api/v1/flows/runs/{run_id}").status_code == 200
+    mine = w.call("wendy", "GET", "/api/v1/flows/runs").json()["items"]
+    assert [x["id"] for x in mine] == [run_id]
+    assert w.call("rita", "GET", "/api/v1/flows/runs").json()["items"] == []
+    r = w.call("wendy", "POST", f"/api/v1/flows/runs/{run_id}/resume")
+    assert r.status_code == 409 and "nothing to re-run" in r.json()["error"]["message"]
