@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 TAG = f"localhost/lakecache-test:{lakecache.__version__}"
 PASSWORD = "image-admin-password"
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.container]
 
 
 def podman_cache() -> Path:

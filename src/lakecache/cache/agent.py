@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lakecache.cache.service import CacheFillError, CacheService
+from lakecache.catalog.leader import exclusive
 from lakecache.catalog.topology import CacheRecord
 from lakecache.errors import LakecacheError
 from lakecache.oserrors import explain_os_error
@@ -109,7 +110,10 @@ class SiteAgent:
         if time.monotonic() - self._last_gc >= self.gc_every:
             self._last_gc = time.monotonic()
             try:
-                svc.gc(site=self.site)
+                # Every agent of the site plans the same evictions: one at a time does.
+                with exclusive(svc.hub.catalog, f"cache-gc:{self.site}") as held:
+                    if held:
+                        svc.gc(site=self.site)
             except Exception as exc:  # noqa: BLE001 - the next pass collects again
                 log.warning("garbage collection on site %s failed: %s", self.site, describe(exc))
         if not self._space_refused and time.monotonic() - self._last_space >= self.space_every:

@@ -189,9 +189,28 @@ class ControlPlane:
     def _maintain(self) -> None:
         every = self.config.maintenance_interval.total_seconds()
         while not self._maintenance_stop.wait(every):
-            self.maintain_once()
-            if self.config.lake_gc:
-                self.collect_lake_garbage()
+            self.maintenance_pass()
+
+    def maintenance_pass(self) -> bool:
+        """One maintenance pass, in one replica at a time; False if another one is in it.
+
+        Replicas share the catalog and the lake: the pass (and the lake gc in it) runs
+        under a cluster-wide lock (:func:`lakecache.catalog.leader.exclusive`).
+        """
+        from lakecache.catalog.leader import exclusive
+
+        try:
+            with exclusive(self.hub.catalog, "server-maintenance") as held:
+                if not held:
+                    log.debug("maintenance: another replica is running it")
+                    return False
+                self.maintain_once()
+                if self.config.lake_gc:
+                    self.collect_lake_garbage()
+                return True
+        except Exception as exc:  # noqa: BLE001 - e.g. the catalog unreachable: next pass
+            log.warning("maintenance pass failed: %s", getattr(exc, "message", exc))
+            return False
 
     def maintain_once(self) -> int:
         """Drop uploads left open longer than ``upload_expiry``; how many went.
