@@ -186,3 +186,91 @@ def test_the_remote_store_answers_a_stale_token_as_the_catalog_does(jobs_world: 
         assert store.get_job(job.id).state in ("queued", "placed")
     finally:
         conn.close()
+
+
+def _outputs_tar(*members: tuple[str, bytes | None, str | None]) -> bytes:
+    """A tar of (name, bytes) files and (name, None, target) symlinks."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data, target in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, target or ""
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_job_token_stores_its_own_jobs_outputs_only_and_the_submitter_reads_them(
+    jobs_world: World,
+) -> None:
+    from lakecache.lake.objects import hash_bytes
+
+    w = jobs_world
+    job, other = _submit(w), _submit(w)
+    secret = _claim(w, job["id"], 0)["job_token"]
+    other_secret = _claim(w, other["id"], 0)["job_token"]
+    auth = {"Authorization": f"Bearer {secret}", "Content-Type": "application/x-tar"}
+    body = _outputs_tar(
+        ("model/w.bin", b"weights", None),
+        ("../escaped.txt", b"outside", None),
+        ("/etc/abs.txt", b"absolute", None),
+        ("passwd", None, "/etc/passwd"),
+    )
+    path = f"/api/v1/jobs/{job['id']}/outputs"
+
+    # Another job's token may not write this job's outputs; a stale attempt may not either.
+    theirs = {**auth, "Authorization": f"Bearer {other_secret}"}
+    refused = w.call(None, "PUT", f"{path}?token=1", headers=theirs, content=body)
+    assert refused.status_code == 403, refused.text
+    stale = w.call(None, "PUT", f"{path}?token=2", headers=auth, content=body)
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "taken_over"
+    # A person (even the submitter) does not write outputs: only the job or its agent.
+    wendy = w.call("wendy", "PUT", f"{path}?token=1", content=body)
+    assert wendy.status_code == 403
+
+    stored = w.call(None, "PUT", f"{path}?token=1", headers=auth, content=body)
+    assert stored.status_code == 200, stored.text
+    out = stored.json()
+    assert [f["path"] for f in out["files"]] == ["model/w.bin"]
+    assert out["files"][0]["digest"] == hash_bytes(b"weights")
+    assert len(out["left_out"]) == 3 and any("passwd" in x for x in out["left_out"])
+
+    # The submitter lists and reads them; someone else sees no job; the job token reads none.
+    listed = w.call("wendy", "GET", path)
+    assert [f["path"] for f in listed.json()] == ["model/w.bin"]
+    got = w.call("wendy", "GET", f"{path}/model/w.bin")
+    assert got.status_code == 200 and got.content == b"weights"
+    assert got.headers["X-Digest"] == hash_bytes(b"weights")
+    assert w.call("wendy", "GET", f"{path}/escaped.txt").status_code == 404
+    assert w.call("rita", "GET", path).status_code == 404
+    assert w.call(None, "GET", path, headers={"Authorization": f"Bearer {secret}"}).status_code == (
+        403
+    )
+    shown = w.call("wendy", "GET", f"/api/v1/jobs/{job['id']}").json()
+    assert (shown["outputs_files"], shown["outputs_bytes"]) == (1, 7)
+
+    # Its agent may send them too (a runner without the job's token); after the end, nobody.
+    again = w.call(
+        "agnes",
+        "PUT",
+        f"{path}?token=1",
+        content=_outputs_tar(("b.txt", b"bee", None)),
+        headers={"Content-Type": "application/x-tar"},
+    )
+    assert again.status_code == 200 and [f["path"] for f in again.json()["files"]] == ["b.txt"]
+    r = w.call(
+        "agnes",
+        "POST",
+        f"/api/v1/jobs/{job['id']}/finish",
+        json={"token": 1, "state": "succeeded", "exit_code": 0},
+    )
+    assert r.status_code == 200
+    late = w.call(None, "PUT", f"{path}?token=1", headers=auth, content=body)
+    assert late.status_code == 401
+    assert [f["path"] for f in w.call("wendy", "GET", path).json()] == ["b.txt"]
