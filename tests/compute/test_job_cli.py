@@ -151,3 +151,73 @@ def test_submit_and_job_from_python(env: Path, capsys: pytest.CaptureFixture[str
         assert again.record.inputs[0].mode == "stream"
     with pytest.raises(lakecache.LakecacheError, match="no job 999"):
         lakecache.Job(999)
+
+
+def test_outputs_time_limits_and_agent_policy_from_the_command_line(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _world(env, capsys)
+    out = ok(
+        capsys,
+        "queue",
+        "add",
+        "limited",
+        "-t",
+        "cloud-small",
+        "--job-timeout",
+        "1h",
+        "--agent-down",
+        "move",
+    )
+    assert "added queue limited" in out
+    queues = {q["name"]: q for q in json.loads(ok(capsys, "queue", "ls", "--json"))}
+    assert (queues["limited"]["job_timeout_seconds"], queues["limited"]["agent_down"]) == (
+        3600,
+        "move",
+    )
+    assert (queues["burst"]["job_timeout_seconds"], queues["burst"]["agent_down"]) == (None, "wait")
+    table = ok(capsys, "queue", "ls")
+    assert "job limit" in table and "agent down" in table
+
+    wrote = json.loads(
+        ok(
+            capsys,
+            "job",
+            "run",
+            "-q",
+            "burst",
+            "--timeout",
+            "30s",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            'mkdir "$LAKECACHE_OUTPUTS/sub" && echo 42 > "$LAKECACHE_OUTPUTS/sub/answer.txt"'
+            ' && ln -s /etc/hostname "$LAKECACHE_OUTPUTS/host"',
+        )
+    )
+    assert wrote["timeout_seconds"] == 30
+    limited = json.loads(ok(capsys, "job", "run", "-q", "limited", "--json", "--", "true"))
+    assert limited["timeout_seconds"] == 3600
+    slow = json.loads(
+        ok(capsys, "job", "run", "-q", "burst", "--timeout", "1s", "--json", "--", "sleep", "30")
+    )
+    code, _, err = run(capsys, "job", "run", "-q", "burst", "--timeout", "0s", "--", "true")
+    assert code == 1 and "time limit" in err and "hint:" in err
+
+    ok(capsys, "agent", "--site", "onprem", "--once")
+    shown = ok(capsys, "job", "show", str(wrote["id"]))
+    assert "outputs: 1 file(s)" in shown and f"lakecache job outputs {wrote['id']}" in shown
+    assert "time limit: 30s" in shown or "time limit: 30 s" in shown
+    listed = ok(capsys, "job", "outputs", str(wrote["id"]))
+    assert "sub/answer.txt" in listed and "host" not in listed.replace("hostname", "")
+    got = ok(capsys, "job", "outputs", str(wrote["id"]), "--to", str(env / "got"))
+    assert "downloaded 1 file(s)" in got
+    assert (env / "got" / "sub" / "answer.txt").read_text() == "42\n"
+    assert not (env / "got" / "host").exists()
+
+    assert json.loads(ok(capsys, "job", "show", str(slow["id"]), "--json"))["site"] == "cloud"
+    ok(capsys, "agent", "--site", "cloud", "--once")
+    timed_out = json.loads(ok(capsys, "job", "show", str(slow["id"]), "--json"))
+    assert (timed_out["state"], timed_out["reason"]) == ("failed", "timed out after 1 s")
+    assert "has no outputs" in ok(capsys, "job", "outputs", str(slow["id"]))
