@@ -40,7 +40,7 @@ from lakecache.settings import Settings
 pytestmark = pytest.mark.usefixtures("browser")
 GB = 10**9
 #: Playwright's wait for what a running job changes (the runners poll every 50 ms).
-LIVE_MS = 20_000
+LIVE_MS = 30_000
 
 
 def expect(locator: Any) -> Any:
@@ -111,9 +111,13 @@ def cw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComputeWorld]:
             volumes=(VolumeSpec(f"{name}-nvme", str(base / f"cache-{name}"), 50 * 10**6, 3600),),
             compute=(ComputeSpec(f"{name}-local", "local"),),
         )
-        for name, description in (("onprem", "the basement cluster"), ("cloud", "eu-west"))
+        for name, description in (
+            ("onprem", "the basement cluster"),
+            ("cloud", "eu-west"),
+            ("edge", "no agent, no capacity"),
+        )
     )
-    for name in ("onprem", "cloud"):
+    for name in ("onprem", "cloud", "edge"):
         (base / f"cache-{name}").mkdir()
     (base / "stops").mkdir()
     config = ServerConfig(admin_password=ADMIN_PASSWORD, agent_interval=0.05, sites=sites)
@@ -165,7 +169,7 @@ def cw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComputeWorld]:
 def cpage(browser: Any, cw: ComputeWorld, console: list[str]) -> Iterator[Any]:
     """A fresh browser context on this module's server; fails on any script or console error."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=cw.url)
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)  # this machine is shared and often loaded
     pg = context.new_page()
     pg.on("pageerror", lambda exc: console.append(f"{pg.url}: {exc}"))
     pg.on(
@@ -213,6 +217,16 @@ def test_capacity_fills_and_frees_as_jobs_run_and_burst_to_the_cloud(
         ["onprem-small (onprem-local at onprem)", "cloud-small (cloud-local at cloud)"]
     )
     expect(page.locator("#no-active-jobs")).to_be_visible()
+    # A site whose job agent runs says so; one without, and without capacity, too.
+    agent = page.locator('[data-site="onprem"] [data-field="agent"]')
+    expect(agent).to_have_attribute("data-up", "true", timeout=LIVE_MS)
+    expect(agent).to_contain_text("Job agent up")
+    edge = page.locator('[data-site="edge"]')
+    expect(edge.locator('[data-field="agent"]')).to_have_attribute("data-up", "false")
+    expect(edge.locator('[data-field="agent"]')).to_contain_text("No job agent (never seen)")
+    expect(edge.locator('[data-field="no-capacity"]')).to_contain_text("No capacity set")
+    expect(queue.locator('td[data-label="Job time limit"]')).to_have_text("none")
+    expect(queue.locator('td[data-label="Site without agent"]')).to_have_text("wait")
 
     # Two jobs fill onprem (2 CPUs, 2 licences); the third bursts to the cloud.
     jobs = []
@@ -343,7 +357,7 @@ def test_a_failed_job_shows_its_exit_code_and_the_jobs_list_filters(
 ) -> None:
     failed = cw.submit("wendy", ["sh", "-c", "echo about to fail; exit 3"])
     wait_for(lambda: cw.job(failed["id"])["state"] == "failed", timeout=60)
-    ok = cw.submit("wendy", ["true"])
+    ok = cw.submit("wendy", ["sh", "-c", 'echo "the result" > "$LAKECACHE_OUTPUTS/result.txt"'])
     wait_for(lambda: cw.job(ok["id"])["state"] == "succeeded", timeout=60)
     page = cpage
     log_in(page, "wendy", PASSWORD)
@@ -355,6 +369,7 @@ def test_a_failed_job_shows_its_exit_code_and_the_jobs_list_filters(
     expect(page.locator("#job-log")).to_have_text("about to fail\n")
     expect(page.get_by_role("button", name=re.compile("^Cancel job"))).to_be_hidden()
     expect(page.get_by_label("Follow")).not_to_be_checked()
+    expect(page.locator("#outputs-summary")).to_have_text("The job wrote no outputs.")
     shot(page, artifacts, "job-04-failed")
 
     page.get_by_role("link", name="Jobs", exact=True).first.click()
@@ -379,6 +394,13 @@ def test_a_failed_job_shows_its_exit_code_and_the_jobs_list_filters(
     shot(page, artifacts, "jobs-01-list")
     page.get_by_role("link", name=f"Job {ok['id']}").click()
     expect(page.locator("h1 [data-field=state]")).to_have_text("succeeded")
+    # Its outputs, collected into the lake, each with its download.
+    expect(page.locator("#outputs-summary")).to_have_text("1 file, 11 B")
+    output = page.get_by_role("link", name="result.txt")
+    expect(output).to_have_attribute("href", f"/api/v1/jobs/{ok['id']}/outputs/result.txt")
+    got = page.evaluate("href => fetch(href).then(r => r.text())", output.get_attribute("href"))
+    assert got == "the result\n"
+    shot(page, artifacts, "job-05-outputs")
 
 
 def test_another_users_job_is_neither_shown_nor_cancellable(
@@ -470,5 +492,5 @@ def test_the_pages_have_a_strict_csp_no_inline_code_and_need_a_session(cw: Compu
         assert bad.status_code == 400 and "no job state 'sleeping'" in html.unescape(bad.text)
         assert c.get("/jobs/999999").status_code == 404
         live = c.get("/compute/live").json()
-        assert {s["name"] for s in live["sites"]} == {"onprem", "cloud"}
+        assert {s["name"] for s in live["sites"]} == {"onprem", "cloud", "edge"}
         assert live["queues"][0]["name"] == "burst"

@@ -34,7 +34,9 @@ from starlette.responses import JSONResponse, Response
 
 from lakecache.catalog import topology_tables as tt
 from lakecache.compute import tables as ct
+from lakecache.compute.admission import RUNNER_SEEN_WITHIN
 from lakecache.compute.model import FINAL_STATES
+from lakecache.compute.store import ComputeStore
 from lakecache.errors import UserError
 from lakecache.server.auth import Plane, Principal, authenticate
 from lakecache.server.dashboard import render
@@ -86,6 +88,10 @@ class Dimension:
     total: str
     #: For screen readers and the bar's title: "1.5 of 4 cores used, 2.5 free".
     text: str
+
+
+def _limit(seconds: int | None) -> str:
+    return "none" if seconds is None else render.duration(seconds)
 
 
 def _whole(pct: float) -> float | int:
@@ -202,6 +208,7 @@ def compute_view(v: Viewer) -> dict[str, Any]:
     compute = topology_api.list_compute(v.principal, v.plane, _ALL, None).items
     now = v.plane.clock.now()
     by_template = {t.name: t for t in templates}
+    seen = ComputeStore(v.plane.hub.catalog).runners_seen()
     out_sites = []
     for s in sites:
         resources = []
@@ -219,7 +226,14 @@ def compute_view(v: Viewer) -> dict[str, Any]:
                     "templates": [_template(t) for t in templates if t.compute == c.name],
                 }
             )
-        out_sites.append({"name": s.name, "description": s.description, "resources": resources})
+        out_sites.append(
+            {
+                "name": s.name,
+                "description": s.description,
+                "resources": resources,
+                "agent": _agent(seen.get(s.name), now) if resources else None,
+            }
+        )
     return {
         "sites": out_sites,
         "queues": [
@@ -242,6 +256,8 @@ def compute_view(v: Viewer) -> dict[str, Any]:
                     }
                     for name in q.templates
                 ],
+                "time_limit": _limit(q.job_timeout_seconds),
+                "agent_down": q.agent_down,
                 "queued": q.queued,
                 "running": q.running,
             }
@@ -250,6 +266,18 @@ def compute_view(v: Viewer) -> dict[str, Any]:
         "jobs": [asdict(job_row(j, now)) for j in reversed(active.items)],
         "jobs_total": active.total or 0,
         "poll_ms": POLL_MS,
+    }
+
+
+def _agent(seen: datetime | None, now: datetime) -> dict[str, Any]:
+    """Whether the site's job agent is up: it says so on every pass."""
+    if seen is not None and now - seen <= RUNNER_SEEN_WITHIN:
+        return {"up": True, "text": f"Job agent up (last pass {render.ago(seen, now)})"}
+    when = "never seen" if seen is None else f"last seen {render.ago(seen, now)}"
+    return {
+        "up": False,
+        "text": f"No job agent ({when}): jobs placed here wait for one, or move on to the "
+        "next template where their queue says so",
     }
 
 
@@ -441,6 +469,7 @@ def job_view(v: Viewer, job_id: int) -> tuple[JobOut, dict[str, Any]]:
             "submitted": _clock(job.created_at),
             "updated": _clock(job.updated_at),
             "ran_for": _ran_for(job, started),
+            "time_limit": _limit(job.timeout_seconds),
         },
         "timeline": [
             {
@@ -464,18 +493,31 @@ def job_view(v: Viewer, job_id: int) -> tuple[JobOut, dict[str, Any]]:
             for p in job.placement
         ],
         "attempts": _attempts(v.plane, job.id),
+        "outputs": _outputs(v, job),
         "poll_ms": POLL_MS,
     }
 
 
-def _outputs(job: JobOut) -> list[dict[str, Any]]:
-    """What the job listed as its outputs, where the API gives them (as plain dicts)."""
-    raw = getattr(job, "outputs", None) or []
-    out = []
-    for item in raw:
-        data = item.model_dump() if hasattr(item, "model_dump") else dict(item)
-        out.append({str(k): v for k, v in data.items()})
-    return out
+def _outputs(v: Viewer, job: JobOut) -> dict[str, Any]:
+    """The files of the job's collected outputs (the API's list), each with its download."""
+    files = jobs_api.list_outputs(job.id, v.principal, v.plane)
+    total = sum(f.size for f in files)
+    return {
+        "files": [
+            {
+                "path": f.path,
+                "size": render.size(f.size),
+                "digest": f.digest[:12],
+                "href": f"/api/v1/jobs/{job.id}/outputs/{render.urlpath(f.path)}",
+            }
+            for f in files
+        ],
+        "summary": (
+            f"{len(files):,} file{'' if len(files) == 1 else 's'}, {render.size(total)}"
+            if files
+            else ("The job wrote no outputs." if job.state in FINAL_STATES else "")
+        ),
+    }
 
 
 @router.get("/jobs/{job_id}")
@@ -499,7 +541,6 @@ def job_page(request: Request, job_id: JobId, plane: Plane) -> Response:
                 }
                 for i in job.inputs
             ],
-            "outputs": _outputs(job),
             "command": " ".join(job.command),
         }
 

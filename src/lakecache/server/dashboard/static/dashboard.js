@@ -653,6 +653,12 @@
         const dims = field(section, "dims");
         if (dims) dims.replaceChildren(...r.dims.map((d) => dimItem(r.name, d)));
       }
+      const agent = root.querySelector(`[data-site="${CSS.escape(site.name)}"] [data-field="agent"]`);
+      if (agent && site.agent) {
+        agent.textContent = site.agent.text;
+        agent.dataset.up = site.agent.up ? "true" : "false";
+        agent.className = `agent-state ${site.agent.up ? "agent-up" : "agent-down"}`;
+      }
     }
     for (const q of data.queues) {
       const row = root.querySelector(`tr[data-queue="${CSS.escape(q.name)}"]`);
@@ -747,6 +753,16 @@
     return tr;
   }
 
+  function outputRow(o) {
+    const tr = el("tr");
+    const th = el("th", { scope: "row" });
+    th.appendChild(el("a", { class: "mono", href: o.href, download: "" }, o.path));
+    tr.appendChild(th);
+    tr.appendChild(cell("Size", o.size, "num"));
+    tr.appendChild(cell("Content digest", o.digest, "mono"));
+    return tr;
+  }
+
   function fillTable(id, emptyId, rows) {
     const table = document.getElementById(id);
     if (!table) return;
@@ -782,6 +798,11 @@
     redraw("attempts", d.attempts, () =>
       fillTable("attempts-table", "no-attempts", d.attempts.map(attemptRow)),
     );
+    redraw("outputs", d.outputs, () => {
+      fillTable("outputs-table", "", d.outputs.files.map(outputRow));
+      const summary = document.getElementById("outputs-summary");
+      if (summary && d.outputs.summary) summary.textContent = d.outputs.summary;
+    });
     if (was && was !== d.state) announce(`Job ${d.id} is ${d.state}`);
   }
 
