@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.utils.data
@@ -62,6 +62,9 @@ from lakecache.library.model import (
 from lakecache.library.source import Source, open_source
 from lakecache.library.split import OFFICIAL_TEST, read_split, split_samples
 from lakecache.library.track import Tracker
+
+if TYPE_CHECKING:
+    from lakecache.settings import Settings
 
 log = logging.getLogger("lakecache.library.image_classifier")
 
@@ -127,20 +130,24 @@ class TrainResult:
 
 
 def _splits(
-    source: Source, table: ImageTable, split: str | None, *, val: float, test: float, seed: int
+    source: Source,
+    table: ImageTable,
+    split: str | None,
+    *,
+    val: float,
+    test: float,
+    seed: int,
+    settings: Settings | None = None,
 ) -> dict[str, list[Sample]]:
     """Samples per split: from the split given, else drawn by patient (NIH's test list kept)."""
     if split is not None:
-        with open_source(split) as split_source:
+        with open_source(split, settings=settings) as split_source:
             keys = read_split(split_source)
         return {name: table.subset(k, what=f"{split}/{name}.txt") for name, k in keys.items()}
     official = None
     if table.layout == "nih" and source.exists(OFFICIAL_TEST):
-        official = [
-            line.strip()
-            for line in source.read(OFFICIAL_TEST).decode().splitlines()
-            if line.strip()
-        ]
+        lines = source.read(OFFICIAL_TEST).decode().splitlines()
+        official = [line.strip() for line in lines if line.strip()] or None
     result = split_samples(table, val=val, test=test, seed=seed, official_test=official)
     return {name: table.subset(k, what=name) for name, k in result.keys.items()}
 
@@ -192,8 +199,11 @@ def _to_input(
 # --- training ---------------------------------------------------------------------------
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResult:
     """Train a classifier as ``config`` says; returns the best epoch's scores.
+
+    ``settings`` name the lake and catalog a commit is read from (default:
+    :meth:`lakecache.Settings.load`).
 
     Resumes from ``OUT/checkpoints/last.pt`` when it exists (unless
     ``config.resume`` is False). Interrupted, it loses at most the epoch under way.
@@ -218,14 +228,20 @@ def train(config: TrainConfig) -> TrainResult:
     if cuda:
         torch.backends.cudnn.benchmark = True
 
-    source = open_source(config.data, cached=config.cached)
+    source = open_source(config.data, cached=config.cached, settings=settings)
     tracker = Tracker(out, name=f"train {config.arch}", experiment=config.experiment)
     datasets: list[LabelledImages] = []
     try:
         table = read_table(source, on_missing_label=_missing(config.on_missing_label))
         size = _image_size(table, config.image_size)
         splits = _splits(
-            source, table, config.split, val=config.val, test=config.test, seed=config.seed
+            source,
+            table,
+            config.split,
+            val=config.val,
+            test=config.test,
+            seed=config.seed,
+            settings=settings,
         )
         train_samples, val_samples = splits.get("train", []), splits.get("val", [])
         if not train_samples or not val_samples:
@@ -264,7 +280,8 @@ def train(config: TrainConfig) -> TrainResult:
         )
 
         history: list[dict[str, Any]] = []
-        start_epoch, best = 0, {"epoch": -1, "mean_auroc": -math.inf, "per_class": {}}
+        start_epoch = 0
+        best: dict[str, Any] = {"epoch": -1, "mean_auroc": -math.inf, "per_class": {}}
         last = out / "checkpoints" / "last.pt"
         if config.resume and last.exists():
             ckpt = load_checkpoint(last)
@@ -587,6 +604,7 @@ def evaluate(
     cached: bool | None = None,
     device: str | None = None,
     seed: int = 0,
+    settings: Settings | None = None,
 ) -> EvalResult:
     """Score ``model_path`` on a split of ``data``; write metrics.json, metrics.csv, auroc.png.
 
@@ -602,7 +620,7 @@ def evaluate(
     folder = libcli.output_folder(Path(out))
     ckpt = load_checkpoint(Path(model_path))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    source = open_source(data, cached=cached)
+    source = open_source(data, cached=cached, settings=settings)
     tracker = Tracker(folder, name=f"evaluate {ckpt['arch']}")
     ds: LabelledImages | None = None
     try:
@@ -614,7 +632,7 @@ def evaluate(
             classes=table.classes,
             multi_label=table.multi_label,
         )
-        splits = _splits(source, table, split, val=0.1, test=0.2, seed=seed)
+        splits = _splits(source, table, split, val=0.1, test=0.2, seed=seed, settings=settings)
         samples = splits.get(split_name)
         if not samples:
             raise UserError(

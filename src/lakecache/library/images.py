@@ -121,8 +121,8 @@ class LabelledImages(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
         self.label = source.label
         self.samples = list(samples)
         self.files: Any
-        if isinstance(source, FolderSource) and source.root is not None:
-            self.files = _FolderBytes(source.root, [s.path for s in self.samples])
+        if isinstance(source, FolderSource):
+            self.files = _FolderBytes(source.path, [s.path for s in self.samples])
             self.order = list(range(len(self.samples)))
         else:
             from lakecache.torch import CommitDataset

@@ -63,16 +63,17 @@ def pick_best(
     if not folders:
         raise UserError("no candidates to pick from", hint="Pass the folders to compare.")
     figures = [_metric(Path(f), metric) for f in folders]
-    candidates = [
+    candidates: list[dict[str, Any]] = [
         {"folder": str(f), metric: v, "params": (params[i] if params and i < len(params) else {})}
         for i, (f, v) in enumerate(zip(folders, figures, strict=True))
     ]
-    scored = [c for c in candidates if not math.isnan(c[metric])]
+    scored = [i for i, v in enumerate(figures) if not math.isnan(v)]
     if not scored:
         raise UserError(f"no candidate has a {metric}", hint="Check that the trainings finished.")
-    best = (min if lower_is_better else max)(scored, key=lambda c: c[metric])
+    winner = (min if lower_is_better else max)(scored, key=lambda i: figures[i])
+    best = candidates[winner]
     out.mkdir(parents=True, exist_ok=True)
-    model = _model_of(Path(best["folder"]))
+    model = _model_of(Path(folders[winner]))
     if model is not None:
         shutil.copyfile(model, out / ".model.pt.tmp")
         os.replace(out / ".model.pt.tmp", out / "model.pt")

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import blake3
 
@@ -48,6 +48,9 @@ from lakecache.library.layout import (
     read_table,
 )
 from lakecache.library.source import Source, open_source
+
+if TYPE_CHECKING:
+    from lakecache.settings import Settings
 
 log = logging.getLogger("lakecache.library.prepare")
 
@@ -111,6 +114,7 @@ def prepare(
     on_corrupt: OnCorrupt = "skip",
     on_missing_label: OnMissing = "error",
     workers: int = 2,
+    settings: Settings | None = None,
 ) -> PrepareResult:
     """Write the resized images of ``data`` with their labels into ``out``.
 
@@ -123,6 +127,7 @@ def prepare(
             counted (``skipped``); ``"fail"``: :class:`CorruptImageError`.
         on_missing_label: as for :func:`lakecache.library.layout.read_table`.
         workers: threads decoding and resizing (Pillow releases the GIL).
+        settings: the lake and catalog of a commit (default: from the environment).
 
     Returns:
         The key, counts and the ``prepare.json`` written.
@@ -145,7 +150,7 @@ def prepare(
     t0 = time.perf_counter()
     folder = Path(out)
     images_dir = _fresh_images_dir(folder)
-    source = data if isinstance(data, Source) else open_source(data)
+    source = data if isinstance(data, Source) else open_source(data, settings=settings)
     try:
         table = read_table(source, on_missing_label=on_missing_label)
         params = {"size": size, "format": fmt, "channels": 1}

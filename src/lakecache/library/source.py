@@ -66,15 +66,16 @@ class FolderSource(Source):
     """A local folder (a mounted cache, a pulled commit, a download)."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
+        self.path = Path(root).resolve()
+        self.root = self.path
         self.label = str(root)
         self.how = "folder"
 
     def files(self) -> Iterator[tuple[str, int]]:
         out: list[tuple[str, int]] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self.path):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = os.path.relpath(dirpath, self.root)
+            rel = os.path.relpath(dirpath, self.path)
             for name in filenames:
                 if name.startswith("."):
                     continue
@@ -86,15 +87,15 @@ class FolderSource(Source):
     def folders(self) -> list[str]:
         """Every sub-folder (relative, sorted), empty ones included: a commit has none."""
         out = []
-        for dirpath, dirnames, _ in os.walk(self.root):
+        for dirpath, dirnames, _ in os.walk(self.path):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = os.path.relpath(dirpath, self.root)
+            rel = os.path.relpath(dirpath, self.path)
             if rel != ".":
                 out.append(rel.replace(os.sep, "/"))
         return sorted(out)
 
     def _local(self, path: str) -> Path:
-        return self.root / normalize_path(path)
+        return self.path / normalize_path(path)
 
     def exists(self, path: str) -> bool:
         return self._local(path).is_file()

@@ -21,12 +21,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakecache.errors import UserError
 from lakecache.library import cli as libcli
 from lakecache.library.layout import ImageTable, OnMissing, Sample, read_table
 from lakecache.library.source import Source, open_source
+
+if TYPE_CHECKING:
+    from lakecache.settings import Settings
 
 SPLITS = ("train", "val", "test")
 OFFICIAL_TEST = "test_list.txt"
@@ -75,9 +78,9 @@ def split_samples(
     if official_test is not None:
         by_key = table.by_key()
         for key in official_test:
-            s = by_key.get(key)
-            if s is not None:
-                assigned[s.patient] = "test"
+            found = by_key.get(key)
+            if found is not None:
+                assigned[found.patient] = "test"
         rest = [p for p in order if p not in assigned]
         n_val = round(len(rest) * (val / (1 - test) if test < 1 else 0))
         for p in rest[:n_val]:
@@ -94,7 +97,7 @@ def split_samples(
         keys[assigned[p]].extend(s.key for s in samples)
     for name in SPLITS:
         keys[name].sort()
-    wanted = {"train": True, "val": val > 0, "test": test > 0 or official_test is not None}
+    wanted = {"train": True, "val": val > 0, "test": test > 0 or bool(official_test)}
     empty = [n for n in SPLITS if wanted[n] and not keys[n]]
     if empty:
         raise UserError(
@@ -125,6 +128,7 @@ def split(
     seed: int = 0,
     use_official_test: bool = True,
     on_missing_label: OnMissing = "error",
+    settings: Settings | None = None,
 ) -> SplitResult:
     """Split the images of ``data`` by patient and write ``train.txt``, ``val.txt``,
     ``test.txt`` and ``split.json`` into ``out``.
@@ -136,6 +140,7 @@ def split(
         seed: the same seed and data give the same lists.
         use_official_test: take NIH's ``test_list.txt`` as the test split when present.
         on_missing_label: ``"skip"`` leaves out images the labels do not name.
+        settings: the lake and catalog of a commit (default: from the environment).
 
     Returns:
         The keys per split and the contents of ``split.json``.
@@ -147,13 +152,13 @@ def split(
     Example:
         >>> split("xray@v1", "outputs/split", seed=1)  # doctest: +SKIP
     """
-    source = data if isinstance(data, Source) else open_source(data)
+    source = data if isinstance(data, Source) else open_source(data, settings=settings)
     try:
         table = read_table(source, on_missing_label=on_missing_label)
         official = None
         test_list = _find(source, OFFICIAL_TEST)
         if use_official_test and table.layout == "nih" and test_list is not None:
-            official = _read_list(source.read(test_list))
+            official = _read_list(source.read(test_list)) or None
         result = split_samples(table, val=val, test=test, seed=seed, official_test=official)
         result.info["source"] = {"label": source.label, "commit": source.commit_id}
     finally:
