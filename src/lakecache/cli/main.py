@@ -32,6 +32,7 @@ class _Group(click.Group):
         "member": ("lakecache.cli.auth", "member"),
         "lake": ("lakecache.cli.lake", "lake"),
         "catalog": ("lakecache.cli.catalog", "catalog"),
+        "lib": ("lakecache.library.cli", "lib"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
