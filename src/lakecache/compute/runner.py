@@ -34,6 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakecache.catalog.leader import exclusive
 from lakecache.client.jobs import RemoteJobs
 from lakecache.compute.backends import (
     REGISTRY,
@@ -124,9 +125,12 @@ class JobRunner:
         """One pass (requeue the silent, schedule, claim and start). Returns jobs started."""
         store, now = self.store, self.clock.now()
         store.runner_seen(self.worker, self.site, now=now)
-        for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
-            log.warning("job %d: its worker went silent; now %s", job_id, state)
-        store.schedule(now=now)
+        # Every agent (and so every site) schedules every queue: one process at a time does.
+        with exclusive(self.caches.hub.catalog, "job-scheduler") as held:
+            if held:
+                for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
+                    log.warning("job %d: its worker went silent; now %s", job_id, state)
+                store.schedule(now=now)
         started = 0
         for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:

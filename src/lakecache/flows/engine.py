@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakecache.catalog.leader import exclusive
 from lakecache.compute.model import InputSpec, Resources
 from lakecache.compute.store import ComputeStore
 from lakecache.errors import ConflictError, LakecacheError, UserError
@@ -612,7 +613,10 @@ class FlowAdvancer:
     def run_forever(self) -> None:
         while not self.stop_event.is_set():
             try:
-                self.engine.advance_all()
+                # Every server replica runs this loop: one at a time advances the runs.
+                with exclusive(self.engine.hub.catalog, "flow-advancer") as held:
+                    if held:
+                        self.engine.advance_all()
             except LakecacheError as exc:
                 log.warning("advancing flows failed: %s", exc.message)
             self.stop_event.wait(self.interval)
