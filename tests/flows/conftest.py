@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers import make_files
+from server.live import World, build_world
 
 from lakecache.cache.clock import SystemClock
 from lakecache.cache.service import CacheService
@@ -94,3 +95,34 @@ def running(world: FlowWorld) -> Iterator[JobRunner]:
     yield runner
     runner.stop_event.set()
     thread.join(timeout=60)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[World]:
+    """A server (no in-process agents) with a pool, queue ``q`` and dataset ``results``
+    (wendy writes it, rita reads it), and a job runner for site local on this machine."""
+    w = build_world(tmp_path / "home", tmp_path / "src", agents=False)
+    plane, now = w.plane, w.plane.clock.now()
+    plane.topology.add_compute("pool", "local", "local", {}, [], now)
+    store = ComputeStore(plane.hub.catalog)
+    store.set_capacity("pool", Resources(4000, 10**10))
+    store.add_template("t1", "pool", Resources(1000, 10**9), None, now)
+    store.add_queue("q", ["t1"], now=now)
+    plane.accounts.create_owned_dataset("results", "wendy", now=now)
+    plane.accounts.set_member("results", "rita", "reader", now=now)
+    hub = Hub(w.settings, remote=False)
+    runner = JobRunner(
+        CacheService(hub, clock=SystemClock(), poll_every=0.05),
+        "local",
+        interval=0.05,
+        heartbeat_every=0.2,
+        jobs_root=tmp_path / "jobs",
+    )
+    thread = threading.Thread(target=runner.run_forever, daemon=True)
+    thread.start()
+    yield w
+    runner.stop_event.set()
+    thread.join(timeout=60)
+    hub.close()
+    w.server.stop()
+    w.plane.close()

@@ -3,21 +3,11 @@ the server in the middle of a run (the run goes on from where it stood)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from server.live import ADMIN_PASSWORD, LiveServer, World, build_world, wait_for
+from server.live import ADMIN_PASSWORD, LiveServer, World, wait_for
 
-from lakecache.cache.clock import SystemClock
-from lakecache.cache.service import CacheService
-from lakecache.compute.model import Resources
-from lakecache.compute.runner import JobRunner
-from lakecache.compute.store import ComputeStore
 from lakecache.data.dataset import Dataset
-from lakecache.data.hub import Hub
 from lakecache.server import ControlPlane, ServerConfig, create_app
 
 FLOW = """\
@@ -34,37 +24,6 @@ tasks:
     inputs: {o: {task: slow}}
     outputs: {r: {dataset: results}}
 """
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[World]:
-    """A server (no in-process agents) with a pool, queue ``q`` and dataset ``results``
-    (wendy writes it, rita reads it), and a job runner for site local on this machine."""
-    w = build_world(tmp_path / "home", tmp_path / "src", agents=False)
-    plane, now = w.plane, w.plane.clock.now()
-    plane.topology.add_compute("pool", "local", "local", {}, [], now)
-    store = ComputeStore(plane.hub.catalog)
-    store.set_capacity("pool", Resources(4000, 10**10))
-    store.add_template("t1", "pool", Resources(1000, 10**9), None, now)
-    store.add_queue("q", ["t1"], now=now)
-    plane.accounts.create_owned_dataset("results", "wendy", now=now)
-    plane.accounts.set_member("results", "rita", "reader", now=now)
-    hub = Hub(w.settings, remote=False)
-    runner = JobRunner(
-        CacheService(hub, clock=SystemClock(), poll_every=0.05),
-        "local",
-        interval=0.05,
-        heartbeat_every=0.2,
-        jobs_root=tmp_path / "jobs",
-    )
-    thread = threading.Thread(target=runner.run_forever, daemon=True)
-    thread.start()
-    yield w
-    runner.stop_event.set()
-    thread.join(timeout=60)
-    hub.close()
-    w.server.stop()
-    w.plane.close()
 
 
 def _start(w: World, who: str) -> Any:

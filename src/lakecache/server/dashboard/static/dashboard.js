@@ -987,3 +987,173 @@
     start();
   }
 })();
+
+// --- flows: a run's DAG (lakecache.server.dashboard.flow_pages) --------------------------------
+//
+// The page lays the tasks out in columns by depth (CSS grid); this draws each dependency as a
+// curve from the upstream node's right edge to the node's left edge in the SVG behind them, and
+// polls /flows/{id}/live to update states, timings and links until the run ends.
+(function () {
+  "use strict";
+  const lc = window.lakecache;
+  if (!lc) return;
+  const { api, announce, flash } = lc;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function nodesByName(root) {
+    const nodes = new Map();
+    root.querySelectorAll(".flow-node").forEach((n) => nodes.set(n.dataset.task, n));
+    return nodes;
+  }
+
+  function drawEdges(root) {
+    const svg = root.querySelector(".flow-edges");
+    const wrap = root.querySelector(".flow-dag-wrap");
+    if (!svg || !wrap) return;
+    let edges = [];
+    try {
+      edges = JSON.parse(svg.dataset.edges || "[]");
+    } catch (e) {
+      edges = [];
+    }
+    const nodes = nodesByName(root);
+    const box = wrap.getBoundingClientRect();
+    svg.setAttribute("width", String(wrap.scrollWidth));
+    svg.setAttribute("height", String(wrap.scrollHeight));
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    for (const [from, to] of edges) {
+      const a = nodes.get(from);
+      const b = nodes.get(to);
+      if (!a || !b) continue;
+      const ra = a.getBoundingClientRect();
+      const rb = b.getBoundingClientRect();
+      const x1 = ra.right - box.left + wrap.scrollLeft;
+      const y1 = ra.top + ra.height / 2 - box.top + wrap.scrollTop;
+      const x2 = rb.left - box.left + wrap.scrollLeft;
+      const y2 = rb.top + rb.height / 2 - box.top + wrap.scrollTop;
+      const mid = (x1 + x2) / 2;
+      const path = document.createElementNS(SVG, "path");
+      path.setAttribute("d", `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`);
+      path.setAttribute("class", `flow-edge state-${a.dataset.state || ""}`);
+      svg.appendChild(path);
+    }
+  }
+
+  function setLink(node, name, href, text) {
+    const link = node.querySelector(`[data-field="${name}"]`);
+    if (!link) return;
+    if (href) {
+      link.setAttribute("href", href);
+      link.hidden = false;
+      if (text) link.textContent = text;
+    } else {
+      link.removeAttribute("href");
+      link.hidden = true;
+    }
+  }
+
+  function setField(node, name, text) {
+    const f = node.querySelector(`[data-field="${name}"]`);
+    if (!f) return;
+    f.textContent = text;
+    f.hidden = !text;
+  }
+
+  function drawRun(root, d) {
+    const badge = root.querySelector('[data-field="run-state"] .state');
+    if (badge && badge.textContent !== d.state) {
+      badge.textContent = d.state;
+      badge.className = `state state-${d.state}`;
+      announce(`Flow run ${d.id} is ${d.state}`);
+    }
+    setField(root, "counts", d.counts);
+    setField(root, "took", d.took);
+    const reason = root.querySelector('p[data-field="reason"]');
+    if (reason) {
+      reason.textContent = d.reason;
+      reason.hidden = !d.reason;
+    }
+    root.querySelector('[data-action="cancel-flow"]').hidden = !d.can_cancel;
+    root.querySelector('[data-action="resume-flow"]').hidden = !d.can_resume;
+    const nodes = nodesByName(root);
+    for (const level of d.levels) {
+      for (const n of level) {
+        const node = nodes.get(n.name);
+        if (!node) continue;
+        node.dataset.state = n.state;
+        node.className = `flow-node state-${n.state}${n.reused ? " reused" : ""}`;
+        const s = node.querySelector(".state");
+        if (s) {
+          s.textContent = n.state;
+          s.className = `state state-${n.state}`;
+        }
+        setField(node, "took", n.took);
+        setField(node, "tries", n.tries > 1 ? ` · try ${n.tries}` : "");
+        setField(node, "reason", n.reason);
+        const reused = node.querySelector('[data-field="reused"]');
+        if (reused) reused.hidden = !n.reused;
+        setLink(node, "job", n.job_href, n.job ? `job ${n.job}` : "");
+        setLink(node, "run", n.run_href, "run");
+      }
+    }
+    root.dataset.done = d.done ? "true" : "false";
+    drawEdges(root);
+  }
+
+  async function pollRun(root) {
+    try {
+      const d = await api("GET", root.dataset.live);
+      drawRun(root, d);
+      if (d.done) return;
+    } catch (e) {
+      flash(`Could not refresh the run: ${e.message}`, e.hint);
+    }
+    window.setTimeout(() => pollRun(root), Number(root.dataset.pollMs) || 1000);
+  }
+
+  async function act(button, verb) {
+    const id = button.dataset.runId;
+    button.disabled = true;
+    try {
+      await api("POST", `/api/v1/flows/runs/${encodeURIComponent(id)}/${verb}`);
+      announce(`Flow run ${id}: ${verb === "cancel" ? "cancelled" : "resumed"}`);
+      const root = document.getElementById("flow-live");
+      if (root) {
+        const wasDone = root.dataset.done === "true";
+        drawRun(root, await api("GET", root.dataset.live));
+        if (wasDone && root.dataset.done !== "true") pollRun(root);
+      }
+    } catch (e) {
+      flash(`Could not ${verb} flow run ${id}: ${e.message}`, e.hint);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const cancel = event.target.closest('[data-action="cancel-flow"]');
+    if (cancel) act(cancel, "cancel");
+    const resume = event.target.closest('[data-action="resume-flow"]');
+    if (resume) act(resume, "resume");
+  });
+
+  function start() {
+    const root = document.getElementById("flow-live");
+    if (!root) return;
+    root.querySelectorAll(".flow-node").forEach((n) => {
+      const s = n.querySelector(".state");
+      if (s) n.dataset.state = s.textContent;
+    });
+    drawEdges(root);
+    window.addEventListener("resize", () => drawEdges(root));
+    if (root.dataset.done !== "true") {
+      window.setTimeout(() => pollRun(root), Number(root.dataset.pollMs) || 1000);
+    }
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
