@@ -15,6 +15,7 @@ from lakecache.server.dashboard.compute_pages import router as compute_router
 from lakecache.server.dashboard.flow_pages import router as flow_router
 from lakecache.server.dashboard.pages import router
 from lakecache.server.dashboard.render import STATIC_DIR, STATIC_PREFIX
+from lakecache.server.dashboard.tracking_pages import router as tracking_router
 
 __all__ = ["install", "router"]
 
@@ -23,5 +24,6 @@ def install(app: FastAPI) -> None:
     """Serve the dashboard's pages and its static files from ``app``."""
     app.include_router(router)
     app.include_router(compute_router)
+    app.include_router(tracking_router)
     app.include_router(flow_router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

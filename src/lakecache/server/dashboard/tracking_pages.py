@@ -645,7 +645,7 @@ def _diff(lake: Any, code: dict[str, Any]) -> dict[str, Any] | None:
     if not digest:
         return None
     try:
-        data = read_object(lake, str(digest), 0, DIFF_SHOWN + 1)
+        data = read_object(lake, str(digest))  # a ranged read must not pass the object's end
     except LakecacheError as exc:
         return {"error": exc.message, "lines": [], "truncated": False}
     truncated = len(data) > DIFF_SHOWN

@@ -1157,3 +1157,254 @@
     start();
   }
 })();
+
+// --- tracking: runs table, run page, compare (lakecache.server.dashboard.tracking_pages) -------
+//
+// Plots: each <figure class="chart" data-chart='[{"label": ..., "url": ...}]'> is drawn with
+// uPlot, which this server serves itself (static/vendor/uplot, fetched at install time), from
+// the server's downsampled series: the mean as a line and, where the server merged points into
+// buckets, each bucket's min..max as a band, so a spike stays visible at any zoom. Several
+// series (compare) are overlaid on one x axis. Drag across a plot to zoom into a range; a
+// double click or "Reset zoom" goes back; the range shown is kept in data-x-min / data-x-max.
+// NaN and infinite values cannot be drawn: the note under the plot counts them.
+// Runs table: "Compare selected" counts the ticked runs and takes 2 to 20 of them.
+(function () {
+  "use strict";
+  const HEIGHT = 240;
+  // 20 colours that stay apart on white (compare takes up to 20 runs); matches .series-N.
+  const COLORS = [
+    "#1f6feb", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#0a7c86", "#bf3989", "#57606a",
+    "#fb8500", "#2da44e", "#6639ba", "#d1242f", "#0969da", "#7d4e00", "#116329", "#a475f9",
+    "#e16f24", "#3192aa", "#953800", "#4d2d8f",
+  ];
+
+  function finite(v) {
+    return typeof v === "number" && Number.isFinite(v) ? v : null;
+  }
+
+  async function getJson(url) {
+    const response = await fetch(url, {
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+    });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = null;
+    }
+    if (!response.ok) {
+      const message = data && data.error ? data.error.message : `HTTP ${response.status}`;
+      throw new Error(message);
+    }
+    return data;
+  }
+
+  function plural(n, word) {
+    return `${n.toLocaleString("en-US")} ${word}${n === 1 ? "" : "s"}`;
+  }
+
+  // One series as uPlot columns: x, mean, and (downsampled) min and max; non-finite -> null.
+  function columns(result, byTime) {
+    const xs = byTime ? result.times : result.steps;
+    let bad = 0;
+    const mean = result.values.map((v) => {
+      const n = finite(v);
+      if (n === null) bad++;
+      return n;
+    });
+    const cols = [xs, mean];
+    if (result.downsampled) {
+      cols.push(result.mins.map(finite), result.maxs.map(finite));
+    }
+    return { cols, bad };
+  }
+
+  function noteText(results, bad, byTime) {
+    const total = results.reduce((sum, r) => sum + r.points_total, 0);
+    const shown = results.reduce((sum, r) => sum + r.values.length, 0);
+    const parts = [];
+    if (results.some((r) => r.downsampled)) {
+      parts.push(
+        `${plural(total, "point")}, drawn as ${plural(shown, "bucket")} (mean line, ` +
+          "min–max band; NaN and infinite points are left out of buckets: the CSV has them all)"
+      );
+    } else {
+      parts.push(plural(total, "point"));
+    }
+    if (bad) parts.push(`${plural(bad, "value")} NaN or infinite, not drawn`);
+    parts.push(`drag across the plot to zoom into a range of ${byTime ? "time" : "steps"}`);
+    return parts.join("; ") + ".";
+  }
+
+  function options(fig, specs, results, byTime, width) {
+    const series = [{ label: byTime ? "time" : "step" }];
+    const bands = [];
+    if (results.length === 1 && results[0].downsampled) {
+      const color = COLORS[0];
+      series.push(
+        { label: `${specs[0].label} (mean)`, stroke: color, width: 1.5 },
+        { label: "min", stroke: color + "55", width: 0.5 },
+        { label: "max", stroke: color + "55", width: 0.5 }
+      );
+      bands.push({ series: [3, 2], fill: color + "22" });
+    } else {
+      specs.forEach((spec, i) => {
+        series.push({
+          label: spec.label,
+          stroke: COLORS[i % COLORS.length],
+          width: 1.5,
+          spanGaps: results.length > 1,
+        });
+      });
+    }
+    return {
+      width,
+      height: HEIGHT,
+      series,
+      bands,
+      scales: { x: { time: byTime } },
+      cursor: { drag: { x: true, y: false, setScale: true } },
+      legend: { live: true },
+      hooks: {
+        setScale: [
+          (u, key) => {
+            if (key === "x") rangeShown(fig, u);
+          },
+        ],
+      },
+    };
+  }
+
+  function rangeShown(fig, u) {
+    const { min, max } = u.scales.x;
+    if (min === null || min === undefined) return;
+    fig.dataset.xMin = String(min);
+    fig.dataset.xMax = String(max);
+    const full = fig._fullRange;
+    const zoomed = full && (min > full[0] || max < full[1]);
+    const reset = fig.querySelector('[data-action="chart-reset"]');
+    if (reset) reset.hidden = !zoomed;
+    fig.dataset.zoomed = zoomed ? "1" : "0";
+  }
+
+  async function drawChart(fig) {
+    const note = fig.querySelector('[data-field="chart-note"]');
+    const plot = fig.querySelector(".chart-plot");
+    if (typeof window.uPlot !== "function") {
+      fig.dataset.state = "no-library";
+      return; // the server wrote into the note how to install it
+    }
+    let specs;
+    try {
+      specs = JSON.parse(fig.dataset.chart || "[]");
+    } catch (_) {
+      specs = [];
+    }
+    const byTime = fig.dataset.x === "time";
+    let results;
+    try {
+      results = await Promise.all(specs.map((spec) => getJson(spec.url)));
+    } catch (error) {
+      fig.dataset.state = "error";
+      note.textContent = `The data could not be loaded: ${error.message}`;
+      return;
+    }
+    let data;
+    let bad = 0;
+    if (results.length === 1) {
+      const one = columns(results[0], byTime);
+      data = one.cols;
+      bad = one.bad;
+    } else {
+      const tables = results.map((r) => {
+        const one = columns(r, byTime);
+        bad += one.bad;
+        return [one.cols[0], one.cols[1]];
+      });
+      data = window.uPlot.join(tables);
+    }
+    const xs = data[0];
+    fig._fullRange = xs.length ? [xs[0], xs[xs.length - 1]] : null;
+    plot.textContent = "";
+    const width = Math.max(280, plot.clientWidth || fig.clientWidth || 600);
+    const chart = new window.uPlot(options(fig, specs, results, byTime, width), data, plot);
+    fig._chart = chart;
+    fig.dataset.points = String(results.reduce((sum, r) => sum + r.points_total, 0));
+    fig.dataset.notFinite = String(bad);
+    note.textContent = noteText(results, bad, byTime);
+    rangeShown(fig, chart);
+    fig.dataset.state = "drawn";
+    if (window.ResizeObserver) {
+      new ResizeObserver(() => {
+        const w = Math.max(280, plot.clientWidth);
+        if (Math.abs(w - chart.width) > 2) chart.setSize({ width: w, height: HEIGHT });
+      }).observe(plot);
+    }
+  }
+
+  function resetZoom(button) {
+    const fig = button.closest("figure.chart");
+    if (!fig || !fig._chart || !fig._fullRange) return;
+    fig._chart.setScale("x", { min: fig._fullRange[0], max: fig._fullRange[1] });
+  }
+
+  // Draw each plot when it first comes near the screen: a run page may hold 24 of them.
+  function drawCharts() {
+    const figures = Array.from(document.querySelectorAll("figure.chart[data-chart]"));
+    if (!figures.length) return;
+    if (!("IntersectionObserver" in window)) {
+      figures.forEach(drawChart);
+      return;
+    }
+    const seen = new IntersectionObserver(
+      (entries) => {
+        for (const entry of entries) {
+          if (!entry.isIntersecting) continue;
+          seen.unobserve(entry.target);
+          drawChart(entry.target);
+        }
+      },
+      { rootMargin: "400px 0px" }
+    );
+    figures.forEach((fig) => seen.observe(fig));
+  }
+
+  // --- runs table: pick runs to compare ----------------------------------------------------
+
+  function setUpCompare() {
+    const form = document.getElementById("compare-form");
+    if (!form) return;
+    const max = Number(form.dataset.max || "20");
+    const button = form.querySelector('[data-field="compare-button"]');
+    const count = form.querySelector('[data-field="compare-count"]');
+    const boxes = () => Array.from(document.querySelectorAll('input[form="compare-form"]'));
+    function update() {
+      const ticked = boxes().filter((b) => b.checked).length;
+      button.disabled = ticked < 2 || ticked > max;
+      if (ticked === 0) count.textContent = `Tick 2 to ${max} runs to compare them.`;
+      else if (ticked > max) count.textContent = `${ticked} runs ticked: compare takes at most ${max}.`;
+      else count.textContent = `${plural(ticked, "run")} ticked.`;
+    }
+    document.addEventListener("change", (event) => {
+      if (event.target.matches && event.target.matches('input[form="compare-form"]')) update();
+    });
+    update();
+  }
+
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest && event.target.closest('[data-action="chart-reset"]');
+    if (target) resetZoom(target);
+  });
+
+  function start() {
+    drawCharts();
+    setUpCompare();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
