@@ -34,6 +34,7 @@ import compute_ops
 import dashboard
 import gc_ops
 import lakecache_ops
+import library_ops
 import peers
 import read_ops
 import server_ops
@@ -62,6 +63,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "lake-gc": (gc_ops.lake_gc, ("A",)),
     # Jobs through queues over 3 sites, run by real site agents (local and Podman).
     "compute": (compute_ops.compute, ()),
+    # The AI library: prepared 256 px images into tensors, CPU training data-wait (own data).
+    "library": (library_ops.library, ()),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).

@@ -184,10 +184,28 @@ def _loader(
 
 
 def _to_input(
-    x: torch.Tensor, device: torch.device, channels_last: bool, flip: bool
+    x: torch.Tensor,
+    device: torch.device,
+    channels_last: bool,
+    flip: bool,
+    size: int | None = None,
+    random_crop: bool = False,
 ) -> torch.Tensor:
-    """uint8 N x 1 x S x S -> normalised float N x 3 x S x S on ``device`` (flipped at random)."""
-    x = x.to(device, non_blocking=True).float().div_(255.0).sub_(MEAN).div_(STD)
+    """uint8 N x 1 x L x L -> normalised float N x 3 x S x S on ``device``.
+
+    Larger images (a commit prepared at 256 px for 224 px training) are cropped
+    to ``size``: at one random place per batch when training, in the centre
+    otherwise; ``flip`` mirrors a random half of the batch.
+    """
+    x = x.to(device, non_blocking=True)
+    side = x.shape[-1]
+    if size is not None and side > size:
+        if random_crop:
+            top, left = (int(v) for v in torch.randint(0, side - size + 1, (2,)))
+        else:
+            top = left = (side - size) // 2
+        x = x[:, :, top : top + size, left : left + size]
+    x = x.float().div_(255.0).sub_(MEAN).div_(STD)
     if flip:
         mask = torch.rand(x.shape[0], device=device) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
@@ -233,7 +251,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     datasets: list[LabelledImages] = []
     try:
         table = read_table(source, on_missing_label=_missing(config.on_missing_label))
-        size = _image_size(table, config.image_size)
+        load_size, size = _image_sizes(table, config.image_size)
         splits = _splits(
             source,
             table,
@@ -252,9 +270,11 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
             )
         _check_classes(table, train_samples, config.allow_empty_class)
         on_corrupt: OnCorrupt = "fail" if config.on_corrupt == "fail" else "skip"
-        train_ds = LabelledImages(source, table, train_samples, size=size, on_corrupt=on_corrupt)
+        train_ds = LabelledImages(
+            source, table, train_samples, size=load_size, on_corrupt=on_corrupt
+        )
         datasets.append(train_ds)
-        val_ds = LabelledImages(source, table, val_samples, size=size, on_corrupt=on_corrupt)
+        val_ds = LabelledImages(source, table, val_samples, size=load_size, on_corrupt=on_corrupt)
         datasets.append(val_ds)
         classes = table.classes
 
@@ -340,7 +360,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
                     break
                 t_data = time.perf_counter()
                 wait = t_data - t_end
-                inputs = _to_input(x, device, channels_last, config.flip)
+                inputs = _to_input(x, device, channels_last, config.flip, size, random_crop=True)
                 target = y.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                     logits = model(inputs)
@@ -365,6 +385,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
                     tracker.log_metrics(
                         {
                             "loss": loss_value,
+                            "step_s": step_s,
                             "images_per_s": n / max(step_s, 1e-9),
                             "data_wait_s": wait,
                             "data_wait_fraction": wait / max(step_s, 1e-9),
@@ -375,7 +396,7 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
             if epoch_images == 0:
                 raise UserError("the training split gave no batch", hint="Check the data.")
             epoch_s = time.perf_counter() - epoch_t0
-            scores, targets = predict(model, val_loader, device, channels_last, amp)
+            scores, targets = predict(model, val_loader, device, channels_last, amp, size)
             per_class = per_class_auroc(scores, targets, classes)
             mean = mean_auroc(per_class)
             record = {
@@ -486,15 +507,25 @@ def _missing(value: str) -> OnMissing:
     return "skip" if value == "skip" else "error"
 
 
-def _image_size(table: ImageTable, asked: int) -> int:
+def _image_sizes(table: ImageTable, asked: int) -> tuple[int, int]:
+    """(side images are read at, side the model sees).
+
+    Prepared data is read as prepared (no resizing on the CPU) and cropped on
+    the device when larger than asked; smaller prepared data is used at its own
+    size. Other data is resized to the size asked when read.
+    """
     prepared = table.prepared
-    if prepared and prepared.get("format") == "u8" and int(prepared["size"]) != asked:  # type: ignore[call-overload]
+    if not prepared:
+        return asked, asked
+    side = int(str(prepared["size"]))
+    if side < asked:
         print(
-            f"note: the data is prepared raw at {prepared['size']} px; training at that size",
+            f"note: the data is prepared at {side} px, under --image-size {asked}; "
+            f"training at {side} px",
             file=sys.stderr,
         )
-        return int(prepared["size"])  # type: ignore[call-overload]
-    return asked
+        return side, side
+    return side, asked
 
 
 def _check_config(config: TrainConfig) -> None:
@@ -559,6 +590,7 @@ def predict(
     device: torch.device,
     channels_last: bool = False,
     amp: bool = False,
+    size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(probabilities N x C, targets) of every item the loader gives, in order."""
     was_training = model.training
@@ -567,7 +599,7 @@ def predict(
     multi = None
     for x, y in loader:
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(_to_input(x, device, channels_last, flip=False)).float()
+            logits = model(_to_input(x, device, channels_last, False, size)).float()
         multi = y.dim() == 2 if multi is None else multi
         probs = torch.sigmoid(logits) if multi else torch.softmax(logits, 1)
         scores.append(probs.cpu())
@@ -642,9 +674,8 @@ def evaluate(
         model = build_model(ckpt["arch"], len(table.classes))
         model.load_state_dict(ckpt["model"])
         model.to(dev)
-        ds = LabelledImages(
-            source, table, samples, size=int(ckpt["image_size"]), on_corrupt=on_corrupt
-        )
+        load_size, size = _image_sizes(table, int(ckpt["image_size"]))
+        ds = LabelledImages(source, table, samples, size=load_size, on_corrupt=on_corrupt)
         loader = _loader(
             ds,
             batch_size,
@@ -653,7 +684,7 @@ def evaluate(
             cuda=dev.type == "cuda",
             seed=seed,
         )
-        probs, targets = predict(model, loader, dev)
+        probs, targets = predict(model, loader, dev, size=size)
         per_class = per_class_auroc(probs, targets, table.classes)
         mean = mean_auroc(per_class)
         rows = confusion(probs, targets, table.classes, threshold)

@@ -1,0 +1,217 @@
+"""The AI library's data path on 2 cores: prepared images into tensors, and data-wait.
+
+Targets (issue 11):
+
+- a prepared commit of 256 px uint8 images, read from a ready cache through
+  ``lakecache.torch`` into batched tensors: at least 3,000 images/s on 2 cores
+  (what one A100 consumes training ResNet-50). The same for 256 px PNGs, for
+  comparison (they must be decoded).
+- training on the CPU with a small model (ResNet-18, 64 px) from the cache:
+  data-wait under 5% of step time.
+
+One synthetic NIH-layout set (``BENCH_LIBRARY_IMAGES``, default 3,000 PNGs of
+256 px; scaled by ``BENCH_SCALE``) is committed, prepared twice (u8 and PNG)
+and cached on a site volume, in a lakecache home of its own under the work
+folder. Each measurement runs in its own child process, with 2 DataLoader
+workers, and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import REPO, Bench, BenchError, timed
+
+TARGET_TENSORS_PER_S = 3000.0
+TARGET_WAIT = 0.05
+
+
+def library(bench: Bench) -> None:
+    """Prepared u8/PNG -> tensors images/s from the cache; CPU training data-wait."""
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    images = max(200, int(int(os.environ.get("BENCH_LIBRARY_IMAGES", "3000")) * scale))
+    home = bench.scratch("library")
+    world = _child("world", home=str(home), images=images)
+    print(
+        f"    {images:,} images of 256 px committed, prepared (u8, png) and cached "
+        f"in {world['seconds']:.1f} s",
+        flush=True,
+    )
+    for fmt in ("u8", "png"):
+        r = _child("tensors", home=str(home), ref=world[fmt])
+        bench.record(
+            f"library_{fmt}_tensors_per_s",
+            r["images_per_s"],
+            "images/s",
+            f"prepared 256 px {fmt} -> tensors from cache ({r['read_from']})",
+        )
+    rate = bench.value("library_u8_tensors_per_s") or 0.0
+    bench.notes.append(
+        f"library: prepared 256 px uint8 into tensors {rate:,.0f} images/s "
+        f"(target >= {TARGET_TENSORS_PER_S:,.0f}: "
+        f"{'PASS' if rate >= TARGET_TENSORS_PER_S else 'FAIL'})"
+    )
+    t = _child("train", home=str(home), ref=world["small"])
+    bench.record(
+        "library_train_data_wait_pct",
+        100 * t["data_wait_fraction"],
+        "%",
+        f"CPU training (resnet18, 64 px) data-wait share of step time ({t['read_from']})",
+    )
+    bench.record(
+        "library_train_images_per_s", t["images_per_s"], "images/s", "CPU training images/s"
+    )
+    bench.notes.append(
+        f"library: data-wait {100 * t['data_wait_fraction']:.1f}% of step time from the cache "
+        f"(target < {100 * TARGET_WAIT:.0f}%: "
+        f"{'PASS' if t['data_wait_fraction'] < TARGET_WAIT else 'FAIL'})"
+    )
+
+
+def _child(op: str, **config: Any) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKECACHE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO / "bench")])
+    run = timed(
+        [sys.executable, str(Path(__file__)), op, json.dumps(config)],
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise BenchError(f"library {op} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    lines = run.stdout.strip().splitlines()
+    if not lines:
+        raise BenchError(f"library {op} printed no result; stderr:\n{run.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+# --- children ---------------------------------------------------------------------------
+
+
+def _settings(home: Path) -> Any:
+    from lakecache.settings import Settings
+
+    return Settings(home=home / "home", author="bench")
+
+
+def _world(home: Path, images: int) -> dict[str, Any]:
+    from lakecache import synth
+    from lakecache.cache.service import CacheService
+    from lakecache.data.dataset import Dataset
+    from lakecache.data.hub import Hub
+    from lakecache.library.prepare import prepare
+
+    t0 = time.perf_counter()
+    settings = _settings(home)
+    hub = Hub(settings)
+    try:
+        synth.generate_nih(home / "src", images, size=256, seed=11)
+        raw = Dataset.create("xray", hub=hub, exist_ok=True).commit(home / "src", "bench")
+        refs: dict[str, Any] = {}
+        svc = CacheService(hub)
+        now = svc.clock.now()
+        svc.topology.add_site("bench-site", "bench", now)
+        (home / "cache").mkdir(exist_ok=True)
+        svc.topology.add_volume("bench-vol", "bench-site", str(home / "cache"), 10**13, 86_400, now)
+        for name, size, fmt in (("u8", 256, "u8"), ("png", 256, "png"), ("small", 64, "u8")):
+            folder = home / f"prepared-{name}"
+            prepare(f"xray@{raw.id}", folder, size=size, fmt=fmt, workers=2, settings=settings)  # type: ignore[arg-type]
+            commit = Dataset.create(f"xray-{name}", hub=hub, exist_ok=True).commit(folder, "bench")
+            rec = svc.ensure_ready(svc.request(f"xray-{name}", commit.id, site="bench-site"))
+            if rec.state != "ready":
+                raise SystemExit(f"the cache fill of xray-{name} ended {rec.state}: {rec.error}")
+            refs[name] = f"xray-{name}@{commit.id}"
+    finally:
+        hub.close()
+    return {**refs, "seconds": time.perf_counter() - t0}
+
+
+def _tensors(home: Path, ref: str) -> dict[str, Any]:
+    """One pass over a prepared commit from its cache: 2 workers, batches of 128."""
+    import torch.utils.data
+
+    from lakecache.library.images import LabelledImages
+    from lakecache.library.layout import read_table
+    from lakecache.library.source import open_source
+
+    source = open_source(ref, cached=True, settings=_settings(home))
+    table = read_table(source)
+    size = int(str(table.prepared["size"]))
+    ds = LabelledImages(source, table, table.samples, size=size)
+    loader = torch.utils.data.DataLoader(ds, batch_size=128, shuffle=True, num_workers=2)
+    # The first batch includes starting the workers: a training run pays it once.
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for x, _ in it:
+        n += x.shape[0]
+    seconds = time.perf_counter() - t0
+    read_from = ds.read_from
+    ds.close()
+    source.close()
+    return {"images_per_s": n / seconds, "images": n, "read_from": read_from}
+
+
+def _train(home: Path, ref: str) -> dict[str, Any]:
+    """ResNet-18 at 64 px on the CPU from the cache: data-wait share after the first step."""
+    from lakecache.library.image_classifier import TrainConfig, train
+
+    out = home / "train"
+    config = TrainConfig(
+        data=ref,
+        out=str(out),
+        arch="resnet18",
+        image_size=64,
+        batch_size=32,
+        epochs=1,
+        max_steps=12,
+        workers=2,
+        cached=True,
+        val=0.05,
+        test=0.0,
+        allow_empty_class=True,
+        resume=False,
+    )
+    result = train(config, settings=_settings(home))
+    steps = []
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line).get("metrics", {})
+        if "step_s" in m:
+            steps.append(m)
+    steady = steps[1:] or steps
+    seconds = sum(m["step_s"] for m in steady)
+    waited = sum(m["data_wait_s"] for m in steady)
+    images = sum(m["images_per_s"] * m["step_s"] for m in steady)
+    read_from = json.loads((out / "metrics.json").read_text())["data"]["read_from"]
+    return {
+        "data_wait_fraction": waited / seconds,
+        "images_per_s": images / seconds,
+        "steps": len(steady),
+        "read_from": read_from,
+        "skipped": result.skipped,
+    }
+
+
+def _main(op: str, config_json: str) -> None:
+    config = json.loads(config_json)
+    home = Path(config["home"])
+    if op == "world":
+        result = _world(home, int(config["images"]))
+    elif op == "tensors":
+        result = _tensors(home, config["ref"])
+    elif op == "train":
+        result = _train(home, config["ref"])
+    else:
+        raise SystemExit(f"unknown op {op!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2])
