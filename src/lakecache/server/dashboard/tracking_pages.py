@@ -19,8 +19,9 @@ of the table is a link, and the table works without JavaScript.
 Plots are drawn in the browser by uPlot (:mod:`lakecache.server.dashboard.assets`)
 from the tracking API's series, which the server downsamples (min and max per
 bucket of steps); each plot links to the full data as CSV. Who may see a run
-is decided as in the tracking API (:mod:`lakecache.tracking.access`): a run
-the viewer may not see is the same 404 as a run that does not exist.
+is decided by the tracking API's own checks (``visible_run``, ``visible_experiment``
+of :mod:`lakecache.server.routes.tracking`): a run the viewer may not see is the
+same 404 as a run that does not exist.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from lakecache.server.auth import Plane, User, visible_datasets
 from lakecache.server.dashboard import assets
 from lakecache.server.dashboard.pages import Viewer, _render
 from lakecache.server.dashboard.render import static_url
+from lakecache.server.routes.tracking import store_of, visible_experiment, visible_run
 from lakecache.tracking.model import RunFilter, RunRecord, RunSummary, encode_value
 from lakecache.tracking.objects import read_artifact, read_log, read_object
 from lakecache.tracking.store import TrackingStore
@@ -80,7 +82,7 @@ _FILTER = re.compile(r"^\s*(?P<field>.+?)\s*(?P<op><=|>=|!=|=|<|>|~)\s*(?P<value
 
 
 def _store(v: Viewer) -> TrackingStore:
-    return TrackingStore(v.plane.hub.catalog)
+    return store_of(v.plane)
 
 
 def _visible_to(v: Viewer) -> str | None:
@@ -88,29 +90,9 @@ def _visible_to(v: Viewer) -> str | None:
     return None if v.principal.org_admin else v.principal.user.name
 
 
-def _run(v: Viewer, store: TrackingStore, run_id: int) -> RunRecord:
+def _run(v: Viewer, run_id: int) -> RunRecord:
     """The run, or the same NotFoundError whether it is missing or not the viewer's."""
-    return visible_run(store, v.principal.user.name, v.principal.org_admin, run_id)
-
-
-# TODO(tracking-dashboard): use lakecache.tracking.access once it lands (same rule).
-def visible_run(store: TrackingStore, user: str, org_admin: bool, run_id: int) -> RunRecord:
-    """The run if ``user`` may see it (theirs, in an experiment they own, or an org admin)."""
-    try:
-        run = store.get_run(run_id)
-    except NotFoundError:
-        run = None
-    if run is not None and (org_admin or run.user == user):
-        return run
-    if run is not None and store.get_experiment(run.experiment_id).owner == user:
-        return run
-    raise NotFoundError(f"no run {run_id}", hint="Open a run from a runs table.")
-
-
-def can_see_experiment(store: TrackingStore, experiment: Any, user: str, org_admin: bool) -> bool:
-    if org_admin or experiment.owner in ("", user):
-        return True
-    return any(e.id == experiment.id for e in store.list_experiments(visible_to=user))
+    return visible_run(v.plane, v.principal, run_id)
 
 
 def metric_text(value: float | None) -> str:
@@ -307,9 +289,7 @@ def experiment_runs_page(
 ) -> Response:
     def view(v: Viewer) -> tuple[str, dict[str, Any]]:
         store = _store(v)
-        experiment = store.get_experiment(experiment_id)
-        if not can_see_experiment(store, experiment, v.principal.user.name, v.principal.org_admin):
-            raise NotFoundError(f"no experiment {experiment_id}")
+        experiment = visible_experiment(v.plane, v.principal, str(experiment_id))
         query = RunsQuery(
             f"/experiments/{experiment.id}",
             {},
@@ -437,7 +417,7 @@ def compare_page(
                 hint="Tick between 2 and 20 runs in a runs table, then press Compare.",
             )
         store = _store(v)
-        runs = [_run(v, store, i) for i in ids]
+        runs = [_run(v, i) for i in ids]
         params = [store.run_params(r.id) for r in runs]
         latest = [store.latest_metrics(r.id) for r in runs]
         param_rows = _compare_rows(params, lambda value: value)
@@ -509,7 +489,7 @@ def run_page(
 ) -> Response:
     def view(v: Viewer) -> tuple[str, dict[str, Any]]:
         store = _store(v)
-        run = _run(v, store, run_id)
+        run = _run(v, run_id)
         lake = v.plane.hub.lake
         latest = store.latest_metrics(run.id)
         listed = [p for k, p in latest.items() if keys.lower() in k.lower()]
@@ -681,8 +661,8 @@ def series_data(
 ) -> Response:
     """A series for a plot: at most ``buckets`` points, each bucket's first step (or time),
     mean, min and max; NaN and infinities as the strings "NaN", "Infinity", "-Infinity"."""
-    store = TrackingStore(plane.hub.catalog)
-    visible_run(store, principal.user.name, principal.org_admin, run_id)
+    store = store_of(plane)
+    visible_run(plane, principal, run_id)
     system = kind == "system"
     series = store.metric_series(run_id, key, buckets=buckets, system=system)
     if series.points_total == 0:
@@ -712,8 +692,8 @@ def series_csv(
     kind: Annotated[str, Query(pattern="^(metric|system)$")] = "metric",
 ) -> Response:
     """Every point of a series, by step, as CSV (``step,timestamp_ms,value``), streamed."""
-    store = TrackingStore(plane.hub.catalog)
-    run = visible_run(store, principal.user.name, principal.org_admin, run_id)
+    store = store_of(plane)
+    run = visible_run(plane, principal, run_id)
     system = kind == "system"
 
     def rows() -> Iterator[bytes]:
@@ -748,8 +728,8 @@ def artifact_file(
     """An artifact's bytes. Raster images are shown inline (the run page's previews);
     everything else, and any file asked with ``?download=1``, is an attachment, so no
     artifact ever runs as a page of this site."""
-    store = TrackingStore(plane.hub.catalog)
-    visible_run(store, principal.user.name, principal.org_admin, run_id)
+    store = store_of(plane)
+    visible_run(plane, principal, run_id)
     data = read_artifact(store, plane.hub.lake, run_id, path)
     name = path.rsplit("/", 1)[-1]
     image = _IMAGE_MEDIA.get(name.rsplit(".", 1)[-1].lower()) if "." in name else None
@@ -774,8 +754,8 @@ def log_file(
     stream: Annotated[str, Path(min_length=1, max_length=32)],
 ) -> Response:
     """A whole log stream, as a text download (streamed, in 1 MiB reads)."""
-    store = TrackingStore(plane.hub.catalog)
-    run = visible_run(store, principal.user.name, principal.org_admin, run_id)
+    store = store_of(plane)
+    run = visible_run(plane, principal, run_id)
     size = store.list_logs(run_id).get(stream)
     if size is None:
         raise NotFoundError(f"run {run_id} has no log {stream!r}", hint="Pick a listed stream.")
@@ -805,8 +785,7 @@ def log_file(
 @router.get("/runs/{run_id}/code.diff")
 def code_diff(run_id: RunId, principal: User, plane: Plane) -> Response:
     """The uncommitted diff of the run's checkout, whole, as a download."""
-    store = TrackingStore(plane.hub.catalog)
-    run = visible_run(store, principal.user.name, principal.org_admin, run_id)
+    run = visible_run(plane, principal, run_id)
     digest = run.code.get("diff_digest")
     if not digest:
         raise NotFoundError(f"run {run_id} recorded no diff", hint="Its checkout was clean.")
