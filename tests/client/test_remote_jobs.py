@@ -351,3 +351,35 @@ def test_an_agent_user_takes_only_its_own_sites_jobs(
         headers={"Authorization": f"Bearer {other}"},
     )
     assert r.status_code == 403
+
+
+def test_outputs_go_to_the_lake_through_the_server_and_come_back_verified(
+    lake_world: LakeWorld, site: Site, tmp_path: Path
+) -> None:
+    """The remote agent sends the job's outputs with the job's own token; the submitter
+    lists and downloads them through the server (no lake credentials on either side)."""
+    hub = lake_world.hub("wendy", tmp_path / "wendy-home")
+    secret = tmp_path / "agent-only.txt"
+    secret.write_text("the agent machine's file")
+    code = (
+        "import os, pathlib; o = pathlib.Path(os.environ['LAKECACHE_OUTPUTS']); "
+        "(o / 'model').mkdir(); (o / 'model' / 'w.bin').write_bytes(bytes(range(256)) * 64); "
+        "(o / 'metrics.json').write_text('{\"acc\": 0.9}'); "
+        f"(o / 'stolen').symlink_to({str(secret)!r})"
+    )
+    try:
+        job = submit(_py(code), queue=site.queue, hub=hub)
+        site.thread.start()
+        final = job.wait(timeout=60)
+        assert final.state == "succeeded", final.reason
+        assert (final.outputs_files, final.outputs_bytes) == (2, 256 * 64 + 12)
+        assert [f.path for f in job.outputs()] == ["metrics.json", "model/w.bin"]
+        event = next(e for e in job.timeline if e.kind == "outputs")
+        assert "stolen (a symbolic link" in event.detail
+        written = job.download_outputs(tmp_path / "got")
+        assert len(written) == 2
+        assert (tmp_path / "got" / "model" / "w.bin").read_bytes() == bytes(range(256)) * 64
+        assert (tmp_path / "got" / "metrics.json").read_text() == '{"acc": 0.9}'
+        assert not (tmp_path / "got" / "stolen").exists()
+    finally:
+        hub.close()
