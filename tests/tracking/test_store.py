@@ -101,7 +101,7 @@ def test_experiments_visibility_and_errors(store: TrackingStore) -> None:
 @pytest.mark.parametrize(
     ("name", "words"),
     [
-        ("x" * 251, "251 characters"),
+        ("x" * 251, "251 characters long \\(at most 250\\)"),
         ("", "empty"),
         ("bad\udcffname", "not valid UTF-8"),
         (b"\xff\xfe", "not UTF-8"),

@@ -52,6 +52,7 @@ from lakecache.server.routes import (
     flows,
     jobs,
     lake,
+    mlflow_compat,
     topology,
     tracking,
     users,
@@ -137,6 +138,8 @@ def create_app(
         lake,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    # MLflow's REST API (the subset its client logs with), at MLflow's own paths.
+    app.include_router(mlflow_compat.router)
     app.add_api_route(
         f"{API_PREFIX}/server",
         server_info,

@@ -52,7 +52,7 @@ def check_key(kind: str, key: object) -> str:
         raise UserError(f"a {kind} name is empty", hint=f"Give the {kind} a name.")
     if len(key) > KEY_MAX:
         raise UserError(
-            f"the {kind} name {key[:40]!r}... is {len(key)} characters long",
+            f"the {kind} name {key[:40]!r}... is {len(key)} characters long (at most {KEY_MAX})",
             hint=f"Use at most {KEY_MAX} characters.",
         )
     try:

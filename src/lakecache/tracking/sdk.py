@@ -432,7 +432,7 @@ class Run:
             batch = self._take()
             spool = self._spool_file()
             try:
-                if spool is not None and spool.exists():
+                if spool is not None:
                     self._send_spool(spool)
                 if len(batch):
                     self._send(batch)
@@ -457,11 +457,13 @@ class Run:
             log.error("run %d: a batch of %d items was refused: %s", self.id, len(batch), exc)
 
     def _send_spool(self, spool: Path) -> None:
+        """Send what waits on disk, oldest first: the file an earlier pass was cut off in
+        (``.sending``), then what was spooled since."""
         taken = spool.with_suffix(".sending")
         if not taken.exists():
+            if not spool.exists():
+                return
             spool.rename(taken)
-        else:  # an earlier pass was cut off: send it first, then what came since
-            pass
         batches = list(read_spool(taken))
         for i, (_, batch) in enumerate(batches):
             try:
