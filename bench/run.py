@@ -32,6 +32,7 @@ from typing import Any
 import cache_ops
 import compute_ops
 import dashboard
+import flow_ops
 import gc_ops
 import lakecache_ops
 import library_ops
@@ -63,6 +64,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "lake-gc": (gc_ops.lake_gc, ("A",)),
     # Jobs through queues over 3 sites, run by real site agents (local and Podman).
     "compute": (compute_ops.compute, ()),
+    # Flows: a 10,000-task flow checked and planned; a 1,000-task fan-out dispatched.
+    "flows": (flow_ops.flows, ()),
     # The AI library: prepared 256 px images into tensors, CPU training data-wait (own data).
     "library": (library_ops.library, ()),
 }

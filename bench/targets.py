@@ -415,4 +415,43 @@ TARGETS: list[Target] = [
         0,
         "jobs",
     ),
+    # --- flows: planning and dispatch ------------------------------------------------------
+    Target(
+        "1,000-task fan-out planned + dispatched",
+        "start to last job submitted",
+        value("flows.dispatch_1k.s"),
+        "<=",
+        2.0,
+        "s",
+    ),
+    Target(
+        "flow orchestration per task (p50)",
+        "memo check + job submit + task move",
+        value("flows.dispatch_1k.p50_ms"),
+        "<=",
+        10,
+        "ms",
+    ),
+    Target(
+        "10,000-task flow checked + planned",
+        "plan s (slower of fan-out, distinct)",
+        lambda fig: _slower(fig, "flows.plan_fanout.s", "flows.plan_distinct.s"),
+        "<=",
+        1.0,
+        "s",
+    ),
+    Target(
+        "10,000-task flow plan memory",
+        "peak RSS (larger of the two)",
+        lambda fig: _slower(fig, "flows.plan_fanout.peak_mib", "flows.plan_distinct.peak_mib"),
+        "<=",
+        200,
+        "MiB",
+    ),
 ]
+
+
+def _slower(fig: Figures, *keys: str) -> float | None:
+    """The largest of the figures that were measured (None if none was)."""
+    values = [v for v in (fig(k) for k in keys) if v is not None]
+    return max(values) if values else None
