@@ -39,6 +39,7 @@ import library_ops
 import peers
 import read_ops
 import server_ops
+import tracking_pages
 from harness import REPO, Bench, BenchError, GeneratedData, fmt, load_stamp, remove, say
 from targets import TARGETS
 
@@ -68,6 +69,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "flows": (flow_ops.flows, ()),
     # The AI library: prepared 256 px images into tensors, CPU training data-wait (own data).
     "library": (library_ops.library, ()),
+    # Tracking pages: runs table of 10,000 runs x 100 params, a 1,000,000-point plot, compare.
+    "tracking-pages": (tracking_pages.tracking_pages, ()),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).

@@ -448,6 +448,31 @@ TARGETS: list[Target] = [
         200,
         "MiB",
     ),
+    # --- tracking pages -----------------------------------------------------------------
+    Target(
+        "runs table, first page",
+        "10,000 runs x 100 params, over HTTP",
+        value("trk.runs_page_ms"),
+        "<=",
+        300,
+        "ms",
+    ),
+    Target(
+        "1,000,000-point metric served",
+        "downsampled to 1,000 buckets",
+        value("trk.series_big_ms"),
+        "<=",
+        200,
+        "ms",
+    ),
+    Target(
+        "compare of 20 runs",
+        "page + its 20 series",
+        value("trk.compare_ms"),
+        "<=",
+        1000,
+        "ms",
+    ),
 ]
 
 
