@@ -21,6 +21,8 @@ class _Group(click.Group):
         "queue": ("lakecache.cli.jobs", "queue"),
         "job": ("lakecache.cli.jobs", "job"),
         "flow": ("lakecache.cli.flows", "flow"),
+        "run": ("lakecache.cli.tracking", "run"),
+        "experiment": ("lakecache.cli.tracking", "experiment"),
         "cache": ("lakecache.cli.cache", "cache"),
         "agent": ("lakecache.cli.agent", "agent"),
         "server": ("lakecache.cli.server", "server"),
