@@ -125,6 +125,7 @@ class FlowEngine:
         self._digests: dict[str, str] = {}
         #: Seconds each dispatch took (submit a job, or reuse): read by the bench.
         self.dispatch_seconds: list[float] = []
+        self._changed = False
 
     # -- start -----------------------------------------------------------------------------
 
@@ -182,12 +183,14 @@ class FlowEngine:
         now = _now()
         if not self.store.take_run(run_id, self.owner, now=now, lease=LEASE):
             return not self.store.get_run(run_id).done
+        self._changed = False
         try:
             return self._advance(run_id)
         finally:
-            self.store.release_run(run_id, self.owner)
+            self.store.release_run(run_id, self.owner, changed=self._changed)
 
     def _advance(self, run_id: int) -> bool:
+        run = self.store.get_run(run_id)
         tasks = self.store.tasks(run_id)
         by_name = {t.name: t for t in tasks}
         live = [t.job_id for t in tasks if t.state == "running" and t.job_id is not None]
@@ -199,6 +202,7 @@ class FlowEngine:
                 if job is not None:
                     moved = self._follow(task, job)
                     if moved is not None:
+                        self._changed = True
                         changed[task.name] = moved
         by_name.update(changed)
         for task in tasks:
@@ -209,14 +213,19 @@ class FlowEngine:
             bad = [d for d in deps if d.state in ("failed", "cancelled", "skipped")]
             if bad:
                 why = f"upstream {bad[0].name} {bad[0].state}"
-                if self.store.move(task, ["pending"], state="skipped", reason=why, ended_at=_now()):
-                    by_name[task.name] = self.store.get_task(task.id)
+                moved = self.store.move(
+                    task, ["pending"], state="skipped", reason=why, ended_at=_now()
+                )
+                if moved is not None:
+                    self._changed = True
+                    by_name[task.name] = moved
                 continue
             if all(d.state == "succeeded" for d in deps):
                 t0 = time.perf_counter()
-                moved = self._dispatch(task, deps)
+                moved = self._dispatch(run, task, deps)
                 self.dispatch_seconds.append(time.perf_counter() - t0)
                 if moved is not None:
+                    self._changed = True
                     by_name[task.name] = moved
         states = [t.state for t in by_name.values()]
         if all(s in FINAL_TASK_STATES for s in states):
@@ -242,7 +251,7 @@ class FlowEngine:
                 and state == "running"
                 and not task.timed_out
                 and (_now() - job["updated_at"]).total_seconds() > spec.timeout
-            ) and self.store.move(task, ["running"], timed_out=True):
+            ) and self.store.move(task, ["running"], timed_out=True) is not None:
                 try:
                     self.jobs.cancel(int(job["id"]), now=_now())
                 except ConflictError:
@@ -253,19 +262,15 @@ class FlowEngine:
                 outputs = self._collect(task, job)
             except LakecacheError as exc:
                 return self._fail_or_retry(task, f"outputs not collected: {exc.message}")
-            if self.store.move(task, ["running"], state="succeeded", ended_at=_now(), **outputs):
-                return self.store.get_task(task.id)
-            return None
+            return self.store.move(task, ["running"], state="succeeded", ended_at=_now(), **outputs)
         if state == "cancelled" and not task.timed_out:
-            if self.store.move(
+            return self.store.move(
                 task,
                 ["running"],
                 state="cancelled",
                 reason="its job was cancelled",
                 ended_at=_now(),
-            ):
-                return self.store.get_task(task.id)
-            return None
+            )
         if task.timed_out:
             reason = f"timed out after {spec.timeout:g} s"
         else:
@@ -277,14 +282,10 @@ class FlowEngine:
     def _fail_or_retry(self, task: FlowTaskRecord, reason: str) -> FlowTaskRecord | None:
         if task.tries <= task.spec.retries:
             log.info("flow task %s failed (%s); retrying", task.name, reason)
-            if self.store.move(
+            return self.store.move(
                 task, ["running"], state="pending", reason=f"retrying: {reason}", timed_out=False
-            ):
-                return self.store.get_task(task.id)
-            return None
-        if self.store.move(task, ["running"], state="failed", reason=reason, ended_at=_now()):
-            return self.store.get_task(task.id)
-        return None
+            )
+        return self.store.move(task, ["running"], state="failed", reason=reason, ended_at=_now())
 
     # -- dispatch: reuse, or submit a job --------------------------------------------------
 
@@ -312,22 +313,21 @@ class FlowEngine:
         return inputs, env
 
     def _dispatch(
-        self, task: FlowTaskRecord, deps: Sequence[FlowTaskRecord]
+        self, run: FlowRunRecord, task: FlowTaskRecord, deps: Sequence[FlowTaskRecord]
     ) -> FlowTaskRecord | None:
         spec = task.spec
-        run = self.store.get_run(task.run_id) if spec.memo else None
         datasets = [InputSpec(n, d, r, c, m) for n, d, r, c, m in spec.datasets]
         upstream, up_env = self._upstream_inputs(task, deps)
         inputs = datasets + upstream
         input_commits = {i.name: [i.dataset, i.commit_id, i.mode] for i in inputs}
         memo_key = None
-        if run is not None:
+        if spec.memo:
             memo_key = self.memo_key(spec, run.code_version, inputs)
             hit = self.store.memo_hit(memo_key)
             if hit is not None and self._outputs_present(hit):
                 origin = hit.reused_from or hit.id
                 now = _now()
-                if self.store.move(
+                return self.store.move(
                     task,
                     ["pending"],
                     check_job=False,
@@ -341,9 +341,7 @@ class FlowEngine:
                     output_dataset=hit.output_dataset,
                     output_commit=hit.output_commit,
                     output_commits=dict(hit.output_commits),
-                ):
-                    return self.store.get_task(task.id)
-                return None
+                )
         env = dict(spec.env)
         env.update(up_env)
         env.update(
@@ -360,15 +358,16 @@ class FlowEngine:
                 inputs=inputs,
                 env=env,
                 image=spec.image,
-                submitted_by=self.store.get_run(task.run_id).submitted_by,
+                submitted_by=run.submitted_by,
                 now=now,
             )
         except UserError as exc:
-            if self.store.move(task, ["pending"], state="failed", reason=exc.message, ended_at=now):
-                return self.store.get_task(task.id)
-            return None
-        if self._start(task, job.id, now, memo_key, input_commits):
-            return self.store.get_task(task.id)
+            return self.store.move(
+                task, ["pending"], state="failed", reason=exc.message, ended_at=now
+            )
+        started = self._start(task, job.id, now, memo_key, input_commits)
+        if started is not None:
+            return started
         # Cancelled or taken meanwhile: the job is not wanted.
         try:
             self.jobs.cancel(job.id, now=_now())
@@ -383,7 +382,7 @@ class FlowEngine:
         now: datetime,
         memo_key: str | None,
         input_commits: Mapping[str, Any],
-    ) -> bool:
+    ) -> FlowTaskRecord | None:
         return self.store.move(
             task,
             ["pending"],

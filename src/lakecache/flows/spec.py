@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -696,7 +697,14 @@ def _kind(v: Any) -> str:
 
 
 def _show(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v)
+    """A param value as commands and task names show it (JSON, but a string bare)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool) or v is None:
+        return "true" if v is True else "false" if v is False else "null"
+    if isinstance(v, int) or (isinstance(v, float) and math.isfinite(v)):
+        return repr(v)  # what json.dumps writes, without its cost (10,000s of calls)
+    return json.dumps(v)
 
 
 def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | None = None) -> Plan:

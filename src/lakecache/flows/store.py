@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
@@ -264,15 +264,15 @@ class FlowStore:
             )
         return res.rowcount == 1
 
-    def release_run(self, run_id: int, owner: str) -> None:
-        """Give up the hold on the run taken by :meth:`take_run` (if still held)."""
+    def release_run(self, run_id: int, owner: str, *, changed: bool) -> None:
+        """Give up the hold on the run taken by :meth:`take_run` (if still held); with
+        ``changed``, note that its tasks moved (its ``updated_at``)."""
         r = ft.flow_runs
+        values: dict[str, Any] = {"owner": None, "owner_until": None}
+        if changed:
+            values["updated_at"] = datetime.now(UTC)
         with self._c._write() as conn:
-            conn.execute(
-                update(r)
-                .where(r.c.id == run_id, r.c.owner == owner)
-                .values(owner=None, owner_until=None)
-            )
+            conn.execute(update(r).where(r.c.id == run_id, r.c.owner == owner).values(**values))
 
     def end_run(self, run_id: int, state: str, reason: str | None, *, now: datetime) -> bool:
         r = ft.flow_runs
@@ -359,9 +359,11 @@ class FlowStore:
 
     def move(
         self, task: FlowTaskRecord, expect: Iterable[str], *, check_job: bool = True, **values: Any
-    ) -> bool:
+    ) -> FlowTaskRecord | None:
         """Set ``values`` on the task if it is still in one of ``expect`` and (``check_job``)
-        still on the job ``task`` was read with."""
+        still on the job ``task`` was read with; the task as it is then, or None (moved
+        by someone else meanwhile: read it again)."""
+        record = {**values}
         t = ft.flow_tasks
         q = update(t).where(t.c.id == task.id, t.c.state.in_(list(expect)))
         if check_job:
@@ -373,15 +375,14 @@ class FlowStore:
             values["jobs"] = json.dumps(list(values["jobs"]))
         with self._c._write() as conn:
             res = conn.execute(q.values(**values))
-            if res.rowcount == 1:
-                conn.execute(
-                    update(ft.flow_runs)
-                    .where(ft.flow_runs.c.id == task.run_id)
-                    .values(
-                        updated_at=values.get("ended_at") or values.get("started_at") or func.now()
-                    )
-                )
-        return res.rowcount == 1
+        if res.rowcount != 1:
+            return None
+        if "jobs" in record:
+            record["jobs"] = tuple(record["jobs"])
+        for key in ("input_commits", "output_commits"):
+            if key in record and record[key] is None:
+                record[key] = {}
+        return replace(task, **record)
 
     def job_states(self, job_ids: Sequence[int]) -> dict[int, Mapping[str, Any]]:
         """state, exit code, reason, workdir, updated_at of each job, in few queries."""
