@@ -350,6 +350,10 @@ def test_a_running_jobs_page_shows_its_timeline_placement_and_live_log_and_cance
     expect(page.locator("#log-status")).to_contain_text("the job is cancelled", timeout=LIVE_MS)
     assert cw.job(jid)["state"] == "cancelled"
     shot(page, artifacts, "job-03-cancelled")
+    # On a phone the tables become cards and nothing scrolls sideways.
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert overflow_x(page) == 0
+    shot(page, artifacts, "job-03-cancelled-phone")
 
 
 def test_a_failed_job_shows_its_exit_code_and_the_jobs_list_filters(
