@@ -39,6 +39,7 @@ import library_ops
 import peers
 import read_ops
 import server_ops
+import tracking_ops
 import tracking_pages
 from harness import REPO, Bench, BenchError, GeneratedData, fmt, load_stamp, remove, say
 from targets import TARGETS
@@ -71,6 +72,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "library": (library_ops.library, ()),
     # Tracking pages: runs table of 10,000 runs x 100 params, a 1,000,000-point plot, compare.
     "tracking-pages": (tracking_pages.tracking_pages, ()),
+    # Tracking: log_metric latency, 100,000 points stored, the 1 s sampler's overhead.
+    "tracking": (tracking_ops.tracking, ()),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).

@@ -473,6 +473,39 @@ TARGETS: list[Target] = [
         1000,
         "ms",
     ),
+    # --- tracking: logging from the training loop ---------------------------------------
+    Target(
+        "log_metric in the loop (p50)",
+        "each call timed, 100,000 calls",
+        value("trk.log_metric.p50_us"),
+        "<=",
+        5,
+        "us",
+    ),
+    Target(
+        "log_metric in the loop (p99)",
+        "each call timed, 100,000 calls",
+        value("trk.log_metric.p99_us"),
+        "<=",
+        50,
+        "us",
+    ),
+    Target(
+        "100,000 points logged + stored",
+        "100 keys x 1,000 steps, first call to committed",
+        value("trk.durable_100k.s"),
+        "<=",
+        1.0,
+        "s",
+    ),
+    Target(
+        "1 s system sampler overhead",
+        "CPU step time with vs without, one run",
+        value("trk.sampler.overhead_pct"),
+        "<=",
+        1.0,
+        "%",
+    ),
 ]
 
 

@@ -76,7 +76,7 @@ def check_text_value(kind: str, key: str, value: object) -> str:
     text = value if isinstance(value, str) else str(value)
     if len(text) > limit:
         raise UserError(
-            f"the value of {kind} {key!r} is {len(text)} characters long",
+            f"the value of {kind} {key!r} is {len(text)} characters long (at most {limit})",
             hint=f"Keep {kind} values under {limit} characters; log long text as an artifact.",
         )
     try:

@@ -37,6 +37,7 @@ class _Counters:
             self._psutil: Any = psutil
         except ImportError:
             self._psutil = None
+        self._disks = _whole_disks()
 
     def read(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -57,7 +58,7 @@ class _Counters:
             return out
         out.update(_proc_cpu())
         out.update(_proc_memory())
-        out.update(_proc_disk())
+        out.update(_proc_disk(self._disks))
         out.update(_proc_net())
         return out
 
@@ -96,18 +97,23 @@ def _proc_memory() -> dict[str, float]:
     }
 
 
-def _proc_disk() -> dict[str, float]:
+def _whole_disks() -> frozenset[str]:
+    """Whole block devices (partitions would count twice), without loop, ram and dm disks."""
+    try:
+        names = os.listdir("/sys/block")
+    except OSError:
+        return frozenset()
+    return frozenset(n for n in names if not n.startswith(("loop", "ram", "dm-")))
+
+
+def _proc_disk(disks: frozenset[str]) -> dict[str, float]:
     text = _read("/proc/diskstats")
     if not text:
         return {}
     read = write = 0.0
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 10:
-            continue
-        name = parts[2]
-        # Whole devices only (partitions would count twice); skip loop and ram disks.
-        if name.startswith(("loop", "ram", "dm-")) or not os.path.exists(f"/sys/block/{name}"):
+        if len(parts) < 10 or parts[2] not in disks:
             continue
         read += float(parts[5]) * 512
         write += float(parts[9]) * 512
