@@ -194,3 +194,27 @@ def test_a_failed_job_keeps_what_it_wrote_and_a_job_writing_nothing_lists_nothin
     assert quiet.state == "succeeded"
     assert store.outputs(quiet.id) == [] and quiet.outputs_manifest is None
     assert "outputs" not in [e.kind for e in store.timeline(quiet.id)]
+
+
+def test_lake_garbage_collection_keeps_job_outputs(
+    hub: Hub, store: ComputeStore, onprem: JobRunner, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from lakecache.compute.outputs import upload_outputs
+    from lakecache.data.gc import collect
+
+    job = _run(store, onprem, 'printf kept-by-gc > "$LAKECACHE_OUTPUTS/result.txt"')
+    assert job.state == "succeeded", job.reason
+    # Bytes uploaded the same way but listed on no job are garbage.
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    (orphan / "x.txt").write_bytes(b"nobody keeps this")
+    upload_outputs(scan_outputs(orphan), lake=hub.lake, catalog=hub.catalog, settings=hub.settings)
+    for _ in range(2):  # condemn, then delete what stayed unreachable
+        collect(hub.lake, hub.catalog, grace=timedelta(0), repack_below=0.0)
+    assert hub.catalog.known_blobs([hash_bytes(b"nobody keeps this")]) == set()
+    assert hub.catalog.known_blobs([hash_bytes(b"kept-by-gc")]) == {hash_bytes(b"kept-by-gc")}
+    with Job(job.id, hub=hub) as handle:
+        handle.download_outputs(tmp_path / "after-gc")
+    assert (tmp_path / "after-gc" / "result.txt").read_bytes() == b"kept-by-gc"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import LargeBinary, bindparam, delete, select, type_coerce, update
+from sqlalchemy import LargeBinary, bindparam, delete, select, text, type_coerce, update
 
 from lakecache.catalog import tables as t
 from lakecache.catalog.blobs import LOOKUP_CHUNK, _chunks
@@ -30,6 +30,20 @@ def commit_manifests(catalog: Catalog) -> dict[str, str]:
     """Every commit of every dataset: commit id -> manifest digest."""
     with catalog._read() as conn:
         return dict(conn.execute(select(t.commits.c.id, t.commits.c.manifest)).all())
+
+
+def kept_manifests(catalog: Catalog) -> list[str]:
+    """Manifests besides commits' whose blobs the lake keeps: those of jobs' collected
+    outputs (the compute tables hold them; named here by SQL so that the collector, which
+    sits below compute, imports nothing of it)."""
+    with catalog._read() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT outputs_manifest FROM compute_jobs"
+                " WHERE outputs_manifest IS NOT NULL"
+            )
+        ).all()
+    return [str(r[0]) for r in rows]
 
 
 def index_rows(catalog: Catalog) -> Iterator[tuple[bytes, int, str | None]]:

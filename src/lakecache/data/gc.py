@@ -9,7 +9,8 @@ Phases.
 1. **Mark** (:func:`mark`). The live commits are the catalog's (every dataset)
    together with those the lake's ref log names for datasets not deleted, so a
    catalog that lost rows, or a fresh one pointed at an old lake, never makes
-   the collector delete history. Their manifests are streamed one at a time
+   the collector delete history. The manifests of jobs' collected outputs
+   are roots as well. Their manifests are streamed one at a time
    into a set of reachable blob digests (32 bytes each: about 60 MB for
    600,000 files; manifest entries are never all held). The blob index is then
    streamed once to count, per pack, the reachable blobs it locates there.
@@ -271,9 +272,11 @@ def mark(lake: Lake, catalog: Catalog, report: Report = _quiet) -> tuple[Marks, 
             commits[cid] = Commit.from_json(lake.get(commit_key(cid))).manifest
         except ObjectNotFoundError:
             missing_manifests += 1
-    report(f"marking from {len(commits)} commits")
+    # Jobs' collected outputs are kept like commits: their manifests are roots too.
+    kept = index.kept_manifests(catalog)
+    report(f"marking from {len(commits)} commits and {len(kept)} job outputs")
     reachable: set[bytes] = set()
-    missing_manifests += reachable_digests(lake, commits.values(), reachable)
+    missing_manifests += reachable_digests(lake, [*commits.values(), *kept], reachable)
     report(f"{len(reachable)} reachable blobs; reading the blob index")
 
     usage: dict[str, list[int]] = {}
@@ -307,7 +310,7 @@ def mark(lake: Lake, catalog: Catalog, report: Report = _quiet) -> tuple[Marks, 
                 u[2] += loc.size
     marks = Marks(
         live_commits=frozenset(commits),
-        live_manifests=frozenset(commits.values()),
+        live_manifests=frozenset([*commits.values(), *kept]),
         dead_refs=frozenset(state.dead_keys),
         packs={p: PackUsage(*u) for p, u in usage.items()},
         live_loose=live_loose,
