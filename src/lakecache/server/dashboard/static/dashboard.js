@@ -1171,6 +1171,7 @@
 (function () {
   "use strict";
   const HEIGHT = 240;
+  const EAGER = 12;
   // 20 colours that stay apart on white (compare takes up to 20 runs); matches .series-N.
   const COLORS = [
     "#1f6feb", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#0a7c86", "#bf3989", "#57606a",
@@ -1264,6 +1265,7 @@
       series,
       bands,
       scales: { x: { time: byTime } },
+      axes: [{}, { size: axisWidth }],
       cursor: { drag: { x: true, y: false, setScale: true } },
       legend: { live: true },
       hooks: {
@@ -1274,6 +1276,13 @@
         ],
       },
     };
+  }
+
+  // The y axis as wide as its longest label (uPlot's fixed default cuts "10,000" short).
+  function axisWidth(u, values) {
+    if (!values) return 50;
+    const longest = values.reduce((n, v) => Math.max(n, String(v).length), 0);
+    return Math.max(40, 14 + longest * 7.5);
   }
 
   function rangeShown(fig, u) {
@@ -1349,11 +1358,12 @@
     fig._chart.setScale("x", { min: fig._fullRange[0], max: fig._fullRange[1] });
   }
 
-  // Draw each plot when it first comes near the screen: a run page may hold 24 of them.
+  // Draw each plot when it first comes near the screen: a run page may hold 48 of them
+  // (24 metrics, 24 system metrics). A page of a few draws them all at once.
   function drawCharts() {
     const figures = Array.from(document.querySelectorAll("figure.chart[data-chart]"));
     if (!figures.length) return;
-    if (!("IntersectionObserver" in window)) {
+    if (figures.length <= EAGER || !("IntersectionObserver" in window)) {
       figures.forEach(drawChart);
       return;
     }
