@@ -498,3 +498,38 @@ def test_the_pages_have_a_strict_csp_no_inline_code_and_need_a_session(cw: Compu
         live = c.get("/compute/live").json()
         assert {s["name"] for s in live["sites"]} == {"onprem", "cloud", "edge"}
         assert live["queues"][0]["name"] == "burst"
+
+
+def test_a_requeued_job_lists_both_attempts_and_follows_the_new_attempts_log(
+    cpage: Any, cw: ComputeWorld, artifacts: Path
+) -> None:
+    stop = cw.stop_file("requeued")
+    job = cw.submit("wendy", waiting_job(stop, lines=3))
+    jid = job["id"]
+    wait_for(lambda: cw.job(jid)["state"] == "running", timeout=60)
+    page = cpage
+    log_in(page, "wendy", PASSWORD)
+    page.goto(f"/jobs/{jid}")
+    log = page.locator("#job-log")
+    expect(log).to_contain_text("line 3 of the log\nwaiting for", timeout=LIVE_MS)
+
+    # Its worker is taken for gone (as a sweeper does when heartbeats stop): the attempt
+    # is given back, the runner stops it, and the job runs again as attempt 2.
+    store = ComputeStore(cw.plane.hub.catalog)
+    assert store.release(jid, 1, reason="its worker went silent", now=cw.plane.clock.now())
+    rows = page.locator("#attempts-table tbody tr")
+    expect(rows).to_have_count(2, timeout=LIVE_MS)
+    expect(page.locator('[data-field="attempt"]')).to_have_text("2 of 2")
+    expect(rows.nth(0)).to_contain_text("released")
+    expect(page.locator("#timeline .event-requeued")).to_contain_text("its worker went silent")
+    stop.touch()
+    expect(page.locator("h1 [data-field=state]")).to_have_text("succeeded", timeout=LIVE_MS)
+    expect(rows.nth(1)).to_contain_text("succeeded")
+    expect(rows.nth(1).locator('td[data-label="Exit code"]')).to_have_text("0")
+    # The log shown is the last attempt's, whole, once: the page started again from its
+    # beginning when the new attempt's log replaced the old one.
+    expect(log).to_contain_text("finished", timeout=LIVE_MS)
+    assert (log.text_content() or "").count("line 1 of the log") == 1
+    claimed = page.locator("#timeline .event-claimed .muted").all_text_contents()
+    assert claimed == ["(attempt 1)", "(attempt 2)"]
+    shot(page, artifacts, "job-06-two-attempts")
