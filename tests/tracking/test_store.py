@@ -138,3 +138,23 @@ def test_artifacts_and_logs_are_content_addressed(store: TrackingStore, tmp_path
     for bad in ("../x", "/etc/passwd", "a//b", "a/./b"):
         with pytest.raises(UserError):
             objects.log_artifact(store, lake, run.id, f, bad)
+
+
+def test_downsampling_with_and_without_numpy_agree() -> None:
+    from lakecache.tracking import points
+
+    n = 5000
+    steps = [i * 3 for i in range(n)]
+    vals = [math.nan if i % 97 == 0 else math.sin(i / 50) for i in range(n)]
+    vals[10:20] = [math.nan] * 10
+    cols = {"k": (steps[::-1], steps[::-1], vals[::-1])}  # logged backwards: sorted on read
+    (chunk,) = points.pack(cols)
+    fast = points.series([(chunk.steps, chunk.times, chunk.vals)], 100)
+    slow = points.downsample(steps, steps, vals, 100)
+    assert fast.downsampled and fast.steps == slow.steps and fast.times == slow.times
+    for a, b in ((fast.mins, slow.mins), (fast.maxs, slow.maxs), (fast.means, slow.means)):
+        assert len(a) == len(b)
+        assert all(
+            (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y)
+            for x, y in zip(a, b, strict=True)
+        )

@@ -24,6 +24,7 @@ RunStatus = Literal["running", "finished", "failed", "killed"]
 #: One metric point as logged: (key, value, step, timestamp in epoch milliseconds).
 Point = tuple[str, float, int, int]
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -346,11 +347,17 @@ class Batch:
                     ) from None
                 if not len(steps) == len(times) == len(vals):
                     raise UserError(f"{kind} {str(key)[:40]!r}: columns of unequal length")
+                if any(not _INT64_MIN <= x <= _INT64_MAX for x in (*steps, *times)):
+                    raise UserError(
+                        f"{kind} {str(key)[:40]!r}: a step or time outside 64-bit integers"
+                    )
                 out[check_key(kind, key)] = (steps, times, vals)
             return out
 
         params = data.get("params") or {}
         tags = data.get("tags") or {}
+        if not isinstance(params, dict) or not isinstance(tags, dict):
+            raise UserError("params and tags must be JSON objects of key -> value")
         return cls(
             params={
                 check_key("param", k): check_text_value("param", k, v) for k, v in params.items()

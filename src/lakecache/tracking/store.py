@@ -424,9 +424,7 @@ class TrackingStore:
     def system_metric_keys(self, run_id: int) -> list[str]:
         return self.metric_keys(run_id, system=True)
 
-    def _series_arrays(
-        self, run_id: int, key: str, system: bool
-    ) -> tuple[list[int], list[int], list[float]]:
+    def _chunks(self, run_id: int, key: str, system: bool) -> list[tuple[bytes, bytes, bytes]]:
         t = tt.tracking_system_metrics if system else tt.tracking_metrics
         with self._c._read() as conn:
             rows = conn.execute(
@@ -434,7 +432,12 @@ class TrackingStore:
                 .where(t.c.run_id == run_id, t.c.key == key)
                 .order_by(t.c.first_step, t.c.id)
             ).all()
-        return points.unpack((bytes(r.steps), bytes(r.times), bytes(r.vals)) for r in rows)
+        return [(bytes(r.steps), bytes(r.times), bytes(r.vals)) for r in rows]
+
+    def _series_arrays(
+        self, run_id: int, key: str, system: bool
+    ) -> tuple[list[int], list[int], list[float]]:
+        return points.unpack(self._chunks(run_id, key, system))
 
     def iter_metric_points(
         self, run_id: int, key: str, *, system: bool = False
@@ -449,12 +452,17 @@ class TrackingStore:
     ) -> Series:
         """A metric for a plot: all points if there are at most ``buckets`` of them, else
         per bucket of steps its first step, mean, min and max (spikes stay visible)."""
-        steps, times, vals = self._series_arrays(run_id, key, system)
-        total = len(steps)
-        if buckets is None or total <= buckets:
-            return Series(key, total, False, steps, vals, vals, vals, times)
-        b = points.downsample(steps, times, vals, buckets)
-        return Series(key, total, True, b.steps, b.means, b.mins, b.maxs, b.times)
+        data = points.series(self._chunks(run_id, key, system), buckets)
+        return Series(
+            key,
+            data.total,
+            data.downsampled,
+            data.steps,
+            data.means,
+            data.mins,
+            data.maxs,
+            data.times,
+        )
 
     # -- datasets read, artifacts, logs ----------------------------------------------------
 
