@@ -134,8 +134,9 @@ class JobRunner:
         started = 0
         for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:
-                if job.id in self._threads:
-                    continue
+                held = self._threads.get(job.id)
+                if held is not None and held.is_alive():
+                    continue  # an attempt of it still ends here (a job requeued, placed again)
             token = store.claim(job, self.worker, now=self.clock.now())
             if token is None:
                 continue  # another agent of this site took it
@@ -197,14 +198,14 @@ class JobRunner:
         # tracking failure never fails the job (the tracker catches its own errors).
         from lakecache.tracking.jobs import for_runner
 
-        self._trackers[(job.id, token)] = for_runner(self, job, token, workdir)
         state = {"verdict": "run"}
         stop = threading.Event()
         beat = threading.Thread(
             target=self._heartbeat, args=(job.id, token, stop, state), daemon=True
         )
-        beat.start()
+        beat.start()  # first: a slow step below must not make the attempt look silent
         try:
+            self._trackers[(job.id, token)] = for_runner(self, job, token, workdir)
             store.record(
                 job.id,
                 token,
@@ -235,7 +236,9 @@ class JobRunner:
             beat.join()
             # Tracking hook: an attempt given back or stopped ends its run as killed (no-op
             # when _finish already ended it).
-            self._trackers.pop((job.id, token)).finish("cancelled", None)
+            tracker = self._trackers.pop((job.id, token), None)
+            if tracker is not None:
+                tracker.finish("cancelled", None)
             with self._lock:
                 self._shipped.pop((job.id, token), None)
                 self._ship_locks.pop((job.id, token), None)
