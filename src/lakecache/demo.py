@@ -10,6 +10,10 @@ Python with ``lakecache.use``. Last it starts ``lakecache server`` with an
 agent for each site, and works through it from a "laptop" home that holds no
 lake keys and no catalog (``login``, ``data log``, ``cache add`` of v1 on the
 cloud volume through the server, ``cache ls``, ``volume ls``).
+The compute part gives each site a pool (1 CPU on-prem, 4 in the cloud) and a
+queue that tries on-prem first; with the on-prem pool held by a long job, the next
+job bursts to the cloud, reads the dataset from the cache there, and ``job show``
+tells where it ran and why.
 Every run starts from a clean slate (the state of
 the previous run is removed first); SeaweedFS stops at the end, whatever happens.
 """
@@ -75,12 +79,18 @@ def main() -> int:
         cli.run("data", "pull", f"{DATASET}@v1", _rel(pulled), "--path", "Pneumonia/")
 
         volumes = _cache_on_two_sites(cli, state)
+        burst_job = _burst_to_cloud(cli, state)
 
         _say("where to look")
         print(f"  local state and catalog (SQLite): {_rel(state / 'home')}")
         print(f"  cache volumes (each stands for a site's NFS export or NVMe): {_rel(volumes)}")
         print(f"  the lake: s3://{BUCKET}/lake at {server.endpoint} (stops when the demo ends)")
         print(f"  the dataset's files: {_rel(data)}; pulled v1 Pneumonia/: {_rel(pulled)}")
+        print(
+            f"  the job that burst: `lakecache job show {burst_job}` (timeline, placement),"
+            f" `lakecache job logs {burst_job}`; the dashboard's Compute and Jobs pages"
+            f" (below: /compute, /jobs/{burst_job})"
+        )
         print(
             "  on your own files: `lakecache data init NAME` uses a lake folder in"
             " ~/.lakecache; set LAKECACHE_LAKE=s3://bucket/prefix for a team lake"
@@ -130,6 +140,116 @@ def _cache_on_two_sites(cli: _Cli, state: Path) -> Path:
     cli.run("cache", "ls")
     cli.python(USE_SNIPPET)
     return volumes
+
+
+#: (site, compute resource, CPUs): a small pool on-prem, a larger one in the cloud.
+POOLS = (("onprem", "onprem-cpu", "1"), ("cloud", "cloud-cpu", "4"))
+#: What the bursting job does with its input: the path it is told, and what is there.
+BURST_SCRIPT = (
+    'echo "reading $LAKECACHE_INPUT_XRAY";'
+    ' echo "$(find "$LAKECACHE_INPUT_XRAY" -name "*.png" | wc -l) images, read-only"'
+)
+
+
+def _burst_to_cloud(cli: _Cli, state: Path) -> int:
+    """A pool at each site and a queue that tries on-prem first; a long job fills the
+    on-prem pool, so the next job bursts to the cloud and reads the dataset from the
+    cache there. Needs the two sites, and ``DATASET@latest`` cached at cloud. Returns
+    the id of the job that burst."""
+    _say("compute next to the data: a queue that bursts from on-prem to the cloud")
+    for site, pool, cpus in POOLS:
+        cli.run("compute", "add", pool, "--site", site, "--cpu", cpus, "--memory", f"{cpus}GB")
+        cli.run("template", "add", f"{site}-small", "--compute", pool, "--memory", "1GB")
+    cli.run("queue", "add", "burst", "--template", "onprem-small", "--template", "cloud-small")
+    agents = _start_agents(cli, state)
+    try:
+        _say("the on-prem pool (1 CPU) is taken by a long job")
+        long_job = _job_id(cli.capture("job", "run", "--queue", "burst", "--", "sleep", "300"))
+        _wait_for(cli, long_job, ("running",))
+        print(f"  job {long_job} is running on onprem: its pool has no room left")
+        _say("the next job bursts to the cloud, where the dataset is cached")
+        job = _job_id(
+            cli.capture(
+                "job", "run", "--queue", "burst", "--input", f"{DATASET}@latest",
+                "--", "sh", "-c", BURST_SCRIPT,
+            )
+        )  # fmt: skip
+        cli.run("job", "logs", "--follow", str(job))
+        _wait_for(cli, job, ("succeeded", "failed", "cancelled"))
+        cli.run("job", "show", str(job))
+        cli.run("job", "cancel", str(long_job))
+        ended = _wait_for(cli, long_job, ("cancelled", "failed", "succeeded"))
+        print(f"  job {long_job} {ended}: the on-prem pool is free again")
+    finally:
+        _stop_agents(agents)
+    return job
+
+
+def _start_agents(cli: _Cli, state: Path) -> list[subprocess.Popen[bytes]]:
+    """An agent for each site (it runs the jobs placed there); their logs go to a file."""
+    import time
+
+    log_path = state / "agents.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    procs = []
+    with open(log_path, "ab") as log:
+        for site, _, _ in SITES:
+            print(f"\n$ lakecache agent --site {site} &    # log: {_rel(log_path)}", flush=True)
+            procs.append(
+                subprocess.Popen(
+                    [*cli.argv0, "agent", "--site", site],
+                    env=cli.env,
+                    cwd=cli.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+    deadline = time.monotonic() + 120
+    while log_path.read_text(errors="replace").count("running; Ctrl-C to stop") < len(procs):
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            _stop_agents(procs)
+            print(log_path.read_text(errors="replace")[-2000:], file=sys.stderr)
+            raise subprocess.CalledProcessError(dead[0].returncode if dead else 1, procs[0].args)
+        time.sleep(0.1)
+    return procs
+
+
+def _stop_agents(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()  # an agent stops its loops; jobs in flight go back to their queue
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _job_id(printed: str) -> int:
+    """The id in ``job run``'s answer ("job 3 placed on ..." or "job 3 queued; ...")."""
+    words = printed.split()
+    if len(words) < 2 or words[0] != "job" or not words[1].isdigit():
+        raise RuntimeError(f"job run answered {printed!r}, not 'job ID ...'")
+    return int(words[1])
+
+
+def _wait_for(cli: _Cli, job: int, states: tuple[str, ...], timeout: float = 120) -> str:
+    """Wait (quietly) for the job to reach one of ``states``; return the one it reached."""
+    import time
+
+    from lakecache.compute.sdk import Job
+    from lakecache.settings import Settings
+
+    deadline = time.monotonic() + timeout
+    with Job(job, settings=Settings.load(cli.env)) as handle:
+        while (state := handle.state) not in states:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {job} is {state} after {timeout:.0f} s, not {states}")
+            time.sleep(0.1)
+    return state
 
 
 def _serve_dashboard(env: dict[str, str], state: Path, root: Path) -> None:
@@ -236,6 +356,16 @@ class _Cli:
         subprocess.run(
             [*self.argv0, *args], env=self.env, cwd=self.cwd, check=True, input=stdin, text=True
         )
+
+    def capture(self, *args: str) -> str:
+        """Like :meth:`run`, and return what it printed (printed here too)."""
+        print(f"\n$ lakecache {shlex.join(args)}", flush=True)
+        out = subprocess.run(
+            [*self.argv0, *args], env=self.env, cwd=self.cwd, check=True, text=True,
+            stdout=subprocess.PIPE,
+        ).stdout  # fmt: skip
+        print(out, end="", flush=True)
+        return out
 
     def python(self, code: str) -> None:
         print(f"\n$ python -c '\n{code}'", flush=True)
