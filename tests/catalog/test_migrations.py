@@ -61,6 +61,7 @@ def _import_table_modules() -> None:
     # Domains outside catalog/ keep their tables next to their code, on the same metadata.
     importlib.import_module("lakecache.compute.tables")
     importlib.import_module("lakecache.tracking.tables")
+    importlib.import_module("lakecache.flows.tables")
 
 
 def test_table_modules_match_the_migrated_schema(catalog: Catalog, catalog_url: str) -> None:

@@ -100,3 +100,37 @@ def _read(ds: Dataset, commit_id: str, path: str) -> bytes:
     out = ds.hub.settings.home / "pulled"
     ds.pull(commit_id, out)
     return (out / path).read_bytes()
+
+
+def test_outputs_collected_to_the_lake_are_used_when_the_agents_folder_is_elsewhere(
+    world: FlowWorld,
+) -> None:
+    """An agent on another machine: its attempt folder is not here, the lake has the outputs."""
+    import shutil
+    import time
+
+    flow = FlowSpec("remote")
+    flow.task(
+        "make",
+        command='mkdir "$LAKECACHE_OUTPUTS/o" && echo far > "$LAKECACHE_OUTPUTS/o/f"',
+        queue="q",
+        outputs={"o": {"dataset": "far-away"}},
+    )
+    engine = world.engine
+    run_id = engine.start(flow)
+    (task,) = engine.store.tasks(run_id)
+    runner = world.runner()
+    try:
+        deadline = time.monotonic() + 60
+        while not (job := world.store.get_job(task.job_id or 0)).done:
+            assert time.monotonic() < deadline
+            runner.run_once()
+            time.sleep(0.05)
+    finally:
+        runner.close()
+    assert job.state == "succeeded" and job.workdir is not None
+    shutil.rmtree(job.workdir)
+    run = engine.wait(run_id, timeout=60)
+    assert run.state == "succeeded", engine.store.tasks(run_id)[0].reason
+    # The dataset output is the task's folder o/, committed as the dataset's whole tree.
+    assert _read(Dataset("far-away", hub=world.hub), "latest", "f") == b"far\n"

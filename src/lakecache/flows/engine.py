@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lakecache.flows")
 
+#: The job layer stops a task's job at its timeout; the engine cancels it itself only this
+#: many seconds later (a job whose agent cannot enforce the limit).
+TIMEOUT_GRACE = 15.0
 #: How long an advancer's hold on a run lasts if it dies during a pass (it is held for
 #: one pass, then released).
 LEASE = timedelta(seconds=15)
@@ -250,7 +254,7 @@ class FlowEngine:
                 spec.timeout is not None
                 and state == "running"
                 and not task.timed_out
-                and (_now() - job["updated_at"]).total_seconds() > spec.timeout
+                and (_now() - job["updated_at"]).total_seconds() > spec.timeout + TIMEOUT_GRACE
             ) and self.store.move(task, ["running"], timed_out=True) is not None:
                 try:
                     self.jobs.cancel(int(job["id"]), now=_now())
@@ -359,6 +363,7 @@ class FlowEngine:
                 env=env,
                 image=spec.image,
                 submitted_by=run.submitted_by,
+                timeout_seconds=None if spec.timeout is None else max(1, math.ceil(spec.timeout)),
                 now=now,
             )
         except UserError as exc:
@@ -469,12 +474,36 @@ class FlowEngine:
         workdir = job.get("workdir")
         folder = Path(workdir) / "outputs" if workdir else None
         if folder is None or not folder.is_dir():
-            if not spec.outputs:
-                return {}
-            raise UserError(
-                f"the outputs of job {job['id']} are not on this machine ({folder})",
-                hint="Advance the flow where the agent runs (the server with its agents).",
-            )
+            # The agent ran it elsewhere: its outputs were collected to the lake.
+            folder = self._downloaded(int(job["id"]))
+            if folder is None:
+                if not spec.outputs:
+                    return {}
+                raise UserError(
+                    f"job {job['id']} left no outputs in the lake nor on this machine",
+                    hint="Check the job's timeline (`lakecache job show ID`).",
+                )
+        try:
+            return self._commit_outputs(task, job, folder)
+        finally:
+            if folder.parent.name == "flow-outputs-tmp":
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _downloaded(self, job_id: int) -> Path | None:
+        """The job's outputs collected to the lake, downloaded to a folder of their own."""
+        from lakecache.compute.sdk import download_outputs
+
+        if not self.jobs.outputs(job_id):
+            return None
+        dest = self.hub.settings.home / "flow-outputs-tmp" / f"job-{job_id}-{os.getpid()}"
+        shutil.rmtree(dest, ignore_errors=True)
+        download_outputs(self.jobs, self.hub, job_id, dest)
+        return dest
+
+    def _commit_outputs(
+        self, task: FlowTaskRecord, job: Mapping[str, Any], folder: Path
+    ) -> dict[str, Any]:
+        spec = task.spec
         missing = [o.name for o in spec.outputs if not (folder / o.name).is_dir()]
         if missing:
             raise UserError(
