@@ -1,10 +1,11 @@
 """The tracking pages in real headless Chromium: runs logged through the SDK, then looked at.
 
-Runs are logged with ``lakecache.tracking.start`` into the catalog and lake the
-live server of ``conftest.dash`` serves (three runs of a small sweep, with a
-loss long enough to be downsampled, a metric that ends in NaN, real system
-metrics from the 1 s sampler, an image and a text artifact, a log and a read
-of a dataset commit), and 120 more runs for paging. The plots are uPlot's
+Runs are logged with ``lakecache.tracking.start`` through the live server of
+``conftest.dash`` with an API token, as a user's training script does: three
+runs of a small sweep, with a loss long enough to be downsampled, a metric
+that ends in NaN, real system metrics from the 1 s sampler, an image and a
+text artifact, and a read of a dataset commit; a log and a diff are added as
+a job's runner adds them, and 120 more runs for paging. The plots are uPlot's
 canvases, served by the server itself under the strict CSP (the ``page``
 fixture fails a test on any CSP violation or script error).
 """
@@ -29,6 +30,7 @@ from dashboard.drive import ADMIN_PASSWORD, DATASET, PASSWORD, Dash, image_loade
 from lakecache import tracking
 from lakecache.fsspec import LakecacheFileSystem
 from lakecache.server.dashboard import assets
+from lakecache.settings import Settings
 from lakecache.tracking.model import Batch
 from lakecache.tracking.objects import append_log, put_bytes
 from lakecache.tracking.store import TrackingStore
@@ -71,6 +73,18 @@ def tracked(dash: Dash, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
         assets.fetch(assets.UPLOT)  # what `make venv` does; a no-op once it is there
     hub = dash.plane.hub
     store = TrackingStore(hub.catalog)
+    # The SDK as a user runs it: through the server, with an API token (`lakecache login`).
+    with httpx.Client(base_url=dash.url, timeout=30) as http:
+        created = http.post(
+            "/api/v1/auth/token", json={"name": "admin", "password": ADMIN_PASSWORD}
+        )
+        created.raise_for_status()
+    client = Settings(
+        home=tmp_path_factory.mktemp("client-home"),
+        server_url=dash.url,
+        token=created.json()["token"],
+        workers=2,
+    )
     folder = tmp_path_factory.mktemp("artifacts")
     png = _png()
     (folder / "confusion.png").write_bytes(png)
@@ -84,7 +98,7 @@ def tracked(dash: Dash, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
             name,
             params={"lr": lr, "depth": depth, "optimizer": "sgd"},
             system_metrics=first,
-            hub=hub,
+            settings=client,
         ) as run:
             started = time.monotonic()
             for step in range(STEPS):
@@ -376,7 +390,7 @@ def test_runs_are_hidden_from_who_may_not_see_them(
     page: Any, dash: Dash, tracked: Tracked, console: list[str]
 ) -> None:
     run_id = tracked.runs["lr-0.1"]
-    # rita reads the dataset, but the runs are tester's, in tester's experiment.
+    # rita reads the dataset, but the runs are admin's, in admin's experiment.
     with _client(dash, "rita", PASSWORD) as rita:
         for path in (
             f"/runs/{run_id}/series?key=loss",
