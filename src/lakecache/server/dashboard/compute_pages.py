@@ -450,7 +450,7 @@ def job_view(v: Viewer, job_id: int) -> tuple[JobOut, dict[str, Any]]:
     job = jobs_api.show_job(job_id, v.principal, v.plane)
     events = job.timeline or []
     origin = events[0].at if events else job.created_at
-    started = next((e.at for e in events if e.kind == "started"), None)
+    started = next((e.at for e in reversed(events) if e.kind == "started"), None)
     return job, {
         "id": job.id,
         "state": job.state,
