@@ -2,9 +2,10 @@
 
 A server of its own (this module's ``cw``): sites ``onprem`` (2 CPUs, a GPU, two
 ``licence`` units) and ``cloud`` (4 CPUs), each with a ``local`` compute
-resource and a cache volume; queue ``burst`` tries ``onprem-small`` then
-``cloud-small``. Two :class:`~lakecache.compute.runner.JobRunner` threads, one
-per site, run the jobs as real processes, as a site's agent does. ``wendy``
+resource and a cache volume, and ``edge`` (a resource with no capacity set and no
+agent); queue ``burst`` tries ``onprem-small`` then ``cloud-small``. Two
+:class:`~lakecache.compute.runner.JobRunner` threads, one per site of the queue, run
+the jobs as real processes, as a site's agent does. ``wendy``
 reads dataset ``scans``; ``nora`` is another user. Jobs wait for a stop file,
 so a test decides when each ends. Screenshots go to test-artifacts/dashboard/.
 """
