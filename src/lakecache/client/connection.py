@@ -33,6 +33,8 @@ API = API_PREFIX
 MAX_SCOPE = 16
 #: Attempts when the server cannot be connected to (the request never reached it).
 CONNECT_ATTEMPTS = 3
+#: Methods a request may be sent again with (RFC 9110 9.2.2), when its connection broke.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class ServerConnection:
@@ -106,14 +108,24 @@ class ServerConnection:
         """Send one request; errors become lakecache errors naming the server.
 
         A request that could not be connected is retried (it never reached the
-        server, so this is safe for any method); anything after that is not.
+        server, so this is safe for any method). So is an idempotent one (GET, PUT,
+        DELETE... with a body that can be sent again) whose connection broke before
+        the answer came: behind a load balancer, the replica it reached may have died
+        mid-request, and another one answers the retry. Anything else is not retried.
         """
+        retry_broken = method.upper() in IDEMPOTENT and isinstance(
+            kwargs.get("content"), (type(None), bytes, str)
+        )
         for attempt in range(CONNECT_ATTEMPTS):
             try:
                 r = self._client.request(method, path, **kwargs)
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt + 1 == CONNECT_ATTEMPTS:
+                    raise self._unreachable(method, path, exc) from None
+                time.sleep(0.2 * 2**attempt)
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if not retry_broken or attempt + 1 == CONNECT_ATTEMPTS:
                     raise self._unreachable(method, path, exc) from None
                 time.sleep(0.2 * 2**attempt)
             except httpx.HTTPError as exc:
