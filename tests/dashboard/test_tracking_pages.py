@@ -280,10 +280,26 @@ def test_run_page_plots_zoom_csv_logs_artifacts_inputs_and_code(
     zoomed = (float(loss.get_attribute("data-x-min")), float(loss.get_attribute("data-x-max")))
     assert full[0] < zoomed[0] < zoomed[1] < full[1]
     assert zoomed[1] - zoomed[0] < (full[1] - full[0]) * 0.3
+    # The zoomed range comes back from the server in full detail: every step, not buckets.
+    expect(loss).to_have_attribute("data-detail", "range")
+    shown = page.evaluate(
+        """sel => { const u = document.querySelector(sel)._chart;
+                    const xs = u.data[0], lo = u.scales.x.min, hi = u.scales.x.max;
+                    return xs.filter(x => x >= lo && x <= hi); }""",
+        'figure.chart[data-title="loss"]',
+    )
+    assert len(shown) > 100
+    assert all(b - a == 1 for a, b in zip(shown, shown[1:], strict=False))
     shot(page, artifacts, "tracking-02-run-zoomed")
     loss.get_by_role("button", name="Reset zoom").click()
     expect(loss).to_have_attribute("data-zoomed", "0")
     assert float(loss.get_attribute("data-x-max")) == full[1]
+    expect(loss).to_have_attribute("data-detail", "")
+    buckets = page.evaluate(
+        "sel => document.querySelector(sel)._chart.data[0].length",
+        'figure.chart[data-title="loss"]',
+    )
+    assert buckets == 1000
 
     # The full data as CSV: every point, NaN included.
     with page.expect_download() as info:

@@ -43,8 +43,9 @@ from lakecache.server.dashboard import assets
 from lakecache.server.dashboard.pages import Viewer, _render
 from lakecache.server.dashboard.render import static_url
 from lakecache.server.routes.tracking import store_of, visible_experiment, visible_run
-from lakecache.tracking.model import RunFilter, RunRecord, RunSummary, encode_value
+from lakecache.tracking.model import RunFilter, RunRecord, RunSummary, Series, encode_value
 from lakecache.tracking.objects import read_artifact, read_log, read_object
+from lakecache.tracking.points import downsample
 from lakecache.tracking.store import TrackingStore
 from lakecache.tracking.tables import KEY_MAX
 
@@ -666,14 +667,24 @@ def series_data(
     key: Annotated[str, Query(min_length=1, max_length=KEY_MAX)],
     kind: Annotated[str, Query(pattern="^(metric|system)$")] = "metric",
     buckets: Annotated[int, Query(ge=10, le=10_000)] = PLOT_BUCKETS,
+    start: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    end: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    axis: Annotated[str, Query(pattern="^(step|time)$")] = "step",
 ) -> Response:
     """A series for a plot: at most ``buckets`` points, each bucket's first step (or time),
-    mean, min and max; NaN and infinities as the strings "NaN", "Infinity", "-Infinity"."""
+    mean, min and max; NaN and infinities as the strings "NaN", "Infinity", "-Infinity".
+
+    ``start``/``end`` (steps, or epoch seconds with ``axis=time``): only that range, in as
+    much detail as ``buckets`` allows; what a plot asks for when it is zoomed into.
+    """
     store = store_of(plane)
     visible_run(plane, principal, run_id)
     system = kind == "system"
-    series = store.metric_series(run_id, key, buckets=buckets, system=system)
-    if series.points_total == 0:
+    if start is None and end is None:
+        series = store.metric_series(run_id, key, buckets=buckets, system=system)
+    else:
+        series = _series_range(store, run_id, key, system, buckets, start, end, axis)
+    if series.points_total == 0 and start is None and end is None:
         raise NotFoundError(f"run {run_id} has no {kind} {key!r}", hint="Pick a metric it logged.")
     values = [encode_value(x) for x in series.values]
     body: dict[str, Any] = {
@@ -689,6 +700,35 @@ def series_data(
         body["mins"] = [encode_value(x) for x in series.mins]
         body["maxs"] = [encode_value(x) for x in series.maxs]
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _series_range(
+    store: TrackingStore,
+    run_id: int,
+    key: str,
+    system: bool,
+    buckets: int,
+    start: float | None,
+    end: float | None,
+    axis: str,
+) -> Series:
+    """The points of ``[start, end]`` only, downsampled to ``buckets`` when more.
+
+    Reads the whole series (a zoom is one person's click, not the page's first load)
+    and keeps the range with a scan, as a series' times need not be sorted.
+    """
+    full = store.metric_series(run_id, key, buckets=None, system=system)
+    lo = -math.inf if start is None else start
+    hi = math.inf if end is None else end
+    xs: Sequence[float] = full.steps if axis == "step" else [t / 1000 for t in full.timestamps]
+    keep = [i for i, x in enumerate(xs) if lo <= x <= hi]
+    steps = [full.steps[i] for i in keep]
+    times = [full.timestamps[i] for i in keep]
+    values = [full.values[i] for i in keep]
+    if len(keep) <= buckets:
+        return Series(key, len(keep), False, steps, values, values, values, times)
+    b = downsample(steps, times, values, buckets)
+    return Series(key, len(keep), True, b.steps, b.means, b.mins, b.maxs, b.times)
 
 
 @router.get("/runs/{run_id}/series.csv")

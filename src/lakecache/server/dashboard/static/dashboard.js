@@ -1295,6 +1295,52 @@
     const reset = fig.querySelector('[data-action="chart-reset"]');
     if (reset) reset.hidden = !zoomed;
     fig.dataset.zoomed = zoomed ? "1" : "0";
+    if (zoomed && fig._coarse) {
+      zoomDetail(fig, min, max);
+    } else if (!zoomed && fig.dataset.detail === "range") {
+      fig.dataset.detail = "";
+      u.setData(fig._fullData, false);
+    }
+  }
+
+  // uPlot's columns for a set of results: one series (x, mean[, min, max]: ``layout`` 4 when
+  // the first draw had a band), or several joined on their x values.
+  function build(results, byTime, layout) {
+    let bad = 0;
+    if (results.length === 1) {
+      const one = columns(results[0], byTime);
+      if (layout === 4 && one.cols.length === 2) one.cols.push(one.cols[1], one.cols[1]);
+      return { data: one.cols, bad: one.bad };
+    }
+    const tables = results.map((r) => {
+      const one = columns(r, byTime);
+      bad += one.bad;
+      return [one.cols[0], one.cols[1]];
+    });
+    return { data: window.uPlot.join(tables), bad };
+  }
+
+  // Zoomed into a downsampled series: ask the server for that range in full detail (a
+  // million points are a thousand buckets at first; a zoom shows what is in them).
+  function zoomDetail(fig, min, max) {
+    window.clearTimeout(fig._detailTimer);
+    fig._detailTimer = window.setTimeout(async () => {
+      const ticket = (fig._detailTicket = (fig._detailTicket || 0) + 1);
+      const range = new URLSearchParams({
+        start: String(Math.floor(min)),
+        end: String(Math.ceil(max)),
+        axis: fig._byTime ? "time" : "step",
+      });
+      let results;
+      try {
+        results = await Promise.all(fig._specs.map((s) => getJson(`${s.url}&${range}`)));
+      } catch (_) {
+        return; // the coarse data stays: still right, only less detailed
+      }
+      if (ticket !== fig._detailTicket || fig.dataset.zoomed !== "1") return;
+      fig._chart.setData(build(results, fig._byTime, fig._layout).data, false);
+      fig.dataset.detail = "range";
+    }, 150);
   }
 
   async function drawChart(fig) {
@@ -1319,26 +1365,19 @@
       note.textContent = `The data could not be loaded: ${error.message}`;
       return;
     }
-    let data;
-    let bad = 0;
-    if (results.length === 1) {
-      const one = columns(results[0], byTime);
-      data = one.cols;
-      bad = one.bad;
-    } else {
-      const tables = results.map((r) => {
-        const one = columns(r, byTime);
-        bad += one.bad;
-        return [one.cols[0], one.cols[1]];
-      });
-      data = window.uPlot.join(tables);
-    }
+    const layout = results.length === 1 && results[0].downsampled ? 4 : 2;
+    const { data, bad } = build(results, byTime, layout);
     const xs = data[0];
     fig._fullRange = xs.length ? [xs[0], xs[xs.length - 1]] : null;
     plot.textContent = "";
     const width = Math.max(280, plot.clientWidth || fig.clientWidth || 600);
     const chart = new window.uPlot(options(fig, specs, results, byTime, width), data, plot);
     fig._chart = chart;
+    fig._specs = specs;
+    fig._byTime = byTime;
+    fig._layout = layout;
+    fig._fullData = data;
+    fig._coarse = results.some((r) => r.downsampled);
     fig.dataset.points = String(results.reduce((sum, r) => sum + r.points_total, 0));
     fig.dataset.notFinite = String(bad);
     note.textContent = noteText(results, bad, byTime);
