@@ -69,6 +69,7 @@ def compute(bench: Bench) -> None:
             f"compute at scale {scale:g}: {_n(JOBS_FULL, scale)} jobs, not {JOBS_FULL:,} "
             "(BENCH_COMPUTE_SCALE, --small or BENCH_SCALE)"
         )
+    load = os.getloadavg()[0]
     world = _World.make(bench)
     try:
         with world.agents(SITES):
@@ -83,6 +84,13 @@ def compute(bench: Bench) -> None:
         _killed_agent(bench, world, _n(JOBS_FULL, scale, 50))
     finally:
         world.close()
+        cpus = os.cpu_count() or 1
+        bench.notes.append(
+            f"compute ran at a 1-minute load average of {load:.1f} at its start and "
+            f"{os.getloadavg()[0]:.1f} at its end, on {cpus} CPUs: its times are for "
+            "that load (each process had about "
+            f"{min(1.0, cpus / max(load, 1.0)):.0%} of a CPU)"
+        )
 
 
 def _scale(bench: Bench) -> float:
