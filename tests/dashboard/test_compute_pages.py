@@ -257,6 +257,17 @@ def test_capacity_fills_and_frees_as_jobs_run_and_burst_to_the_cloud(
     expect(queue.locator('[data-field="running"]')).to_have_text("3")
     shot(page, artifacts, "compute-01-full-and-bursting")
 
+    # The burst job's page says why: onprem was full, so the cloud's template was chosen.
+    page.get_by_role("link", name=f"Job {jobs[2][0]['id']}").click()
+    placement = page.locator("#placement-table tbody tr")
+    expect(placement.nth(0)).to_contain_text("onprem-small")
+    expect(placement.nth(0).locator(".verdict")).to_have_text("full")
+    expect(placement.nth(0)).to_contain_text("onprem-local has cpu 0, memory 2.0 GB")
+    expect(placement.nth(1).locator(".verdict")).to_have_text("chosen")
+    shot(page, artifacts, "job-00-burst-placement")
+    page.go_back()
+    expect(cpu).to_have_attribute("aria-valuenow", "100", timeout=LIVE_MS)
+
     # They end: the bars empty again and the list says so, without reloading the page.
     _finish(cw, *jobs)
     expect(cpu).to_have_attribute("aria-valuenow", "0", timeout=LIVE_MS)
