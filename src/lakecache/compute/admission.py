@@ -210,13 +210,25 @@ class Admission(JobQueries):
         ``no agent``); one of a queue that waits says so in its timeline, once.
         Returns the ids of the jobs moved back."""
         j = ct.compute_jobs
-        live = self.sites_with_runner(now=now)
+        # Every pass of every agent runs this: one light query, and nothing more unless a
+        # job has been placed for longer than an agent may stay silent.
+        with self._c._read() as conn:
+            ids = conn.scalars(
+                select(j.c.id).where(
+                    j.c.state == "placed", j.c.updated_at < now - RUNNER_SEEN_WITHIN
+                )
+            ).all()
+        if not ids:
+            return []
+        seen_at = self.runners_seen()
+        live = {s for s, at in seen_at.items() if now - at <= RUNNER_SEEN_WITHIN}
         moved = []
-        for job in self.list_jobs(states=("placed",)):
-            if job.site is None or job.site in live or now - job.updated_at < RUNNER_SEEN_WITHIN:
+        for job_id in ids:
+            job = self.get_job(int(job_id))
+            if job.state != "placed" or job.site is None or job.site in live:
                 continue
             queue = self.get_queue(job.queue)
-            seen = self.runners_seen().get(job.site)
+            seen = seen_at.get(job.site)
             since = "never seen" if seen is None else f"last seen {seen:%Y-%m-%d %H:%M:%S} UTC"
             if queue.agent_down == "move":
                 with self._c._write() as conn:

@@ -57,6 +57,10 @@ log = logging.getLogger("lakecache.jobs")
 #: lake credentials) stay with the agent.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 
+#: Seconds between a runner's signs of life in the catalog (well within
+#: lakecache.compute.admission.RUNNER_SEEN_WITHIN).
+SEEN_EVERY = 5.0
+
 #: How an attempt ended: (final state, exit code, reason).
 _Outcome = tuple[str, int | None, str | None]
 
@@ -114,6 +118,8 @@ class JobRunner:
         #: (job, attempt) -> its run tracker (lakecache.tracking.jobs.AttemptTracker).
         self._trackers: dict[tuple[int, int], Any] = {}
         self._lock = threading.Lock()
+        #: When this runner last said it is alive (monotonic; see SEEN_EVERY).
+        self._seen_at = float("-inf")
 
     @property
     def clock(self) -> Clock:
@@ -124,7 +130,10 @@ class JobRunner:
     def run_once(self) -> int:
         """One pass (requeue the silent, schedule, claim and start). Returns jobs started."""
         store, now = self.store, self.clock.now()
-        store.runner_seen(self.worker, self.site, now=now)
+        if time.monotonic() - self._seen_at >= SEEN_EVERY:
+            # A sign of life for agent-down policies: a write, so not at every pass.
+            store.runner_seen(self.worker, self.site, now=now)
+            self._seen_at = time.monotonic()
         # Every agent (and so every site) schedules every queue: one process at a time does.
         with exclusive(self.caches.hub.catalog, "job-scheduler") as held:
             if held:
@@ -134,8 +143,8 @@ class JobRunner:
         started = 0
         for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:
-                held = self._threads.get(job.id)
-                if held is not None and held.is_alive():
+                previous = self._threads.get(job.id)
+                if previous is not None and previous.is_alive():
                     continue  # an attempt of it still ends here (a job requeued, placed again)
             token = store.claim(job, self.worker, now=self.clock.now())
             if token is None:
