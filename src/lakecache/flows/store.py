@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from lakecache.catalog.db import Catalog
 
 FINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "skipped")
+#: Runs whose parsed task specs a store keeps (oldest dropped first).
+SPEC_CACHE_RUNS = 32
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,8 @@ class FlowStore:
                     for i, s in conn.execute(select(t.c.id, t.c.spec).where(t.c.run_id == run_id))
                 }
                 if specs:
+                    while len(self._specs) >= SPEC_CACHE_RUNS:  # a server lives long
+                        self._specs.pop(next(iter(self._specs)))
                     self._specs[run_id] = specs
             rows = conn.execute(
                 select(*cols).where(t.c.run_id == run_id).order_by(t.c.position)
