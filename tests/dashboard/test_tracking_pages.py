@@ -137,6 +137,10 @@ def tracked(dash: Dash, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
             Batch.of(params={"seed": str(n)}, metrics=[("score", float(n % 17), 0, 0)]),
         )
         store.end_run(record.id)
+    # Two tasks of a flow run, in the flow's experiment: the flow run's own runs table.
+    for task in ("prepare", "train"):
+        record = store.create_run("flows", user="admin", name=task, flow_run="77", flow_task=task)
+        store.end_run(record.id)
     experiment_id = store.get_experiment(EXPERIMENT).id
     paging_id = store.get_experiment(PAGING_EXPERIMENT).id
     yield Tracked(runs, experiment_id, paging_id, png)
@@ -449,3 +453,13 @@ def test_the_chart_library_is_served_by_the_server(dash: Dash, tracked: Tracked)
         assert "javascript" in served.headers["content-type"]
         assert admin.get("/static/vendor/uplot/LICENSE").text.startswith("The MIT License")
     assert "cdn" not in html.lower()
+
+
+def test_a_flow_runs_table_lists_its_tasks_runs(dash: Dash, tracked: Tracked) -> None:
+    with _client(dash) as admin:
+        html = admin.get("/runs?flow_run=77").text
+        assert "Runs of flow run 77" in html and "Runs 1–2 of 2" in html
+        assert html.count('<span class="sub"> · train</span>') == 1
+        sorted_page = admin.get("/runs?flow_run=77&sort=name&order=asc").text
+        assert sorted_page.index(">prepare</a>") < sorted_page.index(">train</a>")
+        assert "Runs 1–" not in admin.get("/runs?flow_run=78").text
