@@ -3,7 +3,12 @@ ordered list of templates that a job falls back along), jobs and their timelines
 the scheduler that admits them, backends that run them and the runner at a site.
 
 Layers, lowest first: ``model`` (value objects) and ``tables``; ``placement``
-(a pure function: which template, and why not the others); ``store`` (the
-catalog queries, admission by compare-and-swap); ``backends`` (local processes
-behind one protocol); ``runner`` (the job loop of a site's agent); ``sdk``.
+(a pure function: which template, and why not the others); the catalog queries,
+each layer a module extending the one before (``pools``: capacity, templates,
+queues; ``jobs``: submit, read, outputs listed; ``admission``: placement by
+compare-and-swap, deadlines, agents' presence; ``attempts``: fenced claims,
+heartbeats and ends), joined as ``store.ComputeStore``; ``tokens`` (job-scoped
+tokens); ``outputs`` (collecting a job's outputs folder into the lake);
+``backends`` (local processes, containers, Ray, Kubernetes behind one protocol);
+``runner`` (the job loop of a site's agent); ``sdk``.
 """
