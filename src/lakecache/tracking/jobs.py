@@ -31,7 +31,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakecache.errors import LakecacheError, NotFoundError
+from lakecache.errors import LakecacheError
 from lakecache.tracking.sdk import (
     RUN_ID_ENV,
     SPOOL_ENV,
@@ -176,7 +176,11 @@ class AttemptTracker:
             return {}
         out = {RUN_ID_ENV: str(self.run.id)}
         if self._store is not None:
-            self.spool.mkdir(parents=True, exist_ok=True)
+            try:
+                self.spool.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("job %d: no spool for its own logging: %s", self.job.id, exc)
+                return {}
             out[SPOOL_ENV] = str(self.spool)
         return out
 
@@ -200,11 +204,15 @@ class AttemptTracker:
             return
         from lakecache.tracking.sampler import SystemSampler
 
-        self.run._sampler = SystemSampler(self.run.log_system, self._sample_every).start()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"lakecache-track-{self.job.id}", daemon=True
-        )
-        self._thread.start()
+        def begin() -> None:
+            assert self.run is not None
+            self.run._sampler = SystemSampler(self.run.log_system, self._sample_every).start()
+            self._thread = threading.Thread(
+                target=self._loop, name=f"lakecache-track-{self.job.id}", daemon=True
+            )
+            self._thread.start()
+
+        self._safely(begin)
 
     def finish(self, state: str, exit_code: int | None) -> None:
         """The attempt ended: last output and points, then the run's end and exit code.
@@ -219,8 +227,9 @@ class AttemptTracker:
         self._drain()
         run = self.run
         status = {"succeeded": "finished", "cancelled": "killed"}.get(state, "failed")
-        run.end()  # not owned: stops the sampler and flushes
+        self._safely(run.end)  # not owned: stops the sampler and flushes
         self._safely(lambda: self._end(run, status, exit_code))
+        self._safely(run.backend.close)
 
     def _end(self, run: Run, status: str, exit_code: int | None) -> None:
         if self._store is not None:
@@ -303,7 +312,7 @@ class AttemptTracker:
     def _safely(self, step: Any) -> None:
         try:
             step()
-        except (LakecacheError, OSError, ValueError, NotFoundError) as exc:
+        except Exception as exc:  # noqa: BLE001 - tracking must never fail the job
             log.warning(
                 "job %d attempt %d: tracking step failed: %s", self.job.id, self.attempt, exc
             )

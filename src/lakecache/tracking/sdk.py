@@ -367,7 +367,9 @@ class Run:
                 self.backend.end(self.id, status)
             except LakecacheError as exc:
                 log.warning("run %d: its end was not recorded: %s", self.id, exc.message)
-        self.backend.close()
+            self.backend.close()
+        # A run this process does not own (a job's) leaves its backend open: whoever
+        # ends it (the job's runner) may still need it.
         _unregister(self)
 
     def __enter__(self) -> Run:
