@@ -372,7 +372,7 @@ def _nih_png(rng: random.Random, width: int, findings: list[int]) -> bytes:
         )
     )
     # Marks sit in distinct cells of a 4 x 4 grid over the middle of the chest.
-    mark = max(5, width // 8)
+    mark = max(5, width // 5)
     cell = width * 3 // 4 // 4
     origin = width // 8
     cells = rng.sample(range(16), len(findings))

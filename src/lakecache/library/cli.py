@@ -29,6 +29,38 @@ COMPONENTS = {
 }
 
 
+#: Settings of the scenario per profile: ``small`` runs in minutes on a CPU, ``full`` is
+#: the seed's setting for a GPU site. Flags given explicitly win over a profile.
+PROFILES: dict[str, dict[str, dict[str, object]]] = {
+    "small": {
+        "prepare": {"size": 40, "format": "u8"},
+        "train": {"arch": "resnet18", "image_size": 32, "batch_size": 32, "epochs": 4},
+    },
+    "full": {
+        "prepare": {"size": 256, "format": "u8"},
+        "train": {"arch": "resnet50", "image_size": 224, "batch_size": 128, "epochs": 10},
+    },
+}
+
+
+def add_profile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default=None,
+        help="defaults for the scenario: small (minutes on a CPU) or full (the GPU setting); "
+        "flags given explicitly win",
+    )
+
+
+def apply_profile(args: argparse.Namespace, component: str, defaults: dict[str, object]) -> None:
+    """Fill the settings left unset (None) from ``--profile``, else from ``defaults``."""
+    chosen = PROFILES[args.profile][component] if getattr(args, "profile", None) else {}
+    for key, default in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, chosen.get(key, default))
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``path`` whole or not at all: a temp name in the same folder, then a rename."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

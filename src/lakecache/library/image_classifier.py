@@ -797,10 +797,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(t)
     libcli.add_output_args(t)
-    t.add_argument("--arch", choices=ARCHS, default="resnet50")
-    t.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
-    t.add_argument("--batch-size", type=int, default=128, help="default 128")
-    t.add_argument("--epochs", type=int, default=10, help="default 10")
+    t.add_argument("--arch", choices=ARCHS, default=None, help="default resnet50")
+    t.add_argument(
+        "--image-size", type=int, default=None, help="input side in pixels (default 224)"
+    )
+    t.add_argument("--batch-size", type=int, default=None, help="default 128")
+    t.add_argument("--epochs", type=int, default=None, help="default 10")
+    libcli.add_profile_arg(t)
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     t.add_argument("--weight-decay", type=float, default=1e-4)
@@ -861,6 +864,10 @@ def _cached(value: str) -> bool | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lakecache.library.image_classifier train|evaluate``: see ``--help``."""
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        libcli.apply_profile(
+            args, "train", {"arch": "resnet50", "image_size": 224, "batch_size": 128, "epochs": 10}
+        )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     def run() -> None:

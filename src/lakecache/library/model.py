@@ -10,6 +10,7 @@ when it can tell, the architecture the file was made for.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def load_weights(model: torch.nn.Module, path: Path, arch: str) -> list[str]:
         )
     try:
         state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise WeightsMismatchError(
             f"weights file {path} could not be read: {exc}",
             hint="Pass a file written by torch.save(model.state_dict(), PATH).",
@@ -134,7 +135,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise CheckpointMismatchError(
             f"{path} could not be read as a checkpoint: {exc}",
             hint="It may be cut off or from another program; remove it to start over.",

@@ -278,13 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("data", help="a folder, or a commit: DATASET@REF (e.g. xray@v1)")
     libcli.add_output_args(p)
-    p.add_argument("--size", type=int, default=256, help="output side in pixels (default 256)")
+    p.add_argument("--size", type=int, default=None, help="output side in pixels (default 256)")
     p.add_argument(
         "--format",
         choices=FORMATS,
-        default="png",
-        help="png (small) or u8 (raw bytes: nothing to decode when training)",
+        default=None,
+        help="png (default: small) or u8 (raw bytes: nothing to decode when training)",
     )
+    libcli.add_profile_arg(p)
     p.add_argument(
         "--on-corrupt",
         choices=("skip", "fail"),
@@ -299,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lakecache.library.prepare``: see ``--help``."""
     args = build_parser().parse_args(argv)
+    libcli.apply_profile(args, "prepare", {"size": 256, "format": "png"})
 
     def run() -> None:
         out = libcli.output_folder(args.out)
