@@ -1,0 +1,361 @@
+"""The chest X-ray scenario end to end (``lakecache example xray``, and part of ``make demo``).
+
+Synthetic NIH ChestX-ray14-layout images are committed as dataset ``xray14``,
+cached on the ``onprem`` site, and the flow ``split -> prepare -> train (two
+learning rates in parallel) -> evaluate -> pick-best`` runs on a queue whose
+compute is on that site, each task a tracked job. What it leaves behind:
+
+* ``xray14-split``, ``xray14-prepared`` and ``xray14-best`` dataset commits,
+  each made by a flow task whose inputs name the commits it read (lineage
+  dataset commit -> run -> dataset commit);
+* a tracking run per task (params, per-epoch AUROC, system metrics, logs);
+* the flow file itself in the work folder, to run again with
+  ``lakecache flow run`` (``--param profile=full`` is the GPU setting).
+
+The setup is idempotent: a site, volume, pool, template or queue that exists
+is used as it is, the data is generated once per work folder, and committing
+unchanged data makes no new version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lakecache.errors import NotFoundError, UserError
+
+DATASET = "xray14"
+SITE = "onprem"
+QUEUE = "xray"
+TEMPLATE = "xray-cpu"
+COMPUTE = "xray-pool"
+VOLUME = "xray-cache"
+LRS = (0.003, 0.0003)
+
+#: The flow, as a user would write it; ``{python}`` becomes this interpreter.
+FLOW = """\
+name: xray
+description: chest X-rays (NIH layout) -> split by patient, resize, train a ResNet at two
+  learning rates in parallel, evaluate each on the test split, keep the best
+params:
+  profile: small        # small: minutes on a CPU; full: ResNet-50, 224 px, batch 128, 10 epochs
+  seed: 0
+  epochs: ""            # "" = the profile's
+  max_steps: ""         # "" = every batch of an epoch
+tasks:
+  split:
+    command: >-
+      {python} -m lakecache.library split "$LAKECACHE_INPUT_XRAY" --seed {params.seed}
+      --out "$LAKECACHE_OUTPUTS/split"
+    queue: {queue}
+    inputs: {{xray: {{dataset: {dataset}@latest, cached: true}}}}
+    outputs: {{split: {{dataset: {dataset}-split}}}}
+  prepare:
+    command: >-
+      {python} -m lakecache.library prepare "$LAKECACHE_INPUT_XRAY" --profile {params.profile}
+      --out "$LAKECACHE_OUTPUTS/prepared"
+    queue: {queue}
+    inputs: {{xray: {{dataset: {dataset}@latest, cached: true}}}}
+    outputs: {{prepared: {{dataset: {dataset}-prepared}}}}
+  train:
+    params: {{lr: [{lrs}]}}
+    env: {{EPOCHS: "{params.epochs}", MAX_STEPS: "{params.max_steps}"}}
+    command: >-
+      {python} -m lakecache.library image-classifier train "$LAKECACHE_INPUT_PREP/prepared"
+      --split "$LAKECACHE_INPUT_SPLIT/split" --profile {params.profile} --lr {params.lr}
+      --seed {params.seed} --workers 0 ${{EPOCHS:+--epochs $EPOCHS}}
+      ${{MAX_STEPS:+--max-steps $MAX_STEPS}} --out "$LAKECACHE_OUTPUTS/model"
+    queue: {queue}
+    inputs: {{prep: {{task: prepare}}, split: {{task: split}}}}
+    outputs: [model]
+  evaluate:
+    params: {{lr: [{lrs}]}}   # one evaluation per training: the same list as train's
+    command: >-
+      model=$({python} -m lakecache.scenario upstream models lr={params.lr}) &&
+      {python} -m lakecache.library image-classifier evaluate "$LAKECACHE_INPUT_PREP/prepared"
+      --split "$LAKECACHE_INPUT_SPLIT/split" --model "$model/model" --workers 0
+      --out "$LAKECACHE_OUTPUTS/eval" && cp "$model/model/model.pt" "$LAKECACHE_OUTPUTS/eval/"
+    queue: {queue}
+    inputs: {{models: {{task: train}}, prep: {{task: prepare}}, split: {{task: split}}}}
+    outputs: [eval]
+  pick:
+    command: >-
+      {python} -m lakecache.library pick-best --upstream evals --metric mean_auroc
+      --out "$LAKECACHE_OUTPUTS/best"
+    queue: {queue}
+    inputs: {{evals: {{task: evaluate}}}}
+    outputs: {{best: {{dataset: {dataset}-best}}}}
+"""
+
+
+def flow_text(python: str | None = None, lrs: Sequence[float] = LRS) -> str:
+    """The scenario's flow file, with ``python`` (default: this interpreter) in its commands."""
+    return FLOW.format(
+        python=shlex.quote(python or sys.executable),
+        queue=QUEUE,
+        dataset=DATASET,
+        lrs=", ".join(str(v) for v in lrs),
+        params=_Keep("params"),
+    )
+
+
+class _Keep:
+    """Leaves ``{params.NAME}`` in the text for the flow to fill."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attr: str) -> str:
+        return "{" + f"{self.name}.{attr}" + "}"
+
+
+@dataclass
+class Outcome:
+    """What the scenario did: ids to look up and the figures it printed."""
+
+    run_id: int
+    state: str
+    dataset_commit: str
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    best_commit: str | None = None
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lineage: list[str] = field(default_factory=list)
+    flow_file: Path | None = None
+
+
+def run_xray(
+    workdir: Path,
+    *,
+    settings: Any = None,
+    images: int = 240,
+    size: int = 48,
+    overrides: Mapping[str, Any] | None = None,
+    timeout: float = 1800,
+    cpus: int = 2,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """Run the scenario with the catalog and lake of ``settings`` (default: the environment's).
+
+    ``workdir`` holds the generated images, the flow file, the cache volume (when
+    the site has none) and the jobs' folders. ``overrides`` are the flow's
+    ``--param`` values (``profile``, ``epochs``, ``max_steps``, ``seed``).
+    """
+    from lakecache.data.dataset import Dataset
+    from lakecache.data.hub import Hub
+    from lakecache.flows import FlowSpec
+    from lakecache.flows.engine import FlowEngine
+    from lakecache.settings import Settings
+
+    settings = settings or Settings.load()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    hub = Hub(settings, remote=False)
+    try:
+        data = workdir / "chest-xray14"
+        if not (data / "Data_Entry_2017.csv").is_file():
+            from lakecache import synth
+
+            say(f"generating {images} synthetic NIH-layout chest X-rays ({size} px) in {data}")
+            counts = synth.generate_nih(
+                data, images, size=size, images_per_folder=max(1, images // 2), seed=11
+            )
+            say(f"  {counts['images']} images of {counts['patients']} patients")
+        ds = Dataset.create(
+            DATASET, hub=hub, exist_ok=True, description="synthetic NIH ChestX-ray14 layout"
+        )
+        commit = ds.commit(data, "synthetic NIH ChestX-ray14 layout", allow_empty=True)
+        say(f"committed {data.name} as {DATASET}@{commit.id[:12]}")
+        _setup_site(hub, workdir, cpus)
+        cache = _cache(hub, say)
+        say(f"cached {DATASET}@{commit.id[:12]} on site {SITE}: {cache}")
+
+        flow_file = workdir / "xray.yaml"
+        flow_file.write_text(flow_text())
+        spec = FlowSpec.from_yaml(flow_file)
+        engine = FlowEngine(hub)
+        run_id = engine.start(spec, dict(overrides or {}))
+        say(f"flow run {run_id} (xray) started from {flow_file}; its tasks run on queue {QUEUE}")
+        stop, threads = _run_site(hub, workdir)
+        try:
+            run = engine.wait(run_id, timeout=timeout)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=120)
+        outcome = Outcome(run_id, run.state, commit.id, flow_file=flow_file)
+        _collect(hub, engine, outcome)
+        return outcome
+    finally:
+        hub.close()
+
+
+def _setup_site(hub: Any, workdir: Path, cpus: int) -> None:
+    """Site ``onprem`` with a cache volume, a local pool of ``cpus`` CPUs, a template of
+    one CPU and queue ``xray`` (two trainings side by side); what exists is kept."""
+    from lakecache.cache.clock import SystemClock
+    from lakecache.catalog.topology import Topology
+    from lakecache.compute.model import Resources
+    from lakecache.compute.store import ComputeStore
+
+    now = SystemClock().now()
+    topology = Topology(hub.catalog)
+    store = ComputeStore(hub.catalog)
+    if SITE not in {s.name for s in topology.list_sites()}:
+        topology.add_site(SITE, "GPU cluster, NFS export on every node", now)
+    if not topology.list_volumes(SITE):
+        root = workdir / "volume"
+        root.mkdir(parents=True, exist_ok=True)
+        topology.add_volume(VOLUME, SITE, str(root), 10 * 10**9, 86400, now)
+    if COMPUTE not in {c.name for c in topology.list_compute()}:
+        topology.add_compute(COMPUTE, SITE, "local", {}, [], now)
+        store.set_capacity(COMPUTE, Resources(cpus * 1000, cpus * 2 * 10**9, 0))
+    if TEMPLATE not in {t.name for t in store.list_templates()}:
+        store.add_template(TEMPLATE, COMPUTE, Resources(1000, 2 * 10**9), None, now)
+    if QUEUE not in {q.name for q in store.list_queues()}:
+        store.add_queue(QUEUE, [TEMPLATE], now=now)
+
+
+def _cache(hub: Any, say: Callable[[str], None]) -> str:
+    """Fill (or find) the cache of the dataset's latest commit on the site; its path."""
+    from lakecache.cache.clock import SystemClock
+    from lakecache.cache.service import CacheService
+
+    caches = CacheService(hub, clock=SystemClock(), poll_every=0.05)
+    rec = caches.request(DATASET, "latest", site=SITE)
+    rec = caches.ensure_ready(rec, timeout=600)
+    return str(caches.cache_path(rec))
+
+
+def _run_site(hub: Any, workdir: Path) -> tuple[threading.Event, list[threading.Thread]]:
+    """The site's job runner (what ``lakecache agent --site onprem`` runs), in a thread."""
+    from lakecache.cache.clock import SystemClock
+    from lakecache.cache.service import CacheService
+    from lakecache.compute.runner import JobRunner
+
+    caches = CacheService(hub, clock=SystemClock(), poll_every=0.05)
+    runner = JobRunner(
+        caches, SITE, interval=0.1, heartbeat_every=1.0, jobs_root=workdir / "jobs"
+    )
+    thread = threading.Thread(target=runner.run_forever, name="xray-agent", daemon=True)
+    thread.start()
+    return runner.stop_event, [thread]
+
+
+def _collect(hub: Any, engine: Any, outcome: Outcome) -> None:
+    """Tasks, evaluations, the choice and the lineage of a finished run."""
+    from lakecache.data.dataset import Dataset
+
+    tasks = engine.store.tasks(outcome.run_id)
+    for t in tasks:
+        outcome.tasks.append(
+            {
+                "name": t.name,
+                "state": t.state,
+                "job_id": t.job_id,
+                "seconds": t.seconds,
+                "reason": t.reason,
+                "output_commit": t.output_commit,
+                "input_commits": t.input_commits,
+            }
+        )
+    if outcome.state != "succeeded":
+        return
+    best_ds = Dataset(f"{DATASET}-best", hub=hub)
+    outcome.best_commit = best_ds.resolve("latest")
+    pulled = Path(hub.settings.home) / "scenario-pulled" / outcome.best_commit[:12]
+    if not (pulled / "best.json").is_file():
+        best_ds.pull(outcome.best_commit, pulled)
+    outcome.best = json.loads((pulled / "best.json").read_text())
+    by_name = {t.name: t for t in tasks}
+    for name, t in by_name.items():
+        if name.startswith("evaluate") and t.job_id is not None:
+            folder = _task_output(engine, t)
+            if folder is not None and (folder / "eval" / "metrics.json").is_file():
+                outcome.evaluations[name] = json.loads((folder / "eval" / "metrics.json").read_text())
+    outcome.lineage = lineage(hub, engine, outcome)
+
+
+def _task_output(engine: Any, task: Any) -> Path | None:
+    job = engine.jobs.get_job(task.job_id)
+    if job.workdir is None:
+        return None
+    for candidate in (Path(job.workdir) / "outputs", Path(job.workdir)):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def lineage(hub: Any, engine: Any, outcome: Outcome) -> list[str]:
+    """Lines "dataset@commit -> flow task (job) -> dataset@commit", source first."""
+    lines = []
+    for t in outcome.tasks:
+        reads = [
+            f"{v[0]}@{v[1][:12]}" if v[0] else f"{k}@{v[1][:12]}"
+            for k, v in sorted((t["input_commits"] or {}).items())
+        ]
+        wrote = t["output_commit"]
+        lines.append(
+            f"{', '.join(reads) or '-'} -> {t['name']} (job {t['job_id']})"
+            + (f" -> {wrote[:12]}" if wrote else "")
+        )
+    return lines
+
+
+# --- for the flow's tasks ---------------------------------------------------------------
+
+
+def upstream_folder(name: str, match: Mapping[str, str]) -> Path:
+    """The folder of the instance of fanned-out input ``name`` whose params match ``match``."""
+    env_name = "".join(c if c.isalnum() else "_" for c in name.upper())
+    variables = os.environ.get(f"LAKECACHE_UPSTREAM_{env_name}", "").split()
+    params = json.loads(os.environ.get(f"LAKECACHE_UPSTREAM_{env_name}_PARAMS", "[]"))
+    for var, p in zip(variables, params, strict=False):
+        if all(_same(p.get(k), v) for k, v in match.items()) and var in os.environ:
+            return Path(os.environ[var])
+    raise NotFoundError(
+        f"no instance of input {name!r} has params {dict(match)}",
+        hint="Give the evaluate task the same list of values as the task it follows.",
+    )
+
+
+def _same(value: Any, text: str) -> bool:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return str(value) == text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lakecache.scenario upstream NAME KEY=VALUE...``: print the matching folder."""
+    p = argparse.ArgumentParser(prog="python -m lakecache.scenario")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upstream", help="the folder of a fanned-out input's instance")
+    up.add_argument("name")
+    up.add_argument("match", nargs="+", metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        pairs = dict(m.split("=", 1) for m in args.match if "=" in m)
+        if len(pairs) != len(args.match):
+            raise UserError("each match is KEY=VALUE", hint="e.g. lr=0.003")
+        print(upstream_folder(args.name, pairs))
+    except UserError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
