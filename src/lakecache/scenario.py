@@ -242,9 +242,7 @@ def _run_site(hub: Any, workdir: Path) -> tuple[threading.Event, list[threading.
     from lakecache.compute.runner import JobRunner
 
     caches = CacheService(hub, clock=SystemClock(), poll_every=0.05)
-    runner = JobRunner(
-        caches, SITE, interval=0.1, heartbeat_every=1.0, jobs_root=workdir / "jobs"
-    )
+    runner = JobRunner(caches, SITE, interval=0.1, heartbeat_every=1.0, jobs_root=workdir / "jobs")
     thread = threading.Thread(target=runner.run_forever, name="xray-agent", daemon=True)
     thread.start()
     return runner.stop_event, [thread]
@@ -279,8 +277,9 @@ def _collect(hub: Any, engine: Any, outcome: Outcome) -> None:
     for name, t in by_name.items():
         if name.startswith("evaluate") and t.job_id is not None:
             folder = _task_output(engine, t)
-            if folder is not None and (folder / "eval" / "metrics.json").is_file():
-                outcome.evaluations[name] = json.loads((folder / "eval" / "metrics.json").read_text())
+            metrics = folder / "eval" / "metrics.json" if folder is not None else None
+            if metrics is not None and metrics.is_file():
+                outcome.evaluations[name] = json.loads(metrics.read_text())
     outcome.lineage = lineage(hub, engine, outcome)
 
 
