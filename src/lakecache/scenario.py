@@ -172,7 +172,7 @@ def run_xray(
         ds = Dataset.create(
             DATASET, hub=hub, exist_ok=True, description="synthetic NIH ChestX-ray14 layout"
         )
-        commit = ds.commit(data, "synthetic NIH ChestX-ray14 layout", allow_empty=True)
+        commit = ds.commit(data, "synthetic NIH ChestX-ray14 layout")
         say(f"committed {data.name} as {DATASET}@{commit.id[:12]}")
         _setup_site(hub, workdir, cpus)
         cache = _cache(hub, say)
@@ -251,7 +251,9 @@ def _run_site(hub: Any, workdir: Path) -> tuple[threading.Event, list[threading.
 def _collect(hub: Any, engine: Any, outcome: Outcome) -> None:
     """Tasks, evaluations, the choice and the lineage of a finished run."""
     from lakecache.data.dataset import Dataset
+    from lakecache.tracking.store import TrackingStore
 
+    runs = TrackingStore(hub.catalog)
     tasks = engine.store.tasks(outcome.run_id)
     for t in tasks:
         outcome.tasks.append(
@@ -262,7 +264,9 @@ def _collect(hub: Any, engine: Any, outcome: Outcome) -> None:
                 "seconds": t.seconds,
                 "reason": t.reason,
                 "output_commit": t.output_commit,
-                "input_commits": t.input_commits,
+                "input_commits": dict(t.input_commits),
+                "output_commits": _dataset_outputs(t.output_commits),
+                "tracking_runs": [r.id for r in runs.runs_of_job(t.job_id)] if t.job_id else [],
             }
         )
     if outcome.state != "succeeded":
@@ -283,6 +287,17 @@ def _collect(hub: Any, engine: Any, outcome: Outcome) -> None:
     outcome.lineage = lineage(hub, engine, outcome)
 
 
+def _dataset_outputs(output_commits: Mapping[str, Any]) -> dict[str, str]:
+    """``{dataset: commit}`` of the outputs a task committed to a dataset of their own."""
+    out: dict[str, str] = {}
+    for value in (output_commits or {}).values():
+        if isinstance(value, list | tuple) and len(value) >= 2:
+            out[str(value[0])] = str(value[1])
+        elif isinstance(value, Mapping) and "dataset" in value and "commit" in value:
+            out[str(value["dataset"])] = str(value["commit"])
+    return out
+
+
 def _task_output(engine: Any, task: Any) -> Path | None:
     job = engine.jobs.get_job(task.job_id)
     if job.workdir is None:
@@ -294,18 +309,20 @@ def _task_output(engine: Any, task: Any) -> Path | None:
 
 
 def lineage(hub: Any, engine: Any, outcome: Outcome) -> list[str]:
-    """Lines "dataset@commit -> flow task (job) -> dataset@commit", source first."""
+    """Lines "dataset@commit -> flow task (job, tracking run) -> dataset@commit": for each
+    dataset the flow committed, what it was made from, back to the source commit."""
+    by_commit = {t["output_commit"]: t for t in outcome.tasks if t["output_commit"]}
     lines = []
     for t in outcome.tasks:
-        reads = [
-            f"{v[0]}@{v[1][:12]}" if v[0] else f"{k}@{v[1][:12]}"
-            for k, v in sorted((t["input_commits"] or {}).items())
-        ]
-        wrote = t["output_commit"]
-        lines.append(
-            f"{', '.join(reads) or '-'} -> {t['name']} (job {t['job_id']})"
-            + (f" -> {wrote[:12]}" if wrote else "")
-        )
+        reads = []
+        for v in (t["input_commits"] or {}).values():
+            ds, commit = v[0], v[1]
+            upstream = by_commit.get(commit)
+            reads.append(f"{upstream['name']}'s output" if upstream else f"{ds}@{commit[:12]}")
+        made = [f"{d}@{c[:12]}" for d, c in sorted((t["output_commits"] or {}).items())]
+        runs = ",".join(str(r) for r in t["tracking_runs"]) or "-"
+        line = f"{', '.join(reads) or '-'} -> {t['name']} (job {t['job_id']}, run {runs})"
+        lines.append(line + (f" -> {', '.join(made)}" if made else ""))
     return lines
 
 

@@ -35,6 +35,7 @@ class _Group(click.Group):
         "lake": ("lakecache.cli.lake", "lake"),
         "catalog": ("lakecache.cli.catalog", "catalog"),
         "lib": ("lakecache.library.cli", "lib"),
+        "example": ("lakecache.cli.example", "example"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
