@@ -372,23 +372,15 @@ def _runs_view(
         "flow_run": flow_run,
         "job_id": job_id,
     }
-    # The columns on offer are the keys of the page's first run, read whole (runs of one
-    # sweep log the same keys); the page itself then carries only the columns shown. All
-    # params of all 50 runs would be 5,000 rows at 100 params a run, most never shown.
-    probe = store.list_runs(experiment, limit=1, **scope)
-    first = probe.items[0] if probe.items else None
-    param_keys = sorted(first.params) if first else []
-    metric_keys = sorted(first.metrics) if first else []
+    # The page is read with every param and metric of its runs, by run (the primary key):
+    # on SQLite that is cheaper than asking for the few keys shown, which walks the key's
+    # index across every run of the experiment. The column chooser offers the page's keys.
+    page = store.list_runs(experiment, limit=RUNS_PAGE, params=None, metrics=None, **scope)
+    param_keys = sorted({k for row in page.items for k in row.params})
+    metric_keys = sorted({k for row in page.items for k in row.metrics})
     columns = chosen or (
         [Column("metric", k) for k in metric_keys[:DEFAULT_METRIC_COLUMNS]]
         + [Column("param", k) for k in param_keys[:DEFAULT_PARAM_COLUMNS]]
-    )
-    page = store.list_runs(
-        experiment,
-        limit=RUNS_PAGE,
-        params=[c.key for c in columns if c.kind == "param"],
-        metrics=[c.key for c in columns if c.kind == "metric"],
-        **scope,
     )
     offered = [Column("metric", k) for k in metric_keys] + [Column("param", k) for k in param_keys]
     offered += [c for c in columns if c not in offered]
