@@ -1,0 +1,153 @@
+"""The chest X-ray scenario end to end on the local backend (real jobs, real cache, real lake).
+
+Synthetic NIH-layout images are committed, cached on site onprem, and the flow
+``split -> prepare -> train x2 (lr) -> evaluate x2 -> pick`` runs on queue xray as
+real job processes, each tracked. Tiny images and one or two steps: this checks the
+path and the bookkeeping, not that the model learns (tests/library does that).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from lakecache.data.dataset import Dataset
+from lakecache.data.hub import Hub
+from lakecache.flows.store import FlowStore
+from lakecache.scenario import DATASET, run_xray
+from lakecache.settings import Settings
+from lakecache.tracking.store import TrackingStore
+
+pytestmark = pytest.mark.timeout(900)
+
+LRS = {"0.003", "0.0003"}
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test's lake and catalog for the jobs too (they load settings from the environment)."""
+    monkeypatch.setenv("LAKECACHE_HOME", str(settings.home))
+    monkeypatch.setenv("LAKECACHE_AUTHOR", settings.author)
+    for k in ("LAKECACHE_LAKE", "LAKECACHE_CATALOG", "LAKECACHE_SERVER", "LAKECACHE_OUTPUTS"):
+        monkeypatch.delenv(k, raising=False)
+    return settings
+
+
+def test_xray_scenario_end_to_end(env: Settings, tmp_path: Path) -> None:
+    said: list[str] = []
+    outcome = run_xray(
+        tmp_path / "work",
+        settings=env,
+        images=40,
+        size=24,
+        overrides={"epochs": 1, "max_steps": 1},
+        timeout=800,
+        say=said.append,
+    )
+    tasks = {t["name"]: t for t in outcome.tasks}
+    assert outcome.state == "succeeded", [(n, t["state"], t["reason"]) for n, t in tasks.items()]
+    assert sorted(tasks) == sorted(
+        [
+            "split",
+            "prepare",
+            "train[lr=0.003]",
+            "train[lr=0.0003]",
+            "evaluate[lr=0.003]",
+            "evaluate[lr=0.0003]",
+            "pick",
+        ]
+    )
+    assert any("cached xray14@" in line for line in said)
+
+    hub = Hub(env, remote=False)
+    try:
+        runs = TrackingStore(hub.catalog)
+        source = Dataset(DATASET, hub=hub).resolve("latest")
+        assert source == outcome.dataset_commit
+
+        # split and prepare read the dataset commit from the site's cache, and say so.
+        for name in ("split", "prepare"):
+            (run,) = runs.runs_of_job(tasks[name]["job_id"])
+            reads = runs.run_inputs(run.id)
+            assert [(r.dataset, r.commit_id, r.source) for r in reads] == [
+                (DATASET, source, "cache")
+            ]
+
+        # Two trainings with different learning rates, each a tracked run with its figures.
+        trained = {}
+        for name in ("train[lr=0.003]", "train[lr=0.0003]"):
+            (run,) = runs.runs_of_job(tasks[name]["job_id"])
+            params = runs.run_params(run.id)
+            metrics = runs.latest_metrics(run.id)
+            assert params["arch"] == "resnet18" and params["epochs"] == "1"
+            assert "loss" in metrics and "val_mean_auroc" in metrics
+            assert {r.commit_id for r in runs.run_inputs(run.id)} == {
+                tasks["prepare"]["output_commit"],
+                tasks["split"]["output_commit"],
+            }
+            trained[params["lr"]] = run.id
+        assert set(trained) == LRS
+
+        # Each evaluation wrote AUROC per class (15 classes), in its output and its run.
+        assert set(outcome.evaluations) == {"evaluate[lr=0.003]", "evaluate[lr=0.0003]"}
+        for name, ev in outcome.evaluations.items():
+            assert len(ev["per_class_auroc"]) == 15
+            assert any(not math.isnan(v) for v in ev["per_class_auroc"].values())
+            (run,) = runs.runs_of_job(tasks[name]["job_id"])
+            keys = runs.metric_keys(run.id)
+            assert sum(k.startswith("test_auroc/") for k in keys) == 15, keys
+
+        # pick-best chose the evaluation with the higher mean AUROC, and kept its model.
+        means = {n: ev["mean_auroc"] for n, ev in outcome.evaluations.items()}
+        winner = max(means, key=lambda n: means[n])
+        best = outcome.best["best"]
+        assert best["mean_auroc"] == pytest.approx(means[winner])
+        assert f"evaluate[lr={best['params']['lr']}]" == winner
+        assert sorted(c["mean_auroc"] for c in outcome.best["candidates"]) == sorted(means.values())
+        pulled = tmp_path / "best"
+        Dataset(f"{DATASET}-best", hub=hub).pull(outcome.best_commit, pulled)
+        assert (pulled / "model.pt").stat().st_size > 1000
+        assert json.loads((pulled / "best.json").read_text())["best"] == best
+
+        # Lineage: xray14-best@c was made by pick, from the evaluations, from the trainings,
+        # from prepare's and split's outputs, from the dataset commit.
+        store = FlowStore(hub.catalog)
+        assert outcome.best_commit is not None
+        pick = store.produced(f"{DATASET}-best", outcome.best_commit)
+        assert pick is not None and pick.name == "pick" and pick.run_id == outcome.run_id
+        by_output = {t["output_commit"]: n for n, t in tasks.items()}
+        reached: set[str] = set()
+        frontier = ["pick"]
+        while frontier:
+            name = frontier.pop()
+            for ds, commit, *_ in tasks[name]["input_commits"].values():
+                if ds == DATASET:
+                    reached.add(f"{ds}@{commit}")
+                else:
+                    frontier.append(by_output[commit])
+        assert reached == {f"{DATASET}@{source}"}
+        prepared = Dataset(f"{DATASET}-prepared", hub=hub).resolve("latest")
+        made = store.produced(f"{DATASET}-prepared", prepared)
+        assert made is not None and made.name == "prepare"
+        assert made.input_commits["xray"][:2] == [DATASET, source]
+        assert any(
+            line.startswith(f"{DATASET}@{source[:12]} -> prepare") for line in outcome.lineage
+        )
+    finally:
+        hub.close()
+
+
+def test_example_xray_rejects_a_bad_param(
+    env: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --param that is not KEY=VALUE stops before anything is generated, naming the fix."""
+    from lakecache.cli.main import main
+
+    code = main(["example", "xray", "--dir", str(tmp_path / "w"), "--param", "profile"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "is not KEY=VALUE" in err and "--param" in err
+    assert not (tmp_path / "w").exists()
