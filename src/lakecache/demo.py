@@ -13,7 +13,9 @@ cloud volume through the server, ``cache ls``, ``volume ls``).
 The compute part gives each site a pool (1 CPU on-prem, 4 in the cloud) and a
 queue that tries on-prem first; with the on-prem pool held by a long job, the next
 job bursts to the cloud, reads the dataset from the cache there, and ``job show``
-tells where it ran and why.
+tells where it ran and why. Then the chest X-ray scenario (``lakecache example
+xray``): NIH-layout images committed and cached on-prem, and a flow that splits,
+prepares, trains at two learning rates side by side, evaluates and keeps the best.
 Every run starts from a clean slate (the state of
 the previous run is removed first); SeaweedFS stops at the end, whatever happens.
 """
@@ -80,6 +82,7 @@ def main() -> int:
 
         volumes = _cache_on_two_sites(cli, state)
         burst_job = _burst_to_cloud(cli, state)
+        flow_run = _xray_scenario(cli, state)
 
         _say("where to look")
         print(f"  local state and catalog (SQLite): {_rel(state / 'home')}")
@@ -90,6 +93,11 @@ def main() -> int:
             f"  the job that burst: `lakecache job show {burst_job}` (timeline, placement),"
             f" `lakecache job logs {burst_job}`; the dashboard's Compute and Jobs pages"
             f" (below: /compute, /jobs/{burst_job})"
+        )
+        print(
+            f"  the chest X-ray flow: `lakecache flow show {flow_run}`, `lakecache run ls`,"
+            f" `lakecache data log {_XRAY}-best`; the dashboard's /flows/{flow_run} (the DAG),"
+            f" /runs (AUROC plots; compare the two trainings) and /datasets/{_XRAY}-best"
         )
         print(
             "  on your own files: `lakecache data init NAME` uses a lake folder in"
@@ -183,6 +191,33 @@ def _burst_to_cloud(cli: _Cli, state: Path) -> int:
     finally:
         _stop_agents(agents)
     return job
+
+
+#: The scenario's dataset (NIH ChestX-ray14 layout), next to the class-folder one above.
+_XRAY = "xray14"
+
+
+def _xray_scenario(cli: _Cli, state: Path) -> int:
+    """The chest X-ray scenario (``lakecache example xray``) on the demo's lake and sites:
+    NIH-layout images committed, cached on onprem, the flow split -> prepare -> train at
+    two learning rates in parallel -> evaluate -> pick the best, tracked. Returns the
+    flow run's id."""
+    _say("the chest X-ray scenario: a flow on the cached dataset, two trainings, the best kept")
+    args = ["example", "xray", "--dir", _rel(state / "xray-example"), "-p", "epochs=2"]
+    print(f"\n$ lakecache {shlex.join(args)}", flush=True)
+    proc = subprocess.Popen(
+        [*cli.argv0, *args], env=cli.env, cwd=cli.cwd, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    run_id = None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if line.startswith("flow run ") and line.split()[2].rstrip(":").isdigit():
+            run_id = int(line.split()[2].rstrip(":"))
+    if proc.wait() != 0 or run_id is None:
+        raise subprocess.CalledProcessError(proc.returncode or 1, proc.args)
+    cli.run("flow", "show", str(run_id))
+    return run_id
 
 
 def _start_agents(cli: _Cli, state: Path) -> list[subprocess.Popen[bytes]]:
