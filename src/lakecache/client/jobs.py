@@ -291,8 +291,9 @@ class RemoteJobs:
         """Requeue jobs whose worker went silent (and admit the queued, in the same pass)."""
         return [(int(m["id"]), str(m["state"])) for m in self._pass(stale_after)["moved"]]
 
-    def schedule(self, *, now: datetime, limit: int = 1000) -> int:
-        """One scheduler pass on the server; jobs placed."""
+    def schedule(self, *, now: datetime, limit: int = 1000, budget: float | None = None) -> int:
+        """One scheduler pass on the server (``limit`` and ``budget`` are its own); jobs
+        placed."""
         return int(self._pass(None)["placed"])
 
     def fail_overdue(self, *, now: datetime) -> list[int]:

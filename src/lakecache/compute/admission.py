@@ -5,6 +5,7 @@ see its notes on concurrency)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -264,10 +265,16 @@ class Admission(JobQueries):
                 )
         return moved
 
-    def schedule(self, *, now: datetime, limit: int = 1000) -> int:
+    def schedule(self, *, now: datetime, limit: int = 1000, budget: float | None = None) -> int:
         """One scheduler pass: fail queued jobs past their deadline, move or mark jobs
         placed at a site whose agent is down, then admit the queued oldest first. Safe to
-        run in any number of processes at once. Returns jobs placed."""
+        run in any number of processes at once. Returns jobs placed.
+
+        ``budget``: seconds after which the pass stops admitting (the rest wait for the
+        next pass). A runner passes one: while slots keep freeing elsewhere, an unbounded
+        pass went on admitting for tens of seconds while the jobs placed at its own site
+        waited for it to end to be started."""
+        stop_at = None if budget is None else time.monotonic() + budget
         self.fail_overdue(now=now)
         self.strand_check(now=now)
         placed = 0
@@ -282,6 +289,8 @@ class Admission(JobQueries):
             ).all()
         waiting: set[tuple[object, ...]] = set()
         for row in rows:
+            if stop_at is not None and time.monotonic() > stop_at:
+                break
             shape = tuple(row[1:])
             if shape in waiting:
                 continue  # an identical older job found no room this pass

@@ -139,7 +139,8 @@ class JobRunner:
             if held:
                 for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
                     log.warning("job %d: its worker went silent; now %s", job_id, state)
-                store.schedule(now=now)
+                # Bounded, so that the jobs it places here are started soon (below).
+                store.schedule(now=now, budget=max(self.interval, 0.5))
         started = 0
         for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:
