@@ -625,12 +625,14 @@ def _job_spool(settings: Any) -> Path:
 def _job_backend(settings: Any, hub: Any) -> RunBackend:
     from lakecache.client.login import find_server
 
-    found = find_server(settings)
-    if found is not None:
-        return HttpBackend(*found)
+    # The runner names a spool folder only when it works without a server: then it is
+    # the way, whatever server a login saved in the home folder may name.
     folder = os.environ.get(SPOOL_ENV)
     if folder:
         return SpoolBackend(Path(folder))
+    found = find_server(settings)
+    if found is not None:
+        return HttpBackend(*found)
     from lakecache.data.hub import Hub
 
     return DirectBackend(hub or Hub(settings, remote=False))
