@@ -32,6 +32,7 @@ from typing import Any
 import cache_ops
 import compute_ops
 import dashboard
+import deploy_ops
 import flow_ops
 import gc_ops
 import lakecache_ops
@@ -74,6 +75,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "tracking-pages": (tracking_pages.tracking_pages, ()),
     # Tracking: log_metric latency, 100,000 points stored, the 1 s sampler's overhead.
     "tracking": (tracking_ops.tracking, ()),
+    # Deploy: two replicas on PostgreSQL under 100 paced clients, 1 vs 2 at saturation, image.
+    "deploy": (deploy_ops.deploy, ()),
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).

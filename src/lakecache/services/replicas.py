@@ -123,6 +123,10 @@ class ReplicaSet:
             self.start(i, wait=False)
         for i in range(len(self.replicas)):
             self.wait_healthy(i)
+        return self.open_balancer()
+
+    def open_balancer(self) -> ReplicaSet:
+        """The balancer in front of every replica (started or not: it skips the dead)."""
         self.balancer = RoundRobinBalancer([("127.0.0.1", r.port) for r in self.replicas])
         self.balancer.start()
         return self
