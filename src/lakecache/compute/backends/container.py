@@ -260,8 +260,9 @@ class ContainerBackend:
                 hint="Check that the container engine works on the agent's machine "
                 f"({self.binary} ps).",
             )
-        stale = [n for n in listed.stdout.split() if n and n != container_name(spec)]
-        self._force_remove(*stale)
+        # This attempt's own name too: a container left by an earlier run of the same
+        # numbers (a catalog restored, a test) would make ``run --name`` refuse (125).
+        self._force_remove(*[n for n in listed.stdout.split() if n])
 
 
 def container_name(spec: LaunchSpec) -> str:
