@@ -154,13 +154,24 @@ def test_an_unpacked_tar_keeps_regular_files_under_normalised_names_only(tmp_pat
         (tarfile.TarInfo("ok/../../up.txt"), b"no"),
         (link, None),
         (hard, None),
+        (tarfile.TarInfo("ok/file.txt"), b"twice"),
+        (tarfile.TarInfo("ok/file.txt/under"), b"under a file"),
     )
     dest = tmp_path / "spool" / "outputs"
     scan = unpack_tar(stream, dest)
     assert [f.path for f in scan.files] == ["ok/dotted.txt", "ok/file.txt"]
     assert sorted(p for p, _ in scan.left_out) == sorted(
-        ["../escape.txt", "/abs.txt", "ok/../../up.txt", "link", "hard"]
+        [
+            "../escape.txt",
+            "/abs.txt",
+            "ok/../../up.txt",
+            "link",
+            "hard",
+            "ok/file.txt",
+            "ok/file.txt/under",
+        ]
     )
+    assert (dest / "ok" / "file.txt").read_bytes() == b"fine"  # the first one given
     assert not (tmp_path / "spool" / "escape.txt").exists()
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "up.txt").exists()
 

@@ -193,14 +193,20 @@ def unpack_tar(stream: BinaryIO, dest: Path) -> OutputScan:
                 left_out.append((member.name, "a name outside the outputs folder"))
                 continue
             target = Path(root, *rel.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            real_parent = os.path.realpath(target.parent)
-            if real_parent != root and not real_parent.startswith(root + os.sep):
-                left_out.append((member.name, "a name outside the outputs folder"))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                real_parent = os.path.realpath(target.parent)
+                if real_parent != root and not real_parent.startswith(root + os.sep):
+                    left_out.append((member.name, "a name outside the outputs folder"))
+                    continue
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                fd = os.open(target, flags, 0o600)
+            except OSError as exc:
+                # A name given twice, or a file where a folder should be.
+                left_out.append((member.name, f"cannot be written: {exc.strerror}"))
                 continue
             src = tar.extractfile(member)
             assert src is not None  # a regular file has a body
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 while chunk := src.read(1 << 20):
                     fh.write(chunk)
