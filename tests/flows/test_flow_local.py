@@ -134,3 +134,14 @@ def test_outputs_collected_to_the_lake_are_used_when_the_agents_folder_is_elsewh
     assert run.state == "succeeded", engine.store.tasks(run_id)[0].reason
     # The dataset output is the task's folder o/, committed as the dataset's whole tree.
     assert _read(Dataset("far-away", hub=world.hub), "latest", "f") == b"far\n"
+
+
+def test_run_flow_from_python(world: FlowWorld, running: JobRunner) -> None:
+    from lakecache.flows import run_flow
+
+    flow = FlowSpec("py")
+    flow.task("hello", command=["sh", "-c", "echo {params.who}"], queue="q", params={"who": "x"})
+    run = run_flow(flow, params={"hello.who": "there"}, wait=True, timeout=120, hub=world.hub)
+    assert run.state == "succeeded" and run.counts == {"succeeded": 1}
+    (task,) = world.engine.store.tasks(run.id)
+    assert task.spec.command == ("sh", "-c", "echo there")

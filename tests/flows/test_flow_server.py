@@ -69,6 +69,10 @@ def test_flows_through_the_server_survive_a_restart(served: World) -> None:
     assert results.resolve("latest") == publish["outputs"]["r"][1]
     assert [e.path for e in results.ls()] == ["f"]
 
+    # The flow's artifacts dataset: its submitter reads it (downstream jobs read as her).
+    assert w.call("wendy", "GET", "/api/v1/datasets/flow-served").status_code == 200
+    assert w.call("nora", "GET", "/api/v1/datasets/flow-served").status_code == 404
+
     # Who sees what.
     assert w.call("nora", "GET", f"/api/v1/flows/runs/{run_id}").status_code == 404
     assert w.call("rita", "POST", f"/api/v1/flows/runs/{run_id}/cancel").status_code == 404

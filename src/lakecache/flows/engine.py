@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from lakecache.catalog.leader import exclusive
 from lakecache.compute.model import InputSpec, Resources
 from lakecache.compute.store import ComputeStore
-from lakecache.errors import ConflictError, LakecacheError, UserError
+from lakecache.errors import ConflictError, LakecacheError, NotFoundError, UserError
 from lakecache.flows.spec import ARTIFACTS_PREFIX, FlowSpec, Plan, PlannedTask, plan
 from lakecache.flows.store import FINAL_TASK_STATES, FlowRunRecord, FlowStore, FlowTaskRecord
 
@@ -519,6 +519,7 @@ class FlowEngine:
         message = f"flow {run.flow} run {run.id} task {task.name} (job {job['id']}); read {read}"
         name = artifacts_dataset(run.flow)
         commit_id = self._commit(name, folder, message)
+        self._let_read(name, run.submitted_by)
         out: dict[str, Any] = {"output_dataset": name, "output_commit": commit_id}
         datasets = {}
         for o in spec.outputs:
@@ -526,6 +527,22 @@ class FlowEngine:
                 datasets[o.name] = [o.dataset, self._commit(o.dataset, folder / o.name, message)]
         out["output_commits"] = datasets
         return out
+
+    def _let_read(self, dataset: str, user: str) -> None:
+        """Make the run's submitter a reader of the artifacts dataset (if not a member yet),
+        so that the jobs of their downstream tasks, which read as them, may read it."""
+        from lakecache.catalog.accounts import Accounts
+
+        accounts = Accounts(self.hub.catalog)
+        try:
+            accounts.get_member(dataset, user)
+        except NotFoundError:
+            try:
+                accounts.set_member(dataset, user, "reader", now=_now())
+            except NotFoundError:
+                pass  # no such account: the catalog is used directly, without people
+        except LakecacheError as exc:
+            log.warning("flow artifacts %s: %s", dataset, exc.message)
 
     def _commit(self, dataset: str, folder: Path, message: str) -> str:
         from lakecache.data.dataset import Dataset
