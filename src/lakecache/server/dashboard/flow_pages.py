@@ -81,7 +81,7 @@ def run_view(v: Viewer, run_id: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     tracked = _tracked_runs(v.plane, [t["job_id"] for t in data["tasks"] if t["job_id"]])
     levels: list[list[dict[str, Any]]] = []
-    edges = []
+    edges: list[list[str]] = []
     for t in data["tasks"]:
         node = {
             "id": t["id"],
