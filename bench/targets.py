@@ -500,7 +500,7 @@ TARGETS: list[Target] = [
     ),
     Target(
         "1 s system sampler overhead",
-        "CPU step time with vs without, one run",
+        "sampler thread CPU / wall, CPU loop running",
         value("trk.sampler.overhead_pct"),
         "<=",
         1.0,

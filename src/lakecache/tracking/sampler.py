@@ -192,6 +192,8 @@ class SystemSampler:
         self._counters = _Counters()
         self._gpus: _Gpus | None = None
         self.samples = 0
+        #: CPU seconds this sampler's thread has used: its whole cost to the process.
+        self.cpu_seconds = 0.0
 
     def start(self) -> SystemSampler:
         self._gpus = _Gpus()
@@ -210,6 +212,7 @@ class SystemSampler:
         last = self._counters.read()
         last_t = time.monotonic()
         while not self._stop.wait(self.interval):
+            cpu = time.thread_time()
             now = self._counters.read()
             now_t = time.monotonic()
             try:
@@ -218,6 +221,7 @@ class SystemSampler:
             except Exception:  # noqa: BLE001 - a sampler failure must not stop the run
                 log.exception("system sample failed")
             last, last_t = now, now_t
+            self.cpu_seconds += time.thread_time() - cpu
 
     def _gpu_sample(self) -> Sample:
         return self._gpus.sample() if self._gpus is not None else []
