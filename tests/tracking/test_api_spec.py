@@ -62,7 +62,7 @@ def test_tracking_routes_keep_to_the_spec(world: World) -> None:
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=15,
+            max_examples=8,
             deadline=None,
             derandomize=True,
             database=None,
