@@ -41,14 +41,14 @@ def test_xray_scenario_end_to_end(env: Settings, tmp_path: Path) -> None:
     outcome = run_xray(
         tmp_path / "work",
         settings=env,
-        images=40,
-        size=24,
+        images=60,
+        size=32,
         overrides={"epochs": 1, "max_steps": 1},
         timeout=800,
         say=said.append,
     )
     tasks = {t["name"]: t for t in outcome.tasks}
-    assert outcome.state == "succeeded", [(n, t["state"], t["reason"]) for n, t in tasks.items()]
+    assert outcome.state == "succeeded", _failures(tmp_path / "work", outcome.tasks)
     assert sorted(tasks) == sorted(
         [
             "split",
@@ -138,6 +138,17 @@ def test_xray_scenario_end_to_end(env: Settings, tmp_path: Path) -> None:
         )
     finally:
         hub.close()
+
+
+def _failures(work: Path, tasks: list[dict[str, object]]) -> str:
+    """Each failed task's reason and the end of its job's log."""
+    lines = []
+    for t in tasks:
+        if t["state"] == "failed":
+            logs = sorted((work / "jobs" / str(t["job_id"])).glob("attempt-*/job.log"))
+            tail = logs[-1].read_text(errors="replace")[-1500:] if logs else "(no log)"
+            lines.append(f"{t['name']}: {t['reason']}\n{tail}")
+    return "\n".join(lines) or str([(t["name"], t["state"]) for t in tasks])
 
 
 def test_example_xray_rejects_a_bad_param(
