@@ -187,6 +187,19 @@ def run_xray(
         stop, threads = _run_site(hub, workdir)
         try:
             run = engine.wait(run_id, timeout=timeout)
+        except TimeoutError:
+            raise UserError(
+                f"flow run {run_id} is still running after {timeout:.0f} s",
+                hint=f"Let an agent finish it (lakecache agent --site {SITE}) and follow it "
+                f"with `lakecache flow show {run_id}`, or stop it: lakecache flow cancel {run_id}.",
+            ) from None
+        except KeyboardInterrupt:
+            say(
+                f"interrupted: flow run {run_id} stays as it is; an agent for {SITE} "
+                f"(lakecache agent --site {SITE}) carries it on, or stop it with "
+                f"`lakecache flow cancel {run_id}`"
+            )
+            raise
         finally:
             stop.set()
             for t in threads:
