@@ -33,7 +33,11 @@ def example() -> None:
     help="KEY=VALUE for the flow: profile=small|full, epochs=N, max_steps=N, seed=N. Repeatable.",
 )
 @click.option(
-    "--images", type=click.IntRange(20), default=240, show_default=True, help="Images to generate."
+    "--images",
+    type=click.IntRange(60),
+    default=240,
+    show_default=True,
+    help="Images to generate (60 or more: fewer leave some class with no training image).",
 )
 @click.option(
     "--size", type=click.IntRange(16), default=48, show_default=True, help="Image side in pixels."
