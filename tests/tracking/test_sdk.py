@@ -167,3 +167,19 @@ def test_the_sampler_records_this_machine(tmp_path: Path) -> None:
     run.end()
     keys = {k for b in backend.sink.batches for k in b.system}
     assert {"cpu_percent", "memory_used", "memory_percent"} <= keys
+
+
+def test_commits_read_while_a_run_is_open_are_recorded_with_it(tmp_path: Path) -> None:
+    from lakecache.integrations.reads import ReadRecord, announce
+    from lakecache.tracking import start
+
+    settings = Settings(home=tmp_path / "home", author="reader")
+    read = ReadRecord("xray", "c" * 64, "cache", files=9, bytes=9000, cache_id=3, reader="fsspec")
+    with start("reads", settings=settings, system_metrics=False) as run:
+        announce(read)
+        announce(read)  # the same commit opened again: recorded once
+    announce(ReadRecord("xray", "d" * 64, "stream", files=1, bytes=1))  # after the run: not its
+    with Catalog.open(settings.catalog_url) as catalog:
+        (got,) = TrackingStore(catalog).run_inputs(run.id)
+    assert (got.dataset, got.commit_id, got.source, got.hit) == ("xray", "c" * 64, "cache", True)
+    assert (got.files, got.bytes, got.reader) == (9, 9000, "fsspec")
