@@ -8,6 +8,7 @@ from typing import Any
 from server.live import ADMIN_PASSWORD, LiveServer, World, wait_for
 
 from lakecache.data.dataset import Dataset
+from lakecache.data.hub import Hub
 from lakecache.server import ControlPlane, ServerConfig, create_app
 
 FLOW = """\
@@ -82,3 +83,27 @@ def test_flows_through_the_server_survive_a_restart(served: World) -> None:
     assert w.call("rita", "GET", "/api/v1/flows/runs").json()["items"] == []
     r = w.call("wendy", "POST", f"/api/v1/flows/runs/{run_id}/resume")
     assert r.status_code == 409 and "nothing to re-run" in r.json()["error"]["message"]
+
+
+def test_the_python_and_cli_layer_through_the_server(served: World) -> None:
+    """Logged in, flows go to the server (RemoteFlows), checked against its catalog."""
+    from lakecache.flows.engine import CatalogCatalogue
+    from lakecache.flows.service import RemoteFlows, flows_of
+    from lakecache.flows.spec import FlowSpec, plan
+
+    w = served
+    settings = w.settings.with_(server_url=w.url, token=w.tokens["wendy"])
+    hub = Hub(settings, remote=True)
+    try:
+        flows = flows_of(hub)
+        assert isinstance(flows, RemoteFlows)
+        checked = plan(FlowSpec.from_text(FLOW, "s.yaml"), CatalogCatalogue(hub))
+        assert [t.name for t in checked.tasks] == ["slow", "publish"]
+        run = flows.start(FLOW, "s.yaml", {}, "git:abc")
+        assert run["submitted_by"] == "wendy" and run["code_version"] == "git:abc"
+        done = flows.wait(run["id"], timeout=120)
+        assert done["state"] == "succeeded", done
+        assert [r["id"] for r in flows.list_runs()] == [run["id"]]
+        assert flows.show(run["id"])["tasks"][1]["outputs"]["r"][0] == "results"
+    finally:
+        hub.close()

@@ -68,8 +68,11 @@ class CatalogCatalogue:
     """What flow checking asks, answered from the catalog (queues read once)."""
 
     def __init__(self, hub: Hub) -> None:
+        from lakecache.compute.sdk import jobs_store
+
         self._hub = hub
-        self._queues = ComputeStore(hub.catalog).list_queues()
+        # The catalog's, or logged in, the server's (``flow check`` as the server sees it).
+        self._queues = jobs_store(hub).list_queues()
 
     def queues(self) -> set[str]:
         return {q.name for q in self._queues}
