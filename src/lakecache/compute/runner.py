@@ -134,6 +134,9 @@ class JobRunner:
             # A sign of life for agent-down policies: a write, so not at every pass.
             store.runner_seen(self.worker, self.site, now=now)
             self._seen_at = time.monotonic()
+        # Jobs placed here since the last pass (at submit, or by another agent's pass) start
+        # first: the scheduling below, which can take a while, need not delay them.
+        started = self._start_placed()
         # Every agent (and so every site) schedules every queue: one process at a time does.
         with exclusive(self.caches.hub.catalog, "job-scheduler") as held:
             if held:
@@ -141,7 +144,13 @@ class JobRunner:
                     log.warning("job %d: its worker went silent; now %s", job_id, state)
                 # Bounded, so that the jobs it places here are started soon (below).
                 store.schedule(now=now, budget=max(self.interval, 0.5))
-        started = 0
+        if held:  # jobs placed meanwhile, by this pass or another process
+            started += self._start_placed()
+        return started
+
+    def _start_placed(self) -> int:
+        """Claim the jobs placed on this site's compute; start each in a thread of its own."""
+        store, started = self.store, 0
         for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:
                 previous = self._threads.get(job.id)
