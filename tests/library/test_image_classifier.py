@@ -47,12 +47,13 @@ def _config(data: Path | str, out: Path, **changes: object) -> ic.TrainConfig:
     return ic.TrainConfig(data=str(data), out=str(out), **base)  # type: ignore[arg-type]
 
 
-def test_train_resume_and_evaluate_from_a_commit(
+def test_train_from_a_commit_is_tracked(
     nih_commit: str, lake_env: Settings, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    first = ic.train(_config(nih_commit, out), settings=lake_env)
+    first = ic.train(_config(nih_commit, out, experiment="library-test"), settings=lake_env)
     assert first.resumed_from_epoch == 0 and len(first.history) == 1
+    _check_tracked(lake_env)
     for name in ("model.pt", "checkpoints/last.pt", "metrics.json", "metrics.jsonl"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "metrics.json").read_text())
@@ -62,19 +63,17 @@ def test_train_resume_and_evaluate_from_a_commit(
     per_step = [r["metrics"] for r in steps if "metrics" in r and "loss" in r["metrics"]]
     assert len(per_step) == 2
     assert all({"images_per_s", "data_wait_s", "data_wait_fraction"} <= set(m) for m in per_step)
+
+
+def test_resume_then_evaluate(nih: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    ic.train(_config(nih, out, max_steps=1))
     # Started again with more epochs, it resumes after the first.
-    second = ic.train(_config(nih_commit, out, epochs=2), settings=lake_env)
+    second = ic.train(_config(nih, out, epochs=2, max_steps=1))
     assert second.resumed_from_epoch == 1
     assert [h["epoch"] for h in second.history] == [1, 2]
 
-    result = ic.evaluate(
-        nih_commit,
-        out / "model.pt",
-        tmp_path / "eval",
-        split_name="val",
-        workers=0,
-        settings=lake_env,
-    )
+    result = ic.evaluate(str(nih), out / "model.pt", tmp_path / "eval", workers=0)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["images"] == result.images > 0
     assert set(metrics["per_class_auroc"]) == set(synth.NIH_LABELS)
@@ -84,6 +83,27 @@ def test_train_resume_and_evaluate_from_a_commit(
     assert rows[0][:2] == ["class", "auroc"] and rows[-1][0] == "mean"
     with Image.open(tmp_path / "eval" / "auroc.png") as img:
         assert img.format == "PNG" and img.size[0] > 200
+
+
+def _check_tracked(settings: Settings) -> None:
+    """The run in experiment library-test has the step and epoch metrics, model and input."""
+    from lakecache.data.hub import Hub
+    from lakecache.tracking.store import TrackingStore
+
+    hub = Hub(settings)
+    try:
+        store = TrackingStore(hub.catalog)
+        runs = store.list_runs("library-test").items
+        assert len(runs) == 1
+        run_id = runs[0].run.id
+        keys = set(store.metric_keys(run_id))
+        assert {"loss", "images_per_s", "data_wait_s", "val_mean_auroc"} <= keys
+        assert "val_auroc/Hernia" in keys
+        assert "model.pt" in {a.path.rsplit("/", 1)[-1] for a in store.list_artifacts(run_id)}
+        assert store.run_params(run_id)["arch"] == "resnet18"
+        assert {i.dataset for i in store.run_inputs(run_id)} == {"xray"}
+    finally:
+        hub.close()
 
 
 def first_commit(settings: Settings) -> str:

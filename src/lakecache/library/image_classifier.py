@@ -247,7 +247,9 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
         torch.backends.cudnn.benchmark = True
 
     source = open_source(config.data, cached=config.cached, settings=settings)
-    tracker = Tracker(out, name=f"train {config.arch}", experiment=config.experiment)
+    tracker = Tracker(
+        out, name=f"train {config.arch}", experiment=config.experiment, settings=settings
+    )
     datasets: list[LabelledImages] = []
     try:
         table = read_table(source, on_missing_label=_missing(config.on_missing_label))
@@ -653,7 +655,7 @@ def evaluate(
     ckpt = load_checkpoint(Path(model_path))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     source = open_source(data, cached=cached, settings=settings)
-    tracker = Tracker(folder, name=f"evaluate {ckpt['arch']}")
+    tracker = Tracker(folder, name=f"evaluate {ckpt['arch']}", settings=settings)
     ds: LabelledImages | None = None
     try:
         table = read_table(source, on_missing_label=on_missing_label)
@@ -832,7 +834,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--val", type=float, default=0.1, help="validation share when the split is drawn"
     )
     t.add_argument("--test", type=float, default=0.2, help="test share when the split is drawn")
-    t.add_argument("--experiment", default=None, help="tracking experiment (outside a job)")
+    t.add_argument(
+        "--experiment",
+        default=None,
+        help="outside a job or flow task: start a tracking run in this experiment (inside "
+        "one, the task's own run is used)",
+    )
     e = sub.add_parser(
         "evaluate",
         help="score a model on a split: AUROC per class, mean, confusion; table and plot",

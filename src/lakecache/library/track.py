@@ -1,9 +1,10 @@
 """The components' line to run tracking, and a local record that is always written.
 
 Every figure a component logs goes to ``metrics.jsonl`` in its output
-folder (one JSON object a line), and to :mod:`lakecache.tracking` when that
-package offers its SDK (``lakecache.tracking.start``; inside a job or flow
-task the current run). Tracking is a convenience here, never a reason for
+folder (one JSON object a line), and to the current :mod:`lakecache.tracking`
+run: inside a job or flow task the task's own run (nothing to set up),
+elsewhere a run the caller started, or a new one when asked for
+(``--experiment``). Tracking is a convenience here, never a reason for
 training to stop: a call that fails is logged once and tracking is off for
 the rest of the run, while the local record goes on.
 """
@@ -15,9 +16,12 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakecache.errors import LakecacheError
+
+if TYPE_CHECKING:
+    from lakecache.settings import Settings
 
 log = logging.getLogger("lakecache.library.track")
 
@@ -30,7 +34,22 @@ _TRACKING_FAILURES = (LakecacheError, OSError, TypeError, AttributeError, ValueE
 class Tracker:
     """Logs params, metrics and artifacts to ``metrics.jsonl`` and, when it exists, a run."""
 
-    def __init__(self, out: Path, *, name: str, experiment: str | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        *,
+        name: str,
+        experiment: str | None = None,
+        start_new: bool = False,
+        settings: Settings | None = None,
+    ) -> None:
+        """Log to ``out/metrics.jsonl`` and to the current tracking run.
+
+        The current run is the job's or flow task's own (its runner says which),
+        or one the caller started around this call. With ``start_new`` (or an
+        ``experiment``) and no current run, a run named ``name`` is started in
+        ``experiment`` and ended by :meth:`close`.
+        """
         self.out = out
         self._file = (out / "metrics.jsonl").open("a", buffering=1 << 16)
         self.run: Any = None
@@ -39,17 +58,10 @@ class Tracker:
             from lakecache import tracking
         except ImportError:
             return
-        start = getattr(tracking, "start", None)
-        if start is None:
-            return
         try:
-            current = getattr(tracking, "current_run", None)
-            self.run = current() if callable(current) else None
-            if self.run is None:
-                kwargs: dict[str, Any] = {"name": name}
-                if experiment:
-                    kwargs["experiment"] = experiment
-                self.run = start(**kwargs)
+            self.run = tracking.current()
+            if self.run is None and (start_new or experiment):
+                self.run = tracking.start(experiment, name, settings=settings)
                 self._own_run = True
         except _TRACKING_FAILURES as exc:
             log.warning("tracking is off for this run: %s", exc)
@@ -99,11 +111,10 @@ class Tracker:
     def close(self) -> None:
         """Flush the local record and end the run this tracker started (not a job's own)."""
         self._file.close()
-        if self.run is not None and self._own_run:
-            for method in ("end", "finish", "close"):
-                if hasattr(self.run, method):
-                    self._call(method)
-                    break
+        if self.run is not None:
+            self._call("flush")
+            if self._own_run:
+                self._call("end")
 
     def __enter__(self) -> Tracker:
         return self
