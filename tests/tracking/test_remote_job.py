@@ -121,6 +121,7 @@ def test_a_remote_job_is_tracked_and_logs_with_its_own_token(
         "finished",
         0,
     )
+    assert run.env["python"] and "httpx" in run.env["packages"]  # read while the job ran
     assert store.run_params(run.id) == {"depth": "50"}
     assert store.metric_series(run.id, "loss").points_total == 300
     assert [a.path for a in store.list_artifacts(run.id)] == ["best.txt"]

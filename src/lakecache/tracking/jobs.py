@@ -86,6 +86,9 @@ def job_run(
     """The run of ``attempt`` of ``job``, made on first ask (the same run after)."""
     for run in store.runs_of_job(job.id):
         if run.job_attempt == attempt:
+            if env or code:  # asked again with what was learnt since: recorded
+                store.update_run(run.id, env=env or run.env, code=code or run.code)
+                return store.get_run(run.id)
             return run
     job_env = dict(job.env)
     return store.create_run(
@@ -117,8 +120,6 @@ class AttemptTracker:
         image: str | None = None,
         sample_every: float = 1.0,
     ) -> None:
-        from lakecache.tracking.env import code_version, environment
-
         self._finished = False
         self.job = job
         self.attempt = attempt
@@ -129,30 +130,20 @@ class AttemptTracker:
         self._ship_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._describer: threading.Thread | None = None
         self._sample_every = sample_every
         self._store: TrackingStore | None = None
         self._lake: Any = None
+        self._image = image
         try:
-            command = list(job.command)
-            env = environment()
-            folder = code_folder(job)
-            code = code_version(folder, image=image) if folder is not None else {}
-            if image and not code:
-                code = {"kind": "image", "image": image}
             backend: RunBackend
+            body = {"job_id": job.id, "attempt": attempt, "command": list(job.command)}
             if remote:
                 from lakecache.client.login import find_server
 
                 found = find_server(hub.settings)
                 assert found is not None
                 http = HttpBackend(*found)
-                body = {
-                    "job_id": job.id,
-                    "attempt": attempt,
-                    "command": command,
-                    "env": env,
-                    "code": code,
-                }
                 run_id = int(
                     http.http.request("POST", "/tracking/job-runs", json=body).json()["id"]
                 )
@@ -160,11 +151,41 @@ class AttemptTracker:
             else:
                 direct = DirectBackend(hub)
                 self._store, self._lake = direct.store, hub.lake
-                run_id = job_run(direct.store, job, attempt, command=command, env=env, code=code).id
+                run_id = job_run(direct.store, job, attempt).id
                 backend = direct
             self.run = Run(run_id, backend, owned=False, spool=self.spool / "retry")
         except Exception as exc:  # noqa: BLE001 - tracking must never fail the job
             log.warning("job %d attempt %d: no run recorded: %s", job.id, attempt, exc)
+            return
+        # The environment (every package) and the code version take a moment to read:
+        # recorded beside the attempt's start, not before it.
+        self._describer = threading.Thread(
+            target=self._safely, args=(self._describe,), name="lakecache-describe", daemon=True
+        )
+        self._describer.start()
+
+    def _describe(self) -> None:
+        from lakecache.tracking.env import code_version, environment
+
+        env = environment()
+        folder = code_folder(self.job)
+        code = code_version(folder, image=self._image) if folder is not None else {}
+        if self._image and not code:
+            code = {"kind": "image", "image": self._image}
+        run = self.run
+        assert run is not None
+        if self._store is not None:
+            self._store.update_run(run.id, env=env, code=code)
+        else:
+            assert isinstance(run.backend, HttpBackend)
+            body = {
+                "job_id": self.job.id,
+                "attempt": self.attempt,
+                "command": list(self.job.command),
+                "env": env,
+                "code": code,
+            }
+            run.backend.http.request("POST", "/tracking/job-runs", json=body)
 
     @property
     def run_id(self) -> int | None:
@@ -220,6 +241,8 @@ class AttemptTracker:
         if self.run is None or self._finished:
             return
         self._finished = True
+        if self._describer is not None:
+            self._describer.join()
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

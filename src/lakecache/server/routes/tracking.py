@@ -259,7 +259,8 @@ def start_run(body: RunIn, principal: User, plane: Plane) -> RunOut:
 def start_job_run(body: JobRunIn, principal: User, plane: Plane) -> RunOut:
     """The run of one attempt of a job, in the job's experiment (``LAKECACHE_EXPERIMENT``
     in its environment, else ``jobs``), as the job's submitter. Made by the agent of the
-    job's site (or an org admin); asking again for the same attempt gives the same run."""
+    job's site (or an org admin); asking again for the same attempt gives the same run,
+    with the environment and code version given then (the agent reads them meanwhile)."""
     from lakecache.compute.store import ComputeStore
 
     try:
