@@ -90,6 +90,16 @@ def test_xray_scenario_end_to_end(env: Settings, tmp_path: Path) -> None:
             }
             trained[params["lr"]] = run.id
         assert set(trained) == LRS
+        # ... side by side: the pool has room for both (one CPU each of two).
+        store = FlowStore(hub.catalog)
+        spans = [
+            (t.started_at, t.ended_at)
+            for t in store.tasks(outcome.run_id)
+            if t.name.startswith("train[") and t.started_at and t.ended_at
+        ]
+        assert len(spans) == 2, spans
+        (a0, a1), (b0, b1) = spans
+        assert a0 < b1 and b0 < a1, spans  # the two trainings' times overlap
 
         # Each evaluation wrote AUROC per class (15 classes), in its output and its run.
         assert set(outcome.evaluations) == {"evaluate[lr=0.003]", "evaluate[lr=0.0003]"}
@@ -114,7 +124,6 @@ def test_xray_scenario_end_to_end(env: Settings, tmp_path: Path) -> None:
 
         # Lineage: xray14-best@c was made by pick, from the evaluations, from the trainings,
         # from prepare's and split's outputs, from the dataset commit.
-        store = FlowStore(hub.catalog)
         assert outcome.best_commit is not None
         pick = store.produced(f"{DATASET}-best", outcome.best_commit)
         assert pick is not None and pick.name == "pick" and pick.run_id == outcome.run_id
