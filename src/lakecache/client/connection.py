@@ -35,6 +35,11 @@ MAX_SCOPE = 16
 CONNECT_ATTEMPTS = 3
 #: Methods a request may be sent again with (RFC 9110 9.2.2), when its connection broke.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: POSTs that only ask (a batch too big for a query string) and change nothing: they may
+#: be sent again too (see lakecache.server.routes.lake for what each does).
+QUERIES = frozenset(
+    {"/lake/known", "/lake/locate", "/lake/exists", "/lake/presign", "/lake/multipart/parts"}
+)
 
 
 class ServerConnection:
@@ -109,13 +114,13 @@ class ServerConnection:
 
         A request that could not be connected is retried (it never reached the
         server, so this is safe for any method). So is an idempotent one (GET, PUT,
-        DELETE... with a body that can be sent again) whose connection broke before
-        the answer came: behind a load balancer, the replica it reached may have died
-        mid-request, and another one answers the retry. Anything else is not retried.
+        DELETE, a POST that only asks: :data:`QUERIES`; with a body that can be sent
+        again) whose connection broke before the answer came: behind a load balancer,
+        the replica it reached may have died mid-request, and another one answers the
+        retry. Anything else is not retried.
         """
-        retry_broken = method.upper() in IDEMPOTENT and isinstance(
-            kwargs.get("content"), (type(None), bytes, str)
-        )
+        safe = method.upper() in IDEMPOTENT or (method.upper() == "POST" and path in QUERIES)
+        retry_broken = safe and isinstance(kwargs.get("content"), (type(None), bytes, str))
         for attempt in range(CONNECT_ATTEMPTS):
             try:
                 r = self._client.request(method, path, **kwargs)
