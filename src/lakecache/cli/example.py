@@ -126,12 +126,15 @@ def report(outcome: Any) -> None:
         for line in outcome.lineage:
             click.echo(f"  {line}")
     click.echo("\nwhere to look:")
-    click.echo(f"  lakecache flow show {outcome.run_id}      the DAG, each task's state and time")
-    click.echo("  lakecache run ls                the tracking runs (params, metrics)")
-    click.echo("  lakecache data log xray14-best  the chosen model, and the flow run that made it")
+    for command, what in (
+        (f"lakecache flow show {outcome.run_id}", "the DAG, each task's state and time"),
+        ("lakecache run ls", "the tracking runs (params, metrics)"),
+        ("lakecache data log xray14-best", "the chosen model, and the flow run that made it"),
+    ):
+        click.echo(f"  {command:<32} {what}")
     click.echo(
         f"  dashboard (lakecache server): /flows/{outcome.run_id}, /runs (AUROC plots per run),"
-        " /datasets/xray14-best (lineage)"
+        " /datasets/xray14-best (its commits name the flow run and task that made them)"
     )
     if outcome.flow_file is not None:
         click.echo(f"  the flow file: {outcome.flow_file} (lakecache flow run it again)")
