@@ -2,7 +2,7 @@
 
 Each finding leaves its own mark in the synthetic images (see
 ``lakecache.synth.generate_nih``), so the labels can be learnt from the
-pixels. 600 images of 32 px, by patient into train and validation, a few
+pixels. 800 images of 32 px, by patient into train and validation, a few
 epochs on the CPU: about a minute on 2 idle cores.
 """
 
@@ -18,14 +18,14 @@ from lakecache.library import image_classifier as ic
 
 @pytest.mark.timeout(900)  # a shared, busy machine can be many times slower than idle
 def test_training_on_the_synthetic_nih_set_learns(tmp_path: Path) -> None:
-    synth.generate_nih(tmp_path / "nih", 600, size=32, test_fraction=0.0, seed=1)
+    synth.generate_nih(tmp_path / "nih", 800, size=32, test_fraction=0.0, seed=1)
     config = ic.TrainConfig(
         data=str(tmp_path / "nih"),
         out=str(tmp_path / "run"),
         arch="resnet18",
         image_size=32,
         batch_size=16,
-        epochs=8,
+        epochs=6,
         lr=2e-3,
         flip=False,
         workers=0,
