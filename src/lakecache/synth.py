@@ -334,6 +334,7 @@ def generate_nih(
         for follow_up in range(min(rng.choice((1, 1, 1, 2, 2, 3, 4)), images - index)):
             name = f"{patient:08d}_{follow_up:03d}.png"
             findings = [k for k, p in enumerate(_NIH_FINDING_P) if rng.random() < p]
+            del findings[nih_marks_fit(width) :]  # a finding without its mark would lie
             labels = "|".join(NIH_LABELS[k] for k in findings) or "No Finding"
             folder = dest / f"images_{index // images_per_folder + 1:03d}" / "images"
             folder.mkdir(parents=True, exist_ok=True)
@@ -371,14 +372,15 @@ def _nih_png(rng: random.Random, width: int, findings: list[int]) -> bytes:
             n, "little"
         )
     )
-    # Marks sit in distinct cells of a 4 x 4 grid over the middle of the chest.
-    mark = max(5, width // 5)
-    cell = width * 3 // 4 // 4
-    origin = width // 8
-    cells = rng.sample(range(16), len(findings))
+    # Marks sit in distinct cells of a grid over the middle of the chest, at multiples
+    # of 4 pixels: the stride of a ResNet's stem, so a shape looks the same to it
+    # wherever it is (and small images can be learnt from in a few epochs).
+    mark, side, cell, origin = _mark_grid(width)
+    cells = rng.sample(range(side * side), len(findings))
     for finding, where in zip(findings, cells, strict=True):
-        x0 = origin + (where % 4) * cell + rng.randint(0, max(0, cell - mark))
-        y0 = origin + (where // 4) * cell + rng.randint(0, max(0, cell - mark))
+        slack = (cell - mark) // 4
+        x0 = origin + (where % side) * cell + 4 * rng.randint(0, slack)
+        y0 = origin + (where // side) * cell + 4 * rng.randint(0, slack)
         value = 250 if finding < _MARK_SHAPES else 4
         for dy, dx in _mark_pixels(finding % _MARK_SHAPES, mark):
             raw[(y0 + dy) * stride + 1 + x0 + dx] = value
@@ -388,6 +390,24 @@ def _nih_png(rng: random.Random, width: int, findings: list[int]) -> bytes:
     return b"".join(
         (_PNG_SIGNATURE, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", idat), _chunk(b"IEND", b""))
     )
+
+
+def _mark_grid(width: int) -> tuple[int, int, int, int]:
+    """(mark side, grid side, cell side, grid origin) for images ``width`` pixels wide."""
+    mark = max(5, width // 5)
+    side = 4 if width >= 64 else 3
+    while True:
+        cell = -(-max(mark, width * 3 // 4 // side) // 4) * 4  # rounded up to a multiple of 4
+        if side == 1 or side * cell <= width:
+            break
+        side -= 1
+    origin = max(0, (width - side * cell) // 2) // 4 * 4
+    return mark, side, cell, origin
+
+
+def nih_marks_fit(width: int) -> int:
+    """How many findings one image of ``width`` pixels can show (one grid cell each)."""
+    return _mark_grid(width)[1] ** 2
 
 
 @lru_cache(maxsize=16)
