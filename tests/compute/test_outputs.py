@@ -223,7 +223,7 @@ def test_lake_garbage_collection_keeps_job_outputs(
     (orphan / "x.txt").write_bytes(b"nobody keeps this")
     upload_outputs(scan_outputs(orphan), lake=hub.lake, catalog=hub.catalog, settings=hub.settings)
     for _ in range(2):  # condemn, then delete what stayed unreachable
-        collect(hub.lake, hub.catalog, grace=timedelta(0), repack_below=0.0)
+        collect(hub.lake, hub.catalog, grace=timedelta(0))
     assert hub.catalog.known_blobs([hash_bytes(b"nobody keeps this")]) == set()
     assert hub.catalog.known_blobs([hash_bytes(b"kept-by-gc")]) == {hash_bytes(b"kept-by-gc")}
     with Job(job.id, hub=hub) as handle:

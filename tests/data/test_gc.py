@@ -194,6 +194,24 @@ def test_a_mostly_garbage_pack_is_rewritten_and_its_live_blobs_stay_readable(
     assert _pull_all(b, tmp_path / "out") == 1
 
 
+def test_a_pack_of_tiny_live_files_is_never_deleted_by_a_zero_grace_gc(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """Its index outweighs its bytes, so it looks mostly garbage; every blob is live."""
+    ds = Dataset.create("tiny", hub=hub)
+    ds.commit(_write(tmp_path / "t", {"a.txt": b"ok", "b.txt": b"yes"}))
+    packs = [k for k in _lake_keys(hub) if k.endswith(".pack")]
+    assert len(packs) == 1
+
+    result = gc.collect(hub.lake, hub.catalog, grace=timedelta(0))
+    assert result.repacked == 0
+    assert packs[0] in _lake_keys(hub)
+    assert _pull_all(ds, tmp_path / "out") == 2
+    # The next run finds it live again, and still leaves it.
+    gc.collect(hub.lake, hub.catalog, grace=timedelta(0))
+    assert _pull_all(ds, tmp_path / "out2") == 2
+
+
 def test_a_commit_that_deduplicated_before_the_condemnation_keeps_its_blobs(
     hub: Hub, tmp_path: Path
 ) -> None:

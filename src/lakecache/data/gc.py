@@ -599,12 +599,18 @@ def sweep(
         report(f"unpublishing {len(packs)} packs and {len(loose)} blobs from the blob index")
         index.unpublish(catalog, packs, loose)
     # 3. Mostly-garbage packs: live blobs to a new pack, index re-pointed, old pack condemned.
+    kept: set[str] = set()
     for r in gc_plan.repack:
         report(f"rewriting pack {r.pack_id[:12]} ({r.live_blobs} live blobs)")
-        _repack(lake, catalog, r.pack_id, reachable)
-        result.repacked += 1
+        if _repack(lake, catalog, r.pack_id, reachable):
+            result.repacked += 1
+        else:
+            # Every blob it holds is live: the rewrite would be the same pack, which
+            # the index still points at. It stays, whatever the plan said.
+            kept.add(pack_key(r.pack_id))
     # 4. The condemned list, before anything goes: a crash after this loses no time.
-    write_condemned(lake, gc_plan.condemned, gc_plan.now)
+    condemned = {u: t for u, t in gc_plan.condemned.items() if u not in kept}
+    write_condemned(lake, condemned, gc_plan.now)
     # 5. Commits added since the mark spare what they name; objects rewritten since
     # the listing (young again) are spared too.
     spare = _named_by_new_commits(lake, catalog, marks, gc_plan.delete)
@@ -618,6 +624,8 @@ def sweep(
         now_info = fresh.get(o.key)
         if now_info is None:
             continue  # gone already
+        if _unit(o.key) in kept:
+            continue
         too_young = (
             now_info.modified is not None and gc_plan.now - now_info.modified < gc_plan.grace
         ) or (now_info.modified is not None and now_info.modified > gc_plan.now)
@@ -687,8 +695,11 @@ def _named_by_new_commits(
     return spare
 
 
-def _repack(lake: Lake, catalog: Catalog, pack_id: str, reachable: set[bytes]) -> None:
-    """Write the live blobs of ``pack_id`` to a new pack and point the index there."""
+def _repack(lake: Lake, catalog: Catalog, pack_id: str, reachable: set[bytes]) -> bool:
+    """Write the live blobs of ``pack_id`` to a new pack and point the index there.
+
+    False when the new pack would be this one (all its located blobs are live).
+    """
     entries = decode_pack_index(lake.get(pack_index_key(pack_id)))
     located = catalog.locate_blobs(d for d, _, _ in entries)
     keep = [
@@ -714,12 +725,13 @@ def _repack(lake: Lake, catalog: Catalog, pack_id: str, reachable: set[bytes]) -
     index_bytes = encode_pack_index(new_index)
     new_id = hash_bytes(index_bytes)
     if new_id == pack_id:
-        return  # every located blob is live: nothing to gain
+        return False  # every located blob is live: nothing to gain
     data = b"".join(parts)
     lake.put(pack_key(new_id), data)
     lake.put(pack_index_key(new_id), index_bytes)
     moved = [BlobLocation(d, n, new_id, o) for d, o, n in new_index]
     index.move_blobs(catalog, pack_id, new_id, len(data), moved)
+    return True
 
 
 def iter_plan_lines(gc_plan: GcPlan) -> Iterator[str]:
