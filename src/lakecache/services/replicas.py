@@ -176,7 +176,10 @@ class RoundRobinClient:
                 return self._client.get(path)
             except httpx.TransportError as exc:
                 if attempt == 0:
+                    # As the lakecache client does: a short pause, so that a replica dying
+                    # right now is gone (its port refused) when the retry is balanced.
                     self.retried += 1
+                    time.sleep(0.2)
                     continue
                 self.lost.append(f"GET {path}: {exc!r}")
         return None
