@@ -32,7 +32,7 @@ $(VENV)/.stamp: pyproject.toml
 $(CHARTS): $(VENV)/.stamp src/lakecache/server/dashboard/assets.py
 	@command -v npm >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
-	@$(VENV)/bin/python -m lakecache.server.dashboard.assets
+	@$(VENV)/bin/python -c "import sys; from lakecache.server.dashboard.assets import main; sys.exit(main())"
 	@touch $@
 
 # PostgreSQL for the catalog tests (initdb runs as the `postgres` user; the fixture starts it),
