@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ import pytest
 from lakecache.settings import Settings
 
 pytest_plugins = ["fixtures.seaweed", "fixtures.postgres"]
+
+# Ray reads this when it is first imported, by whichever test (or module) comes first:
+# without it, the nodes of a test cluster on 127.0.0.1 do not find each other.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture

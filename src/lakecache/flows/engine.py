@@ -667,6 +667,8 @@ class FlowAdvancer:
                         self.engine.advance_all()
             except LakecacheError as exc:
                 log.warning("advancing flows failed: %s", exc.message)
+            except Exception:  # noqa: BLE001 - a catalog outage must not end the loop
+                log.exception("advancing flows failed; trying again in %.1f s", self.interval)
             self.stop_event.wait(self.interval)
 
     def start(self) -> None:
