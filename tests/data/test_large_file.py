@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,10 +66,17 @@ def _run(home: Path, op: str, path: Path) -> dict[str, float]:
     return json.loads(r.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, emptied afterwards: pytest keeps the last runs' folders, and 12 GiB each
+    of them would fill the disk of the runs that follow."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_six_gib_file_commits_and_pulls_with_flat_memory(
-    tmp_path: Path, settings: Settings
-) -> None:
+def test_six_gib_file_commits_and_pulls_with_flat_memory(scratch: Path, settings: Settings) -> None:
+    tmp_path = scratch
     size = _size_that_fits(tmp_path)
     src = tmp_path / "src"
     src.mkdir()
