@@ -52,8 +52,15 @@ deps:
 		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Two pytest-xdist workers; tests/fixtures/parallel.py groups the tests (module fixtures
+# built once, the heavy machine-wide tests one after another on one worker).
+# TEST_WORKERS=0 runs serially; TEST_ARGS adds pytest options (e.g. TEST_ARGS=tests/server).
+TEST_WORKERS ?= 2
+TEST_ARGS ?=
+
 test: venv deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) \
+		--durations=25 $(TEST_ARGS)
 
 demo: venv
 	$(VENV)/bin/python -m lakecache.demo

@@ -9,7 +9,7 @@ import pytest
 
 from lakecache.settings import Settings
 
-pytest_plugins = ["fixtures.seaweed", "fixtures.postgres"]
+pytest_plugins = ["fixtures.seaweed", "fixtures.postgres", "fixtures.parallel"]
 
 # Ray reads this when it is first imported, by whichever test (or module) comes first:
 # without it, the nodes of a test cluster on 127.0.0.1 do not find each other.

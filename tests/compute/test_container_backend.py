@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from backend_contract import BackendContract, make_spec, wait_exit
 from conftest import World
+from fixtures.parallel import cache_root, machine_lock
 from helpers import make_files
 
 from lakecache.cache.clock import SystemClock
@@ -38,8 +39,8 @@ ONE_CPU = Resources(1000, 10**9)
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The container backend's config for this machine's Podman, with a busybox image."""
     config = podman_config(tmp_path_factory.mktemp("podman"))
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lakecache" / "podman"
-    config["image"] = busybox_image(cache, config)
+    with machine_lock("podman-images"):  # one process makes the image, the others reuse it
+        config["image"] = busybox_image(cache_root() / "podman", config)
     yield config
 
 

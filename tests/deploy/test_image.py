@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fixtures.parallel import machine_lock
 from fixtures.seaweed import drop_bucket, new_bucket
 
 import lakecache
@@ -51,11 +52,12 @@ def image(podman: dict[str, Any]) -> str:
     cache = podman_cache()
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        base = python_base_image(cache, podman)
-        wheels = wheelhouse(REPO, cache, sys.executable)
-        return build_image(
-            REPO, podman, tag=TAG, base=base, version=lakecache.__version__, wheels=wheels
-        )
+        with machine_lock("podman-images"):  # one process builds, the others reuse the layers
+            base = python_base_image(cache, podman)
+            wheels = wheelhouse(REPO, cache, sys.executable)
+            return build_image(
+                REPO, podman, tag=TAG, base=base, version=lakecache.__version__, wheels=wheels
+            )
     except PodmanUnavailableError as exc:
         pytest.fail(str(exc))
 

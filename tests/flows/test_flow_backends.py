@@ -3,7 +3,6 @@ container backend (real Podman, busybox image) and on a real local Ray cluster."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import threading
@@ -88,11 +87,13 @@ def _run(world: FlowWorld, queue: str) -> None:
 
 @pytest.mark.container
 def test_the_flow_on_podman_containers(bworld: FlowWorld, tmp_path_factory: Any) -> None:
+    from fixtures.parallel import cache_root, machine_lock
+
     from lakecache.services.podman import busybox_image, podman_config
 
     config = podman_config(tmp_path_factory.mktemp("podman"))
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lakecache" / "podman"
-    image = busybox_image(cache, config)
+    with machine_lock("podman-images"):  # one process makes the image, the others reuse it
+        image = busybox_image(cache_root() / "podman", config)
     now = SystemClock().now()
     Topology(bworld.hub.catalog).add_compute("onprem-box", "onprem", "container", config, [], now)
     bworld.store.set_capacity("onprem-box", Resources(4000, 8 * GB))

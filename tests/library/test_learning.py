@@ -16,6 +16,7 @@ from lakecache import synth
 from lakecache.library import image_classifier as ic
 
 
+@pytest.mark.slow  # minutes of CPU: never beside the other heavy tests (make test -n 2)
 @pytest.mark.timeout(1200)  # minutes on 2 idle cores; a shared, busy machine is far slower
 def test_training_on_the_synthetic_nih_set_learns(tmp_path: Path) -> None:
     synth.generate_nih(tmp_path / "nih", 800, size=32, test_fraction=0.0, seed=1)
