@@ -13,11 +13,13 @@ traceback for a :class:`LakecacheError`.
     │   │   └── DatasetNotFoundError
     │   ├── AlreadyExistsError
     │   ├── AmbiguousRefError      a commit prefix that matches several commits
+    │   ├── TooLargeError          more bytes than a limit allows; names the setting
     │   └── AccountDisabledError   the right password, for an account an admin disabled
     ├── ConflictError              someone else moved the branch while you committed
     │   ├── TakenOverError         a newer worker took over this fill or eviction: stop
     │   └── LeaseLostError         a lease lapsed and its cache was evicted
     ├── SourceError                the local files: unreadable, changing while read
+    ├── InsufficientStorageError   no room left on the disk that receives an upload
     ├── IntegrityError             bytes whose hash disagrees with their name
     ├── LakeError                  the object store
     │   ├── ObjectNotFoundError
@@ -32,6 +34,10 @@ class LakecacheError(Exception):
     """Base of every lakecache error; ``hint`` says what to do next."""
 
     default_hint = ""
+    #: A server shows the message of a 5xx error of this class to the client (for the
+    #: others it says only "internal error"): set where messages never name the server's
+    #: hosts, paths or databases.
+    public = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +80,11 @@ class AmbiguousRefError(UserError):
     default_hint = "Give more characters of the commit id."
 
 
+class TooLargeError(UserError):
+    """More bytes than a limit allows (an upload over a size setting); the message names
+    the setting and the hint says how to get under it."""
+
+
 class ConflictError(LakecacheError):
     default_hint = (
         "Another commit landed first. Your uploaded data is kept in the lake; "
@@ -105,6 +116,14 @@ class LeaseLostError(ConflictError):
 
 class SourceError(LakecacheError):
     """A local file could not be read, or kept changing while it was read."""
+
+
+class InsufficientStorageError(LakecacheError):
+    """The disk that would receive the bytes has not enough free space for them. Its
+    messages name the sizes sent, never a path or the server's free space."""
+
+    default_hint = "Ask the server's operator to free space in its home folder, then run it again."
+    public = True
 
 
 class IntegrityError(LakecacheError):

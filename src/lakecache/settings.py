@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lakecache.errors import UserError
+from lakecache.units import parse_size
 
 MiB = 1024 * 1024
 
@@ -61,6 +62,11 @@ class Settings:
     #: without progress, an eviction). Heartbeats come every 5 s: keep this at 15 or
     #: more in production; tests lower it so a paused filler goes stale quickly.
     fill_stale_after: float = 15.0
+    #: The most bytes of outputs one job attempt may send to a server (the tar of its
+    #: outputs folder; ``10GiB`` and the like are read too): a larger upload is refused
+    #: (HTTP 413) before or while it arrives, nothing of it is kept, and the job fails
+    #: saying why. An upload also needs twice its size free in the server's home folder.
+    max_output_bytes: int = 10 * 1024 * MiB
 
     def __post_init__(self) -> None:
         home = Path(self.home).expanduser()
@@ -73,6 +79,11 @@ class Settings:
             object.__setattr__(self, "author", _default_author())
         if self.workers < 1:
             raise UserError(f"workers must be at least 1, not {self.workers}")
+        if self.max_output_bytes < 1:
+            raise UserError(
+                f"max_output_bytes must be at least 1, not {self.max_output_bytes}",
+                hint="Give the most bytes of outputs a job may send, e.g. 10737418240 (10 GiB).",
+            )
         if not self.fill_stale_after > 0:
             raise UserError(
                 f"fill_stale_after must be positive, not {self.fill_stale_after}",
@@ -108,9 +119,17 @@ class Settings:
         for name, key in _ENV.items():
             if env.get(name):
                 values[key] = env[name]
-        for key in ("workers", "pack_threshold", "pack_target", "part_size", "lake_retries"):
+        for key in (
+            "workers",
+            "pack_threshold",
+            "pack_target",
+            "part_size",
+            "lake_retries",
+        ):
             if key in values:
                 values[key] = int(values[key])
+        if "max_output_bytes" in values:
+            values["max_output_bytes"] = parse_size(values["max_output_bytes"], "max_output_bytes")
         if "lake_timeout" in values:
             values["lake_timeout"] = float(values["lake_timeout"])
         values.update(overrides)
@@ -132,6 +151,7 @@ _ENV = {
     "LAKECACHE_AUTHOR": "author",
     "LAKECACHE_SERVER": "server_url",
     "LAKECACHE_TOKEN": "token",
+    "LAKECACHE_MAX_OUTPUT_BYTES": "max_output_bytes",
 }
 
 

@@ -26,6 +26,7 @@ from lakecache.errors import (
     CatalogError,
     ConflictError,
     DatasetNotFoundError,
+    InsufficientStorageError,
     IntegrityError,
     InvalidPathError,
     LakecacheError,
@@ -35,6 +36,7 @@ from lakecache.errors import (
     NotFoundError,
     ObjectNotFoundError,
     TakenOverError,
+    TooLargeError,
     UserError,
 )
 
@@ -80,6 +82,8 @@ _BY_CODE: dict[str, type[LakecacheError]] = {
     "lake_error": LakeError,
     "integrity_error": IntegrityError,
     "catalog_unavailable": CatalogError,
+    "too_large": TooLargeError,
+    "insufficient_storage": InsufficientStorageError,
 }
 
 

@@ -32,6 +32,7 @@ from lakecache.compute.model import (
     InputSpec,
     JobEvent,
     JobRecord,
+    JobSpec,
     OutputFile,
     QueueRecord,
     Resources,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 
 #: The most bytes of log sent in one request.
 LOG_CHUNK = 1 << 20
+#: The most jobs one batch submit sends (the server's limit).
+BATCH_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,19 @@ def _size(d: dict[str, Any]) -> Resources:
 
 def _size_json(size: Resources) -> dict[str, Any]:
     return size.as_json()
+
+
+def _job_body(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "queue": spec.queue,
+        "command": list(spec.command),
+        "inputs": [i.as_dict() for i in spec.inputs],
+        "request": _size_json(spec.request),
+        "env": dict(spec.env),
+        "image": spec.image,
+        "max_attempts": spec.max_attempts,
+        "timeout_seconds": spec.timeout_seconds,
+    }
 
 
 def job_record(d: dict[str, Any]) -> JobRecord:
@@ -210,17 +226,29 @@ class RemoteJobs:
         """Submit a job; the server pins each input's ref to a commit (checking that the
         commit resolved here is still the ref's) and places the job if there is room.
         The submitter is the logged-in user, whatever ``submitted_by`` says."""
-        body = {
-            "queue": queue,
-            "command": list(command),
-            "inputs": [i.as_dict() for i in inputs],
-            "request": _size_json(request),
-            "env": dict(env or {}),
-            "image": image,
-            "max_attempts": max_attempts,
-            "timeout_seconds": timeout_seconds,
-        }
-        return job_record(self._conn.call("POST", "/jobs", json=body))
+        spec = JobSpec(
+            queue,
+            tuple(command),
+            request,
+            tuple(inputs),
+            dict(env or {}),
+            image,
+            max_attempts,
+            timeout_seconds,
+        )
+        return job_record(self._conn.call("POST", "/jobs", json=_job_body(spec)))
+
+    def submit_many(
+        self, specs: Sequence[JobSpec], *, submitted_by: str = "", now: datetime | None = None
+    ) -> list[JobRecord]:
+        """Submit many jobs in one request (``POST /jobs/batch``): all or none, as
+        :meth:`ComputeStore.submit_many <lakecache.compute.store.ComputeStore.submit_many>`;
+        the server places those with room at once."""
+        out: list[JobRecord] = []
+        for start in range(0, len(specs), BATCH_MAX):
+            body = {"jobs": [_job_body(s) for s in specs[start : start + BATCH_MAX]]}
+            out.extend(job_record(d) for d in self._conn.call("POST", "/jobs/batch", json=body))
+        return out
 
     def admit(self, job_id: int, *, now: datetime) -> JobRecord | None:
         """The server admitted the job at submit already; its record now."""
@@ -386,7 +414,8 @@ class RemoteJobs:
         """Send the attempt's collected outputs to the server as one tar stream, with the job's
         own token (which may write this job's outputs and nothing else); the server stores
         them in the lake and lists them on the job. Returns (manifest digest, files).
-        Raises TakenOverError when the attempt is stale."""
+        Raises TakenOverError when the attempt is stale, and the server's refusal (a
+        TooLargeError over its ``max_output_bytes``, InsufficientStorageError) as is."""
         import tempfile
 
         from lakecache.compute.outputs import write_tar
@@ -397,13 +426,16 @@ class RemoteJobs:
         try:
             with tempfile.TemporaryFile(prefix="lakecache-outputs-") as spool:
                 write_tar(scan, spool)
+                size = spool.tell()
                 spool.seek(0)
+                # The size up front lets the server refuse a tar over its max_output_bytes
+                # before any of it is written to its disk.
                 d = conn.call(
                     "PUT",
                     f"/jobs/{job_id}/outputs",
                     params={"token": token},
                     content=_chunks(spool),
-                    headers={"Content-Type": "application/x-tar"},
+                    headers={"Content-Type": "application/x-tar", "Content-Length": str(size)},
                 )
         finally:
             if conn is not self._conn:

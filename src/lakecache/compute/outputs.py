@@ -20,13 +20,25 @@ under normalised names, and uploads them the same way. Either way the file list
 becomes a manifest in the lake and rows on the job
 (:meth:`lakecache.compute.store.ComputeStore.record_outputs`).
 
+How much a server takes. One attempt's tar may hold at most
+``Settings.max_output_bytes``: a larger ``Content-Length`` is refused (413)
+before a byte is written, a body that grows past it (chunked, or lying about its
+length) is stopped there and its spool removed, and the unpacked files are
+bounded the same way (a sparse member cannot expand past it). The server wants
+twice the declared size free on its disk (the tar, then its unpacked files) and
+answers 507 otherwise, or when the disk fills up midway; nothing is kept then.
+The runner records a refusal on the job's timeline ("outputs lost", with the
+server's words), and a job that succeeded fails with that reason.
+
 Downloads verify every file against its digest and write under the destination
 only (names normalised, never through a symlink found there).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -36,7 +48,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from lakecache.compute.model import OutputFile
 from lakecache.data.scan import SourceFile
-from lakecache.errors import InvalidPathError, UserError
+from lakecache.errors import (
+    InsufficientStorageError,
+    InvalidPathError,
+    TooLargeError,
+    UserError,
+)
 from lakecache.lake.objects import ManifestEntry, encode_manifest, hash_bytes, manifest_key
 
 if TYPE_CHECKING:
@@ -172,13 +189,50 @@ def write_tar(scan: OutputScan, out: BinaryIO) -> int:
     return total
 
 
-def unpack_tar(stream: BinaryIO, dest: Path) -> OutputScan:
+def too_large(what: str, size: int, limit: int, *, so_far: bool = False) -> TooLargeError:
+    """The refusal of ``what`` (``size`` bytes, or ``so_far`` more than that) over the
+    ``max_output_bytes`` setting ``limit``."""
+    got = f"more than {size}" if so_far else str(size)
+    return TooLargeError(
+        f"{what}: {got} bytes, over this server's limit of {limit} bytes "
+        "(its setting max_output_bytes); nothing of it was kept",
+        hint="Write less to $LAKECACHE_OUTPUTS (commit large results to a dataset from the "
+        "job instead), or ask the server's admin to raise max_output_bytes "
+        "(LAKECACHE_MAX_OUTPUT_BYTES).",
+    )
+
+
+def ensure_room(folder: Path, need: int, what: str) -> None:
+    """InsufficientStorageError unless ``folder``'s disk has ``need`` bytes free."""
+    if shutil.disk_usage(folder).free < need:
+        raise InsufficientStorageError(
+            f"{what}: the server's disk has not the {need} bytes free that it needs; "
+            "nothing was kept"
+        )
+
+
+def disk_full(exc: OSError, what: str) -> InsufficientStorageError | None:
+    """The error to raise for ``exc`` (raised while writing) if it says the disk or a quota
+    is full; None for any other error. The message names no server path."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return InsufficientStorageError(
+        f"{what}: the server's disk filled up while writing; nothing was kept"
+    )
+
+
+def unpack_tar(stream: BinaryIO, dest: Path, *, max_bytes: int | None = None) -> OutputScan:
     """Unpack a tar stream of outputs into the empty folder ``dest``: regular files only,
     under normalised names (no absolute path, no ``..``); anything else is left out and
-    named. Returns the scan of what was written."""
+    named. Returns the scan of what was written.
+
+    ``max_bytes`` bounds the bytes written (TooLargeError past it: a sparse member
+    expands beyond the tar's own size). A full disk raises InsufficientStorageError.
+    What was written is left in ``dest`` for the caller to remove."""
     from lakecache.lake.objects import normalize_path
 
     left_out: list[tuple[str, str]] = []
+    written = 0
     dest.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(dest)
     with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -202,14 +256,28 @@ def unpack_tar(stream: BinaryIO, dest: Path) -> OutputScan:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                 fd = os.open(target, flags, 0o600)
             except OSError as exc:
+                full = disk_full(exc, "unpacking the outputs")
+                if full is not None:
+                    raise full from None
                 # A name given twice, or a file where a folder should be.
                 left_out.append((member.name, f"cannot be written: {exc.strerror}"))
                 continue
             src = tar.extractfile(member)
             assert src is not None  # a regular file has a body
-            with os.fdopen(fd, "wb") as fh:
-                while chunk := src.read(1 << 20):
-                    fh.write(chunk)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if max_bytes is not None and written > max_bytes:
+                            raise too_large(
+                                "the unpacked outputs", max_bytes, max_bytes, so_far=True
+                            )
+                        fh.write(chunk)
+            except OSError as exc:
+                full = disk_full(exc, "unpacking the outputs")
+                if full is None:
+                    raise
+                raise full from None
             os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
     scan = scan_outputs(dest)
     scan.left_out = sorted(left_out + scan.left_out)

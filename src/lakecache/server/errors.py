@@ -6,7 +6,8 @@
 
 Every :class:`~lakecache.errors.LakecacheError` maps to a status by its class
 (first match in :data:`_STATUS`); anything else is a 500. The body of every
-5xx says only "internal error" and the request id (also in the
+5xx (but for an error whose class is marked ``public``: its message names only
+what the client sent) says only "internal error" and the request id (also in the
 ``X-Request-ID`` header of every response): what went wrong, which can name
 the catalog's host or database, goes to the server log with that id and the
 traceback, never to the client, who may not even be logged in.
@@ -38,6 +39,7 @@ from lakecache.errors import (
     AmbiguousRefError,
     CatalogError,
     ConflictError,
+    InsufficientStorageError,
     IntegrityError,
     InvalidPathError,
     LakecacheError,
@@ -48,6 +50,7 @@ from lakecache.errors import (
     ObjectNotFoundError,
     SourceError,
     TakenOverError,
+    TooLargeError,
     UserError,
 )
 
@@ -101,6 +104,7 @@ _STATUS: list[tuple[type[LakecacheError], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (AlreadyExistsError, 409, "already_exists"),
     (AmbiguousRefError, 400, "ambiguous_ref"),
+    (TooLargeError, 413, "too_large"),
     (UserError, 400, "invalid_request"),
     (TakenOverError, 409, "taken_over"),
     (LeaseLostError, 409, "lease_lost"),
@@ -111,6 +115,7 @@ _STATUS: list[tuple[type[LakecacheError], int, str]] = [
     (IntegrityError, 502, "integrity_error"),
     (CatalogError, 503, "catalog_unavailable"),
     (SourceError, 400, "source_error"),
+    (InsufficientStorageError, 507, "insufficient_storage"),
 ]
 
 #: What FastAPI takes as ``responses=``: extra statuses for the OpenAPI spec.
@@ -179,7 +184,7 @@ def install(app: FastAPI) -> None:
     async def _lakecache_error(request: Request, exc: LakecacheError) -> JSONResponse:
         status, code = status_of(exc)
         request_id = request_id_of(request)
-        if status >= 500:
+        if status >= 500 and not exc.public:
             log.error(
                 "request %s: %s %s -> %d %s: %s",
                 request_id,

@@ -12,6 +12,7 @@ route                                      who         what
 ``DELETE /templates/{template}``           org admin   remove one no queue names
 ``GET|POST /queues``                       user|admin  list (with job counts) | add
 ``POST /jobs``                             user        submit: reader of every input
+``POST /jobs/batch``                       user        submit up to 1,000 at once, all or none
 ``GET /jobs``                              user        own jobs (org admins: all)
 ``GET /jobs/{id}``                         submitter   the job, timeline and placement
 ``GET /jobs/{id}/log?offset=N``            submitter   the log from byte N (poll to follow)
@@ -62,7 +63,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from lakecache.compute import tables as ct
-from lakecache.compute.model import InputSpec, JobRecord
+from lakecache.compute.model import InputSpec, JobRecord, JobSpec
 from lakecache.compute.store import ComputeStore
 from lakecache.compute.tokens import JobTokens
 from lakecache.errors import (
@@ -73,7 +74,7 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.server.auth import OrgAdmin, Plane, Principal, User, require_dataset
-from lakecache.server.errors import COMMON_RESPONSES, PermissionDeniedError
+from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, PermissionDeniedError
 from lakecache.server.job_models import (
     BeatOut,
     CapacityOut,
@@ -84,6 +85,7 @@ from lakecache.server.job_models import (
     FinishIn,
     JobIn,
     JobOut,
+    JobsIn,
     JobState,
     LogWritten,
     MovedJob,
@@ -271,14 +273,9 @@ def add_queue(body: QueueIn, _: OrgAdmin, plane: Plane) -> QueueOut:
 # -- jobs --------------------------------------------------------------------------------
 
 
-@router.post("/jobs", response_model=JobOut, status_code=201)
-def submit(body: JobIn, principal: User, plane: Plane) -> JobOut:
-    """Submit a job; it is placed at once if a template of its queue has room.
-
-    Each input's dataset must be readable by the caller (404 as for a missing
-    dataset otherwise); its ref is pinned to a commit now. Refused with a hint
-    for an unknown queue, dataset or ref, or a job larger than every template.
-    """
+def _spec(plane: ControlPlane, principal: Principal, body: JobIn) -> JobSpec:
+    """What ``body`` asks, with each input's ref pinned to its commit now; refused (404 as
+    for a missing dataset) unless the caller may read every input's dataset."""
     catalog = plane.hub.catalog
     inputs = []
     for i in body.inputs:
@@ -291,25 +288,46 @@ def submit(body: JobIn, principal: User, plane: Plane) -> JobOut:
                 hint="The ref moved since you resolved it: submit again.",
             )
         inputs.append(InputSpec(i.name, i.dataset, i.ref, commit_id, i.mode))
-    store, now = _store(plane), plane.clock.now()
-    job = store.submit(
+    return JobSpec(
         body.queue,
-        body.command,
-        request=body.request.size(),
-        inputs=inputs,
-        env=dict(body.env),
-        image=body.image,
-        submitted_by=principal.user.name,
-        max_attempts=body.max_attempts,
-        timeout_seconds=body.timeout_seconds,
-        now=now,
+        tuple(body.command),
+        body.request.size(),
+        tuple(inputs),
+        dict(body.env),
+        body.image,
+        body.max_attempts,
+        body.timeout_seconds,
     )
+
+
+def _submit(plane: ControlPlane, principal: Principal, specs: list[JobSpec]) -> list[JobOut]:
+    store, now = _store(plane), plane.clock.now()
+    jobs = store.submit_many(specs, submitted_by=principal.user.name, now=now)
     try:
-        store.admit(job.id, now=now)
+        store.admit_many([j.id for j in jobs], now=now)
     except LakecacheError as exc:
-        # Queued already; the next scheduler pass (every agent runs them) places it.
-        log.warning("job %d queued, not placed yet: %s", job.id, exc.message)
-    return JobOut.of(store.get_job(job.id))
+        # Queued already; the next scheduler pass (every agent runs them) places them.
+        log.warning("%d job(s) queued, not placed yet: %s", len(jobs), exc.message)
+    return [JobOut.of(j) for j in store.get_jobs([j.id for j in jobs])]
+
+
+@router.post("/jobs", response_model=JobOut, status_code=201)
+def submit(body: JobIn, principal: User, plane: Plane) -> JobOut:
+    """Submit a job; it is placed at once if a template of its queue has room.
+
+    Each input's dataset must be readable by the caller (404 as for a missing
+    dataset otherwise); its ref is pinned to a commit now. Refused with a hint
+    for an unknown queue, dataset or ref, or a job larger than every template.
+    """
+    return _submit(plane, principal, [_spec(plane, principal, body)])[0]
+
+
+@router.post("/jobs/batch", response_model=list[JobOut], status_code=201)
+def submit_batch(body: JobsIn, principal: User, plane: Plane) -> list[JobOut]:
+    """Submit up to 1,000 jobs in one transaction, each checked as ``POST /jobs`` checks
+    one; all or none (a refusal names the job by its position). Those with room are
+    placed at once, in the order given."""
+    return _submit(plane, principal, [_spec(plane, principal, j) for j in body.jobs])
 
 
 @router.get("/jobs", response_model=Page[JobOut])
@@ -612,6 +630,10 @@ def read_output(
     openapi_extra={
         "requestBody": {"content": {"application/x-tar": {"schema": {"type": "string"}}}}
     },
+    responses={
+        413: {"model": ErrorBody, "description": "Over the server's max_output_bytes"},
+        507: {"model": ErrorBody, "description": "Not enough free space on the server's disk"},
+    },
 )
 async def store_outputs(
     job_id: JobId,
@@ -628,7 +650,12 @@ async def store_outputs(
     Sent with the job's own token (its attempt ``token``, running; a job token may
     write its own job's outputs and nothing else), or by the agent that claimed
     the attempt. 409 ``taken_over`` for an attempt that is not the running one.
+    At most the server's ``max_output_bytes`` (413 over it: at once for a larger
+    ``Content-Length``, else when the body passes it); 507 without room on the
+    server's disk. Nothing of a refused body is kept.
     """
+    from lakecache.compute.outputs import disk_full, ensure_room, too_large
+
     if principal.job is not None:
         if principal.job.job_id != job_id:
             raise PermissionDeniedError(
@@ -641,13 +668,36 @@ async def store_outputs(
             raise _stale(job, token)
     else:
         job = await run_in_threadpool(_claimed, plane, principal, job_id, token)
+    what = f"the outputs of job {job_id}"
+    limit = plane.hub.settings.max_output_bytes
+    header = request.headers.get("content-length")
+    declared = int(header) if header is not None and header.isdigit() else None
+    if declared is not None and declared > limit:
+        raise too_large(what, declared, limit)
     spool_root = plane.hub.settings.home / "job-outputs-tmp"
     spool_root.mkdir(parents=True, exist_ok=True)
+    # The tar, then its unpacked files: twice its size, while both exist.
+    await run_in_threadpool(ensure_room, spool_root, 2 * (declared or 0), what)
     with tempfile.TemporaryDirectory(dir=spool_root, prefix=f"{job_id}-{token}-") as tmp:
         tar_path = FsPath(tmp) / "outputs.tar"
-        with open(tar_path, "wb") as f:
-            async for chunk in request.stream():
-                await run_in_threadpool(f.write, chunk)
+        received = 0
+        try:
+            with open(tar_path, "wb") as f:
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > limit:
+                        raise too_large(what, limit, limit, so_far=True)
+                    if declared is not None and received > declared:
+                        raise UserError(
+                            f"{what}: the body is longer than its Content-Length ({declared})",
+                            hint="Send the tar's exact size in Content-Length.",
+                        )
+                    await run_in_threadpool(f.write, chunk)
+        except OSError as exc:
+            full = disk_full(exc, what)
+            if full is None:
+                raise
+            raise full from None
         stored = await run_in_threadpool(_store_outputs, plane, job, token, tar_path, FsPath(tmp))
     return stored
 
@@ -661,7 +711,7 @@ def _store_outputs(
 
     try:
         with open(tar_path, "rb") as f:
-            scan = unpack_tar(f, tmp / "outputs")
+            scan = unpack_tar(f, tmp / "outputs", max_bytes=plane.hub.settings.max_output_bytes)
     except tarfile.TarError as exc:
         raise UserError(
             f"the outputs of job {job.id} are not a readable tar stream: {exc}",
