@@ -639,6 +639,29 @@ ROWS = [
         ),
         agent=403,
     ),
+    Row(
+        "POST",
+        "/api/v1/jobs/batch",
+        "reader",
+        201,
+        lambda w, who: (
+            "/api/v1/jobs/batch",
+            {
+                "json": {
+                    "jobs": [
+                        {
+                            "queue": _queue(w),
+                            "command": ["true"],
+                            "inputs": [{"name": "xray", "dataset": "xray", "ref": "v1"}],
+                            "request": _TINY,
+                        },
+                        {"queue": _queue(w), "command": ["true"], "request": _TINY},
+                    ]
+                }
+            },
+        ),
+        agent=403,
+    ),
     Row("GET", "/api/v1/jobs", "user", 200),
     Row("GET", "/api/v1/jobs/{job_id}", "user", 200, _own_job("")),
     Row("GET", "/api/v1/jobs/{job_id}/log", "user", 200, _own_job("/log")),

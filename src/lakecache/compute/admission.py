@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import exc as sa_exc
@@ -29,6 +29,8 @@ from lakecache.compute.rows import LostRace, size_values
 RUNNER_SEEN_WITHIN = timedelta(seconds=30)
 #: How often one admission re-plans after losing its compare-and-swap to another scheduler.
 ADMIT_TRIES = 20
+#: Queued jobs one admission transaction places at most.
+ADMIT_BATCH = 200
 
 
 class Admission(JobQueries):
@@ -58,99 +60,180 @@ class Admission(JobQueries):
         """Place a queued job on the first template of its queue with room (see the module's
         notes on concurrency). Returns the placed job, or None if it must wait (or is no
         longer queued). The placement explanation is kept on the job either way."""
+        placed = self.admit_many([job_id], now=now)
+        return placed[0] if placed else None
+
+    def admit_many(self, job_ids: Sequence[int], *, now: datetime) -> list[JobRecord]:
+        """Place the queued jobs among ``job_ids``, oldest first, each on the first template
+        of its queue with room once the ones before it took theirs: one snapshot of the
+        capacity, one plan, and one transaction that swaps the admission counter of every
+        resource it places on (see the module's notes on concurrency). A lost swap plans
+        again from fresh figures. Returns the jobs placed; the others keep why they wait."""
+        return self._admit(job_ids, now=now)[0]
+
+    def _admit(
+        self, job_ids: Sequence[int], *, now: datetime
+    ) -> tuple[list[JobRecord], list[JobRecord]]:
+        """:meth:`admit_many`, and the jobs that found no room (their records before)."""
+        ids = sorted(set(job_ids))
         for _ in range(ADMIT_TRIES):
-            job = self.get_job(job_id)
-            if job.state != "queued":
-                return None
-            gone = self._missing_input(job)
-            if gone is not None:
-                self._fail_queued(job.id, gone, now)
-                return None
-            queue = self.get_queue(job.queue)
-            templates = self._queue_templates(queue.id)
-            caps = {c.compute_id: c for c in self.capacity({t.compute_id for t in templates})}
-            down: frozenset[str] = frozenset()
-            if queue.agent_down == "move":
-                down = frozenset({t.site for t in templates} - self.sites_with_runner(now=now))
-            chosen, verdicts = plan_placement(
-                job.request,
-                templates,
-                {cid: c.free for cid, c in caps.items()},
-                policy=queue.policy,
-                warm_sites=self.warm_sites(job.inputs),
-                down_sites=down,
-            )
-            if chosen is None:
-                self._note_placement(job, verdicts, now)
-                return None
+            jobs = self._queued(ids)
+            if not jobs:
+                return [], []
+            jobs = self._fail_missing_inputs(jobs, now)
+            queues = {name: self.get_queue(name) for name in {j.queue for j in jobs}}
+            templates = {q.name: self._queue_templates(q.id) for q in queues.values()}
+            compute_ids = {t.compute_id for ts in templates.values() for t in ts}
+            caps = {c.compute_id: c for c in self.capacity(compute_ids)}
+            free = {cid: c.free for cid, c in caps.items()}
+            live: set[str] | None = None
+            warm: dict[tuple[InputSpec, ...], frozenset[str] | None] = {}
+            plan: list[tuple[JobRecord, TemplateRecord, tuple[TemplateVerdict, ...]]] = []
+            waiting: list[tuple[JobRecord, tuple[TemplateVerdict, ...]]] = []
+            for job in jobs:
+                queue, tpls = queues[job.queue], templates[job.queue]
+                down: frozenset[str] = frozenset()
+                if queue.agent_down == "move":
+                    if live is None:
+                        live = self.sites_with_runner(now=now)
+                    down = frozenset({t.site for t in tpls} - live)
+                if job.inputs not in warm:
+                    warm[job.inputs] = self.warm_sites(job.inputs)
+                chosen, verdicts = plan_placement(
+                    job.request,
+                    tpls,
+                    free,
+                    policy=queue.policy,
+                    warm_sites=warm[job.inputs],
+                    down_sites=down,
+                )
+                if chosen is None:
+                    waiting.append((job, verdicts))
+                else:
+                    free[chosen.compute_id] = free[chosen.compute_id].minus(chosen.size)
+                    plan.append((job, chosen, verdicts))
             try:
-                self._commit_placement(job, chosen, caps[chosen.compute_id], verdicts, now)
+                placed = self._commit_placements(plan, caps, now)
             except LostRace:
                 continue
-            return self.get_job(job_id)
-        return None  # lost every race this round; the next pass tries again
+            self._note_placements(waiting, now)
+            return self.get_jobs(placed), [job for job, _ in waiting]
+        return [], []  # lost every race this round; the next pass tries again
 
-    def _commit_placement(
-        self,
-        job: JobRecord,
-        chosen: TemplateRecord,
-        cap: CapacityRecord,
-        verdicts: Sequence[TemplateVerdict],
-        now: datetime,
-    ) -> None:
-        cc, j = ct.compute_capacity, ct.compute_jobs
-        why = next(v.detail for v in verdicts if v.verdict == "chosen")
-        with self._c._write() as conn:
-            swapped = conn.execute(
-                update(cc)
-                .where(cc.c.compute_id == cap.compute_id, cc.c.admissions == cap.admissions)
-                .values(admissions=cc.c.admissions + 1)
-            )
-            if swapped.rowcount != 1:
-                raise LostRace
-            placed = conn.execute(
-                update(j)
-                .where(j.c.id == job.id, j.c.state == "queued")
-                .values(
-                    state="placed",
-                    template_id=chosen.id,
-                    compute_id=chosen.compute_id,
-                    placement=json.dumps([v.as_dict() for v in verdicts]),
-                    updated_at=now,
-                    **size_values(chosen.size, "slot_"),
+    def _queued(self, ids: Sequence[int]) -> list[JobRecord]:
+        """The jobs among ``ids`` still queued, oldest first (one query per 500)."""
+        j = ct.compute_jobs
+        out: list[JobRecord] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            with self._c._read() as conn:
+                rows = conn.execute(
+                    self._job_query()
+                    .where(j.c.id.in_(part), j.c.state == "queued")
+                    .order_by(j.c.id)
                 )
-            )
-            if placed.rowcount != 1:
-                raise LostRace  # placed or cancelled meanwhile; the rollback undoes the bump
-            self._event(
-                conn,
-                job.id,
-                now,
-                "placed",
-                f"on {chosen.name} ({chosen.compute} at {chosen.site}): {why}",
-                job.attempt,
-            )
+                out.extend(self._job(r) for r in rows.mappings())
+        return out
 
-    def _note_placement(
-        self, job: JobRecord, verdicts: Sequence[TemplateVerdict], now: datetime
+    def _fail_missing_inputs(self, jobs: Sequence[JobRecord], now: datetime) -> list[JobRecord]:
+        """The jobs whose inputs all still exist; the others are failed, saying which is gone."""
+        out: list[JobRecord] = []
+        known: dict[tuple[str, str], bool] = {}
+        for job in jobs:
+            gone = self._missing_input(job, known)
+            if gone is None:
+                out.append(job)
+            else:
+                self._fail_queued(job.id, gone, now)
+        return out
+
+    def _commit_placements(
+        self,
+        plan: Sequence[tuple[JobRecord, TemplateRecord, tuple[TemplateVerdict, ...]]],
+        caps: Mapping[int, CapacityRecord],
+        now: datetime,
+    ) -> list[int]:
+        """Make ``plan`` real in one transaction; the ids of the jobs placed. LostRace (and
+        nothing changed) when another scheduler admitted on one of its resources since
+        ``caps`` was read. A job no longer queued (cancelled meanwhile) is left out."""
+        if not plan:
+            return []
+        cc, j = ct.compute_capacity, ct.compute_jobs
+        placed: list[int] = []
+        with self._c._write() as conn:
+            for cid in sorted({chosen.compute_id for _, chosen, _ in plan}):
+                swapped = conn.execute(
+                    update(cc)
+                    .where(cc.c.compute_id == cid, cc.c.admissions == caps[cid].admissions)
+                    .values(admissions=cc.c.admissions + 1)
+                )
+                if swapped.rowcount != 1:
+                    raise LostRace  # the rollback undoes the swaps made so far
+            events = []
+            for job, chosen, verdicts in plan:
+                res = conn.execute(
+                    update(j)
+                    .where(j.c.id == job.id, j.c.state == "queued")
+                    .values(
+                        state="placed",
+                        template_id=chosen.id,
+                        compute_id=chosen.compute_id,
+                        placement=json.dumps([v.as_dict() for v in verdicts]),
+                        updated_at=now,
+                        **size_values(chosen.size, "slot_"),
+                    )
+                )
+                if res.rowcount != 1:
+                    continue  # cancelled meanwhile: its planned room stays free
+                why = next(v.detail for v in verdicts if v.verdict == "chosen")
+                events.append(
+                    {
+                        "job_id": job.id,
+                        "at": now,
+                        "kind": "placed",
+                        "detail": f"on {chosen.name} ({chosen.compute} at {chosen.site}): {why}",
+                        "attempt": job.attempt,
+                    }
+                )
+                placed.append(job.id)
+            if events:
+                conn.execute(ct.compute_job_events.insert(), events)
+        return placed
+
+    def _note_placements(
+        self, waiting: Sequence[tuple[JobRecord, tuple[TemplateVerdict, ...]]], now: datetime
     ) -> None:
-        """Keep why a waiting job waits; written only when the reasons change."""
-        if tuple(verdicts) == job.placement:
+        """Keep why waiting jobs wait; written only for those whose reasons changed."""
+        changed = [(job, v) for job, v in waiting if tuple(v) != job.placement]
+        if not changed:
             return
         j = ct.compute_jobs
-        summary = "; ".join(f"{v.template}: {v.verdict}" for v in verdicts)
         with self._c._write() as conn:
-            res = conn.execute(
-                update(j)
-                .where(j.c.id == job.id, j.c.state == "queued")
-                .values(placement=json.dumps([v.as_dict() for v in verdicts]))
-            )
-            if res.rowcount == 1:
-                self._event(conn, job.id, now, "waiting", f"no template has room ({summary})", 0)
+            for job, verdicts in changed:
+                summary = "; ".join(f"{v.template}: {v.verdict}" for v in verdicts)
+                res = conn.execute(
+                    update(j)
+                    .where(j.c.id == job.id, j.c.state == "queued")
+                    .values(placement=json.dumps([v.as_dict() for v in verdicts]))
+                )
+                if res.rowcount == 1:
+                    self._event(
+                        conn, job.id, now, "waiting", f"no template has room ({summary})", 0
+                    )
 
-    def _missing_input(self, job: JobRecord) -> str | None:
-        """Why the job cannot run (an input commit is no longer in the catalog), or None."""
+    def _missing_input(
+        self, job: JobRecord, known: dict[tuple[str, str], bool] | None = None
+    ) -> str | None:
+        """Why the job cannot run (an input commit is no longer in the catalog), or None.
+        ``known``: (dataset, commit) -> whether it exists, learnt by the caller's earlier
+        calls (this call adds to it)."""
+        known = {} if known is None else known
         for spec in job.inputs:
+            key = (spec.dataset, spec.commit_id)
+            if key in known:
+                if not known[key]:
+                    return self._gone(spec)
+                continue
             with self._c._read() as conn:
                 commits = t.commits.join(t.datasets, t.datasets.c.id == t.commits.c.dataset_id)
                 found = conn.scalar(
@@ -158,13 +241,18 @@ class Admission(JobQueries):
                     .select_from(commits)
                     .where(t.datasets.c.name == spec.dataset, t.commits.c.id == spec.commit_id)
                 )
+            known[key] = bool(found)
             if not found:
-                return (
-                    f"input {spec.name}: commit {spec.commit_id[:12]} of dataset "
-                    f"{spec.dataset!r} (was {spec.dataset}@{spec.ref}) no longer exists; "
-                    "it was deleted while the job was queued"
-                )
+                return self._gone(spec)
         return None
+
+    @staticmethod
+    def _gone(spec: InputSpec) -> str:
+        return (
+            f"input {spec.name}: commit {spec.commit_id[:12]} of dataset "
+            f"{spec.dataset!r} (was {spec.dataset}@{spec.ref}) no longer exists; "
+            "it was deleted while the job was queued"
+        )
 
     def _fail_queued(self, job_id: int, reason: str, now: datetime) -> bool:
         j = ct.compute_jobs
@@ -277,27 +365,28 @@ class Admission(JobQueries):
         stop_at = None if budget is None else time.monotonic() + budget
         self.fail_overdue(now=now)
         self.strand_check(now=now)
-        placed = 0
         j = ct.compute_jobs
-        # Every pass of every agent reads all queued jobs: only the columns that tell one
-        # shape from another, no joins, no records (admit reads the job it places). With
-        # 1,000 queued this is 4x less CPU than list_jobs, which every agent paid 5 times/s.
+        # Every pass of every agent reads the queued jobs: only the columns that tell one
+        # shape from another, no joins, no records. They are admitted in batches (one
+        # snapshot, one plan and one transaction each); a job of a shape that found no
+        # room in an earlier batch of this pass is not looked at again.
         shape_of = (j.c.queue_id, j.c.cpu_milli, j.c.memory, j.c.gpu, j.c.resources, j.c.inputs)
         with self._c._read() as conn:
             rows = conn.execute(
                 select(j.c.id, *shape_of).where(j.c.state == "queued").order_by(j.c.id).limit(limit)
             ).all()
-        waiting: set[tuple[object, ...]] = set()
-        for row in rows:
+        shapes = {int(r[0]): tuple(r[1:]) for r in rows}
+        full: set[tuple[object, ...]] = set()
+        placed, pending = 0, [int(r[0]) for r in rows]
+        while pending:
             if stop_at is not None and time.monotonic() > stop_at:
                 break
-            shape = tuple(row[1:])
-            if shape in waiting:
-                continue  # an identical older job found no room this pass
-            if self.admit(int(row[0]), now=now) is not None:
-                placed += 1
-            else:
-                waiting.add(shape)
+            batch = [i for i in pending[:ADMIT_BATCH] if shapes[i] not in full]
+            pending = pending[ADMIT_BATCH:]
+            done, waiting = self._admit(batch, now=now)
+            placed += len(done)
+            full.update(shapes[w.id] for w in waiting)
+            pending = [i for i in pending if shapes[i] not in full]
         return placed
 
     def fail_overdue(self, *, now: datetime) -> list[int]:

@@ -15,11 +15,15 @@ from lakecache.catalog import topology_tables as tt
 from lakecache.compute import tables as ct
 from lakecache.compute.model import (
     DEFAULT_MAX_ATTEMPTS,
+    BatchRefusedError,
     InputSpec,
     JobEvent,
     JobRecord,
+    JobSpec,
     OutputFile,
+    QueueRecord,
     Resources,
+    TemplateRecord,
     parse_timeout,
 )
 from lakecache.compute.pools import PoolStore
@@ -52,24 +56,87 @@ class JobQueries(PoolStore):
         job is only queued here; :meth:`admit` places it. ``timeout_seconds`` limits
         each attempt's run (default: the queue's job time limit, if it has one).
         """
-        timeout = parse_timeout(timeout_seconds)
-        if not command:
+        spec = JobSpec(
+            queue,
+            tuple(command),
+            request,
+            tuple(inputs),
+            dict(env or {}),
+            image,
+            max_attempts,
+            timeout_seconds,
+        )
+        return self.submit_many([spec], submitted_by=submitted_by, now=now)[0]
+
+    def submit_many(
+        self, specs: Sequence[JobSpec], *, submitted_by: str, now: datetime
+    ) -> list[JobRecord]:
+        """Queue many jobs in one transaction (a flow's fan-out, a sweep); their records,
+        in the order given. Every job is checked first, as :meth:`submit` checks one: if
+        one is refused none is queued (:class:`BatchRefusedError` says which; a batch of
+        one raises that job's own error). Nothing is placed here; :meth:`admit_many` does.
+        """
+        queues: dict[str, tuple[QueueRecord, list[TemplateRecord]]] = {}
+        rows = []
+        for index, spec in enumerate(specs):
+            try:
+                rows.append(self._job_row(spec, queues, submitted_by, now))
+            except UserError as exc:
+                if len(specs) == 1:
+                    raise
+                raise BatchRefusedError(index, len(specs), exc) from None
+        if not rows:
+            return []
+        ids: list[int] = []
+        with self._c._write() as conn:
+            for row in rows:
+                res = conn.execute(ct.compute_jobs.insert().values(**row))
+                (job_id,) = res.inserted_primary_key or (0,)
+                ids.append(int(job_id))
+            conn.execute(
+                ct.compute_job_events.insert(),
+                [
+                    {
+                        "job_id": i,
+                        "at": now,
+                        "kind": "queued",
+                        "detail": f"on queue {spec.queue}",
+                        "attempt": 0,
+                    }
+                    for i, spec in zip(ids, specs, strict=True)
+                ],
+            )
+        return self.get_jobs(ids)
+
+    def _job_row(
+        self,
+        spec: JobSpec,
+        queues: dict[str, tuple[QueueRecord, list[TemplateRecord]]],
+        submitted_by: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The row that queues ``spec``, once it passed every check; UserError if not."""
+        timeout = parse_timeout(spec.timeout_seconds)
+        if not spec.command:
             raise UserError("a job needs a command", hint="Put it after --: job run -- CMD ARGS.")
-        if max_attempts < 1:
-            raise UserError(f"max_attempts must be at least 1, not {max_attempts}")
-        names = [i.env_var for i in inputs]
+        if spec.max_attempts < 1:
+            raise UserError(f"max_attempts must be at least 1, not {spec.max_attempts}")
+        names = [i.env_var for i in spec.inputs]
         if len(set(names)) != len(names):
             raise UserError(
                 "two inputs would share one environment variable",
                 hint="Name them apart: --input train=xray@v1 --input test=xray@v2.",
             )
-        q = self.get_queue(queue)
-        templates = self._queue_templates(q.id)
+        if spec.queue not in queues:
+            q = self.get_queue(spec.queue)
+            queues[spec.queue] = (q, self._queue_templates(q.id))
+        q, templates = queues[spec.queue]
+        request = spec.request
         if not any(request.fits_in(t.size) for t in templates):
             sizes = "; ".join(f"{t.name}: {t.size.describe()}" for t in templates)
             raise UserError(
                 f"the job ({request.describe()}) is larger than every template of queue "
-                f"{queue!r} ({sizes}); it would wait forever",
+                f"{spec.queue!r} ({sizes}); it would wait forever",
                 hint="Ask for less, or add a larger template to the queue.",
             )
         if timeout is None:
@@ -79,30 +146,40 @@ class JobQueries(PoolStore):
             if q.pending_deadline_seconds is None
             else now + timedelta(seconds=q.pending_deadline_seconds)
         )
-        with self._c._write() as conn:
-            res = conn.execute(
-                ct.compute_jobs.insert().values(
-                    queue_id=q.id,
-                    state="queued",
-                    command=json.dumps(list(command)),
-                    env=json.dumps(env or {}),
-                    inputs=json.dumps([i.as_dict() for i in inputs]),
-                    image=image,
-                    submitted_by=submitted_by,
-                    created_at=now,
-                    updated_at=now,
-                    deadline_at=deadline,
-                    attempt=0,
-                    max_attempts=max_attempts,
-                    timeout_seconds=timeout,
-                    cancel_requested=False,
-                    **size_values(request),
-                    **size_values(Resources(), "slot_"),
-                )
-            )
-            (job_id,) = res.inserted_primary_key or (0,)
-            self._event(conn, int(job_id), now, "queued", f"on queue {queue}", 0)
-        return self.get_job(int(job_id))
+        return dict(
+            queue_id=q.id,
+            state="queued",
+            command=json.dumps(list(spec.command)),
+            env=json.dumps(dict(spec.env)),
+            inputs=json.dumps([i.as_dict() for i in spec.inputs]),
+            image=spec.image,
+            submitted_by=submitted_by,
+            created_at=now,
+            updated_at=now,
+            deadline_at=deadline,
+            attempt=0,
+            max_attempts=spec.max_attempts,
+            timeout_seconds=timeout,
+            cancel_requested=False,
+            **size_values(request),
+            **size_values(Resources(), "slot_"),
+        )
+
+    def get_jobs(self, job_ids: Sequence[int]) -> list[JobRecord]:
+        """The jobs with these ids, in the order given (one query); NotFoundError for one
+        that does not exist."""
+        found: dict[int, JobRecord] = {}
+        ids = list(job_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            with self._c._read() as conn:
+                rows = conn.execute(self._job_query().where(ct.compute_jobs.c.id.in_(part)))
+                for r in rows.mappings():
+                    found[int(r["id"])] = self._job(r)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFoundError(f"no job {missing[0]}", hint="List jobs with `lakecache job ls`.")
+        return [found[i] for i in ids]
 
     def _job_query(self) -> Any:
         j = ct.compute_jobs

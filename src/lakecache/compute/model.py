@@ -408,3 +408,29 @@ def parse_timeout(seconds: int | float | None) -> int | None:
             hint="Give it as a duration, e.g. --timeout 90s, 30m or 2h.",
         )
     return value
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a batch (:meth:`~lakecache.compute.store.ComputeStore.submit_many`):
+    everything :meth:`submit` takes but the submitter and the time, which the batch shares.
+    Inputs are resolved to commits already."""
+
+    queue: str
+    command: tuple[str, ...]
+    request: Resources
+    inputs: tuple[InputSpec, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    image: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_seconds: int | None = None
+
+
+class BatchRefusedError(UserError):
+    """A job of a batch was refused: no job of the batch was submitted. ``index`` is the
+    refused job's position in the batch (its message starts with it too)."""
+
+    def __init__(self, index: int, total: int, refused: UserError) -> None:
+        super().__init__(f"job {index + 1} of {total}: {refused.message}", hint=refused.hint)
+        self.index = index
+        self.refused = refused

@@ -7,13 +7,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakecache.compute.model import (
     DEFAULT_MAX_ATTEMPTS,
     InputSpec,
     JobEvent,
     JobRecord,
+    JobSpec,
     OutputFile,
     Resources,
     parse_cpu,
@@ -122,7 +123,14 @@ class Job:
         'succeeded'
     """
 
-    def __init__(self, job_id: int, *, settings: Settings | None = None, hub: Hub | None = None):
+    def __init__(
+        self,
+        job_id: int,
+        *,
+        settings: Settings | None = None,
+        hub: Hub | None = None,
+        _record: JobRecord | None = None,
+    ):
         """Args:
             job_id: the job's number (``lakecache job ls``).
             settings: where the catalog is (default ``Settings.load()``).
@@ -134,6 +142,8 @@ class Job:
         from lakecache.data.hub import Hub as _Hub
 
         self._own = hub is None
+        #: Jobs of one submit_many that opened their hub: the last one closed closes it.
+        self._shared: list[int] | None = None
         if hub is None:
             if settings is None:
                 from lakecache.settings import Settings as _Settings
@@ -144,7 +154,8 @@ class Job:
         self.id = job_id
         try:
             self._store = _store(hub)
-            self._store.get_job(job_id)
+            if _record is None:  # submit knows it exists
+                self._store.get_job(job_id)
         except BaseException:
             self.close()
             raise
@@ -161,7 +172,13 @@ class Job:
     def close(self) -> None:
         """Release the catalog connection this object opened (none if given a hub)."""
         if self._own:
+            self._own = False
             self._hub.close()
+        elif self._shared is not None:
+            shared, self._shared = self._shared, None
+            shared[0] -= 1
+            if shared[0] == 0:
+                self._hub.close()
 
     @property
     def record(self) -> JobRecord:
@@ -323,6 +340,87 @@ def submit(
         NotFoundError: unknown queue, dataset or ref (the hint says how to list them).
         UserError: the job is larger than every template of the queue, or bad input.
     """
+    spec = dict(
+        queue=queue,
+        inputs=inputs,
+        cpu=cpu,
+        memory=memory,
+        gpu=gpu,
+        resources=resources,
+        env=env,
+        image=image,
+        max_attempts=max_attempts,
+        timeout=timeout,
+    )
+    return _submit_all([(list(command), spec)], settings=settings, hub=hub, batch=False)[0]
+
+
+def submit_many(
+    jobs: Sequence[Mapping[str, Any]],
+    *,
+    settings: Settings | None = None,
+    hub: Hub | None = None,
+) -> list[Job]:
+    """Submit many jobs at once: one transaction (or one request to a server), and one
+    scheduling pass that places every job with room. Much faster than :func:`submit`
+    in a loop for a sweep or a fan-out.
+
+    Args:
+        jobs: one mapping per job, with ``command`` and :func:`submit`'s keyword
+            arguments (``queue`` required), e.g.
+            ``{"command": ["python", "train.py", "--lr", "0.1"], "queue": "gpu"}``.
+        settings, hub: as for :func:`submit`.
+
+    Returns:
+        The :class:`Job` of each, in the order given. Closing them all closes the
+        catalog connection opened here (none if given a hub).
+
+    Raises:
+        BatchRefusedError: a job was refused (its message starts with which, ``index``
+            is its position); no job of the batch was submitted.
+        UserError: a mapping without ``command`` or ``queue``, or with an unknown key.
+    """
+    allowed = set(_SUBMIT_KEYS)
+    batch = []
+    for index, job in enumerate(jobs):
+        where = f"job {index + 1} of {len(jobs)}"
+        unknown = sorted(set(job) - allowed - {"command"})
+        if unknown:
+            raise UserError(
+                f"{where}: unknown key(s) {', '.join(unknown)}",
+                hint=f"Each job takes command and {', '.join(_SUBMIT_KEYS)}.",
+            )
+        if "command" not in job or "queue" not in job:
+            raise UserError(
+                f"{where}: a job needs a command and a queue",
+                hint='Give each as {"command": ["true"], "queue": "Q", ...}.',
+            )
+        batch.append((list(job["command"]), {k: v for k, v in job.items() if k != "command"}))
+    return _submit_all(batch, settings=settings, hub=hub, batch=True)
+
+
+#: The keyword arguments of :func:`submit` that a job of :func:`submit_many` may give.
+_SUBMIT_KEYS = (
+    "queue",
+    "inputs",
+    "cpu",
+    "memory",
+    "gpu",
+    "resources",
+    "env",
+    "image",
+    "max_attempts",
+    "timeout",
+)
+
+
+def _submit_all(
+    jobs: Sequence[tuple[list[str], Mapping[str, Any]]],
+    *,
+    settings: Settings | None,
+    hub: Hub | None,
+    batch: bool,
+) -> list[Job]:
     from lakecache.data.hub import Hub as _Hub
 
     own = hub is None
@@ -334,27 +432,43 @@ def submit(
         hub = _Hub(settings)
     try:
         store = _store(hub)
+        specs = [
+            JobSpec(
+                str(kw["queue"]),
+                tuple(command),
+                Resources(
+                    parse_cpu(kw.get("cpu", 1)),
+                    int(kw.get("memory", 0)),
+                    int(kw.get("gpu", 0)),
+                    dict(kw.get("resources") or {}),
+                ),
+                tuple(resolve_inputs(hub.catalog, kw.get("inputs", ()))),
+                dict(kw.get("env") or {}),
+                kw.get("image"),
+                int(kw.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+                parse_timeout(kw.get("timeout")),
+            )
+            for command, kw in jobs
+        ]
         now = datetime.now(UTC)
-        job = store.submit(
-            queue,
-            list(command),
-            request=Resources(parse_cpu(cpu), memory, gpu, dict(resources or {})),
-            inputs=resolve_inputs(hub.catalog, inputs),
-            env=dict(env or {}),
-            image=image,
-            submitted_by=hub.author,
-            max_attempts=max_attempts,
-            timeout_seconds=parse_timeout(timeout),
-            now=now,
-        )
-        try:
-            store.admit(job.id, now=now)  # place it now if there is room; else a runner will
-        except LakecacheError as exc:
-            # The job is queued already; any scheduler pass (every agent runs them) places it.
-            log.warning("job %d queued, not placed yet: %s", job.id, exc.message)
-        handle = Job(job.id, hub=hub)
-        handle._own = own  # a hub opened here is the job's to close
-        return handle
+        records = store.submit_many(specs, submitted_by=hub.author, now=now)
+        if isinstance(store, ComputeStore):  # a server places them as it queues them
+            try:
+                # Placed now where there is room; else a runner's scheduling pass does it.
+                store.admit_many([r.id for r in records], now=now)
+            except LakecacheError as exc:
+                log.warning("%d job(s) queued, not placed yet: %s", len(records), exc.message)
+        handles = [Job(r.id, hub=hub, _record=r) for r in records]
+        if own and handles:
+            if batch:
+                shared = [len(handles)]
+                for h in handles:
+                    h._shared = shared
+            else:
+                handles[0]._own = True  # a hub opened here is the job's to close
+        elif own:
+            hub.close()
+        return handles
     except BaseException:
         if own:
             hub.close()

@@ -153,6 +153,12 @@ class JobIn(BaseModel):
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
 
+class JobsIn(BaseModel):
+    """A batch of jobs (``POST /jobs/batch``): all are queued, or none."""
+
+    jobs: list[JobIn] = Field(min_length=1, max_length=1000)
+
+
 class VerdictIO(BaseModel):
     template: str
     site: str
