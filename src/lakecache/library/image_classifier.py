@@ -1,7 +1,9 @@
 """``image-classifier``: train and evaluate a ResNet on labelled images.
 
 ``train`` reads a dataset (NIH ChestX-ray14's layout, class folders, or a
-prepared commit; from a folder or a commit, through ``lakecache.torch``),
+prepared commit; from a folder or a commit, through ``lakecache.torch``; a
+folder that is a ready cache of a commit, as a flow task is handed, is read
+as that commit),
 splits it by patient unless a split is given, and trains a torchvision
 ResNet (18, 34, 50 or 101): multi-label (sigmoid outputs, one per class)
 for NIH, single-label (softmax) for class folders. On a GPU it uses mixed
@@ -246,7 +248,9 @@ def train(config: TrainConfig, *, settings: Settings | None = None) -> TrainResu
     if cuda:
         torch.backends.cudnn.benchmark = True
 
-    source = open_source(config.data, cached=config.cached, settings=settings)
+    source = open_source(
+        config.data, cached=config.cached, settings=settings, commits_of_caches=True
+    )
     tracker = Tracker(
         out, name=f"train {config.arch}", experiment=config.experiment, settings=settings
     )
@@ -654,7 +658,7 @@ def evaluate(
     folder = libcli.output_folder(Path(out))
     ckpt = load_checkpoint(Path(model_path))
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    source = open_source(data, cached=cached, settings=settings)
+    source = open_source(data, cached=cached, settings=settings, commits_of_caches=True)
     tracker = Tracker(folder, name=f"evaluate {ckpt['arch']}", settings=settings)
     ds: LabelledImages | None = None
     try:
@@ -750,7 +754,12 @@ def _fmt(v: float) -> str:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="a folder, or a commit: DATASET@REF (e.g. xray-prepared@latest)")
+    p.add_argument(
+        "data",
+        help="a folder, or a commit or one folder of it: DATASET@REF[/FOLDER] (e.g. "
+        "xray-prepared@latest); a folder inside a ready cache of a commit (a flow task's "
+        "cached input) is read as that commit, through lakecache.torch",
+    )
     p.add_argument(
         "--split",
         default=None,

@@ -128,11 +128,13 @@ class LabelledImages(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
             from lakecache.torch import CommitDataset
 
             assert source.ref is not None
+            # Sample paths are relative to the source, which may be a folder of the commit.
+            top = source.prefix
             folders = sorted(
-                {s.path.rsplit("/", 1)[0] + "/" for s in self.samples if "/" in s.path}
+                {top + s.path.rsplit("/", 1)[0] + "/" for s in self.samples if "/" in s.path}
             )
-            roots = [s.path for s in self.samples if "/" not in s.path]
-            wanted = {s.path: i for i, s in enumerate(self.samples)}
+            roots = [top + s.path for s in self.samples if "/" not in s.path]
+            wanted = {top + s.path: i for i, s in enumerate(self.samples)}
             cached = getattr(source, "cached", None)
             self.files = CommitDataset(
                 source.ref,
