@@ -32,6 +32,7 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.lake import Lake, ObjectInfo, open_lake
+from lakecache.lake.base import read_into
 from lakecache.lake.local import LocalLake
 from lakecache.lake.s3 import S3Lake
 from lakecache.services.seaweed import SeaweedServer
@@ -134,6 +135,23 @@ def test_ranged_get_past_end_raises(lake: Lake, start: int, length: int) -> None
         lake.get("r", start, length)
     with pytest.raises(ObjectNotFoundError):
         list(lake.iter_chunks("r", start, length))
+
+
+def test_read_into_fills_the_callers_buffer(lake: Lake) -> None:
+    """read_into (a pull's ranged GETs) writes exactly the range into the given buffer."""
+    data = payload(1_000_000)
+    lake.put("ri", data)
+    buf = bytearray(600_000)
+    for start, length in [(0, 1_000_000), (123, 456_789), (999_000, 1000), (5, 0)]:
+        view = memoryview(buf)[:length] if length <= len(buf) else memoryview(bytearray(length))
+        view[:] = b"\xff" * length
+        read_into(lake, "ri", start, view)
+        assert bytes(view) == data[start : start + length]
+    for start, length in [(999_995, 10), (1_000_000, 1), (2_000_000, 5)]:
+        with pytest.raises(ObjectNotFoundError, match="shorter"):
+            read_into(lake, "ri", start, memoryview(bytearray(length)))
+    with pytest.raises(ObjectNotFoundError, match="no/such/key"):
+        read_into(lake, "no/such/key", 0, memoryview(bytearray(10)))
 
 
 def test_missing_key(lake: Lake) -> None:
@@ -460,6 +478,66 @@ def test_s3_read_resumes_after_broken_stream(
         == (data[1000:251_000])
     )
     assert ranges == ["bytes=1000-250999", "bytes=101000-250999"]
+
+
+class _BreakingResponse:
+    """An http.client response whose connection resets after its first ``good`` reads."""
+
+    def __init__(self, fp: Any, good: int) -> None:
+        self.fp, self.good = fp, good
+
+    def readinto(self, view: memoryview) -> int:
+        if self.good == 0:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        self.good -= 1
+        return int(self.fp.readinto(view[:50_000]))
+
+    def close(self) -> None:
+        self.fp.close()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("breaks", [1, 5])
+def test_s3_get_into_resumes_after_broken_stream(
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch, breaks: int
+) -> None:
+    """A body read straight into the buffer resumes at the last byte; retries are bounded."""
+    data = payload(300_000)
+    s3_lake.put("b", data)
+    real_get = s3_lake._client.get_object
+    ranges: list[str | None] = []
+
+    def flaky_get(**kwargs: Any) -> dict[str, Any]:
+        ranges.append(kwargs.get("Range"))
+        response = real_get(**kwargs)
+        if len(ranges) <= breaks:
+            raw = response["Body"]._raw_stream
+            raw._fp = _BreakingResponse(raw._fp, good=1 if breaks == 1 else 0)
+        return response  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(s3_lake._client, "get_object", flaky_get)
+    buf = memoryview(bytearray(250_000))
+    if breaks >= s3_lake.retries:
+        with pytest.raises(LakeUnreachableError, match="get b"):
+            s3_lake.get_into("b", 1000, buf)
+        assert len(ranges) == s3_lake.retries
+        return
+    s3_lake.get_into("b", 1000, buf)
+    assert bytes(buf) == data[1000:251_000]
+    assert ranges == ["bytes=1000-250999", "bytes=51000-250999"]
+
+
+@pytest.mark.s3
+def test_s3_get_into_keeps_its_connection(s3_lake: S3Lake) -> None:
+    """A body read to its end gives its connection back: many ranges, one connection."""
+    data = payload(200_000)
+    s3_lake.put("k", data)
+    buf = memoryview(bytearray(100_000))
+    for i in range(20):
+        s3_lake.get_into("k", i * 1000, buf)
+        assert bytes(buf) == data[i * 1000 : i * 1000 + 100_000]
+    pools = s3_lake._client._endpoint.http_session._manager.pools
+    assert [pools[k].num_connections for k in pools.keys()] == [1]  # noqa: SIM118
 
 
 def test_boto3_loads_only_for_s3(tmp_path: Path) -> None:

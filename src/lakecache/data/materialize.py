@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,6 +32,7 @@ from lakecache.data.memory import pin_mmap_threshold
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.durable import fsync_dirs
 from lakecache.errors import IntegrityError, InvalidPathError, ObjectNotFoundError
+from lakecache.lake.base import read_into
 from lakecache.lake.objects import BlobLocation, ManifestEntry, normalize_path
 
 if TYPE_CHECKING:
@@ -315,6 +317,7 @@ def materialize(
     target = _Target(dest)
     progress.begin("pull", stats.files, stats.bytes)
     written: set[str] = set()  # folders that got a new name, fsynced at the end if durable
+    buffers = _Buffers()  # one range buffer per fetching thread, reused for each of its GETs
 
     # Which paths need which blob. Files already in place (a resumed pull or fill)
     # and files that can be hard-linked are settled first, in parallel: each is a
@@ -355,8 +358,9 @@ def materialize(
         """The two fetches of one batch, bound to that batch's paths by digest."""
 
         def fetch_range(r: _Range) -> tuple[int, int]:
+            data = buffers.get(r.length)
             try:
-                data = memoryview(lake.get(r.key, r.start, r.length))
+                read_into(lake, r.key, r.start, data)
             except ObjectNotFoundError as exc:
                 raise _lost(wanted[r.blobs[0][0]][0], r.key, exc) from exc
             files = nbytes = 0
@@ -493,6 +497,27 @@ def materialize(
     if durable:
         fsync_dirs(written)
     return stats
+
+
+class _Buffers:
+    """One buffer per thread for ranged GETs, kept for the thread's next range.
+
+    A new buffer per range cost its allocation, a page fault for each of its
+    pages as the body filled it (the kernel zeroes each one first) and an unmap
+    when freed: a fifth of a pull's system time. Memory is a buffer of
+    :data:`RANGE_MAX` per worker (larger only for a larger blob), freed with the
+    object when the pull ends.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self, n: int) -> memoryview:
+        buf: bytearray | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < n:
+            self._local.buf = None  # the old one goes before the new one is made
+            buf = self._local.buf = bytearray(max(n, RANGE_MAX))
+        return memoryview(buf)[:n]
 
 
 def _lost(e: ManifestEntry, key: str, exc: ObjectNotFoundError) -> ObjectNotFoundError:

@@ -95,3 +95,19 @@ def check_key(key: str) -> str:
 def local_path(root: Path, key: str) -> Path:
     """Map a checked key to a path under ``root``."""
     return root.joinpath(*check_key(key).split("/"))
+
+
+def read_into(lake: Lake, key: str, start: int, buf: memoryview) -> None:
+    """Fill ``buf`` with the ``len(buf)`` bytes of ``key`` from ``start`` (one ranged GET).
+
+    A backend with ``get_into`` reads straight into ``buf``, so a caller that
+    reuses one buffer for many ranges costs no allocation, page faults or copy
+    per range; any other backend's :meth:`Lake.get` is copied in. Raises
+    :class:`~lakecache.errors.ObjectNotFoundError` when the object is shorter.
+    """
+    get_into = getattr(lake, "get_into", None)
+    if get_into is not None:
+        get_into(key, start, buf)
+        return
+    data = lake.get(key, start, len(buf))
+    buf[: len(data)] = data

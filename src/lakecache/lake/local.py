@@ -85,6 +85,19 @@ class LocalLake:
             )
         return data
 
+    def get_into(self, key: str, start: int, buf: memoryview) -> None:
+        """Read ``len(buf)`` bytes from ``start`` straight into ``buf``."""
+        with self._open(key) as f:
+            got = 0
+            while got < len(buf):
+                n = os.preadv(f.fileno(), [buf[got:]], start + got)
+                if not n:
+                    raise ObjectNotFoundError(
+                        f"object {key} in lake {self.url} is shorter than expected "
+                        f"(wanted {len(buf)} bytes at {start}, got {got})"
+                    )
+                got += n
+
     def iter_chunks(
         self, key: str, start: int = 0, length: int | None = None, chunk_size: int = 1 << 20
     ) -> Iterator[bytes]:

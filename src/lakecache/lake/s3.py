@@ -27,6 +27,7 @@ Design choices:
 from __future__ import annotations
 
 import contextlib
+import http.client
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -70,6 +71,8 @@ DELETE_BATCH = 1000
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # Errors a broken connection raises while reading a body; botocore does not retry these.
 _STREAM_ERRORS = (BotoConnectionError, HTTPClientError)
+# The same, read from the http.client response under them (a reset, a timeout, a short body).
+_READ_ERRORS = (*_STREAM_ERRORS, OSError, http.client.HTTPException)
 
 
 class S3Lake:
@@ -541,6 +544,53 @@ class S3Lake:
         finally:
             body.close()
 
+    def get_into(self, key: str, start: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the ``len(buf)`` bytes of ``key`` from ``start`` (one ranged GET).
+
+        The body goes from the socket straight into ``buf``: no new buffer per
+        read, so a caller that reuses one buffer for every range pays no
+        allocation, page faults or extra copy. A broken body resumes at the last
+        byte received, like :meth:`iter_chunks`; a range past the end raises
+        :class:`ObjectNotFoundError`.
+        """
+        length = len(buf)
+        _check_range(start, length)
+        if self._empty_range(key, start, length):
+            return
+        position, end, failures = start, start + length, 0
+        body, got = self._open(key, start, length)
+        try:
+            if got != length:
+                self._short(key, start, length, got)
+            while position < end:
+                try:
+                    n = _readinto(body, buf[position - start :])
+                except _READ_ERRORS as exc:
+                    n, error = 0, exc
+                else:
+                    error = None
+                if n:
+                    position += n
+                    continue
+                # Broken, or ended before its length (a connection closed midway).
+                failures += 1
+                body.close()
+                if failures >= self.retries:
+                    if error is None:
+                        self._short(key, start, length, position - start)
+                    if isinstance(error, _STREAM_ERRORS):
+                        self._raise(error, "get", key)
+                    raise LakeUnreachableError(
+                        f"lake endpoint {self.endpoint} unreachable after {self.retries} "
+                        f"attempts: get {key}: {error}"
+                    ) from None
+                body, got = self._open(key, position, end - position)
+                if got != end - position:
+                    self._short(key, start, length, position - start + got)
+            _release(body)
+        finally:
+            body.close()
+
     def exists(self, keys: Iterable[str]) -> set[str]:
         """Which keys exist, by parallel HEAD requests (up to ``max_pool`` at once).
 
@@ -609,6 +659,36 @@ class S3Lake:
 def _check_range(start: int, length: int | None) -> None:
     if start < 0 or (length is not None and length < 0):
         raise ValueError(f"invalid range: start={start}, length={length}")
+
+
+def _raw_response(body: Any) -> Any:
+    """The http.client response under botocore's streaming body, or None if it is not one."""
+    fp = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+    return fp if callable(getattr(fp, "readinto", None)) else None
+
+
+def _readinto(body: Any, view: memoryview) -> int:
+    """Read the next bytes of ``body`` into ``view``; 0 at the end of the body.
+
+    botocore's body reads through urllib3, whose ``readinto`` reads into a new
+    buffer and copies; the http.client response under it reads into ``view``
+    itself. urllib3 adds nothing to an undecoded body but its byte count
+    (the caller checks the length) and releasing the connection at the end
+    (:func:`_release`). A body of any other kind is read and copied.
+    """
+    fp = _raw_response(body)
+    if fp is not None:
+        return int(fp.readinto(view))
+    chunk = body.read(min(len(view), 8 * MiB))
+    view[: len(chunk)] = chunk
+    return len(chunk)
+
+
+def _release(body: Any) -> None:
+    """Give a body read to its end through :func:`_readinto` its connection back to the pool."""
+    raw = getattr(body, "_raw_stream", None)
+    if _raw_response(body) is not None and raw is not None:
+        raw.release_conn()
 
 
 def _read_exactly(fileobj: BinaryIO, n: int, key: str, offset: int = 0) -> bytes:
