@@ -912,7 +912,9 @@ def test_the_matrix_covers_every_route(matrix_world: World) -> None:
     """Every operation of the API's spec (every route but the spec and docs pages) has a row.
 
     The lake routes that clients use to commit and pull have their own matrix
-    (tests/client/test_lake_authz.py), where a lake with real objects exists.
+    (tests/client/test_lake_authz.py), where a lake with real objects exists; the
+    dashboard's pages and data routes (``/jobs/{id}/live`` and the like) theirs
+    (tests/server/test_dashboard_authz.py), which fails for a route without a row too.
     """
     app = create_app(matrix_world.settings, matrix_world.plane.config, plane=matrix_world.plane)
     spec = app.openapi()["paths"]

@@ -9,9 +9,9 @@ Python's bare ``NaN`` and ``Infinity`` tokens.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from lakecache.tracking.model import (
     ArtifactRecord,
@@ -25,6 +25,24 @@ from lakecache.tracking.model import (
 
 Number = float | str
 RunStatus = Literal["running", "finished", "failed", "killed"]
+
+#: Keys of a run's ``code`` that only the server may set: ``diff_digest`` names a lake
+#: object that the dashboard serves as the run's diff, and a digest is no capability (a
+#: client setting it could read anyone's artifact whose digest it knows).
+SERVER_CODE_KEYS = frozenset({"diff_digest"})
+
+
+def _client_code(code: dict[str, Any]) -> dict[str, Any]:
+    taken = sorted(SERVER_CODE_KEYS & code.keys())
+    if taken:
+        raise ValueError(
+            f"code may not set {', '.join(taken)}: the server sets it; send the diff itself "
+            "as code.diff"
+        )
+    return code
+
+
+ClientCode = Annotated[dict[str, Any], AfterValidator(_client_code)]
 
 
 class ExperimentIn(BaseModel):
@@ -51,7 +69,7 @@ class RunIn(BaseModel):
     name: str | None = Field(default=None, max_length=250)
     command: list[str] = Field(default_factory=list, max_length=10_000)
     env: dict[str, Any] = Field(default_factory=dict)
-    code: dict[str, Any] = Field(default_factory=dict)
+    code: ClientCode = Field(default_factory=dict)
 
 
 class JobRunIn(BaseModel):
@@ -61,7 +79,7 @@ class JobRunIn(BaseModel):
     attempt: int = Field(ge=1, le=2**31)
     command: list[str] = Field(default_factory=list, max_length=10_000)
     env: dict[str, Any] = Field(default_factory=dict)
-    code: dict[str, Any] = Field(default_factory=dict)
+    code: ClientCode = Field(default_factory=dict)
 
 
 class EndIn(BaseModel):

@@ -44,7 +44,13 @@ from lakecache.server.auth import (
 from lakecache.server.dashboard import render
 from lakecache.server.dashboard.lineage import layout
 from lakecache.server.dashboard.preview import text_preview
-from lakecache.server.errors import AuthenticationError, log, request_id_of, status_of
+from lakecache.server.errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    log,
+    request_id_of,
+    status_of,
+)
 from lakecache.server.models import CacheOut, DatasetOut, TreeItem, VolumeOut
 from lakecache.server.pagination import PageRequest, encode_cursor
 from lakecache.server.params import DatasetName
@@ -104,6 +110,13 @@ def _render(request: Request, plane: ControlPlane, view: View) -> Response:
         return _login_redirect(request)
     viewer = Viewer(principal, plane)
     try:
+        if principal.job is not None:
+            # A running job's token reads its inputs through the API; the pages (lists of
+            # its submitter's runs and experiments included) are for people.
+            raise PermissionDeniedError(
+                f"this is the token of job {principal.job.job_id}: it opens no dashboard page",
+                hint="Log in as yourself to use the dashboard.",
+            )
         template, context = view(viewer)
     except LakecacheError as exc:
         status, code = status_of(exc)
