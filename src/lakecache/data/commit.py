@@ -12,6 +12,14 @@ upload is aborted before it completes, so a key never names the wrong bytes.
 Memory is bounded: chunks in flight (readers) and packs in flight (uploads)
 are capped, whatever the number or size of files.
 
+Start-up. A re-commit of a folder that barely changed is mostly fixed costs,
+so they overlap: the lake's client (boto3's import and set-up, about a third
+of a second) is made in a thread while the folder is scanned and the stat
+cache and the parent's manifest say which files are unchanged, and the new
+manifest's local index is written while the manifest goes to the lake.
+Unchanged files cost a stat each: no read, and one catalog question for all
+of them (none when the parent commit holds them at the same path).
+
 Visibility. Packs are recorded in the catalog as soon as they are in the lake,
 so a commit killed midway leaves reusable packs and no commit; re-running it
 skips what is there. The manifest and the commit object go to the lake next,
@@ -22,11 +30,13 @@ the branch head.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -186,9 +196,40 @@ class _Pack:
         return data
 
 
+class _LakeOpening:
+    """The lake, opened in a thread from the start of a commit; :meth:`get` waits for it."""
+
+    def __init__(self, lake: Lake | Callable[[], Lake]) -> None:
+        self._lake: Lake | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if not callable(lake):
+            self._lake = lake
+            return
+        opener = lake
+
+        def run() -> None:
+            try:
+                self._lake = opener()
+            except BaseException as exc:  # re-raised by get(), in the caller's thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="lakecache-open-lake", daemon=True)
+        self._thread.start()
+
+    def get(self) -> Lake:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+        assert self._lake is not None
+        return self._lake
+
+
 def commit_folder(
     *,
-    lake: Lake,
+    lake: Lake | Callable[[], Lake],
     catalog: Catalog,
     settings: Settings,
     dataset: str,
@@ -201,6 +242,8 @@ def commit_folder(
 
     A folder whose files are exactly the head's makes no new commit unless
     ``allow_empty``: the head is returned and ``stats.created`` is False.
+    ``lake`` may be a function that opens it: it is then called in a thread
+    at once, so that the client's start-up overlaps the scan.
 
     Raises :class:`SourceError` (a file unreadable or changing; nothing
     committed), :class:`InvalidPathError` (a name the manifest cannot hold),
@@ -211,6 +254,7 @@ def commit_folder(
     progress = progress or NullProgress()
     pin_mmap_threshold()
     t0 = time.perf_counter()
+    opening = _LakeOpening(lake)
     catalog.get_dataset(dataset)
     parent = catalog.head(dataset)
     files = scan_folder(root)
@@ -219,6 +263,7 @@ def commit_folder(
 
     statcache = StatCache(settings.state_dir / "statcache.db")
     parent_index = None
+    parent_manifest = None
     if parent:
         parent_manifest = catalog.get_commit(dataset, parent).manifest
         if ManifestIndex.location(settings.state_dir, parent_manifest).exists():
@@ -228,7 +273,7 @@ def commit_folder(
     try:
         digests, fresh = _hash_and_upload(
             files,
-            lake=lake,
+            lake=opening.get,
             catalog=catalog,
             settings=settings,
             statcache=statcache,
@@ -237,26 +282,38 @@ def commit_folder(
             stats=stats,
             parent_index=parent_index,
         )
+        t1 = time.perf_counter()
         statcache.remember(fresh)
+        stats.extra["statcache_write_s"] = time.perf_counter() - t1
     finally:
         statcache.close()
         if parent_index is not None:
             parent_index.close()
+    del fresh
 
+    t1 = time.perf_counter()
     entries = [
         ManifestEntry(f.path, d, f.size, f.mode) for f, d in zip(files, digests, strict=True)
     ]
+    del files, digests
     stats.bytes = sum(e.size for e in entries)
     manifest = encode_manifest(entries)
     manifest_digest = hash_bytes(manifest)
-    if parent and not allow_empty:
+    stats.extra["manifest_s"] = time.perf_counter() - t1
+    if parent and not allow_empty and manifest_digest == parent_manifest:
         head = catalog.get_commit(dataset, parent)
-        if head.manifest == manifest_digest:
-            stats.commit_id = parent
-            stats.created = False
-            stats.seconds = time.perf_counter() - t0
-            return head, stats
-    lake.put(manifest_key(manifest_digest), manifest)
+        stats.commit_id = parent
+        stats.created = False
+        stats.seconds = time.perf_counter() - t0
+        return head, stats
+    t1 = time.perf_counter()
+    # The local index (ls/diff instant afterwards) is written while the manifest
+    # and the commit object travel; it exists before the commit is visible.
+    build = partial(ManifestIndex.build, settings.state_dir, manifest_digest, entries)
+    indexing = _Background(build)
+    store = opening.get()
+    store.put(manifest_key(manifest_digest), manifest)
+    del manifest
 
     commit = Commit(
         dataset=dataset,
@@ -268,9 +325,10 @@ def commit_folder(
         file_count=len(entries),
         bytes=stats.bytes,
     )
-    lake.put(commit_key(commit.id), commit.to_json())
-    # Remember the manifest locally before it becomes visible: ls/diff are then instant.
-    ManifestIndex.build(settings.state_dir, manifest_digest, entries)
+    store.put(commit_key(commit.id), commit.to_json())
+    indexing.result()
+    del entries
+    stats.extra["publish_s"] = time.perf_counter() - t1
     try:
         catalog.add_commit(commit, expected_head=parent)
     except ConflictError as exc:
@@ -289,6 +347,29 @@ def commit_folder(
     return commit, stats
 
 
+class _Background:
+    """One call run in a thread; :meth:`result` waits and returns it (or raises its error)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._out: list[object] = []
+        self._error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._out.append(fn())
+            except BaseException as exc:  # re-raised by result(), in the caller's thread
+                self._error.append(exc)
+
+        self._thread = threading.Thread(target=run, name="lakecache-commit-bg", daemon=True)
+        self._thread.start()
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+        return self._out[0]
+
+
 def _same_in_parent(
     parent: ManifestIndex, remembered: list[tuple[int, SourceFile, str]]
 ) -> set[str]:
@@ -296,13 +377,13 @@ def _same_in_parent(
     out: set[str] = set()
     it = iter(remembered)
     cur = next(it, None)
-    for e in parent.entries():
-        while cur is not None and cur[1].path < e.path:
+    for path, digest in parent.path_digests():
+        while cur is not None and cur[1].path < path:
             cur = next(it, None)
         if cur is None:
             break
-        if cur[1].path == e.path and cur[2] == e.digest:
-            out.add(e.digest)
+        if cur[1].path == path and cur[2] == digest:
+            out.add(digest)
     return out
 
 
@@ -327,7 +408,7 @@ def _chunks(
 def _hash_and_upload(
     files: list[SourceFile],
     *,
-    lake: Lake,
+    lake: Callable[[], Lake],
     catalog: Catalog,
     settings: Settings,
     statcache: StatCache,
@@ -336,7 +417,11 @@ def _hash_and_upload(
     stats: CommitStats,
     parent_index: ManifestIndex | None = None,
 ) -> tuple[list[str], list[tuple[SourceFile, str]]]:
-    """Fill in every file's digest and make sure the lake has every blob."""
+    """Fill in every file's digest and make sure the lake has every blob.
+
+    ``lake`` is called (from the upload threads) only once something must be
+    uploaded: a folder whose files are all known never waits for the client.
+    """
     digests: list[str] = [""] * len(files)
     fresh: list[tuple[SourceFile, str]] = []
     progress.begin("commit", len(files), sum(f.size for f in files))
@@ -348,13 +433,15 @@ def _hash_and_upload(
     in_parent = _same_in_parent(parent_index, remembered) if parent_index else set()
     rest = {d for _, _, d in remembered} - in_parent
     known: set[str] = in_parent | (catalog.known_blobs(rest) if rest else set())
-    hit = set()
+    hit_files = hit_bytes = 0
     for i, f, d in remembered:
         if d in known:
             digests[i] = d
-            hit.add(i)
-            progress.advance(1, f.size)
-    todo = [(i, f) for i, f in enumerate(files) if i not in hit]
+            hit_files += 1
+            hit_bytes += f.size
+    del remembered
+    progress.advance(hit_files, hit_bytes)
+    todo = [(i, f) for i, f in enumerate(files) if not digests[i]]
     seen: set[str] = set(known)
 
     threshold = settings.pack_threshold
@@ -372,8 +459,9 @@ def _hash_and_upload(
         index = encode_pack_index(p.blobs)
         # Named by its index: the digests in order fix the bytes, at a fraction of the hashing.
         pack_id = hash_bytes(index)
-        lake.put(pack_key(pack_id), data)
-        lake.put(pack_index_key(pack_id), index)
+        store = lake()
+        store.put(pack_key(pack_id), data)
+        store.put(pack_index_key(pack_id), index)
         size = len(data)
         del data
         locs = [BlobLocation(d, n, pack_id, o) for d, o, n in p.blobs]
@@ -383,7 +471,7 @@ def _hash_and_upload(
     def upload_large(f: SourceFile, digest: str) -> Callable[[], None]:
         reader = VerifyingReader(f, digest)
         try:
-            lake.put_file(blob_key(digest), reader, f.size)  # type: ignore[arg-type]
+            lake().put_file(blob_key(digest), reader, f.size)  # type: ignore[arg-type]
         finally:
             reader.close()
         return lambda: catalog.record_blob(BlobLocation(digest, f.size))
@@ -501,7 +589,7 @@ def upload_files(
         try:
             digests, _ = _hash_and_upload(
                 files,
-                lake=lake,
+                lake=lambda: lake,
                 catalog=catalog,
                 settings=settings,
                 statcache=statcache,

@@ -159,7 +159,8 @@ class Dataset:
                 hint="Pass the folder that holds it: a commit takes a whole folder.",
             )
         commit, stats = commit_folder(
-            lake=self.hub.lake,
+            # Opened in a thread while the folder is scanned: its start-up overlaps.
+            lake=lambda: self.hub.lake,
             catalog=self.hub.catalog,
             settings=self.hub.settings.with_(author=self.hub.author),
             dataset=self.name,

@@ -255,6 +255,10 @@ class ManifestIndex:
                     hint="Check the path with `lakecache data ls`.",
                 )
 
+    def path_digests(self) -> Iterator[tuple[str, str]]:
+        """(path, digest) of every file in path order: plain tuples, for merges over a commit."""
+        yield from self._db.execute("SELECT path, digest FROM files ORDER BY path")
+
     def shared_paths(self, other: ManifestIndex, under: str = "") -> dict[str, str]:
         """For each digest of this manifest that ``other`` also holds: one of its paths there.
 

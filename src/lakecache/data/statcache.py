@@ -45,20 +45,22 @@ class StatCache:
         """
         if not files:
             return
-        # Every abspath is root + "/" + path; "0" is the character after "/".
+        # Every abspath is root + "/" + path; "0" is the character after "/". SQLite
+        # strips the root, so each row compares with a scanned path as it is.
         rows = self._db.execute(
-            "SELECT path, size, mtime_ns, ctime_ns, ino, digest FROM stat"
+            "SELECT substr(path, ?), size, mtime_ns, ctime_ns, ino, digest FROM stat"
             " WHERE path > ? AND path < ? ORDER BY path",
-            (root + "/", root + "0"),
+            (len(root) + 2, root + "/", root + "0"),
         )
-        row = rows.fetchone()
+        it = iter(rows)
+        row = next(it, None)
         for f in files:
-            key = f.abspath
-            while row is not None and row[0] < key:  # str order == UTF-8 byte order
-                row = rows.fetchone()
+            path = f.path
+            while row is not None and row[0] < path:  # str order == UTF-8 byte order
+                row = next(it, None)
             if (
                 row is not None
-                and row[0] == key
+                and row[0] == path
                 and row[1] == f.size
                 and row[2] == f.mtime_ns
                 and row[3] == f.ctime_ns
