@@ -521,13 +521,16 @@ class FlowEngine:
         )
         message = f"flow {run.flow} run {run.id} task {task.name} (job {job['id']}); read {read}"
         name = artifacts_dataset(run.flow)
-        commit_id = self._commit(name, folder, message)
+        commit_id = self._commit(name, folder, message, run.submitted_by)
         self._let_read(name, run.submitted_by)
         out: dict[str, Any] = {"output_dataset": name, "output_commit": commit_id}
         datasets = {}
         for o in spec.outputs:
             if o.dataset is not None:
-                datasets[o.name] = [o.dataset, self._commit(o.dataset, folder / o.name, message)]
+                datasets[o.name] = [
+                    o.dataset,
+                    self._commit(o.dataset, folder / o.name, message, run.submitted_by),
+                ]
         out["output_commits"] = datasets
         return out
 
@@ -547,18 +550,12 @@ class FlowEngine:
         except LakecacheError as exc:
             log.warning("flow artifacts %s: %s", dataset, exc.message)
 
-    def _commit(self, dataset: str, folder: Path, message: str) -> str:
-        from lakecache.data.dataset import Dataset
+    def _commit(self, dataset: str, folder: Path, message: str, user: str) -> str:
+        """Commit as the run's owner ``user``, with their rights checked now, never as this
+        process's identity (see :mod:`lakecache.flows.service`)."""
+        from lakecache.flows.service import commit_as
 
-        ds = Dataset.create(dataset, hub=self.hub, exist_ok=True)
-        for attempt in range(5):
-            try:
-                return ds.commit(folder, message).id
-            except ConflictError:
-                if attempt == 4:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return commit_as(self.hub, dataset, folder, message, user=user)
 
     # -- cancel and resume -----------------------------------------------------------------
 

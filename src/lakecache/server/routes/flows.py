@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from lakecache.errors import NotFoundError
 from lakecache.flows.engine import FlowEngine
-from lakecache.flows.service import run_view
+from lakecache.flows.service import check_output_rights, run_view
 from lakecache.flows.spec import DatasetInput, FlowSpec
 from lakecache.server.auth import Plane, Principal, User, require_dataset
 from lakecache.server.errors import COMMON_RESPONSES, PermissionDeniedError
@@ -122,8 +122,10 @@ def start_run(body: FlowRunIn, principal: User, plane: Plane) -> dict[str, Any]:
     """Check a flow file and start a run of it; the server advances it from then on.
 
     Every dataset input must be readable by the caller and every ``dataset:`` output
-    writable (404 as for a missing dataset otherwise). A file with mistakes is
-    refused whole, each mistake with its line and fix.
+    writable (404 as for a missing dataset otherwise), and so must the flow's
+    artifacts dataset where it exists (400 naming it otherwise): outputs are
+    committed as the caller. A file with mistakes is refused whole, each mistake
+    with its line and fix.
     """
     _person(principal)
     flow = FlowSpec.from_text(body.source, body.source_name)
@@ -135,6 +137,9 @@ def start_run(body: FlowRunIn, principal: User, plane: Plane) -> dict[str, Any]:
         for o in task.outputs:
             if o.dataset is not None:
                 require_dataset(plane, principal, o.dataset, "writer")
+    # Outputs are committed as the caller: the flow's artifacts dataset too must be theirs
+    # to write (another user's flow of the same name made it), checked before anything runs.
+    check_output_rights(plane.hub, principal.user.name, flow)
     run_id = engine.start(
         flow, body.params, code=body.code_version, submitted_by=principal.user.name
     )
