@@ -185,7 +185,16 @@ def test_lake_down_midway_fails_with_reason_then_retry_completes(
                 seaweed.stop()  # type: ignore[attr-defined]
             return real_get(key, start, length)
 
+        real_get_into = lake.get_into
+
+        def get_into(key: str, start: int, buf: memoryview) -> None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                seaweed.stop()  # type: ignore[attr-defined]
+            real_get_into(key, start, buf)
+
         monkeypatch.setattr(lake, "get", get)
+        monkeypatch.setattr(lake, "get_into", get_into)
         with pytest.raises(CacheFillError) as err:
             svc.ensure_ready(svc.request("xray", None, site="onprem"))
         rec = svc.topology.list_caches()[0]
@@ -196,6 +205,7 @@ def test_lake_down_midway_fails_with_reason_then_retry_completes(
         assert seaweed.endpoint.split("//")[1] in err.value.message  # type: ignore[attr-defined]
         seaweed.start()  # type: ignore[attr-defined]
         monkeypatch.setattr(lake, "get", real_get)
+        monkeypatch.setattr(lake, "get_into", real_get_into)
         done = svc.ensure_ready(svc.request("xray", None, site="onprem"))
         assert done.state == "ready"
         assert tree(svc.cache_path(done)) == tree(tmp_path / "src")

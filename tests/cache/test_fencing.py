@@ -50,6 +50,11 @@ _FILLER = textwrap.dedent(
         time.sleep(0.25)  # slow enough for the test to pause us midway
         return real_get(key, start, length)
     lake.get = slow_get
+    real_get_into = lake.get_into
+    def slow_get_into(key, start, buf):
+        time.sleep(0.25)
+        real_get_into(key, start, buf)
+    lake.get_into = slow_get_into
     svc = CacheService(hub, heartbeat_every=0.1, poll_every=0.05)
     taken_over = []
     real_fill = svc.fill_claimed

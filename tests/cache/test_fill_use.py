@@ -82,7 +82,16 @@ def test_eight_concurrent_uses_make_one_fill(
                 fetched["bytes"] += len(data)
         return data
 
+    real_get_into = LocalLake.get_into
+
+    def counting_get_into(self: LocalLake, key: str, start: int, buf: memoryview) -> None:
+        real_get_into(self, key, start, buf)
+        if key.startswith("packs/"):
+            with lock:
+                fetched["bytes"] += len(buf)
+
     monkeypatch.setattr(LocalLake, "get", counting_get)
+    monkeypatch.setattr(LocalLake, "get_into", counting_get_into)
     paths: list[Path] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)

@@ -19,7 +19,7 @@ from lakecache.lake.objects import pack_key
 
 
 def count_gets(reader: CommitReader, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Record every ranged GET the reader's lake makes (a spy: the real GET still runs)."""
+    """Record every (ranged) GET the reader's lake makes (a spy: the real GET still runs)."""
     calls: list[tuple[str, int]] = []
     lake = reader.hub.lake
     real_get = lake.get
@@ -29,6 +29,14 @@ def count_gets(reader: CommitReader, monkeypatch: pytest.MonkeyPatch) -> list[tu
         return real_get(key, start, length)
 
     monkeypatch.setattr(lake, "get", get)
+    real_get_into = getattr(lake, "get_into", None)
+    if real_get_into is not None:  # streamed ranges are read into a reused buffer
+
+        def get_into(key: str, start: int, buf: memoryview) -> None:
+            calls.append((key, start))
+            real_get_into(key, start, buf)
+
+        monkeypatch.setattr(lake, "get_into", get_into)
     return calls
 
 

@@ -58,7 +58,7 @@ class MaterializeStats:
 
 
 @dataclass(frozen=True)
-class _Range:
+class Range:
     key: str
     start: int
     length: int
@@ -249,7 +249,7 @@ def file_matches(path: str, entry: ManifestEntry) -> bool:
     return h.hexdigest() == entry.digest
 
 
-def plan_ranges(locations: Iterable[BlobLocation]) -> Iterator[_Range]:
+def plan_ranges(locations: Iterable[BlobLocation]) -> Iterator[Range]:
     """Coalesce packed blobs into ranged GETs: near neighbours merge, ranges stay small."""
     by_pack: dict[str, list[BlobLocation]] = defaultdict(list)
     for loc in locations:
@@ -262,7 +262,7 @@ def plan_ranges(locations: Iterable[BlobLocation]) -> Iterator[_Range]:
             if blobs and (
                 loc.offset - end > RANGE_GAP or loc.offset + loc.size - start > RANGE_MAX
             ):
-                yield _Range(key, start, end - start, tuple(blobs))
+                yield Range(key, start, end - start, tuple(blobs))
                 blobs = []
             if not blobs:
                 start = loc.offset
@@ -270,7 +270,7 @@ def plan_ranges(locations: Iterable[BlobLocation]) -> Iterator[_Range]:
             blobs.append((loc.digest, loc.offset - start, loc.size))
             end = max(end, loc.offset + loc.size)
         if blobs:
-            yield _Range(key, start, end - start, tuple(blobs))
+            yield Range(key, start, end - start, tuple(blobs))
 
 
 def materialize(
@@ -317,7 +317,7 @@ def materialize(
     target = _Target(dest)
     progress.begin("pull", stats.files, stats.bytes)
     written: set[str] = set()  # folders that got a new name, fsynced at the end if durable
-    buffers = _Buffers()  # one range buffer per fetching thread, reused for each of its GETs
+    buffers = RangeBuffers()  # one range buffer per fetching thread, reused for each of its GETs
 
     # Which paths need which blob. Files already in place (a resumed pull or fill)
     # and files that can be hard-linked are settled first, in parallel: each is a
@@ -354,10 +354,10 @@ def materialize(
 
     def fetchers(
         wanted: dict[str, list[ManifestEntry]],
-    ) -> tuple[Callable[[_Range], tuple[int, int]], Callable[[BlobLocation], tuple[int, int]]]:
+    ) -> tuple[Callable[[Range], tuple[int, int]], Callable[[BlobLocation], tuple[int, int]]]:
         """The two fetches of one batch, bound to that batch's paths by digest."""
 
-        def fetch_range(r: _Range) -> tuple[int, int]:
+        def fetch_range(r: Range) -> tuple[int, int]:
             data = buffers.get(r.length)
             try:
                 read_into(lake, r.key, r.start, data)
@@ -499,7 +499,7 @@ def materialize(
     return stats
 
 
-class _Buffers:
+class RangeBuffers:
     """One buffer per thread for ranged GETs, kept for the thread's next range.
 
     A new buffer per range cost its allocation, a page fault for each of its

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import blake3
 
+from lakecache.data.materialize import Range, RangeBuffers, plan_ranges
 from lakecache.errors import (
     ConflictError,
     IntegrityError,
@@ -55,6 +56,7 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.integrations.reads import ReadCounters, ReadRecord, ReadSource, announce
+from lakecache.lake.base import read_into
 from lakecache.lake.objects import BlobLocation, ManifestEntry, normalize_folder
 
 if TYPE_CHECKING:
@@ -508,9 +510,10 @@ class CommitReader:
         ) as pool:
             window: deque[tuple[list[ManifestEntry], dict[str, Future[bytes]]]] = deque()
             requests: list[Future[Any]] = []
+            buffers = RangeBuffers()
             try:
                 for chunk in _chunks(entries):
-                    window.append((chunk, self._submit_chunk(pool, chunk, requests)))
+                    window.append((chunk, self._submit_chunk(pool, chunk, requests, buffers)))
                     if len(window) > ahead:
                         yield from self._drain(*window.popleft())
                         requests = [f for f in requests if not f.done()]
@@ -530,20 +533,21 @@ class CommitReader:
             yield e, data
 
     def _submit_chunk(
-        self, pool: ThreadPoolExecutor, chunk: list[ManifestEntry], requests: list[Future[Any]]
+        self,
+        pool: ThreadPoolExecutor,
+        chunk: list[ManifestEntry],
+        requests: list[Future[Any]],
+        buffers: RangeBuffers,
     ) -> dict[str, Future[bytes]]:
         """Start the GETs of one chunk; a future of verified bytes for each of its digests."""
-        from lakecache.data.materialize import plan_ranges
-
         by_digest = {e.digest: e for e in chunk}
         locs = self._locate(by_digest.values())
         futures: dict[str, Future[bytes]] = {}
         for r in plan_ranges(loc for loc in locs.values() if loc.pack_id):
-            first = by_digest[r.blobs[0][0]]
-            whole = pool.submit(self._get, first, r.key, r.start, r.length)
+            whole = pool.submit(self._get_blobs, r, by_digest, buffers)
             requests.append(whole)
-            for digest, off, n in r.blobs:
-                futures[digest] = _slice(whole, by_digest[digest], r.key, r.start + off, off, n)
+            for digest, _, _ in r.blobs:
+                futures[digest] = _slice(whole, digest)
         for loc in locs.values():
             if not loc.pack_id:
                 large = pool.submit(self._fetch_large, by_digest[loc.digest], loc)
@@ -636,6 +640,33 @@ class CommitReader:
                 f"({exc.message})"
             ) from exc
 
+    def _get_blobs(
+        self, r: Range, by_digest: dict[str, ManifestEntry], buffers: RangeBuffers
+    ) -> dict[str, bytes | IntegrityError]:
+        """One ranged GET into the thread's buffer, cut into its blobs' verified bytes.
+
+        The buffer is this worker's for its next range: each blob is copied out
+        (the caller keeps it) once its hash matches; a blob that does not match
+        gets its error instead, raised only when that file is read.
+        """
+        data = buffers.get(r.length)
+        first = by_digest[r.blobs[0][0]]
+        try:
+            read_into(self.hub.lake, r.key, r.start, data)
+        except ObjectNotFoundError as exc:
+            raise ObjectNotFoundError(
+                f"{first.path!r} cannot be read: lake object {r.key} is missing or short "
+                f"({exc.message})"
+            ) from exc
+        out: dict[str, bytes | IntegrityError] = {}
+        for digest, off, n in r.blobs:
+            try:
+                blob = data[off : off + n]
+                out[digest] = _verified(by_digest[digest], r.key, r.start + off, blob)
+            except IntegrityError as err:
+                out[digest] = err
+        return out
+
     def _fetch_large(self, entry: ManifestEntry, loc: BlobLocation) -> bytes:
         return _verified(entry, loc.key, 0, self._get(entry, loc.key, 0, loc.size))
 
@@ -674,8 +705,6 @@ class CommitReader:
         A neighbour whose bytes do not verify is not kept: reading it later
         fetches it alone and fails then, naming it.
         """
-        from lakecache.data.materialize import plan_ranges
-
         folder, _, name = entry.path.rpartition("/")
         items, _ = self.index.ls_page(folder, limit=self.read_ahead, after=("f", name))
         with self._lock:
@@ -814,13 +843,11 @@ def _verified(entry: ManifestEntry, key: str, offset: int, data: memoryview) -> 
     return bytes(data)
 
 
-def _slice(
-    whole: Future[memoryview], entry: ManifestEntry, key: str, offset: int, off: int, n: int
-) -> Future[bytes]:
-    """A future of one blob's verified bytes, cut from the future of its merged range."""
+def _slice(whole: Future[dict[str, bytes | IntegrityError]], digest: str) -> Future[bytes]:
+    """A future of one blob's verified bytes, taken from the future of its merged range."""
     out: Future[bytes] = Future()
 
-    def done(f: Future[memoryview]) -> None:
+    def done(f: Future[dict[str, bytes | IntegrityError]]) -> None:
         if f.cancelled():
             out.cancel()
             return
@@ -828,10 +855,11 @@ def _slice(
         if exc is not None:
             out.set_exception(exc)
             return
-        try:
-            out.set_result(_verified(entry, key, offset, f.result()[off : off + n]))
-        except IntegrityError as err:
-            out.set_exception(err)
+        blob = f.result()[digest]
+        if isinstance(blob, IntegrityError):
+            out.set_exception(blob)
+        else:
+            out.set_result(blob)
 
     whole.add_done_callback(done)
     return out
