@@ -67,17 +67,38 @@ def sealed_at_ns(layout: VolumeLayout, cache_id: int) -> int | None:
         return None
 
 
-def seal(layout: VolumeLayout, cache_id: int, folder: Path) -> None:
+def seal(
+    layout: VolumeLayout, cache_id: int, folder: Path, folders: Iterable[str] | None = None
+) -> None:
     """Make every folder of a published cache 0555, flush, then write its seal record.
 
     Idempotent: also finishes a cache whose filler died between publish and seal.
     One chmod per folder (files got their mode when written), then one syncfs
-    that also makes the publishing rename durable.
+    that also makes the publishing rename durable. ``folders`` (relative, ''
+    for ``folder`` itself) are the tree's folders when the caller knows them
+    from the manifest: a fill does, and is spared a walk over every file.
     """
-    for dirpath, _, _ in os.walk(folder, topdown=False):
-        os.chmod(dirpath, SEALED_FOLDER)
+    if folders is None:
+        paths = [dirpath for dirpath, _, _ in os.walk(folder, topdown=False)]
+    else:
+        # Deepest first, as the walk: a folder is sealed after everything in it.
+        rel = sorted(folders, key=lambda f: -f.count("/") - (f != ""))
+        paths = [os.path.join(folder, f) if f else str(folder) for f in rel]
+    for path in paths:
+        os.chmod(path, SEALED_FOLDER)
     sync_filesystem(folder)
     _touch_record(layout, cache_id)
+
+
+def folders_of(paths: Iterable[str]) -> set[str]:
+    """Every folder that holds one of ``paths`` (relative, '/'-separated), '' included."""
+    out = {""}
+    for p in paths:
+        d = p.rpartition("/")[0]
+        while d not in out:
+            out.add(d)
+            d = d.rpartition("/")[0]
+    return out
 
 
 def _touch_record(layout: VolumeLayout, cache_id: int) -> None:

@@ -41,13 +41,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from lakecache.cache.clock import Clock, SystemClock
 from lakecache.cache.plan import CacheView, EvictionPlan, plan_eviction
 from lakecache.cache.presence import no_agent_note, sites_with_agent
 from lakecache.cache.seal import (
     LinkSource,
+    folders_of,
     opened,
     seal,
     sealed_at_ns,
@@ -71,6 +72,7 @@ from lakecache.units import format_size
 
 if TYPE_CHECKING:
     from lakecache.data.hub import Hub
+    from lakecache.lake import Lake
 
 log = logging.getLogger("lakecache.cache")
 
@@ -398,6 +400,9 @@ class CacheService:
     ) -> tuple[int, int]:
         from lakecache.data.materialize import materialize
 
+        # The lake's client starts in a thread (boto3's import and set-up) while the
+        # fill plans and links; only the fetches wait for it.
+        self.hub.open_lake_in_background()
         commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)
         with self._index(commit.manifest) as idx:
             entries = list(idx.entries([rec.subpath] if rec.subpath else None))
@@ -424,7 +429,7 @@ class CacheService:
         stats = materialize(
             entries,
             staging,
-            lake=self.hub.lake,
+            lake=cast("Lake", _HubLake(self.hub)),
             catalog=self.hub.catalog,
             workers=s.workers,
             chunk_size=s.part_size,
@@ -451,7 +456,9 @@ class CacheService:
                 raise
             # An earlier claim of this fill published whole before it was taken over.
             layout.remove_tree(staging)
-        seal(layout, rec.id, final)  # read-only, and the rename flushed (cache/seal.py)
+        # Read-only, and the rename flushed (cache/seal.py); the folders are the
+        # manifest's, so sealing walks no file.
+        seal(layout, rec.id, final, folders_of(e.path for e in entries))
         return stats.linked_bytes, stats.fetched_bytes
 
     def _link_sources(
@@ -907,6 +914,16 @@ class _Tracker:
 
     def end(self) -> None:
         self.inner.end()
+
+
+class _HubLake:
+    """The hub's lake, looked up at its first use: it may still be opening in a thread."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hub.lake, name)
 
 
 def _taken_over(rec: CacheRecord, token: int) -> TakenOverError:

@@ -14,8 +14,9 @@ are capped, whatever the number or size of files.
 
 Start-up. A re-commit of a folder that barely changed is mostly fixed costs,
 so they overlap: the lake's client (boto3's import and set-up, about a third
-of a second) is made in a thread while the folder is scanned and the stat
-cache and the parent's manifest say which files are unchanged, and the new
+of a second) is made in a thread (``Hub.open_lake_in_background``) while the
+folder is scanned and the stat cache and the parent's manifest say which
+files are unchanged, and the new
 manifest's local index is written while the manifest goes to the lake.
 Unchanged files cost a stat each: no read, and one catalog question for all
 of them (none when the parent commit holds them at the same path).
@@ -196,37 +197,6 @@ class _Pack:
         return data
 
 
-class _LakeOpening:
-    """The lake, opened in a thread from the start of a commit; :meth:`get` waits for it."""
-
-    def __init__(self, lake: Lake | Callable[[], Lake]) -> None:
-        self._lake: Lake | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if not callable(lake):
-            self._lake = lake
-            return
-        opener = lake
-
-        def run() -> None:
-            try:
-                self._lake = opener()
-            except BaseException as exc:  # re-raised by get(), in the caller's thread
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="lakecache-open-lake", daemon=True)
-        self._thread.start()
-
-    def get(self) -> Lake:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise self._error
-        assert self._lake is not None
-        return self._lake
-
-
 def commit_folder(
     *,
     lake: Lake | Callable[[], Lake],
@@ -242,8 +212,8 @@ def commit_folder(
 
     A folder whose files are exactly the head's makes no new commit unless
     ``allow_empty``: the head is returned and ``stats.created`` is False.
-    ``lake`` may be a function that opens it: it is then called in a thread
-    at once, so that the client's start-up overlaps the scan.
+    ``lake`` may be a function that returns it, called only once the lake is
+    needed (:meth:`Hub.open_lake_in_background` makes that wait short).
 
     Raises :class:`SourceError` (a file unreadable or changing; nothing
     committed), :class:`InvalidPathError` (a name the manifest cannot hold),
@@ -254,7 +224,7 @@ def commit_folder(
     progress = progress or NullProgress()
     pin_mmap_threshold()
     t0 = time.perf_counter()
-    opening = _LakeOpening(lake)
+    get_lake: Callable[[], Lake] = lake if callable(lake) else (lambda: lake)
     catalog.get_dataset(dataset)
     parent = catalog.head(dataset)
     files = scan_folder(root)
@@ -273,7 +243,7 @@ def commit_folder(
     try:
         digests, fresh = _hash_and_upload(
             files,
-            lake=opening.get,
+            lake=get_lake,
             catalog=catalog,
             settings=settings,
             statcache=statcache,
@@ -311,7 +281,7 @@ def commit_folder(
     # and the commit object travel; it exists before the commit is visible.
     build = partial(ManifestIndex.build, settings.state_dir, manifest_digest, entries)
     indexing = _Background(build)
-    store = opening.get()
+    store = get_lake()
     store.put(manifest_key(manifest_digest), manifest)
     del manifest
 

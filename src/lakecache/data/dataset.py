@@ -158,8 +158,9 @@ class Dataset:
                 f"{str(folder)!r} is a file, not a folder",
                 hint="Pass the folder that holds it: a commit takes a whole folder.",
             )
+        # The lake's client starts in a thread while the folder is scanned.
+        self.hub.open_lake_in_background()
         commit, stats = commit_folder(
-            # Opened in a thread while the folder is scanned: its start-up overlaps.
             lake=lambda: self.hub.lake,
             catalog=self.hub.catalog,
             settings=self.hub.settings.with_(author=self.hub.author),

@@ -25,6 +25,10 @@ class Hub:
     URLs and never hold the lake's credentials. ``remote=False`` forces direct
     access (the server itself, and anything that needs the catalog database:
     sites, volumes, caches); ``remote=True`` requires a server.
+
+    Thread-safe. The lake and the catalog have a lock each, so a lake being
+    opened in a thread (boto3's import and client: a fill or a commit starts
+    that first, to overlap it) never holds up the catalog.
     """
 
     def __init__(self, settings: Settings, *, remote: bool | None = None) -> None:
@@ -34,15 +38,20 @@ class Hub:
         self._server_known = False
         self._lake: Lake | None = None
         self._catalog: Catalog | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the server connection
+        self._lake_lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
 
     @property
     def server(self) -> ServerConnection | None:
         """The server this hub works through, or None when it opens the lake and catalog itself."""
-        with self._lock:
-            return self._find_server()
+        return self._find_server()
 
     def _find_server(self) -> ServerConnection | None:
+        with self._lock:
+            return self._find_server_locked()
+
+    def _find_server_locked(self) -> ServerConnection | None:
         if not self._server_known:
             if self._remote is not False:
                 from lakecache.client.login import find_server
@@ -81,7 +90,7 @@ class Hub:
 
     @property
     def lake(self) -> Lake:
-        with self._lock:
+        with self._lake_lock:
             if self._lake is None:
                 server = self._find_server()
                 if server is not None:
@@ -101,7 +110,7 @@ class Hub:
 
     @property
     def catalog(self) -> Catalog:
-        with self._lock:
+        with self._catalog_lock:
             if self._catalog is None:
                 server = self._find_server()
                 if server is not None:
@@ -121,8 +130,21 @@ class Hub:
             assert self._catalog is not None
             return self._catalog
 
+    def open_lake_in_background(self) -> None:
+        """Start opening the lake in a thread, if it is not open: :attr:`lake` waits for it."""
+        if self._lake is not None:
+            return
+
+        def run() -> None:
+            try:
+                self.lake  # noqa: B018 - opening is the point
+            except Exception:  # noqa: BLE001, S110 - the caller's own `lake` raises it again
+                pass
+
+        threading.Thread(target=run, name="lakecache-open-lake", daemon=True).start()
+
     def close(self) -> None:
-        with self._lock:
+        with self._lake_lock, self._catalog_lock, self._lock:
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None
