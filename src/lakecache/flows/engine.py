@@ -41,11 +41,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lakecache.catalog.leader import exclusive
-from lakecache.compute.model import InputSpec, Resources
+from lakecache.compute.model import BatchRefusedError, InputSpec, JobSpec, Resources
 from lakecache.compute.store import ComputeStore
 from lakecache.errors import ConflictError, LakecacheError, NotFoundError, UserError
 from lakecache.flows.spec import ARTIFACTS_PREFIX, FlowSpec, Plan, PlannedTask, plan
-from lakecache.flows.store import FINAL_TASK_STATES, FlowRunRecord, FlowStore, FlowTaskRecord
+from lakecache.flows.store import (
+    FINAL_TASK_STATES,
+    JOB_KEY_ENV,
+    FlowRunRecord,
+    FlowStore,
+    FlowTaskRecord,
+    TaskMove,
+    job_key,
+)
 
 if TYPE_CHECKING:
     from lakecache.data.hub import Hub
@@ -124,8 +132,10 @@ class FlowEngine:
     Safe to use from several threads and processes at once (see the module notes).
     """
 
-    def __init__(self, hub: Hub, *, owner: str | None = None) -> None:
+    def __init__(self, hub: Hub, *, owner: str | None = None, lease: timedelta = LEASE) -> None:
         self.hub = hub
+        #: How long a run stays held by this engine if it dies during a pass.
+        self.lease = lease
         self.store = FlowStore(hub.catalog)
         self.jobs = ComputeStore(hub.catalog)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -188,7 +198,7 @@ class FlowEngine:
 
         A run another advancer holds is left alone (True is returned)."""
         now = _now()
-        if not self.store.take_run(run_id, self.owner, now=now, lease=LEASE):
+        if not self.store.take_run(run_id, self.owner, now=now, lease=self.lease):
             return not self.store.get_run(run_id).done
         self._changed = False
         try:
@@ -203,6 +213,8 @@ class FlowEngine:
         live = [t.job_id for t in tasks if t.state == "running" and t.job_id is not None]
         jobs = self.store.job_states(live) if live else {}
         changed: dict[str, FlowTaskRecord] = {}
+        # Announced by an advancer that stopped before it recorded their jobs.
+        announced = [t for t in tasks if t.state == "running" and t.job_id is None]
         for task in tasks:
             if task.state == "running" and task.job_id is not None:
                 job = jobs.get(task.job_id)
@@ -212,6 +224,7 @@ class FlowEngine:
                         self._changed = True
                         changed[task.name] = moved
         by_name.update(changed)
+        ready: list[FlowTaskRecord] = []
         for task in tasks:
             task = by_name[task.name]
             if task.state != "pending":
@@ -228,12 +241,11 @@ class FlowEngine:
                     by_name[task.name] = moved
                 continue
             if all(d.state == "succeeded" for d in deps):
-                t0 = time.perf_counter()
-                moved = self._dispatch(run, task, deps)
-                self.dispatch_seconds.append(time.perf_counter() - t0)
-                if moved is not None:
-                    self._changed = True
-                    by_name[task.name] = moved
+                ready.append(task)
+        if ready or announced:
+            for moved in self._dispatch(run, ready, announced, by_name):
+                self._changed = True
+                by_name[moved.name] = moved
         states = [t.state for t in by_name.values()]
         if all(s in FINAL_TASK_STATES for s in states):
             failed = [t for t in by_name.values() if t.state == "failed"]
@@ -319,36 +331,25 @@ class FlowEngine:
             env[f"LAKECACHE_UPSTREAM_{_env_name(name)}_PARAMS"] = json.dumps(params)
         return inputs, env
 
-    def _dispatch(
-        self, run: FlowRunRecord, task: FlowTaskRecord, deps: Sequence[FlowTaskRecord]
-    ) -> FlowTaskRecord | None:
+    def _inputs(
+        self, task: FlowTaskRecord, by_name: Mapping[str, FlowTaskRecord]
+    ) -> tuple[list[InputSpec], dict[str, str], dict[str, Any]]:
+        """A ready task's job inputs (datasets, then upstream outputs), the variables
+        naming the upstream ones, and what the task records as read."""
         spec = task.spec
         datasets = [InputSpec(n, d, r, c, m) for n, d, r, c, m in spec.datasets]
-        upstream, up_env = self._upstream_inputs(task, deps)
+        upstream, env = self._upstream_inputs(task, [by_name[d] for d in spec.deps])
         inputs = datasets + upstream
-        input_commits = {i.name: [i.dataset, i.commit_id, i.mode] for i in inputs}
-        memo_key = None
-        if spec.memo:
-            memo_key = self.memo_key(spec, run.code_version, inputs)
-            hit = self.store.memo_hit(memo_key)
-            if hit is not None and self._outputs_present(hit):
-                origin = hit.reused_from or hit.id
-                now = _now()
-                return self.store.move(
-                    task,
-                    ["pending"],
-                    check_job=False,
-                    state="succeeded",
-                    started_at=now,
-                    ended_at=now,
-                    memo_key=memo_key,
-                    reused_from=origin,
-                    reason=f"reused the outputs of task {origin} (run {hit.run_id})",
-                    input_commits=input_commits,
-                    output_dataset=hit.output_dataset,
-                    output_commit=hit.output_commit,
-                    output_commits=dict(hit.output_commits),
-                )
+        return inputs, env, {i.name: [i.dataset, i.commit_id, i.mode] for i in inputs}
+
+    def _job_spec(
+        self,
+        run: FlowRunRecord,
+        task: FlowTaskRecord,
+        inputs: list[InputSpec],
+        up_env: dict[str, str],
+    ) -> JobSpec:
+        spec = task.spec
         env = dict(spec.env)
         env.update(up_env)
         env.update(
@@ -356,55 +357,167 @@ class FlowEngine:
             LAKECACHE_FLOW_TASK=task.name,
             LAKECACHE_PARAMS=json.dumps(dict(spec.params)),
         )
-        now = _now()
-        try:
-            job = self.jobs.submit(
-                spec.queue,
-                spec.command,
-                request=Resources(round(spec.cpu * 1000), spec.memory, spec.gpu),
-                inputs=inputs,
-                env=env,
-                image=spec.image,
-                submitted_by=run.submitted_by,
-                timeout_seconds=None if spec.timeout is None else max(1, math.ceil(spec.timeout)),
-                now=now,
-            )
-        except UserError as exc:
-            return self.store.move(
-                task, ["pending"], state="failed", reason=exc.message, ended_at=now
-            )
-        started = self._start(task, job.id, now, memo_key, input_commits)
-        if started is not None:
-            return started
-        # Cancelled or taken meanwhile: the job is not wanted.
-        try:
-            self.jobs.cancel(job.id, now=_now())
-        except ConflictError:
-            pass
-        return None
+        # The attempt's name: an advancer that finds the task announced but without
+        # its job looks the job up by it (``len(jobs)`` is fixed until the job is recorded).
+        env[JOB_KEY_ENV] = job_key(run.id, task.id, len(task.jobs))
+        return JobSpec(
+            spec.queue,
+            spec.command,
+            Resources(round(spec.cpu * 1000), spec.memory, spec.gpu),
+            tuple(inputs),
+            env,
+            spec.image,
+            timeout_seconds=None if spec.timeout is None else max(1, math.ceil(spec.timeout)),
+        )
 
-    def _start(
+    def _dispatch(
         self,
-        task: FlowTaskRecord,
-        job_id: int,
-        now: datetime,
-        memo_key: str | None,
-        input_commits: Mapping[str, Any],
-    ) -> FlowTaskRecord | None:
-        return self.store.move(
-            task,
-            ["pending"],
-            check_job=False,
-            **{
+        run: FlowRunRecord,
+        ready: Sequence[FlowTaskRecord],
+        announced: Sequence[FlowTaskRecord],
+        by_name: Mapping[str, FlowTaskRecord],
+    ) -> list[FlowTaskRecord]:
+        """Start the ``ready`` tasks of a pass together: reuse (memo), or submit a job.
+
+        Three transactions, whatever the number of tasks: the tasks are *announced*
+        (pending -> running, no job yet), their jobs are submitted in one batch, each
+        named by :func:`job_key`, then the jobs are recorded on the tasks. An advancer
+        that dies between the batch and the record leaves tasks announced without a
+        job: the next pass looks their jobs up by key (``announced``) and records
+        them, or submits the ones that never were: no task runs twice. Returns the
+        tasks that moved, as they are now."""
+        t0 = time.perf_counter()
+        moved: list[FlowTaskRecord] = []
+        pending: list[tuple[FlowTaskRecord, JobSpec]] = []
+        announce: list[TaskMove] = []
+        for task in ready:
+            inputs, up_env, input_commits = self._inputs(task, by_name)
+            memo_key = None
+            if task.spec.memo:
+                memo_key = self.memo_key(task.spec, run.code_version, inputs)
+                reused = self._reuse(task, memo_key, input_commits)
+                if reused is not None:
+                    moved.append(reused)
+                    continue
+            now = _now()
+            values = {
                 "state": "running",
-                "job_id": job_id,
-                "jobs": [*task.jobs, job_id],
+                "job_id": None,
                 "tries": task.tries + 1,
                 "started_at": task.started_at or now,
                 "ended_at": None,
                 "memo_key": memo_key,
                 "input_commits": dict(input_commits),
-            },
+            }
+            announce.append(TaskMove(task, ("pending",), values, check_job=False))
+            pending.append((task, self._job_spec(run, task, inputs, up_env)))
+        submit: list[tuple[FlowTaskRecord, JobSpec]] = []
+        for (_, job), now_task in zip(pending, self.store.move_many(announce), strict=True):
+            if now_task is not None:  # else cancelled or taken meanwhile
+                moved.append(now_task)
+                submit.append((now_task, job))
+        record: list[tuple[FlowTaskRecord, int]] = []
+        if announced:
+            keys = {}
+            for task in announced:
+                inputs, up_env, _ = self._inputs(task, by_name)
+                job = self._job_spec(run, task, inputs, up_env)
+                keys[task.id] = (job.env[JOB_KEY_ENV], job)
+            found = self.store.jobs_by_key(run, [k for k, _ in keys.values()])
+            for task in announced:
+                key, job = keys[task.id]
+                if key in found:
+                    record.append((task, found[key]))
+                else:
+                    submit.append((task, job))
+            log.info(
+                "flow run %d: %d task(s) announced without their job: %d found, %d submitted",
+                run.id,
+                len(announced),
+                len(record),
+                len(announced) - len(record),
+            )
+        if submit and self.store.take_run(run.id, self.owner, now=_now(), lease=self.lease):
+            # The hold was renewed first: a pass longer than the lease must not let a
+            # second advancer submit the same tasks' jobs meanwhile.
+            failed, submitted = self._submit(run, submit)
+            moved += failed
+            record += submitted
+        if record:
+            now_tasks = self.store.move_many(
+                [
+                    TaskMove(
+                        task,
+                        ("running",),
+                        {"job_id": job_id, "jobs": [*task.jobs, job_id]},
+                    )
+                    for task, job_id in record
+                ]
+            )
+            for (_, job_id), now_task in zip(record, now_tasks, strict=True):
+                if now_task is not None:
+                    moved.append(now_task)
+                    continue
+                # Cancelled meanwhile: the job is not wanted.
+                try:
+                    self.jobs.cancel(job_id, now=_now())
+                except ConflictError:
+                    pass
+        started = len(pending) + len(announced)
+        if started:
+            each = (time.perf_counter() - t0) / started
+            self.dispatch_seconds.extend([each] * started)
+        latest = {t.name: t for t in moved}
+        return list(latest.values())
+
+    def _submit(
+        self, run: FlowRunRecord, batch: list[tuple[FlowTaskRecord, JobSpec]]
+    ) -> tuple[list[FlowTaskRecord], list[tuple[FlowTaskRecord, int]]]:
+        """Submit the jobs of ``batch`` together; the tasks failed because their job was
+        refused (a queue gone, a size no template fits), and each other task's job."""
+        failed: list[FlowTaskRecord] = []
+        while batch:
+            try:
+                jobs = self.jobs.submit_many(
+                    [job for _, job in batch], submitted_by=run.submitted_by, now=_now()
+                )
+            except UserError as exc:
+                index = exc.index if isinstance(exc, BatchRefusedError) else 0
+                refused = exc.refused if isinstance(exc, BatchRefusedError) else exc
+                task = batch.pop(index)[0]
+                now_task = self.store.move(
+                    task, ["running"], state="failed", reason=refused.message, ended_at=_now()
+                )
+                if now_task is not None:
+                    failed.append(now_task)
+                continue
+            return failed, [(task, job.id) for (task, _), job in zip(batch, jobs, strict=True)]
+        return failed, []
+
+    def _reuse(
+        self, task: FlowTaskRecord, memo_key: str, input_commits: Mapping[str, Any]
+    ) -> FlowTaskRecord | None:
+        """The task moved to succeeded with an earlier identical task's outputs, if there
+        is one whose outputs are still there."""
+        hit = self.store.memo_hit(memo_key)
+        if hit is None or not self._outputs_present(hit):
+            return None
+        origin = hit.reused_from or hit.id
+        now = _now()
+        return self.store.move(
+            task,
+            ["pending"],
+            check_job=False,
+            state="succeeded",
+            started_at=now,
+            ended_at=now,
+            memo_key=memo_key,
+            reused_from=origin,
+            reason=f"reused the outputs of task {origin} (run {hit.run_id})",
+            input_commits=dict(input_commits),
+            output_dataset=hit.output_dataset,
+            output_commit=hit.output_commit,
+            output_commits=dict(hit.output_commits),
         )
 
     # -- memoisation -----------------------------------------------------------------------
@@ -573,25 +686,34 @@ class FlowEngine:
                 if run.state != "succeeded"
                 else "",
             )
+        stop: list[int] = []
+        unrecorded: list[FlowTaskRecord] = []
         for task in self.store.tasks(run_id):
             if task.state == "pending":
                 self.store.move(
                     task, ["pending"], state="cancelled", reason="run cancelled", ended_at=_now()
                 )
-            elif task.state == "running" and (
-                self.store.move(
-                    task,
-                    ["running"],
-                    state="cancelled",
-                    reason="run cancelled",
-                    ended_at=_now(),
-                )
-                and task.job_id is not None
+            elif task.state == "running" and self.store.move(
+                task,
+                ["running"],
+                state="cancelled",
+                reason="run cancelled",
+                ended_at=_now(),
             ):
-                try:
-                    self.jobs.cancel(task.job_id, now=_now())
-                except ConflictError:
-                    pass
+                if task.job_id is not None:
+                    stop.append(task.job_id)
+                else:
+                    unrecorded.append(task)
+        if unrecorded:
+            # Announced, their job perhaps submitted by an advancer that died before
+            # recording it: found by its key.
+            keys = [job_key(run_id, t.id, len(t.jobs)) for t in unrecorded]
+            stop += self.store.jobs_by_key(run, keys).values()
+        for job_id in stop:
+            try:
+                self.jobs.cancel(job_id, now=_now())
+            except ConflictError:
+                pass
         self.store.end_run(run_id, "cancelled", "cancelled by request", now=_now())
         return self.store.get_run(run_id)
 

@@ -43,11 +43,12 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lakecache.errors import LakecacheError, UserError
 from lakecache.units import parse_duration, parse_size
 
+_T = TypeVar("_T")
 #: Task and flow names: they appear in dataset names, URLs and environment variables.
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 _NAME_RULE = "use 1 to 48 characters: lowercase letters, digits, '_' or '-'"
@@ -635,7 +636,8 @@ class PlannedTask:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PlannedTask:
-        return cls(
+        return _new(
+            cls,
             name=d["name"],
             task=d["task"],
             index=int(d["index"]),
@@ -988,6 +990,9 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
             for i in t.inputs
             if isinstance(i, TaskInput)
         )
+        # What names no param is the same for every instance: rendered once, shared.
+        shared_command = None if _refers(t.command) else _render(t.command, {})
+        shared_env = None if any(_refers(v) for v in t.env.values()) else dict(t.env)
         names = []
         for index, combo in enumerate(combos):
             chosen = dict(zip((k for k, _ in fan), combo, strict=True))
@@ -999,12 +1004,13 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
             )
             names.append(iname)
             planned.append(
-                PlannedTask(
+                _new(
+                    PlannedTask,
                     name=iname,
                     task=tname,
                     index=index,
                     params=params,
-                    command=_render(t.command, params),
+                    command=shared_command or _render(t.command, params),
                     queue=queue,
                     image=t.image,
                     deps=dep_names,
@@ -1017,11 +1023,30 @@ def plan(flow: FlowSpec, catalogue: Catalogue, overrides: Mapping[str, Any] | No
                     cpu=t.cpu,
                     memory=t.memory,
                     gpu=t.gpu,
-                    env={k: _sub(v, params) for k, v in t.env.items()},
+                    env=shared_env
+                    if shared_env is not None
+                    else {k: _sub(v, params) for k, v in t.env.items()},
                 )
             )
         instances[tname] = names
     return Plan(flow.name, flow_params, tuple(planned))
+
+
+def _refers(text: str | tuple[str, ...]) -> bool:
+    """Whether a command or value names a param (``{params.NAME}``)."""
+    texts = (text,) if isinstance(text, str) else text
+    return any("{params." in x for x in texts)
+
+
+def _new(cls: type[_T], **fields: Any) -> _T:
+    """An instance of the frozen dataclass ``cls`` made without its ``__init__``.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``:
+    for the 10,000s of task instances a plan and a run's specs make, that cost more
+    than all the rest of planning. Every field must be given."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 def _where(src: str, t: TaskSpec) -> str:

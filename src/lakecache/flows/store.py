@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from lakecache.errors import NotFoundError
 from lakecache.flows import tables as ft
@@ -25,8 +25,18 @@ if TYPE_CHECKING:
     from lakecache.catalog.db import Catalog
 
 FINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "skipped")
+#: The job environment variable that names the task attempt a job was submitted for.
+JOB_KEY_ENV = "LAKECACHE_FLOW_JOB_KEY"
+_KEY_PREFIX = "flow-run-"
 #: Runs whose parsed task specs a store keeps (oldest dropped first).
 SPEC_CACHE_RUNS = 32
+
+
+def job_key(run_id: int, task_id: int, attempt: int) -> str:
+    """The name of a task's ``attempt``-th job (counting from 0): the same for whoever
+    submits it, so an advancer that finds a task announced but without its job can look
+    the job up instead of submitting it twice."""
+    return f"{_KEY_PREFIX}{run_id}-task-{task_id}-job-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,17 @@ class FlowTaskRecord:
             "memo": self.spec.memo,
             "reused_from": self.reused_from,
         }
+
+
+@dataclass(frozen=True)
+class TaskMove:
+    """One transition of :meth:`FlowStore.move_many`: set ``values`` on ``task`` if it is
+    still in one of the ``expect`` states (and, with ``check_job``, on its job)."""
+
+    task: FlowTaskRecord
+    expect: tuple[str, ...]
+    values: Mapping[str, Any]
+    check_job: bool = True
 
 
 class FlowStore:
@@ -367,26 +388,108 @@ class FlowStore:
         """Set ``values`` on the task if it is still in one of ``expect`` and (``check_job``)
         still on the job ``task`` was read with; the task as it is then, or None (moved
         by someone else meanwhile: read it again)."""
-        record = {**values}
+        return self.move_many([TaskMove(task, tuple(expect), values, check_job)])[0]
+
+    def move_many(self, moves: Sequence[TaskMove]) -> list[FlowTaskRecord | None]:
+        """:meth:`move` for many tasks in one transaction (a pass's dispatch): each is its
+        own compare-and-swap, so each result is the task as it is then, or None.
+
+        Moves of one shape are one statement run once over all their parameters (the
+        driver's executemany): building and running a statement per task cost more than
+        the updates. When fewer rows changed than were asked (a cancel got there first),
+        the rows are read back in the same transaction to learn which did."""
         t = ft.flow_tasks
-        q = update(t).where(t.c.id == task.id, t.c.state.in_(list(expect)))
-        if check_job:
-            q = q.where(t.c.job_id.is_(None) if task.job_id is None else t.c.job_id == task.job_id)
-        for key in ("input_commits", "output_commits"):
-            if key in values and not isinstance(values[key], str | None):
-                values[key] = json.dumps(values[key])
-        if "jobs" in values:
-            values["jobs"] = json.dumps(list(values["jobs"]))
+        groups: dict[tuple[Any, ...], tuple[Any, list[int], list[dict[str, Any]]]] = {}
+        for index, m in enumerate(moves):
+            on_job = None if not m.check_job else m.task.job_id is None
+            shape = (m.expect, on_job, tuple(sorted(m.values)))
+            if shape not in groups:
+                state = t.c.state == m.expect[0] if len(m.expect) == 1 else t.c.state.in_(m.expect)
+                q = update(t).where(t.c.id == bindparam("_id"), state)
+                if on_job is not None:
+                    q = q.where(t.c.job_id.is_(None) if on_job else t.c.job_id == bindparam("_job"))
+                groups[shape] = (q.values({k: bindparam(f"_v_{k}") for k in m.values}), [], [])
+            _, indexes, params = groups[shape]
+            row: dict[str, Any] = {"_id": m.task.id}
+            if on_job is False:
+                row["_job"] = m.task.job_id
+            for key, value in m.values.items():
+                if key in ("input_commits", "output_commits") and not isinstance(value, str | None):
+                    value = json.dumps(value)
+                elif key == "jobs":
+                    value = json.dumps(list(value))
+                row[f"_v_{key}"] = value
+            indexes.append(index)
+            params.append(row)
+        done = [False] * len(moves)
         with self._c._write() as conn:
-            res = conn.execute(q.values(**values))
-        if res.rowcount != 1:
-            return None
-        if "jobs" in record:
-            record["jobs"] = tuple(record["jobs"])
-        for key in ("input_commits", "output_commits"):
-            if key in record and record[key] is None:
-                record[key] = {}
-        return replace(task, **record)
+            for q, indexes, params in groups.values():
+                if len(params) == 1 or not conn.dialect.supports_sane_multi_rowcount:
+                    for index, row in zip(indexes, params, strict=True):
+                        done[index] = conn.execute(q, row).rowcount == 1
+                elif conn.execute(q, params).rowcount == len(params):
+                    for index in indexes:
+                        done[index] = True
+                else:
+                    for index, ok in zip(indexes, self._landed(conn, params), strict=True):
+                        done[index] = ok
+        out: list[FlowTaskRecord | None] = []
+        for m, ok in zip(moves, done, strict=True):
+            if not ok:
+                out.append(None)
+                continue
+            record = dict(m.values)
+            if "jobs" in record:
+                record["jobs"] = tuple(record["jobs"])
+            for key in ("input_commits", "output_commits"):
+                if key in record and record[key] is None:
+                    record[key] = {}
+            out.append(replace(m.task, **record))
+        return out
+
+    @staticmethod
+    def _landed(conn: Any, params: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Which of a batch of moves changed their row: those whose row now holds the
+        state, job, jobs and tries the move set (read inside the moving transaction)."""
+        t = ft.flow_tasks
+        checked = ("state", "job_id", "jobs", "tries")
+        ids = [int(p["_id"]) for p in params]
+        rows: dict[int, Any] = {}
+        for start in range(0, len(ids), 500):
+            query = select(t.c.id, *(t.c[c] for c in checked)).where(
+                t.c.id.in_(ids[start : start + 500])
+            )
+            rows.update({int(r.id): r for r in conn.execute(query)})
+        return [
+            all(getattr(rows[int(p["_id"])], c) == p[f"_v_{c}"] for c in checked if f"_v_{c}" in p)
+            for p in params
+        ]
+
+    def jobs_by_key(self, run: FlowRunRecord, keys: Iterable[str]) -> dict[str, int]:
+        """The jobs already submitted under these keys (:func:`job_key`) for run ``run``,
+        oldest first if a key was used twice. Reads the run's jobs by a text match on
+        their environment: a scan, which only the rare recovery of a dispatch cut short
+        pays (see :meth:`~lakecache.flows.engine.FlowEngine.advance`)."""
+        from lakecache.compute import tables as ct
+
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        j = ct.compute_jobs
+        # Jobs are made after their run; a day of margin covers clocks of other machines.
+        since = run.created_at - timedelta(days=1)
+        found: dict[str, int] = {}
+        with self._c._read() as conn:
+            rows = conn.execute(
+                select(j.c.id, j.c.env)
+                .where(j.c.created_at >= since, j.c.env.like(f'%"{_KEY_PREFIX}{run.id}-task-%'))
+                .order_by(j.c.id)
+            )
+            for job_id, env in rows:
+                key = json.loads(env).get(JOB_KEY_ENV)
+                if key in wanted and key not in found:
+                    found[key] = int(job_id)
+        return found
 
     def job_states(self, job_ids: Sequence[int]) -> dict[int, Mapping[str, Any]]:
         """state, exit code, reason, workdir, updated_at of each job, in few queries."""
