@@ -62,10 +62,11 @@ class Settings:
     #: without progress, an eviction). Heartbeats come every 5 s: keep this at 15 or
     #: more in production; tests lower it so a paused filler goes stale quickly.
     fill_stale_after: float = 15.0
-    #: The most bytes of outputs one job attempt may send to a server (the tar of its
-    #: outputs folder; ``10GiB`` and the like are read too): a larger upload is refused
-    #: (HTTP 413) before or while it arrives, nothing of it is kept, and the job fails
-    #: saying why. An upload also needs twice its size free in the server's home folder.
+    #: The most bytes a server takes in one upload of a job attempt's outputs (the tar
+    #: of its outputs folder) or of one run artifact (``10GiB`` and the like are read
+    #: too): a larger one is refused (HTTP 413) before or while it arrives, nothing of it
+    #: is kept, and a job whose outputs were refused fails saying why. The server's home
+    #: folder must also have room for it (twice its size for job outputs).
     max_output_bytes: int = 10 * 1024 * MiB
 
     def __post_init__(self) -> None:

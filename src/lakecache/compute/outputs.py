@@ -189,14 +189,17 @@ def write_tar(scan: OutputScan, out: BinaryIO) -> int:
     return total
 
 
-def too_large(what: str, size: int, limit: int, *, so_far: bool = False) -> TooLargeError:
+def too_large(
+    what: str, size: int, limit: int, *, so_far: bool = False, hint: str | None = None
+) -> TooLargeError:
     """The refusal of ``what`` (``size`` bytes, or ``so_far`` more than that) over the
     ``max_output_bytes`` setting ``limit``."""
     got = f"more than {size}" if so_far else str(size)
     return TooLargeError(
         f"{what}: {got} bytes, over this server's limit of {limit} bytes "
         "(its setting max_output_bytes); nothing of it was kept",
-        hint="Write less to $LAKECACHE_OUTPUTS (commit large results to a dataset from the "
+        hint=hint
+        or "Write less to $LAKECACHE_OUTPUTS (commit large results to a dataset from the "
         "job instead), or ask the server's admin to raise max_output_bytes "
         "(LAKECACHE_MAX_OUTPUT_BYTES).",
     )

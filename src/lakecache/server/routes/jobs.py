@@ -74,6 +74,7 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.server.auth import OrgAdmin, Plane, Principal, User, require_dataset
+from lakecache.server.bodies import read_body, spool_body
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, PermissionDeniedError
 from lakecache.server.job_models import (
     BeatOut,
@@ -562,9 +563,7 @@ async def write_log(
     )
     if job.attempt != token or not mine or (job.state != "running" and not job.done):
         raise _stale(job, token)
-    data = await request.body()
-    if len(data) > LOG_CHUNK:
-        raise UserError(f"a log chunk is at most {LOG_CHUNK} bytes", hint="Send it in parts.")
+    data = await read_body(request, LOG_CHUNK, "a log chunk", hint="Send it in parts.")
     path = _log_file(plane, job_id, token)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+") as f:
@@ -654,8 +653,6 @@ async def store_outputs(
     ``Content-Length``, else when the body passes it); 507 without room on the
     server's disk. Nothing of a refused body is kept.
     """
-    from lakecache.compute.outputs import disk_full, ensure_room, too_large
-
     if principal.job is not None:
         if principal.job.job_id != job_id:
             raise PermissionDeniedError(
@@ -668,36 +665,18 @@ async def store_outputs(
             raise _stale(job, token)
     else:
         job = await run_in_threadpool(_claimed, plane, principal, job_id, token)
-    what = f"the outputs of job {job_id}"
-    limit = plane.hub.settings.max_output_bytes
-    header = request.headers.get("content-length")
-    declared = int(header) if header is not None and header.isdigit() else None
-    if declared is not None and declared > limit:
-        raise too_large(what, declared, limit)
     spool_root = plane.hub.settings.home / "job-outputs-tmp"
     spool_root.mkdir(parents=True, exist_ok=True)
-    # The tar, then its unpacked files: twice its size, while both exist.
-    await run_in_threadpool(ensure_room, spool_root, 2 * (declared or 0), what)
     with tempfile.TemporaryDirectory(dir=spool_root, prefix=f"{job_id}-{token}-") as tmp:
         tar_path = FsPath(tmp) / "outputs.tar"
-        received = 0
-        try:
-            with open(tar_path, "wb") as f:
-                async for chunk in request.stream():
-                    received += len(chunk)
-                    if received > limit:
-                        raise too_large(what, limit, limit, so_far=True)
-                    if declared is not None and received > declared:
-                        raise UserError(
-                            f"{what}: the body is longer than its Content-Length ({declared})",
-                            hint="Send the tar's exact size in Content-Length.",
-                        )
-                    await run_in_threadpool(f.write, chunk)
-        except OSError as exc:
-            full = disk_full(exc, what)
-            if full is None:
-                raise
-            raise full from None
+        # Room for the tar, then its unpacked files: twice its size, while both exist.
+        await spool_body(
+            request,
+            tar_path,
+            plane.hub.settings.max_output_bytes,
+            f"the outputs of job {job_id}",
+            room_factor=2,
+        )
         stored = await run_in_threadpool(_store_outputs, plane, job, token, tar_path, FsPath(tmp))
     return stored
 

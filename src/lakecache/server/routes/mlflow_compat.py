@@ -41,8 +41,11 @@ from lakecache.errors import (
     UserError,
 )
 from lakecache.server.auth import Plane, Principal, User
+from lakecache.server.bodies import read_body, spool_body
 from lakecache.server.errors import AccessError, AuthenticationError, PermissionDeniedError
 from lakecache.server.routes.tracking import (
+    BATCH_MAX,
+    artifact_limit,
     logged_run,
     store_of,
     visible_experiment,
@@ -105,7 +108,7 @@ async def _answer(work: Callable[[], Any]) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await read_body(request, BATCH_MAX, "a request body", hint="Send smaller batches.")
     if not raw:
         return {}
     data = json.loads(raw)
@@ -406,9 +409,10 @@ async def upload_artifact(path: str, request: Request, principal: User, plane: P
     spool.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spool) as tmp:
         file = FsPath(tmp) / "artifact"
-        with file.open("wb") as f:
-            async for chunk in request.stream():
-                await run_in_threadpool(f.write, chunk)
+        try:
+            await spool_body(request, file, *artifact_limit(plane, name))
+        except LakecacheError as exc:
+            return _error(exc)
 
         def store() -> dict[str, Any]:
             digest, size = objects.put_file(plane.hub.lake, file)

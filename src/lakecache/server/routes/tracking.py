@@ -39,6 +39,7 @@ from fastapi.responses import StreamingResponse
 
 from lakecache.errors import NotFoundError, UserError
 from lakecache.server.auth import Plane, Principal, User
+from lakecache.server.bodies import read_body, spool_body
 from lakecache.server.errors import COMMON_RESPONSES, PermissionDeniedError
 from lakecache.server.pagination import Page, Paging, encode_cursor
 from lakecache.server.runtime import ControlPlane
@@ -332,9 +333,7 @@ async def log_batch(run_id: RunId, request: Request, principal: User, plane: Pla
     {key: [steps, timestamps_ms, values]}, "system": {...}}``. Values may be NaN or
     infinite (as ``"NaN"``/``"Infinity"``, or Python's bare tokens). One transaction."""
     await run_in_threadpool(logged_run, plane, principal, run_id)
-    body = await request.body()
-    if len(body) > BATCH_MAX:
-        raise UserError(f"a batch is at most {BATCH_MAX} bytes", hint="Send smaller batches.")
+    body = await read_body(request, BATCH_MAX, "a batch", hint="Send smaller batches.")
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -444,18 +443,24 @@ async def upload_artifact(
     plane: Plane,
 ) -> ArtifactOut:
     """Store the body as the run's artifact ``path`` (hashed here; stored once in the lake
-    whoever uploads the same bytes). A path with ``..``, ``.`` or empty parts is refused."""
+    whoever uploads the same bytes). A path with ``..``, ``.`` or empty parts is refused;
+    so is a body over the server's ``max_output_bytes`` (413) or its disk's free space
+    (507), and nothing of it is kept."""
     name = objects.artifact_path(path)
     await run_in_threadpool(logged_run, plane, principal, run_id)
     spool = plane.hub.settings.home / "tracking-uploads"
     spool.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=spool) as tmp:
         file = FsPath(tmp) / "artifact"
-        with file.open("wb") as f:
-            async for chunk in request.stream():
-                await run_in_threadpool(f.write, chunk)
+        await spool_body(request, file, *artifact_limit(plane, name))
         record = await run_in_threadpool(_store_artifact, plane, run_id, file, name)
     return ArtifactOut.of(record)
+
+
+def artifact_limit(plane: ControlPlane, name: str) -> tuple[int, str]:
+    """(the most bytes an artifact may have: the ``max_output_bytes`` setting, what to
+    call it in a refusal)."""
+    return plane.hub.settings.max_output_bytes, f"artifact {name!r}"
 
 
 def _store_artifact(plane: ControlPlane, run_id: int, file: FsPath, name: str) -> ArtifactRecord:
@@ -494,9 +499,7 @@ async def append_log(
 ) -> LogAppended:
     """Append the body (up to 4 MiB) to a log of the run."""
     await run_in_threadpool(logged_run, plane, principal, run_id)
-    data = await request.body()
-    if len(data) > LOG_CHUNK:
-        raise UserError(f"a log chunk is at most {LOG_CHUNK} bytes", hint="Send it in parts.")
+    data = await read_body(request, LOG_CHUNK, "a log chunk", hint="Send it in parts.")
     start = await run_in_threadpool(
         objects.append_log, store_of(plane), plane.hub.lake, run_id, stream, data
     )
