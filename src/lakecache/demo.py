@@ -15,7 +15,8 @@ queue that tries on-prem first; with the on-prem pool held by a long job, the ne
 job bursts to the cloud, reads the dataset from the cache there, and ``job show``
 tells where it ran and why. Then the chest X-ray scenario (``lakecache example
 xray``): NIH-layout images committed and cached on-prem, and a flow that splits,
-prepares, trains at two learning rates side by side, evaluates and keeps the best.
+prepares, trains at two learning rates side by side, keeps the best on validation
+and scores it once on the test split.
 Every run starts from a clean slate (the state of
 the previous run is removed first); SeaweedFS stops at the end, whatever happens.
 """
@@ -199,9 +200,9 @@ _XRAY = "xray14"
 
 def _xray_scenario(cli: _Cli, state: Path) -> int:
     """The chest X-ray scenario (``lakecache example xray``) on the demo's lake and sites:
-    NIH-layout images committed, cached on onprem, the flow split -> prepare -> train at
-    two learning rates in parallel -> evaluate -> pick the best, tracked. Returns the
-    flow run's id."""
+    NIH-layout images committed, cached on onprem, the library's flow split -> prepare ->
+    train at two learning rates in parallel -> pick the best on validation -> evaluate it
+    on the test split, tracked. Returns the flow run's id."""
     _say("the chest X-ray scenario: a flow on the cached dataset, two trainings, the best kept")
     args = ["example", "xray", "--dir", _rel(state / "xray-example"), "-p", "epochs=2"]
     print(f"\n$ lakecache {shlex.join(args)}", flush=True)

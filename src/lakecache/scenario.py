@@ -1,9 +1,11 @@
 """The chest X-ray scenario end to end (``lakecache example xray``, and part of ``make demo``).
 
 Synthetic NIH ChestX-ray14-layout images are committed as dataset ``xray14``,
-cached on the ``onprem`` site, and the flow ``split -> prepare -> train (two
-learning rates in parallel) -> evaluate -> pick-best`` runs on a queue whose
-compute is on that site, each task a tracked job. What it leaves behind:
+cached on the ``onprem`` site, and the AI library's own flow file
+(``lakecache/library/flows/xray.yaml``: ``split -> prepare -> train (two
+learning rates in parallel) -> pick the best on validation -> evaluate it
+once on the test split``) runs on queue ``onprem``, whose compute is on that
+site, each task a tracked job. What it leaves behind:
 
 * ``xray14-split``, ``xray14-prepared`` and ``xray14-best`` dataset commits,
   each made by a flow task whose inputs name the commits it read (lineage
@@ -19,102 +21,39 @@ unchanged data makes no new version.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shlex
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lakecache.errors import NotFoundError, UserError
+from lakecache.errors import UserError
 
 DATASET = "xray14"
 SITE = "onprem"
-QUEUE = "xray"
+QUEUE = "onprem"
 TEMPLATE = "xray-cpu"
 COMPUTE = "xray-pool"
 VOLUME = "xray-cache"
-LRS = (0.003, 0.0003)
-
-#: The flow, as a user would write it; ``{python}`` becomes this interpreter.
-FLOW = """\
-name: xray
-description: chest X-rays (NIH layout) -> split by patient, resize, train a ResNet at two
-  learning rates in parallel, evaluate each on the test split, keep the best
-params:
-  profile: small        # small: minutes on a CPU; full: ResNet-50, 224 px, batch 128, 10 epochs
-  seed: 0
-  epochs: ""            # "" = the profile's
-  max_steps: ""         # "" = every batch of an epoch
-tasks:
-  split:
-    command: >-
-      {python} -m lakecache.library split "$LAKECACHE_INPUT_XRAY" --seed {params.seed}
-      --out "$LAKECACHE_OUTPUTS/split"
-    queue: {queue}
-    inputs: {{xray: {{dataset: {dataset}@latest, cached: true}}}}
-    outputs: {{split: {{dataset: {dataset}-split}}}}
-  prepare:
-    command: >-
-      {python} -m lakecache.library prepare "$LAKECACHE_INPUT_XRAY" --profile {params.profile}
-      --out "$LAKECACHE_OUTPUTS/prepared"
-    queue: {queue}
-    inputs: {{xray: {{dataset: {dataset}@latest, cached: true}}}}
-    outputs: {{prepared: {{dataset: {dataset}-prepared}}}}
-  train:
-    params: {{lr: [{lrs}]}}
-    env: {{EPOCHS: "{params.epochs}", MAX_STEPS: "{params.max_steps}"}}
-    command: >-
-      {python} -m lakecache.library image-classifier train "$LAKECACHE_INPUT_PREP/prepared"
-      --split "$LAKECACHE_INPUT_SPLIT/split" --profile {params.profile} --lr {params.lr}
-      --seed {params.seed} --workers 0 ${{EPOCHS:+--epochs $EPOCHS}}
-      ${{MAX_STEPS:+--max-steps $MAX_STEPS}} --out "$LAKECACHE_OUTPUTS/model"
-    queue: {queue}
-    inputs: {{prep: {{task: prepare}}, split: {{task: split}}}}
-    outputs: [model]
-  evaluate:
-    params: {{lr: [{lrs}]}}   # one evaluation per training: the same list as train's
-    command: >-
-      model=$({python} -m lakecache.scenario upstream models lr={params.lr}) &&
-      {python} -m lakecache.library image-classifier evaluate "$LAKECACHE_INPUT_PREP/prepared"
-      --split "$LAKECACHE_INPUT_SPLIT/split" --model "$model/model" --workers 0
-      --out "$LAKECACHE_OUTPUTS/eval" && cp "$model/model/model.pt" "$LAKECACHE_OUTPUTS/eval/"
-    queue: {queue}
-    inputs: {{models: {{task: train}}, prep: {{task: prepare}}, split: {{task: split}}}}
-    outputs: [eval]
-  pick:
-    command: >-
-      {python} -m lakecache.library pick-best --upstream evals --metric mean_auroc
-      --out "$LAKECACHE_OUTPUTS/best"
-    queue: {queue}
-    inputs: {{evals: {{task: evaluate}}}}
-    outputs: {{best: {{dataset: {dataset}-best}}}}
-"""
+#: The AI library's flow file: the one this scenario runs.
+FLOW_FILE = Path(__file__).parent / "library" / "flows" / "xray.yaml"
+#: How the flow file starts each component.
+_PYTHON = "python -m lakecache.library"
 
 
-def flow_text(python: str | None = None, lrs: Sequence[float] = LRS) -> str:
-    """The scenario's flow file, with ``python`` (default: this interpreter) in its commands."""
-    return FLOW.format(
-        python=shlex.quote(python or sys.executable),
-        queue=QUEUE,
-        dataset=DATASET,
-        lrs=", ".join(str(v) for v in lrs),
-        params=_Keep("params"),
-    )
+def flow_text(python: str | None = None) -> str:
+    """The library's flow file, with ``python`` (default: this interpreter) in its commands.
 
-
-class _Keep:
-    """Leaves ``{params.NAME}`` in the text for the flow to fill."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __getattr__(self, attr: str) -> str:
-        return "{" + f"{self.name}.{attr}" + "}"
+    The agent's jobs inherit its ``PATH``, where ``python`` may be another
+    interpreter, without lakecache: the scenario names its own.
+    """
+    text = FLOW_FILE.read_text()
+    if _PYTHON not in text:
+        raise AssertionError(f"{FLOW_FILE} no longer runs {_PYTHON!r}")
+    return text.replace(_PYTHON, f"{shlex.quote(python or sys.executable)} -m lakecache.library")
 
 
 @dataclass
@@ -125,9 +64,11 @@ class Outcome:
     state: str
     dataset_commit: str
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    #: ``best.json`` of pick-best: the chosen training and every candidate's validation figure.
     best: dict[str, Any] = field(default_factory=dict)
     best_commit: str | None = None
-    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The chosen model's figures on the test split (``metrics.json`` of evaluate).
+    evaluation: dict[str, Any] = field(default_factory=dict)
     lineage: list[str] = field(default_factory=list)
     flow_file: Path | None = None
 
@@ -147,7 +88,10 @@ def run_xray(
 
     ``workdir`` holds the generated images, the flow file, the cache volume (when
     the site has none) and the jobs' folders. ``overrides`` are the flow's
-    ``--param`` values (``profile``, ``epochs``, ``max_steps``, ``seed``).
+    ``--param`` values (``profile``, ``epochs``, ``max_steps``, ``seed``,
+    ``workers``); by default each task reads with no DataLoader worker (the
+    pool gives it one CPU) and its jobs are told this lakecache home, so that
+    training reads its cached input as a commit.
     """
     from lakecache.data.dataset import Dataset
     from lakecache.data.hub import Hub
@@ -182,7 +126,8 @@ def run_xray(
         flow_file.write_text(flow_text())
         spec = FlowSpec.from_yaml(flow_file)
         engine = FlowEngine(hub)
-        run_id = engine.start(spec, dict(overrides or {}))
+        params = {"workers": 0, "home": str(Path(settings.home).resolve()), **dict(overrides or {})}
+        run_id = engine.start(spec, params)
         say(f"flow run {run_id} (xray) started from {flow_file}; its tasks run on queue {QUEUE}")
         stop, threads = _run_site(hub, workdir)
         try:
@@ -213,7 +158,7 @@ def run_xray(
 
 def _setup_site(hub: Any, workdir: Path, cpus: int) -> None:
     """Site ``onprem`` with a cache volume, a local pool of ``cpus`` CPUs, a template of
-    one CPU and queue ``xray`` (two trainings side by side); what exists is kept."""
+    one CPU and queue ``onprem`` (two trainings side by side); what exists is kept."""
     from lakecache.cache.clock import SystemClock
     from lakecache.catalog.topology import Topology
     from lakecache.compute.model import Resources
@@ -290,13 +235,12 @@ def _collect(hub: Any, engine: Any, outcome: Outcome) -> None:
     if not (pulled / "best.json").is_file():
         best_ds.pull(outcome.best_commit, pulled)
     outcome.best = json.loads((pulled / "best.json").read_text())
-    by_name = {t.name: t for t in tasks}
-    for name, t in by_name.items():
-        if name.startswith("evaluate") and t.job_id is not None:
+    for t in tasks:
+        if t.name == "evaluate" and t.job_id is not None:
             folder = _task_output(engine, t)
-            metrics = folder / "eval" / "metrics.json" if folder is not None else None
+            metrics = folder / "evaluation" / "metrics.json" if folder is not None else None
             if metrics is not None and metrics.is_file():
-                outcome.evaluations[name] = json.loads(metrics.read_text())
+                outcome.evaluation = json.loads(metrics.read_text())
     outcome.lineage = lineage(hub, engine, outcome)
 
 
@@ -337,54 +281,3 @@ def lineage(hub: Any, engine: Any, outcome: Outcome) -> list[str]:
         line = f"{', '.join(reads) or '-'} -> {t['name']} (job {t['job_id']}, run {runs})"
         lines.append(line + (f" -> {', '.join(made)}" if made else ""))
     return lines
-
-
-# --- for the flow's tasks ---------------------------------------------------------------
-
-
-def upstream_folder(name: str, match: Mapping[str, str]) -> Path:
-    """The folder of the instance of fanned-out input ``name`` whose params match ``match``."""
-    env_name = "".join(c if c.isalnum() else "_" for c in name.upper())
-    variables = os.environ.get(f"LAKECACHE_UPSTREAM_{env_name}", "").split()
-    params = json.loads(os.environ.get(f"LAKECACHE_UPSTREAM_{env_name}_PARAMS", "[]"))
-    for var, p in zip(variables, params, strict=False):
-        if all(_same(p.get(k), v) for k, v in match.items()) and var in os.environ:
-            return Path(os.environ[var])
-    raise NotFoundError(
-        f"no instance of input {name!r} has params {dict(match)}",
-        hint="Give the evaluate task the same list of values as the task it follows.",
-    )
-
-
-def _same(value: Any, text: str) -> bool:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return float(text) == float(value)
-        except ValueError:
-            return False
-    return str(value) == text
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lakecache.scenario upstream NAME KEY=VALUE...``: print the matching folder."""
-    p = argparse.ArgumentParser(prog="python -m lakecache.scenario")
-    sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upstream", help="the folder of a fanned-out input's instance")
-    up.add_argument("name")
-    up.add_argument("match", nargs="+", metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    try:
-        pairs = dict(m.split("=", 1) for m in args.match if "=" in m)
-        if len(pairs) != len(args.match):
-            raise UserError("each match is KEY=VALUE", hint="e.g. lr=0.003")
-        print(upstream_folder(args.name, pairs))
-    except UserError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

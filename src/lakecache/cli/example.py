@@ -30,7 +30,8 @@ def example() -> None:
     "-p",
     "params",
     multiple=True,
-    help="KEY=VALUE for the flow: profile=small|full, epochs=N, max_steps=N, seed=N. Repeatable.",
+    help="KEY=VALUE for the flow: profile=small|full, epochs=N, max_steps=N, seed=N, "
+    "workers=N (DataLoader workers per task; default 0). Repeatable.",
 )
 @click.option(
     "--images",
@@ -46,16 +47,17 @@ def example() -> None:
     "--timeout", type=float, default=3600, show_default=True, help="Seconds to wait for the flow."
 )
 def xray(workdir: Path, params: tuple[str, ...], images: int, size: int, timeout: float) -> None:
-    """Chest X-rays: commit, cache on-prem, split -> prepare -> train x2 -> evaluate -> pick.
+    """Chest X-rays: commit, cache on-prem, split -> prepare -> train x2 -> pick -> evaluate.
 
     \b
     1. synthetic images in the NIH ChestX-ray14 layout (Data_Entry_2017.csv,
        images_NNN/images/*.png) are committed as dataset xray14;
     2. that commit is cached on site onprem (a volume in --dir if the site has none);
-    3. the flow xray (written to DIR/xray.yaml) runs on queue xray, whose compute
-       is on onprem: split by patient, resize, train a ResNet at two learning
-       rates side by side, evaluate each on the test split, keep the best
-       (dataset xray14-best). Every task is a tracked job.
+    3. the AI library's flow xray (copied to DIR/xray.yaml) runs on queue onprem,
+       whose compute is on onprem: split by patient, resize, train a ResNet at
+       two learning rates side by side, keep the better one by validation mean
+       AUROC (dataset xray14-best), then score it once on the test split.
+       Every task is a tracked job.
     On a CPU the default profile (small) takes a few minutes; --param
     profile=full is the GPU setting (ResNet-50, 224 px, batch 128, 10 epochs).
     The agent for onprem runs inside this command while the flow runs.
@@ -106,20 +108,32 @@ def report(outcome: Any) -> None:
     failed = [t for t in outcome.tasks if t["state"] == "failed"]
     for t in failed:
         click.echo(f"  {t['name']} failed: {t['reason']}; see `lakecache job logs {t['job_id']}`")
-    if outcome.evaluations:
-        click.echo("\ntest-split AUROC of each training:")
-        rows = []
-        for name, ev in outcome.evaluations.items():
-            per = ev.get("per_class_auroc", {})
-            scored = [v for v in per.values() if isinstance(v, int | float) and not math.isnan(v)]
-            rows.append([name, _fmt(ev.get("mean_auroc")), f"{len(scored)}/{len(per)}"])
-        print_table(["evaluation", "mean AUROC", "classes scored"], rows)
     if outcome.best:
+        metric = outcome.best.get("metric", "mean_auroc")
+        candidates = outcome.best.get("candidates", [])
+        keys = {k for c in candidates for k in c.get("params", {})}
+        # What tells the trainings apart: the params whose values differ (the learning rate).
+        varying = sorted(
+            k for k in keys if len({str(c.get("params", {}).get(k)) for c in candidates}) > 1
+        )
+        click.echo(f"\nvalidation {metric.replace('_', ' ')} of each training (picks the model):")
+        print_table(
+            ["training", f"val {metric}"],
+            [[_params(c.get("params", {}), varying), _fmt(c.get(metric))] for c in candidates],
+        )
         best = outcome.best["best"]
-        lr = best.get("params", {}).get("lr")
         click.echo(
-            f"\nbest: lr={lr} with mean AUROC {_fmt(best.get('mean_auroc'))}; its model.pt is in"
-            f" dataset xray14-best@{(outcome.best_commit or '')[:12]}"
+            f"best: {_params(best.get('params', {}), varying)} "
+            f"(validation {_fmt(best.get(metric))}); "
+            f"its model.pt is in dataset xray14-best@{(outcome.best_commit or '')[:12]}"
+        )
+    if outcome.evaluation:
+        ev = outcome.evaluation
+        per = ev.get("per_class_auroc", {})
+        scored = [v for v in per.values() if isinstance(v, int | float) and not math.isnan(v)]
+        click.echo(
+            f"test split, scored once: mean AUROC {_fmt(ev.get('mean_auroc'))} on "
+            f"{ev.get('images', '?')} images ({len(scored)}/{len(per)} classes scored)"
         )
     if outcome.lineage:
         click.echo(f"\nlineage (from dataset xray14@{outcome.dataset_commit[:12]}):")
@@ -138,6 +152,10 @@ def report(outcome: Any) -> None:
     )
     if outcome.flow_file is not None:
         click.echo(f"  the flow file: {outcome.flow_file} (lakecache flow run it again)")
+
+
+def _params(params: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{k}={params.get(k)}" for k in keys) or "-"
 
 
 def _fmt(v: object) -> str:
