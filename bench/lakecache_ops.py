@@ -73,7 +73,20 @@ def dataset_a(bench: Bench) -> None:
     run, out = _child(bench, "commit", dataset="a", path=str(work), message="1% changed")
     _check_count(out, a.files + added, "re-commit A")
     bench.record("a.lc.recommit.s", run.seconds, "s", "lakecache re-commit A (1%+1%)")
+    bench.record("a.lc.recommit.op_s", out["op_seconds"], "s", "re-commit A, in-process")
+    bench.record(
+        "a.lc.recommit.startup_s",
+        run.seconds - out["op_seconds"],
+        "s",
+        "re-commit A: process start-up, imports and exit",
+    )
     bench.record("a.lc.recommit.peak_mib", run.peak_mib, "MiB", "lakecache re-commit peak memory")
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in sorted(out.get("phases", {}).items()))
+    print(
+        f"    re-commit: read {out.get('hashed_files', 0):,} files, "
+        f"CPU user {run.user_s:.2f} s, system {run.system_s:.2f} s; phases (s): {phases}",
+        flush=True,
+    )
     if "B" not in bench.datasets:
         _sdk_reads(bench, "a", "A")
 
@@ -117,6 +130,49 @@ def cli_startup(bench: Bench) -> None:
         times = [timed([*argv0, *args], env=env).seconds for _ in range(5)]
         label = f"lakecache {' '.join(args)} (median of 5)"
         bench.record(key, statistics.median(times), "s", label)
+    # What a commit or a fill imports before it does anything (python -X importtime).
+    for key, modules, what in (
+        ("cli.commit_imports.ms", _COMMIT_MODULES, "data commit"),
+        ("cli.fill_imports.ms", _FILL_MODULES, "cache fill"),
+    ):
+        totals, tops = [], {}
+        for _ in range(5):
+            total, top = _import_time(modules)
+            totals.append(total)
+            tops = top
+        bench.record(key, statistics.median(totals), "ms", f"imports of a {what} (median of 5)")
+        heaviest = ", ".join(f"{m} {ms:.0f}" for m, ms in tops.items())
+        print(f"    heaviest imports of a {what} (ms, last run): {heaviest}", flush=True)
+
+
+#: The modules a `lakecache data commit` to an S3 lake loads, and a cache fill from it.
+_COMMIT_MODULES = ("lakecache.cli.data", "lakecache.data.commit", "lakecache.catalog", "boto3")
+_FILL_MODULES = ("lakecache.cli.cache", "lakecache.cache.service", "lakecache.catalog", "boto3")
+
+
+def _import_time(modules: tuple[str, ...]) -> tuple[float, dict[str, float]]:
+    """(total ms, the five heaviest top-level imports in ms) of importing ``modules``."""
+    import subprocess
+
+    code = "import " + ", ".join(modules)
+    err = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stderr
+    top: dict[str, float] = {}
+    for line in err.splitlines():
+        # "import time: self [us] | cumulative | imported package"; top level: one space.
+        parts = line.split("|")
+        if len(parts) == 3 and parts[2].startswith(" ") and not parts[2].startswith("  "):
+            try:
+                top[parts[2].strip()] = int(parts[1]) / 1000
+            except ValueError:
+                continue  # the header line
+    heaviest = dict(sorted(top.items(), key=lambda kv: -kv[1])[:5])
+    return sum(top.values()), heaviest
 
 
 # --- helpers (bench process) ------------------------------------------------------------
@@ -203,6 +259,10 @@ def _child_main(op: str, config_json: str) -> None:
         t = time.perf_counter()
         commit = ds.commit(config["path"], message=config["message"])
         result = {"id": commit.id, "file_count": commit.file_count, "bytes": commit.bytes}
+        stats = ds.last_commit_stats
+        if stats is not None:
+            result["hashed_files"] = stats.hashed_files
+            result["phases"] = stats.extra
     elif op == "pull":
         ds = Dataset(name, settings=settings)
         t = time.perf_counter()
