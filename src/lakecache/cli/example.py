@@ -116,9 +116,10 @@ def report(outcome: Any) -> None:
         varying = sorted(
             k for k in keys if len({str(c.get("params", {}).get(k)) for c in candidates}) > 1
         )
-        click.echo(f"\nvalidation {metric.replace('_', ' ')} of each training (picks the model):")
+        label = "mean AUROC" if metric == "mean_auroc" else metric
+        click.echo(f"\nvalidation {label} of each training (it picks the model):")
         print_table(
-            ["training", f"val {metric}"],
+            ["training", f"validation {label}"],
             [[_params(c.get("params", {}), varying), _fmt(c.get(metric))] for c in candidates],
         )
         best = outcome.best["best"]
