@@ -7,23 +7,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, update
 
 from lakecache.catalog import tables as t
 from lakecache.compute import tables as ct
+from lakecache.compute.doorbell import ring
 from lakecache.compute.jobs import JobQueries
 from lakecache.compute.model import (
     CapacityRecord,
     InputSpec,
     JobRecord,
+    Resources,
     TemplateRecord,
     TemplateVerdict,
 )
 from lakecache.compute.placement import plan_placement
-from lakecache.compute.rows import LostRace, size_values
+from lakecache.compute.rows import LostRace, size_of, size_values
 
 #: A site whose job runners all ran no pass for this long has its agent down.
 RUNNER_SEEN_WITHIN = timedelta(seconds=30)
@@ -68,30 +72,40 @@ class Admission(JobQueries):
         of its queue with room once the ones before it took theirs: one snapshot of the
         capacity, one plan, and one transaction that swaps the admission counter of every
         resource it places on (see the module's notes on concurrency). A lost swap plans
-        again from fresh figures. Returns the jobs placed; the others keep why they wait."""
-        return self._admit(job_ids, now=now)[0]
+        again from fresh figures. Returns the jobs placed; the others keep why they wait
+        (a job of the same queue, size and inputs as one that found no room is passed
+        over: it would find none either)."""
+        placed, _ = self._admit(job_ids, now=now)
+        return self.get_jobs(placed)
 
     def _admit(
-        self, job_ids: Sequence[int], *, now: datetime
-    ) -> tuple[list[JobRecord], list[JobRecord]]:
-        """:meth:`admit_many`, and the jobs that found no room (their records before)."""
+        self,
+        job_ids: Sequence[int],
+        *,
+        now: datetime,
+        full: set[tuple[object, ...]] | None = None,
+    ) -> tuple[list[int], set[tuple[object, ...]]]:
+        """:meth:`admit_many`: the ids placed, and the shapes that found no room (``full``:
+        shapes known to find none already, passed over)."""
         ids = sorted(set(job_ids))
         for _ in range(ADMIT_TRIES):
-            jobs = self._queued(ids)
+            jobs = self._fail_missing_inputs(self._queued(ids), now)
             if not jobs:
-                return [], []
-            jobs = self._fail_missing_inputs(jobs, now)
-            queues = {name: self.get_queue(name) for name in {j.queue for j in jobs}}
-            templates = {q.name: self._queue_templates(q.id) for q in queues.values()}
+                return [], set()
+            queues = {q.id: q for q in self.list_queues()}
+            templates = {qid: self._queue_templates(qid) for qid in {j.queue_id for j in jobs}}
             compute_ids = {t.compute_id for ts in templates.values() for t in ts}
             caps = {c.compute_id: c for c in self.capacity(compute_ids)}
             free = {cid: c.free for cid, c in caps.items()}
             live: set[str] | None = None
             warm: dict[tuple[InputSpec, ...], frozenset[str] | None] = {}
-            plan: list[tuple[JobRecord, TemplateRecord, tuple[TemplateVerdict, ...]]] = []
-            waiting: list[tuple[JobRecord, tuple[TemplateVerdict, ...]]] = []
+            plan: list[tuple[_Queued, TemplateRecord, tuple[TemplateVerdict, ...]]] = []
+            waiting: list[tuple[_Queued, tuple[TemplateVerdict, ...]]] = []
+            no_room: set[tuple[object, ...]] = set()
             for job in jobs:
-                queue, tpls = queues[job.queue], templates[job.queue]
+                if job.shape in no_room or (full is not None and job.shape in full):
+                    continue  # one just like it found no room
+                queue, tpls = queues[job.queue_id], templates[job.queue_id]
                 down: frozenset[str] = frozenset()
                 if queue.agent_down == "move":
                     if live is None:
@@ -109,6 +123,7 @@ class Admission(JobQueries):
                 )
                 if chosen is None:
                     waiting.append((job, verdicts))
+                    no_room.add(job.shape)
                 else:
                     free[chosen.compute_id] = free[chosen.compute_id].minus(chosen.size)
                     plan.append((job, chosen, verdicts))
@@ -117,30 +132,40 @@ class Admission(JobQueries):
             except LostRace:
                 continue
             self._note_placements(waiting, now)
-            return self.get_jobs(placed), [job for job, _ in waiting]
-        return [], []  # lost every race this round; the next pass tries again
+            return placed, no_room
+        return [], set()  # lost every race this round; the next pass tries again
 
-    def _queued(self, ids: Sequence[int]) -> list[JobRecord]:
-        """The jobs among ``ids`` still queued, oldest first (one query per 500)."""
+    def _queued(self, ids: Sequence[int]) -> list[_Queued]:
+        """The jobs among ``ids`` still queued, oldest first, as admission needs them (no
+        joins, no full records: every pass of every agent reads them)."""
         j = ct.compute_jobs
-        out: list[JobRecord] = []
+        cols = (
+            j.c.id,
+            j.c.queue_id,
+            j.c.attempt,
+            j.c.inputs,
+            j.c.placement,
+            j.c.cpu_milli,
+            j.c.memory,
+            j.c.gpu,
+            j.c.resources,
+        )
+        out: list[_Queued] = []
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             with self._c._read() as conn:
                 rows = conn.execute(
-                    self._job_query()
-                    .where(j.c.id.in_(part), j.c.state == "queued")
-                    .order_by(j.c.id)
+                    select(*cols).where(j.c.id.in_(part), j.c.state == "queued").order_by(j.c.id)
                 )
-                out.extend(self._job(r) for r in rows.mappings())
+                out.extend(_Queued.of(r) for r in rows.mappings())
         return out
 
-    def _fail_missing_inputs(self, jobs: Sequence[JobRecord], now: datetime) -> list[JobRecord]:
+    def _fail_missing_inputs(self, jobs: Sequence[_Queued], now: datetime) -> list[_Queued]:
         """The jobs whose inputs all still exist; the others are failed, saying which is gone."""
-        out: list[JobRecord] = []
+        out: list[_Queued] = []
         known: dict[tuple[str, str], bool] = {}
         for job in jobs:
-            gone = self._missing_input(job, known)
+            gone = self._missing_input(job.inputs, known)
             if gone is None:
                 out.append(job)
             else:
@@ -149,7 +174,7 @@ class Admission(JobQueries):
 
     def _commit_placements(
         self,
-        plan: Sequence[tuple[JobRecord, TemplateRecord, tuple[TemplateVerdict, ...]]],
+        plan: Sequence[tuple[_Queued, TemplateRecord, tuple[TemplateVerdict, ...]]],
         caps: Mapping[int, CapacityRecord],
         now: datetime,
     ) -> list[int]:
@@ -198,13 +223,19 @@ class Admission(JobQueries):
                 placed.append(job.id)
             if events:
                 conn.execute(ct.compute_job_events.insert(), events)
+        if placed:
+            ring(self._c)
         return placed
 
     def _note_placements(
-        self, waiting: Sequence[tuple[JobRecord, tuple[TemplateVerdict, ...]]], now: datetime
+        self, waiting: Sequence[tuple[_Queued, tuple[TemplateVerdict, ...]]], now: datetime
     ) -> None:
         """Keep why waiting jobs wait; written only for those whose reasons changed."""
-        changed = [(job, v) for job, v in waiting if tuple(v) != job.placement]
+        changed = [
+            (job, v)
+            for job, v in waiting
+            if json.loads(job.placement or "[]") != [x.as_dict() for x in v]
+        ]
         if not changed:
             return
         j = ct.compute_jobs
@@ -222,13 +253,13 @@ class Admission(JobQueries):
                     )
 
     def _missing_input(
-        self, job: JobRecord, known: dict[tuple[str, str], bool] | None = None
+        self, inputs: Sequence[InputSpec], known: dict[tuple[str, str], bool] | None = None
     ) -> str | None:
         """Why the job cannot run (an input commit is no longer in the catalog), or None.
         ``known``: (dataset, commit) -> whether it exists, learnt by the caller's earlier
         calls (this call adds to it)."""
         known = {} if known is None else known
-        for spec in job.inputs:
+        for spec in inputs:
             key = (spec.dataset, spec.commit_id)
             if key in known:
                 if not known[key]:
@@ -337,6 +368,7 @@ class Admission(JobQueries):
                             job.attempt,
                         )
                         moved.append(job.id)
+                        ring(self._c)
                 continue
             events = self.timeline(job.id)
             if events and events[-1].kind == "waiting for agent":
@@ -366,27 +398,24 @@ class Admission(JobQueries):
         self.fail_overdue(now=now)
         self.strand_check(now=now)
         j = ct.compute_jobs
-        # Every pass of every agent reads the queued jobs: only the columns that tell one
-        # shape from another, no joins, no records. They are admitted in batches (one
-        # snapshot, one plan and one transaction each); a job of a shape that found no
-        # room in an earlier batch of this pass is not looked at again.
-        shape_of = (j.c.queue_id, j.c.cpu_milli, j.c.memory, j.c.gpu, j.c.resources, j.c.inputs)
+        # Every pass of every agent reads the queued jobs' ids, then admits them in batches
+        # (one snapshot, one plan and one transaction each); a job of a shape that found
+        # no room in an earlier batch of this pass is passed over.
         with self._c._read() as conn:
-            rows = conn.execute(
-                select(j.c.id, *shape_of).where(j.c.state == "queued").order_by(j.c.id).limit(limit)
-            ).all()
-        shapes = {int(r[0]): tuple(r[1:]) for r in rows}
+            ids = [
+                int(i)
+                for i in conn.scalars(
+                    select(j.c.id).where(j.c.state == "queued").order_by(j.c.id).limit(limit)
+                )
+            ]
+        placed = 0
         full: set[tuple[object, ...]] = set()
-        placed, pending = 0, [int(r[0]) for r in rows]
-        while pending:
+        for start in range(0, len(ids), ADMIT_BATCH):
             if stop_at is not None and time.monotonic() > stop_at:
                 break
-            batch = [i for i in pending[:ADMIT_BATCH] if shapes[i] not in full]
-            pending = pending[ADMIT_BATCH:]
-            done, waiting = self._admit(batch, now=now)
+            done, no_room = self._admit(ids[start : start + ADMIT_BATCH], now=now, full=full)
             placed += len(done)
-            full.update(shapes[w.id] for w in waiting)
-            pending = [i for i in pending if shapes[i] not in full]
+            full |= no_room
         return placed
 
     def fail_overdue(self, *, now: datetime) -> list[int]:
@@ -416,3 +445,32 @@ class Admission(JobQueries):
                     self._event(conn, int(row.id), now, "failed", reason, 0)
                     failed.append(int(row.id))
         return failed
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """A queued job as admission reads it."""
+
+    id: int
+    queue_id: int
+    attempt: int
+    request: Resources
+    inputs: tuple[InputSpec, ...]
+    #: Its placement explanation as stored (JSON), to write only a changed one.
+    placement: str | None
+    #: Jobs of one shape fit, or do not, alike.
+    shape: tuple[object, ...]
+
+    @classmethod
+    def of(cls, r: Any) -> _Queued:
+        request = size_of(r)
+        inputs = tuple(InputSpec.from_dict(d) for d in json.loads(r["inputs"] or "[]"))
+        return cls(
+            int(r["id"]),
+            int(r["queue_id"]),
+            int(r["attempt"]),
+            request,
+            inputs,
+            r["placement"],
+            (int(r["queue_id"]), request, r["inputs"]),
+        )

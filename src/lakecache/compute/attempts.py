@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from lakecache.catalog import topology_tables as tt
 from lakecache.compute import tables as ct
 from lakecache.compute.admission import Admission
+from lakecache.compute.doorbell import ring
 from lakecache.compute.model import JobRecord, OutputFile
 from lakecache.errors import ConflictError
 
@@ -38,9 +39,13 @@ class Attempts(Admission):
         with self._c._read() as conn:
             return [self._job(r) for r in conn.execute(q).mappings()]
 
-    def claim(self, job: JobRecord, worker: str, *, now: datetime) -> int | None:
+    def claim(
+        self, job: JobRecord, worker: str, *, now: datetime, workdir: str | None = None
+    ) -> int | None:
         """Start a placed job: ``placed -> running`` with a new attempt number, which is the
-        fencing token the worker passes to every later call. None if another worker took it."""
+        fencing token the worker passes to every later call. None if another worker took it.
+        ``workdir``: the attempt's folder, set (and its ``preparing`` entry added to the
+        timeline) in the same transaction."""
         j = ct.compute_jobs
         token = job.attempt + 1
         with self._c._write() as conn:
@@ -53,7 +58,7 @@ class Attempts(Admission):
                     worker=worker,
                     heartbeat_at=now,
                     updated_at=now,
-                    workdir=None,
+                    workdir=workdir,
                 )
             )
             if res.rowcount != 1:
@@ -68,6 +73,8 @@ class Attempts(Admission):
                 )
             )
             self._event(conn, job.id, now, "claimed", f"by {worker}", token)
+            if workdir is not None:
+                self._event(conn, job.id, now, "preparing", f"in {workdir}", token)
         return token
 
     def _fenced(self, conn: Connection, job_id: int, token: int) -> bool:
@@ -152,6 +159,7 @@ class Attempts(Admission):
             code = "" if exit_code is None else f"exit code {exit_code}"
             detail = ", ".join(x for x in (code, reason or "") if x)
             self._event(conn, job_id, now, state, detail or state, token)
+        ring(self._c)
         return True
 
     def record_outputs(
@@ -215,6 +223,7 @@ class Attempts(Admission):
                 values.get("reason", reason),
                 token,
             )
+        ring(self._c)
         return True
 
     def cancel(self, job_id: int, *, now: datetime) -> JobRecord:
@@ -224,6 +233,7 @@ class Attempts(Admission):
         """
         j = ct.compute_jobs
         job = self.get_job(job_id)
+        rang = False
         with self._c._write() as conn:
             res = conn.execute(
                 update(j)
@@ -232,6 +242,7 @@ class Attempts(Admission):
             )
             if res.rowcount == 1:
                 self._event(conn, job_id, now, "cancelled", "before it started", job.attempt)
+                rang = True
             else:
                 res = conn.execute(
                     update(j)
@@ -242,6 +253,8 @@ class Attempts(Admission):
                     self._event(
                         conn, job_id, now, "cancel requested", "its worker stops it", job.attempt
                     )
+        if rang:
+            ring(self._c)  # its room is free
         job = self.get_job(job_id)
         if job.done and job.state != "cancelled":
             raise ConflictError(
@@ -290,4 +303,6 @@ class Attempts(Admission):
                 kind = "failed" if last else "requeued"
                 self._event(conn, int(row.id), now, kind, values.get("reason", why), row.attempt)
             moved.append((int(row.id), values["state"]))
+        if moved:
+            ring(self._c)
         return moved

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from lakecache.catalog import topology_tables as tt
 from lakecache.compute import tables as ct
+from lakecache.compute.doorbell import ring
 from lakecache.compute.model import (
     DEFAULT_MAX_ATTEMPTS,
     BatchRefusedError,
@@ -106,6 +107,7 @@ class JobQueries(PoolStore):
                     for i, spec in zip(ids, specs, strict=True)
                 ],
             )
+        ring(self._c)
         return self.get_jobs(ids)
 
     def _job_row(

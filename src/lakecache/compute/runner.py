@@ -43,7 +43,10 @@ from lakecache.compute.backends import (
     LaunchSpec,
     open_backend,
 )
-from lakecache.compute.model import JobRecord
+from lakecache.compute.doorbell import Listener
+from lakecache.compute.hooks import AttemptContext, Observers
+from lakecache.compute.model import InputSpec, JobRecord
+from lakecache.compute.store import ComputeStore
 from lakecache.errors import LakecacheError
 
 if TYPE_CHECKING:
@@ -60,6 +63,9 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 #: Seconds between a runner's signs of life in the catalog (well within
 #: lakecache.compute.admission.RUNNER_SEEN_WITHIN).
 SEEN_EVERY = 5.0
+
+#: Seconds a runner trusts what it read of its site's compute and templates' images.
+LOOKUP_TTL = 10.0
 
 #: How an attempt ended: (final state, exit code, reason).
 _Outcome = tuple[str, int | None, str | None]
@@ -115,9 +121,13 @@ class JobRunner:
         #: (job, attempt) -> bytes of its log sent to the server so far, and who sends.
         self._shipped: dict[tuple[int, int], list[int]] = {}
         self._ship_locks: dict[tuple[int, int], threading.Lock] = {}
-        #: (job, attempt) -> its run tracker (lakecache.tracking.jobs.AttemptTracker).
-        self._trackers: dict[tuple[int, int], Any] = {}
+        #: (job, attempt) -> the attempt's hooks (lakecache.compute.hooks; tracking's one).
+        self._observers: dict[tuple[int, int], Observers] = {}
+        #: (job, attempt) claimed with its folder set and "preparing" in its timeline.
+        self._prepared: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
+        #: (kind, name) -> (monotonic time read, value): compute and templates' images.
+        self._lookups: dict[tuple[str, str], tuple[float, Any]] = {}
         #: When this runner last said it is alive (monotonic; see SEEN_EVERY).
         self._seen_at = float("-inf")
 
@@ -156,7 +166,14 @@ class JobRunner:
                 previous = self._threads.get(job.id)
                 if previous is not None and previous.is_alive():
                     continue  # an attempt of it still ends here (a job requeued, placed again)
-            token = store.claim(job, self.worker, now=self.clock.now())
+            if isinstance(store, ComputeStore):
+                # Its folder and "preparing" entry in the claim's own transaction.
+                workdir = self._workdir(job.id, job.attempt + 1)
+                token = store.claim(job, self.worker, now=self.clock.now(), workdir=str(workdir))
+                if token is not None:
+                    self._prepared.add((job.id, token))
+            else:
+                token = store.claim(job, self.worker, now=self.clock.now())
             if token is None:
                 continue  # another agent of this site took it
             if isinstance(store, RemoteJobs):
@@ -173,13 +190,21 @@ class JobRunner:
         return started
 
     def run_forever(self) -> None:
-        """Loop until :attr:`stop_event` is set, then stop this runner's jobs (they requeue)."""
-        while not self.stop_event.is_set():
-            try:
-                self.run_once()
-            except LakecacheError as exc:
-                log.warning("job pass failed: %s", exc.message)
-            self.stop_event.wait(self.interval)
+        """Loop until :attr:`stop_event` is set, then stop this runner's jobs (they requeue).
+
+        Between passes it waits on the catalog's doorbell (:mod:`lakecache.compute.doorbell`):
+        a job queued, placed or ended anywhere starts the next pass at once; else a pass
+        runs every :attr:`interval` seconds."""
+        listener = Listener(self.caches.hub.catalog)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.run_once()
+                except LakecacheError as exc:
+                    log.warning("job pass failed: %s", exc.message)
+                listener.wait(self.interval, self.stop_event)
+        finally:
+            listener.close()
         self.close()
 
     def running(self) -> list[int]:
@@ -207,16 +232,14 @@ class JobRunner:
 
     # -- one attempt ---------------------------------------------------------------------
 
+    def _workdir(self, job_id: int, token: int) -> Path:
+        return self.jobs_root / str(job_id) / f"attempt-{token}"
+
     def _attempt(self, job: JobRecord, token: int) -> None:
         store = self.store
-        workdir = self.jobs_root / str(job.id) / f"attempt-{token}"
+        workdir = self._workdir(job.id, token)
         outputs = workdir / "outputs"
         outputs.mkdir(parents=True, exist_ok=True)
-        # Tracking hook: a run for this attempt (command, inputs, output, system metrics,
-        # exit code). Imported here, not at the top: tracking sits above compute, and a
-        # tracking failure never fails the job (the tracker catches its own errors).
-        from lakecache.tracking.jobs import for_runner
-
         state = {"verdict": "run"}
         stop = threading.Event()
         beat = threading.Thread(
@@ -224,15 +247,31 @@ class JobRunner:
         )
         beat.start()  # first: a slow step below must not make the attempt look silent
         try:
-            self._trackers[(job.id, token)] = for_runner(self, job, token, workdir)
-            store.record(
-                job.id,
-                token,
-                "preparing",
-                f"in {workdir}",
-                now=self.clock.now(),
-                workdir=str(workdir),
+            try:
+                image = job.image or self._template_image(job)
+            except LakecacheError:
+                image = job.image
+            # The attempt's hooks (tracking makes a run of it): see lakecache.compute.hooks.
+            self._observers[(job.id, token)] = Observers(
+                AttemptContext(
+                    hub=self.caches.hub,
+                    job=job,
+                    attempt=token,
+                    workdir=workdir,
+                    site=self.site,
+                    remote=isinstance(store, RemoteJobs),
+                    image=image,
+                )
             )
+            if (job.id, token) not in self._prepared:
+                store.record(
+                    job.id,
+                    token,
+                    "preparing",
+                    f"in {workdir}",
+                    now=self.clock.now(),
+                    workdir=str(workdir),
+                )
             outcome: _Outcome | None
             with ExitStack() as held:
                 try:
@@ -240,7 +279,7 @@ class JobRunner:
                 except LakecacheError as exc:
                     outcome = ("failed", None, f"inputs not ready: {exc.message}")
                 else:
-                    outcome = self._run_command(job, token, workdir, outputs, paths, state)
+                    outcome = self._run_command(job, token, workdir, outputs, paths, state, image)
             # Reported once its inputs are released (leases, streamed copies), so a job
             # seen ended holds nothing any more; its outputs are collected first, while
             # the attempt (and its job token) is still the running one.
@@ -253,12 +292,13 @@ class JobRunner:
         finally:
             stop.set()
             beat.join()
-            # Tracking hook: an attempt given back or stopped ends its run as killed (no-op
-            # when _finish already ended it).
-            tracker = self._trackers.pop((job.id, token), None)
-            if tracker is not None:
-                tracker.finish("cancelled", None)
+            # An attempt given back or stopped ends as cancelled for its hooks (tracking: its
+            # run killed); no-op when _finish has told them already.
+            observers = self._observers.pop((job.id, token), None)
+            if observers is not None:
+                observers.on_end("cancelled", None)
             with self._lock:
+                self._prepared.discard((job.id, token))
                 self._shipped.pop((job.id, token), None)
                 self._ship_locks.pop((job.id, token), None)
 
@@ -266,13 +306,12 @@ class JobRunner:
         self, job: JobRecord, token: int, workdir: Path, held: ExitStack
     ) -> dict[str, Path]:
         from lakecache.data.dataset import Dataset
-        from lakecache.tracking.jobs import cache_was_ready
 
         paths: dict[str, Path] = {}
         for spec in job.inputs:
             t0 = time.perf_counter()
-            # Tracking hook: was a ready cache there before this job asked (a hit)?
-            hit = cache_was_ready(self.caches, spec, self.site) if spec.mode == "cached" else None
+            # For the hooks: was a ready cache there before this job asked (a hit)?
+            hit = self._cache_was_ready(spec) if spec.mode == "cached" else None
             if spec.mode == "cached":
                 path = held.enter_context(
                     self.caches.use(
@@ -290,7 +329,7 @@ class JobRunner:
                 held.callback(shutil.rmtree, path, True)
                 how = f"streamed from the lake into {path}"
             took = time.perf_counter() - t0
-            self._trackers[(job.id, token)].input_ready(spec, took, hit=hit)  # tracking hook
+            self._observers[(job.id, token)].on_input(spec, took, hit=hit)
             store_ok = self.store.record(
                 job.id,
                 token,
@@ -311,6 +350,7 @@ class JobRunner:
         outputs: Path,
         inputs: dict[str, Path],
         state: dict[str, str],
+        image: str | None,
     ) -> _Outcome | None:
         """Start the command and wait for it; its outcome, or None if not this attempt's
         to report (stale, or given back to the queue)."""
@@ -328,7 +368,7 @@ class JobRunner:
             LAKECACHE_OUTPUTS=str(outputs),
         )
         env.update(self._job_credentials(job, token))
-        env.update(self._trackers[(job.id, token)].job_env())  # tracking hook: LAKECACHE_RUN_ID
+        env.update(self._observers[(job.id, token)].env())  # e.g. tracking's LAKECACHE_RUN_ID
         spec = LaunchSpec(
             job_id=job.id,
             attempt=token,
@@ -337,7 +377,7 @@ class JobRunner:
             workdir=workdir,
             log_path=workdir / "job.log",
             slot=job.slot,
-            image=job.image or self._template_image(job),
+            image=image,
             inputs={str(p): p for p in inputs.values()},
             timeout_seconds=job.timeout_seconds,
         )
@@ -350,8 +390,9 @@ class JobRunner:
         self.store.record(
             job.id, token, "started", f"{backend.name}: {handle}", now=self.clock.now()
         )
-        self._trackers[(job.id, token)].started()  # tracking hook: sampler, output shipping
+        self._observers[(job.id, token)].on_start()
         started = time.monotonic()
+        pause = 0.002  # short jobs are seen ended soon; longer ones polled every 50 ms
         while (end := backend.poll(handle)) is None:
             if job.timeout_seconds is not None and time.monotonic() - started > job.timeout_seconds:
                 backend.cancel(handle)
@@ -372,7 +413,8 @@ class JobRunner:
                     return ("cancelled", end.code if end else None, "cancelled by request")
                 self._requeue(job, token, "its agent stopped")
                 return None
-            time.sleep(0.05)
+            time.sleep(pause)
+            pause = min(0.05, pause * 2)
         if end.code == 0:
             return ("succeeded", 0, None)
         return ("failed", end.code, end.reason or f"exit code {end.code}")
@@ -405,7 +447,7 @@ class JobRunner:
     def _backend_for(self, job: JobRecord) -> Backend:
         """The backend of the job's compute resource: the caller's for its kind, else the
         one opened from the resource's settings (once per resource, shared by its jobs)."""
-        for c in self.caches.topology.list_compute(self.site):
+        for c in self._site_compute(job.compute):
             if c.name != job.compute:
                 continue
             if self.backends:
@@ -417,11 +459,25 @@ class JobRunner:
             return backend
         raise BackendError(f"compute resource {job.compute!r} is gone from site {self.site}")
 
+    def _site_compute(self, name: str | None) -> list[Any]:
+        """This site's compute resources, read at most every :data:`LOOKUP_TTL` seconds
+        (again at once when ``name`` is not among them)."""
+        at, known = self._lookups.get(("compute", ""), (float("-inf"), []))
+        if time.monotonic() - at > LOOKUP_TTL or not any(c.name == name for c in known):
+            known = self.caches.topology.list_compute(self.site)
+            self._lookups[("compute", "")] = (time.monotonic(), known)
+        return list(known)
+
     def _template_image(self, job: JobRecord) -> str | None:
-        """The default image of the job's template (a job without an image of its own)."""
+        """The default image of the job's template (a job without an image of its own),
+        read at most every :data:`LOOKUP_TTL` seconds per template."""
         if job.template is None:
             return None
-        return self.store.get_template(job.template).image
+        at, image = self._lookups.get(("template", job.template), (float("-inf"), None))
+        if time.monotonic() - at > LOOKUP_TTL:
+            image = self.store.get_template(job.template).image
+            self._lookups[("template", job.template)] = (time.monotonic(), image)
+        return image  # type: ignore[no-any-return]
 
     def _stop_before_start(self, job: JobRecord, token: int, verdict: str) -> _Outcome | None:
         if verdict == "cancel":
@@ -484,9 +540,9 @@ class JobRunner:
     def _finish(
         self, job: JobRecord, token: int, state: str, code: int | None, reason: str | None
     ) -> None:
-        tracker = self._trackers.get((job.id, token))
-        if tracker is not None:  # tracking hook: last output and points, exit code, end
-            tracker.finish(state, code)
+        observers = self._observers.get((job.id, token))
+        if observers is not None:  # tracking: last output and points, exit code, end
+            observers.on_end(state, code)
         try:
             self._ship_log(job.id, token, self._shipped.setdefault((job.id, token), [0]))
         except LakecacheError as exc:
@@ -516,6 +572,17 @@ class JobRunner:
                 log.warning("job %d heartbeat failed (%s); trying again", job_id, exc.message)
             if state["verdict"] == "lost":
                 return
+
+    def _cache_was_ready(self, spec: InputSpec) -> bool | None:
+        """Whether a ready cache of the input's whole commit was at this site before the
+        job asked (a hit), or not (a miss: filled for it). None when it cannot be told."""
+        try:
+            ready = self.caches.topology.list_caches(
+                site=self.site, dataset=spec.dataset, states=("ready",)
+            )
+        except LakecacheError:
+            return None
+        return any(c.commit_id == spec.commit_id and c.subpath == "" for c in ready)
 
 
 class _Fenced(LakecacheError):

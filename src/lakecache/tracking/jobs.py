@@ -1,8 +1,9 @@
 """Tracking without a line of code: a run for every attempt of every job.
 
-The job runner (:mod:`lakecache.compute.runner`) makes one
-:class:`AttemptTracker` per attempt and calls it at each step; the tracker
-records, in the attempt's run:
+Tracking registers an attempt hook (:mod:`lakecache.compute.hooks`, entry point
+``lakecache.attempt_hooks``): the job runner makes one :class:`AttemptTracker`
+per attempt through it and calls it at each step; the tracker records, in the
+attempt's run:
 
 * the command and argv, the image, the agent's Python and packages (the job's
   own environment when it is the same interpreter), and the code version
@@ -14,7 +15,8 @@ records, in the attempt's run:
 * the job's output (stdout and stderr, as the backend writes them to the
   attempt's log) as the log ``output``, shipped every few seconds, so a
   killed job's record keeps what it printed;
-* system metrics every second (CPU, memory, disk and network I/O, GPUs);
+* system metrics every second (CPU, memory, disk and network I/O, GPUs), once the
+  job has run half a second (:data:`LIVE_AFTER`);
 * the exit code, the end state and the duration.
 
 The job itself finds its run in ``LAKECACHE_RUN_ID``: ``lakecache.tracking.current()``
@@ -26,8 +28,10 @@ A tracking failure never fails a job: every step catches, logs and goes on.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +47,7 @@ from lakecache.tracking.sdk import (
 from lakecache.tracking.store import JOBS_EXPERIMENT, TrackingStore
 
 if TYPE_CHECKING:
+    from lakecache.compute.hooks import AttemptContext
     from lakecache.compute.model import InputSpec, JobRecord
     from lakecache.tracking.model import RunRecord
 
@@ -62,16 +67,21 @@ SHIP_EVERY = 5.0
 _CHUNK = 4 << 20
 
 
-def for_runner(runner: Any, job: JobRecord, attempt: int, workdir: Path) -> AttemptTracker:
-    """The tracker of one attempt that ``runner`` (a JobRunner) starts."""
-    from lakecache.client.jobs import RemoteJobs
+class _TrackingHook:
+    """The attempt hook tracking registers (entry point ``lakecache.attempt_hooks``)."""
 
-    try:
-        image = job.image or runner._template_image(job)
-    except LakecacheError:
-        image = job.image
-    remote = isinstance(runner.store, RemoteJobs)
-    return AttemptTracker(runner.caches.hub, job, attempt, workdir, remote=remote, image=image)
+    def begin(self, ctx: AttemptContext) -> AttemptTracker:
+        return AttemptTracker(
+            ctx.hub, ctx.job, ctx.attempt, ctx.workdir, remote=ctx.remote, image=ctx.image
+        )
+
+
+#: Registered as an entry point; see :mod:`lakecache.compute.hooks`.
+attempt_hook = _TrackingHook()
+
+#: A job's run goes live (system sampler, output shipped as it grows) once its command
+#: has run this long: most short jobs end before and pay for neither.
+LIVE_AFTER = 0.5
 
 
 def job_run(
@@ -90,24 +100,106 @@ def job_run(
                 store.update_run(run.id, env=env or run.env, code=code or run.code)
                 return store.get_run(run.id)
             return run
+    return store.get_run(_insert_run(store, job, attempt, command=command, env=env, code=code))
+
+
+def _insert_run(
+    store: TrackingStore,
+    job: JobRecord,
+    attempt: int,
+    *,
+    command: list[str] | None = None,
+    env: dict[str, Any] | None = None,
+    code: dict[str, Any] | None = None,
+) -> int:
+    """Make the run of a new attempt with one insert (its experiment made first only if
+    it does not exist yet). Returns its id."""
+    import json
+
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import select
+
+    from lakecache.tracking import tables as tt
+    from lakecache.tracking.store import now
+
     job_env = dict(job.env)
-    return store.create_run(
-        job_env.get(EXPERIMENT_ENV) or JOBS_EXPERIMENT,
-        user=job.submitted_by,
+    name = job_env.get(EXPERIMENT_ENV) or JOBS_EXPERIMENT
+    e = tt.tracking_experiments
+    values = dict(
+        experiment_id=select(e.c.id).where(e.c.name == name).scalar_subquery(),
         name=f"job-{job.id}-{attempt}",
-        command=command if command is not None else list(job.command),
-        env=env or {},
-        code=code or {},
+        user_name=job.submitted_by,
+        status="running",
+        started_at=now(),
+        command=json.dumps(command if command is not None else list(job.command)),
+        env=json.dumps(env or {}),
+        code=json.dumps(code or {}),
         job_id=job.id,
         job_attempt=attempt,
         flow_run=job_env.get(FLOW_RUN_ENV),
         flow_task=job_env.get(FLOW_TASK_ENV),
     )
+    for first in (True, False):
+        try:
+            with store._c._write() as conn:
+                res = conn.execute(tt.tracking_runs.insert().values(**values))
+                (run_id,) = res.inserted_primary_key or (None,)
+            break
+        except sa_exc.IntegrityError:
+            if not first:
+                raise
+            store.get_or_create_experiment(name)  # its first run: make it, then again
+    assert run_id is not None
+    return int(run_id)
+
+
+class _Later:
+    """One thread for the deferred steps of every attempt's tracker (describe the
+    environment, go live): no thread per attempt for work most short jobs never need."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def call(self, delay: float, step: Any) -> None:
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, step))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="lakecache-track-later", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cv.wait(wait)
+                _, _, step = heapq.heappop(self._heap)
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - each step catches its own; belt and braces
+                log.warning("a deferred tracking step failed: %s", exc)
+
+
+_later = _Later()
 
 
 class AttemptTracker:
-    """The run of one job attempt, as its runner sees it. Every method is safe to call
-    whatever happened before (a tracker that could not start does nothing)."""
+    """The run of one job attempt, as its runner sees it (an attempt observer, see
+    :mod:`lakecache.compute.hooks`). Every method is safe to call whatever happened
+    before (a tracker that could not start does nothing).
+
+    Cheap for short jobs: its run is made with one insert (with the environment, once
+    this process has read it); the system sampler and the shipping of the output as it
+    grows start only once the command has run :data:`LIVE_AFTER` seconds; reading the
+    environment and the code version, when needed, runs off the path to the start.
+    """
 
     def __init__(
         self,
@@ -125,44 +217,61 @@ class AttemptTracker:
         self.attempt = attempt
         self.workdir = workdir
         self.spool = workdir / "tracking"
+        self.run_id: int | None = None
+        self.backend: RunBackend | None = None
+        #: The Run the sampler logs through, made when the attempt goes live.
         self.run: Run | None = None
         self._shipped = 0
         self._ship_lock = threading.Lock()
+        self._live_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._describer: threading.Thread | None = None
+        self._described = threading.Event()
         self._sample_every = sample_every
         self._store: TrackingStore | None = None
         self._lake: Any = None
         self._image = image
+        env, code = self._known_description()
         try:
-            backend: RunBackend
-            body = {"job_id": job.id, "attempt": attempt, "command": list(job.command)}
             if remote:
                 from lakecache.client.login import find_server
 
                 found = find_server(hub.settings)
                 assert found is not None
                 http = HttpBackend(*found)
-                run_id = int(
+                body: dict[str, Any] = {
+                    "job_id": job.id,
+                    "attempt": attempt,
+                    "command": list(job.command),
+                }
+                if env is not None:
+                    body.update(env=env, code=code)
+                self.run_id = int(
                     http.http.request("POST", "/tracking/job-runs", json=body).json()["id"]
                 )
-                backend = http
+                self.backend = http
             else:
                 direct = DirectBackend(hub)
                 self._store, self._lake = direct.store, hub.lake
-                run_id = job_run(direct.store, job, attempt).id
-                backend = direct
-            self.run = Run(run_id, backend, owned=False, spool=self.spool / "retry")
+                self.run_id = _insert_run(direct.store, job, attempt, env=env, code=code)
+                self.backend = direct
         except Exception as exc:  # noqa: BLE001 - tracking must never fail the job
             log.warning("job %d attempt %d: no run recorded: %s", job.id, attempt, exc)
             return
-        # The environment (every package) and the code version take a moment to read:
-        # recorded beside the attempt's start, not before it.
-        self._describer = threading.Thread(
-            target=self._safely, args=(self._describe,), name="lakecache-describe", daemon=True
-        )
-        self._describer.start()
+        if env is not None:
+            self._described.set()
+        else:  # recorded beside the attempt's start, not before it
+            _later.call(0, lambda: self._safely(self._describe, then=self._described.set))
+
+    def _known_description(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """The environment and code version if they cost nothing now (the environment
+        read already by this process, no code folder to ask git about), else (None, {})."""
+        from lakecache.tracking.env import _environment, environment
+
+        if _environment.cache_info().currsize == 0 or code_folder(self.job) is not None:
+            return None, {}
+        code = {"kind": "image", "image": self._image} if self._image else {}
+        return environment(), code
 
     def _describe(self) -> None:
         from lakecache.tracking.env import code_version, environment
@@ -172,12 +281,11 @@ class AttemptTracker:
         code = code_version(folder, image=self._image) if folder is not None else {}
         if self._image and not code:
             code = {"kind": "image", "image": self._image}
-        run = self.run
-        assert run is not None
+        assert self.run_id is not None
         if self._store is not None:
-            self._store.update_run(run.id, env=env, code=code)
+            self._store.update_run(self.run_id, env=env, code=code)
         else:
-            assert isinstance(run.backend, HttpBackend)
+            assert isinstance(self.backend, HttpBackend)
             body = {
                 "job_id": self.job.id,
                 "attempt": self.attempt,
@@ -185,17 +293,15 @@ class AttemptTracker:
                 "env": env,
                 "code": code,
             }
-            run.backend.http.request("POST", "/tracking/job-runs", json=body)
+            self.backend.http.request("POST", "/tracking/job-runs", json=body)
 
-    @property
-    def run_id(self) -> int | None:
-        return None if self.run is None else self.run.id
+    # -- the observer ----------------------------------------------------------------------
 
-    def job_env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """What the job's environment gets: its run, and (without a server) its spool."""
-        if self.run is None:
+        if self.run_id is None:
             return {}
-        out = {RUN_ID_ENV: str(self.run.id)}
+        out = {RUN_ID_ENV: str(self.run_id)}
         if self._store is not None:
             try:
                 self.spool.mkdir(parents=True, exist_ok=True)
@@ -205,9 +311,10 @@ class AttemptTracker:
             out[SPOOL_ENV] = str(self.spool)
         return out
 
-    def input_ready(self, spec: InputSpec, seconds: float, *, hit: bool | None) -> None:
+    def on_input(self, spec: InputSpec, seconds: float, *, hit: bool | None) -> None:
         """An input is ready: cached (``hit``: a ready cache was there already) or streamed."""
-        if self.run is None:
+        backend, run_id = self.backend, self.run_id
+        if run_id is None or backend is None:
             return
         fields = {
             "dataset": spec.dataset,
@@ -217,51 +324,58 @@ class AttemptTracker:
             "fill_seconds": seconds,
             "reader": "job input",
         }
-        self._safely(lambda: self.run.backend.record_input(self.run.id, fields))  # type: ignore[union-attr]
+        self._safely(lambda: backend.record_input(run_id, fields))
 
-    def started(self) -> None:
-        """The command started: sample the machine, ship the output as it grows."""
-        if self.run is None:
-            return
+    def on_start(self) -> None:
+        """The command started: once it has run :data:`LIVE_AFTER` s, sample the machine
+        and ship the output as it grows."""
+        if self.run_id is not None:
+            _later.call(LIVE_AFTER, lambda: self._safely(self._go_live))
+
+    def _go_live(self) -> None:
         from lakecache.tracking.sampler import SystemSampler
 
-        def begin() -> None:
-            assert self.run is not None
-            self.run._sampler = SystemSampler(self.run.log_system, self._sample_every).start()
+        with self._live_lock:
+            if self._finished or self.run is not None or self.backend is None:
+                return
+            assert self.run_id is not None
+            run = Run(self.run_id, self.backend, owned=False, spool=self.spool / "retry")
+            run._sampler = SystemSampler(run.log_system, self._sample_every).start()
+            self.run = run
             self._thread = threading.Thread(
                 target=self._loop, name=f"lakecache-track-{self.job.id}", daemon=True
             )
             self._thread.start()
 
-        self._safely(begin)
-
-    def finish(self, state: str, exit_code: int | None) -> None:
+    def on_end(self, state: str, exit_code: int | None) -> None:
         """The attempt ended: last output and points, then the run's end and exit code.
         Only the first call counts."""
-        if self.run is None or self._finished:
-            return
-        self._finished = True
-        if self._describer is not None:
-            self._describer.join()
+        with self._live_lock:
+            if self.run_id is None or self._finished:
+                return
+            self._finished = True
+        run_id = self.run_id
+        self._described.wait(60)  # its environment is recorded before its end
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._ship_output()
         self._drain()
-        run = self.run
         status = {"succeeded": "finished", "cancelled": "killed"}.get(state, "failed")
-        self._safely(run.end)  # not owned: stops the sampler and flushes
-        self._safely(lambda: self._end(run, status, exit_code))
-        self._safely(run.backend.close)
+        if self.run is not None:
+            self._safely(self.run.end)  # not owned: stops the sampler and flushes
+        self._safely(lambda: self._end(run_id, status, exit_code))
+        if self.backend is not None:
+            self._safely(self.backend.close)
 
-    def _end(self, run: Run, status: str, exit_code: int | None) -> None:
+    def _end(self, run_id: int, status: str, exit_code: int | None) -> None:
         if self._store is not None:
-            self._store.end_run(run.id, status, exit_code=exit_code)
+            self._store.end_run(run_id, status, exit_code=exit_code)
         else:
-            assert isinstance(run.backend, HttpBackend)
-            run.backend.http.request(
+            assert isinstance(self.backend, HttpBackend)
+            self.backend.http.request(
                 "POST",
-                f"/tracking/runs/{run.id}/end",
+                f"/tracking/runs/{run_id}/end",
                 json={"status": status, "exit_code": exit_code},
             )
 
@@ -272,40 +386,45 @@ class AttemptTracker:
 
     def _ship_output(self) -> None:
         path = self.workdir / "job.log"
-        run = self.run
-        if run is None:
+        run_id = self.run_id
+        if run_id is None:
             return
         with self._ship_lock:
             try:
                 with path.open("rb") as f:
                     f.seek(self._shipped)
                     while data := f.read(_CHUNK):
-                        self._append(run, data)
+                        self._append(run_id, data)
                         self._shipped += len(data)
             except FileNotFoundError:
                 return
             except (LakecacheError, OSError) as exc:
                 log.warning("job %d: its output was not shipped yet: %s", self.job.id, exc)
 
-    def _append(self, run: Run, data: bytes) -> None:
+    def _append(self, run_id: int, data: bytes) -> None:
         if self._store is not None:
             from lakecache.tracking.objects import append_log
 
-            append_log(self._store, self._lake, run.id, OUTPUT_LOG, data)
+            append_log(self._store, self._lake, run_id, OUTPUT_LOG, data)
         else:
-            assert isinstance(run.backend, HttpBackend)
-            run.backend.http.request(
+            assert isinstance(self.backend, HttpBackend)
+            self.backend.http.request(
                 "PUT",
-                f"/tracking/runs/{run.id}/logs/{OUTPUT_LOG}",
+                f"/tracking/runs/{run_id}/logs/{OUTPUT_LOG}",
                 content=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
 
     def _drain(self) -> None:
         """Without a server: store what the job's SDK spooled (batches, inputs, artifacts)."""
-        if self._store is None or self.run is None:
+        if self._store is None or self.run_id is None:
             return
-        store, run_id = self._store, self.run.id
+        try:
+            if not any(self.spool.iterdir()):
+                return  # the job logged nothing itself
+        except OSError:
+            return
+        store, run_id = self._store, self.run_id
 
         def drain() -> None:
             import json
@@ -332,13 +451,16 @@ class AttemptTracker:
 
         self._safely(drain)
 
-    def _safely(self, step: Any) -> None:
+    def _safely(self, step: Any, then: Any = None) -> None:
         try:
             step()
         except Exception as exc:  # noqa: BLE001 - tracking must never fail the job
             log.warning(
                 "job %d attempt %d: tracking step failed: %s", self.job.id, self.attempt, exc
             )
+        finally:
+            if then is not None:
+                then()
 
 
 def code_folder(job: JobRecord) -> Path | None:
@@ -353,13 +475,3 @@ def code_folder(job: JobRecord) -> Path | None:
         if path.is_absolute() and path.is_file() and path.parent.name != "bin":
             return path.parent
     return None
-
-
-def cache_was_ready(caches: Any, spec: InputSpec, site: str) -> bool | None:
-    """Whether a ready cache of the input's whole commit was at ``site`` before the job
-    asked (a hit), or not (a miss: filled for it). None when it cannot be told."""
-    try:
-        ready = caches.topology.list_caches(site=site, dataset=spec.dataset, states=("ready",))
-    except LakecacheError:
-        return None
-    return any(c.commit_id == spec.commit_id and c.subpath == "" for c in ready)
