@@ -167,29 +167,38 @@ def test_cancel_stops_a_running_job(store: ComputeStore, onprem: JobRunner) -> N
     assert onprem.wait_idle(5)
 
 
-def test_a_full_onprem_site_bursts_the_next_job_to_the_cloud_within_a_second(
+def test_a_full_onprem_site_bursts_the_next_job_to_the_cloud_at_once(
     hub: Hub, store: ComputeStore, world: World, tmp_path: Path
 ) -> None:
+    # The figure (fallback under 1 s) is measured by the bench (compute.fallback); here,
+    # the order of what happens: placed at the cloud at submit, never waiting, and running
+    # there while both onprem slots are still held. Each runner waits a minute between
+    # polls: only the doorbell (a job queued, placed or ended) can start it this soon.
     runners = [_runner(hub, site, tmp_path) for site in ("onprem", "cloud")]
+    for r in runners:
+        r.interval = 60.0
     threads = [threading.Thread(target=r.run_forever, daemon=True) for r in runners]
     for t in threads:
         t.start()
     try:
         long = [_submit(store, "sleep", "30") for _ in range(2)]
         for j in long:
-            deadline = time.monotonic() + 20
-            while store.get_job(j.id).state != "running" and time.monotonic() < deadline:
-                time.sleep(0.02)
-        assert {store.get_job(j.id).site for j in long} == {"onprem"}
+            store.admit(j.id, now=SystemClock().now())
+        for j in long:
+            _wait_state(store, j.id, "running")
+        where = {j.id: (store.get_job(j.id).site, store.timeline(j.id)) for j in long}
+        assert {site for site, _ in where.values()} == {"onprem"}, where
         t0 = time.monotonic()
         burst = _submit(store, "sleep", "30")
-        while store.get_job(burst.id).state != "running" and time.monotonic() - t0 < 10:
-            time.sleep(0.01)
-        took = time.monotonic() - t0
-        job = store.get_job(burst.id)
+        store.admit(burst.id, now=SystemClock().now())  # as lakecache.submit does
+        job = _wait_state(store, burst.id, "running")
+        assert time.monotonic() - t0 < 30, "started by a poll, not by the doorbell"
         assert (job.state, job.site) == ("running", "cloud")
-        assert took < 1.0, f"{took:.2f} s from submit to running at the cloud site"
         assert [v.verdict for v in job.placement] == ["full", "chosen"]
+        kinds = [e.kind for e in store.timeline(burst.id)]
+        assert kinds[:4] == ["queued", "placed", "claimed", "preparing"]
+        assert "waiting" not in kinds
+        assert all(store.get_job(j.id).state == "running" for j in long)
     finally:
         for j in store.list_jobs(states=("queued", "placed", "running")):
             store.cancel(j.id, now=SystemClock().now())
@@ -197,6 +206,14 @@ def test_a_full_onprem_site_bursts_the_next_job_to_the_cloud_within_a_second(
             r.stop_event.set()
         for t in threads:
             t.join(30)
+
+
+def _wait_state(store: ComputeStore, job_id: int, state: str, timeout: float = 30) -> JobRecord:
+    deadline = time.monotonic() + timeout
+    while (job := store.get_job(job_id)).state != state and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.state == state, f"job {job_id} is {job.state}, not {state}"
+    return job
 
 
 _AGENT = """
