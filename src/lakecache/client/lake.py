@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import http.client
 import re
 import threading
 import time
@@ -299,6 +300,52 @@ class RemoteLake:
                 _short(key, start, length, len(data))
             return bytes(data)
         raise AssertionError("unreachable")
+
+    def get_into(self, key: str, start: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the ``len(buf)`` bytes of ``key`` from ``start`` (one ranged GET).
+
+        From S3 the body goes from the socket straight into ``buf`` (the
+        http.client response under urllib3's), resuming at the last byte
+        received when it breaks; through the server it is copied in.
+        """
+        length = len(buf)
+        _check_range(start, length)
+        if length == 0:
+            return
+        if self._through_server(key):
+            got = 0
+            for chunk in self._stream_chunks(key, start, length, 8 << 20):
+                buf[got : got + len(chunk)] = chunk
+                got += len(chunk)
+            return
+        position, end, failures = start, start + length, 0
+        while position < end:
+            resp = self._open(key, position, end - position)
+            announced = resp.headers.get("Content-Length")
+            if announced is not None and int(announced) != end - position:
+                resp.close()  # S3 clipped the range: the object is shorter
+                _short(key, start, length, position - start + int(announced))
+            # urllib3's readinto reads into a new buffer and copies; its http.client
+            # response reads into ``buf`` itself (the body is not encoded: no decoder).
+            fp: Any = getattr(resp, "_fp", None)
+            read = fp.readinto if callable(getattr(fp, "readinto", None)) else resp.readinto
+            error: BaseException | None = None
+            try:
+                while position < end:
+                    n = read(buf[position - start :])
+                    if not n:
+                        break  # the connection closed before the body's end
+                    position += n
+            except (*_TRANSIENT, http.client.HTTPException) as exc:
+                error = exc
+            if position == end:
+                resp.release_conn()
+                return
+            resp.close()  # a half-read body: its connection cannot serve another request
+            failures += 1
+            if failures >= self.retries:
+                self._unreachable("GET", key, error or ConnectionError("body ended early"))
+            time.sleep(min(2.0, 0.1 * 2 ** (failures - 1)))
 
     def iter_chunks(
         self, key: str, start: int = 0, length: int | None = None, chunk_size: int = 1 << 20
