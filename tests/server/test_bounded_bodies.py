@@ -135,3 +135,16 @@ def test_a_job_log_chunk_over_its_limit_is_refused_before_the_body(
     assert status == 413 and "a log chunk is at most" in body["error"]["message"], body
     ok = w.call("agnes", "PUT", path, content=b"fine\n")
     assert ok.status_code == 200 and ok.json()["size"] == 5
+
+
+def test_a_lake_object_over_the_largest_single_put_is_refused_before_the_body(
+    bounded: tuple[World, int],
+) -> None:
+    from lakecache.lake.objects import blob_key
+
+    w, _ = bounded
+    key = blob_key("ab" * 32)
+    path = f"/api/v1/lake/objects/{key}?dataset=xray"
+    status, body = _headers_only(w, "wendy", "PUT", path, (5 << 30) + 1)
+    assert status == 413, body
+    assert "at most" in body["error"]["message"] and "multipart" in body["error"]["hint"]

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from lakecache.errors import IntegrityError, UserError
+from lakecache.errors import IntegrityError, TooLargeError, UserError
 from lakecache.lake.base import check_key, local_path
 from lakecache.server.auth import Plane, User
 from lakecache.server.routes.lake.access import (
     MAX_DATASETS,
+    MAX_PUT,
     STREAM_WRITE,
     Extents,
     allowed,
@@ -127,6 +128,11 @@ async def put_object(
     if declared is None or not declared.isdigit():
         raise UserError("send the object's size in Content-Length", hint="No chunked uploads.")
     size = int(declared)
+    if size > MAX_PUT:
+        raise TooLargeError(
+            f"one object is at most {MAX_PUT} bytes (S3's largest single PUT), not {size}",
+            hint="Upload it in parts: POST /api/v1/lake/multipart (the client does this itself).",
+        )
     lake = plane.hub.lake
     if await run_in_threadpool(lambda: bool(lake.exists([key]))):
         await _prove(plane, key, request.stream(), size, writable)
