@@ -121,7 +121,8 @@ class Listener:
         """Wait up to ``timeout`` s for a ring (or ``stop``); True if it rang."""
         deadline = time.monotonic() + timeout
         while True:
-            if self._rang():
+            # On PostgreSQL every ring arrives as a notification (this process's too).
+            if self._pg is None and self._rang():
                 return True
             left = deadline - time.monotonic()
             if left <= 0 or (stop is not None and stop.is_set()):
@@ -129,7 +130,7 @@ class Listener:
             step = min(left, LOOK_EVERY)
             if self._pg is not None:
                 if self._notified(step):
-                    self._seen = self._local()
+                    self._notified(0.001, drain=True)  # rings meanwhile: one wake for all
                     return True
             else:
                 with _cv:
@@ -140,6 +141,7 @@ class Listener:
         local = self._local()
         if local != self._seen:
             self._seen = local
+            self._file_seen = self._file_state()  # the same ring, heard twice otherwise
             return True
         state = self._file_state()
         if state != self._file_seen:
@@ -147,10 +149,13 @@ class Listener:
             return state is not None
         return False
 
-    def _notified(self, timeout: float) -> bool:
+    def _notified(self, timeout: float, *, drain: bool = False) -> bool:
+        if self._pg is None:
+            return False
         try:
             driver = self._pg.driver_connection
-            return any(True for _ in driver.notifies(timeout=timeout, stop_after=1))
+            got = driver.notifies(timeout=timeout, stop_after=None if drain else 1)
+            return sum(1 for _ in got) > 0
         except Exception as exc:  # noqa: BLE001 - the connection broke: poll from now on
             log.warning("doorbell: stopped listening on PostgreSQL: %s", exc)
             self.close()
