@@ -38,6 +38,10 @@ BLOCK_S = 1.5
 
 def tracking(bench: Bench) -> None:
     """log_metric latency, 100,000 points stored, sampler overhead."""
+    bench.notes.append(
+        f"tracking: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the start "
+        "(trk.durable_100k.log_cpu_s is the loop's own CPU time, which the load cannot stretch)"
+    )
     say(f"tracking: log_metric x {KEYS * STEPS:,}, each timed")
     out = _child(bench, "log")
     bench.record("trk.log_metric.p50_us", out["p50_us"], "us", "log_metric p50")

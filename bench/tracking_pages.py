@@ -17,6 +17,10 @@ after one untimed warm-up, the median kept:
 - compare of 20 runs: the page and the 20 series its plots fetch (6 at a time,
   as a browser does), from the first request to the last byte.
 
+Beside each median wall time, the median CPU time of this process over the same
+request (the server's thread and the client's), and the load average in the notes: on
+a shared machine a wall time also counts the waits for a CPU.
+
 ``BENCH_TRACKING_SCALE`` (default 1) scales the run and point counts for a
 quick look; a figure measured below full size says so in the notes.
 """
@@ -159,39 +163,46 @@ def _populate(catalog: Any, experiment_id: int, runs: int) -> list[int]:
 def _measure(
     bench: Bench, url: str, experiment: int, runs: int, big_run: int, big: int, compared: list[int]
 ) -> None:
+    bench.notes.append(
+        f"tracking pages: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "when measured (the .cpu figures are what the load cannot stretch)"
+    )
+    record = bench.record
+
+    def timed(key: str, call: Any, label: str) -> None:
+        wall, cpu = _median(call)
+        record(key, wall * 1000, "ms", label)
+        record(key.replace("_ms", "_cpu_ms"), cpu * 1000, "ms", "of which CPU (server + client)")
+
     with httpx.Client(base_url=url, timeout=60) as client:
         client.post("/api/v1/auth/login", json={"name": "admin", "password": PASSWORD})
 
-        def page(path: str, must: str) -> float:
+        def page(path: str, must: str) -> Any:
             r = client.get(path)
             if r.status_code != 200 or must not in r.text:
                 raise BenchError(f"GET {path}: {r.status_code}, {r.text[:200]!r}")
-            return _median(lambda: client.get(path).raise_for_status())
+            return lambda: client.get(path).raise_for_status()
 
-        bench.record(
+        timed(
             "trk.runs_page_ms",
-            page(f"/experiments/{experiment}", f"of {runs:,}") * 1000,
-            "ms",
+            page(f"/experiments/{experiment}", f"of {runs:,}"),
             f"runs table, first page of {runs:,} runs x {PARAMS} params",
         )
-        bench.record(
+        timed(
             "trk.runs_sorted_ms",
             page(
                 f"/experiments/{experiment}?sort=param:p042&order=asc&filter=metric:m1+%3E+0",
                 "matching the filter",
-            )
-            * 1000,
-            "ms",
+            ),
             "runs table sorted by a param, filtered by a metric",
         )
         series = f"/runs/{big_run}/series?key=loss"
         body = client.get(series).json()
         if body.get("points_total") != big or len(body["steps"]) > 1000:
             raise BenchError(f"the {big:,}-point series came back as {str(body)[:200]}")
-        bench.record(
+        timed(
             "trk.series_big_ms",
-            _median(lambda: client.get(series).raise_for_status()) * 1000,
-            "ms",
+            lambda: client.get(series).raise_for_status(),
             f"a {big:,}-point metric, downsampled to 1,000 buckets",
         )
         ids = "&".join(f"id={i}" for i in compared)
@@ -203,21 +214,22 @@ def _measure(
                     r.raise_for_status()
 
         compare()
-        bench.record(
+        timed(
             "trk.compare_ms",
-            _median(compare) * 1000,
-            "ms",
+            compare,
             f"compare of {len(compared)} runs: the page and its {len(compared)} series",
         )
 
 
-def _median(call: Any) -> float:
-    times = []
+def _median(call: Any) -> tuple[float, float]:
+    """The median wall time and the median CPU time of this process of ``REPEAT`` calls."""
+    times, cpus = [], []
     for _ in range(REPEAT):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         call()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(times), statistics.median(cpus)
 
 
 def _free_port() -> int:
