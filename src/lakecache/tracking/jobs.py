@@ -432,7 +432,7 @@ class AttemptTracker:
             from lakecache.tracking.objects import log_artifact
             from lakecache.tracking.sink import drain_spool
 
-            drain_spool(self.spool, store, run_id=run_id)
+            # Inputs first: inputs.jsonl is no batch file, and drain_spool takes every *.jsonl.
             inputs = self.spool / "inputs.jsonl"
             if inputs.exists():
                 taken = inputs.with_suffix(".taken")
@@ -441,6 +441,7 @@ class AttemptTracker:
                     if line.strip():
                         store.record_input(run_id, **json.loads(line))
                 taken.unlink()
+            drain_spool(self.spool, store, run_id=run_id)
             artifacts = self.spool / "artifacts"
             if artifacts.is_dir():
                 for file in sorted(p for p in artifacts.rglob("*") if p.is_file()):
