@@ -244,17 +244,13 @@ class SeriesOut(BaseModel):
 
     @classmethod
     def of(cls, s: Series) -> SeriesOut:
-        same = s.mins is s.values
-        values = [encode_value(v) for v in s.values]
         return cls(
             key=s.key,
             points_total=s.points_total,
             downsampled=s.downsampled,
             steps=s.steps,
-            values=values,
-            mins=values if same else [encode_value(v) for v in s.mins],
-            maxs=values if same else [encode_value(v) for v in s.maxs],
             timestamps=s.timestamps,
+            **s.encoded(),
         )
 
 

@@ -241,6 +241,18 @@ class Series:
     maxs: list[float]
     timestamps: list[int]
 
+    def encoded(self) -> dict[str, list[float | str]]:
+        """``values``, ``mins`` and ``maxs`` for JSON (NaN and infinities as strings,
+        :func:`encode_value`): the one encoding of the API's series and the plots'."""
+        values = [encode_value(v) for v in self.values]
+        if not self.downsampled:
+            return {"values": values, "mins": values, "maxs": values}
+        return {
+            "values": values,
+            "mins": [encode_value(v) for v in self.mins],
+            "maxs": [encode_value(v) for v in self.maxs],
+        }
+
 
 @dataclass(frozen=True)
 class InputRecord:

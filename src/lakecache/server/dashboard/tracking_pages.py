@@ -43,9 +43,8 @@ from lakecache.server.dashboard import assets
 from lakecache.server.dashboard.pages import Viewer, _render
 from lakecache.server.dashboard.render import static_url
 from lakecache.server.routes.tracking import store_of, visible_experiment, visible_run
-from lakecache.tracking.model import RunFilter, RunRecord, RunSummary, Series, encode_value
+from lakecache.tracking.model import RunFilter, RunRecord, RunSummary
 from lakecache.tracking.objects import read_artifact, read_log, read_object
-from lakecache.tracking.points import downsample
 from lakecache.tracking.store import TrackingStore
 from lakecache.tracking.tables import KEY_MAX
 
@@ -671,14 +670,12 @@ def series_data(
     """
     store = store_of(plane)
     visible_run(plane, principal, run_id)
-    system = kind == "system"
-    if start is None and end is None:
-        series = store.metric_series(run_id, key, buckets=buckets, system=system)
-    else:
-        series = _series_range(store, run_id, key, system, buckets, start, end, axis)
+    series = store.metric_series(
+        run_id, key, buckets=buckets, system=kind == "system", start=start, end=end, axis=axis
+    )
     if series.points_total == 0 and start is None and end is None:
         raise NotFoundError(f"run {run_id} has no {kind} {key!r}", hint="Pick a metric it logged.")
-    values = [encode_value(x) for x in series.values]
+    encoded = series.encoded()
     body: dict[str, Any] = {
         "key": key,
         "kind": kind,
@@ -686,41 +683,12 @@ def series_data(
         "downsampled": series.downsampled,
         "steps": series.steps,
         "times": [t / 1000 for t in series.timestamps],
-        "values": values,
+        "values": encoded["values"],
     }
     if series.downsampled:
-        body["mins"] = [encode_value(x) for x in series.mins]
-        body["maxs"] = [encode_value(x) for x in series.maxs]
+        body["mins"] = encoded["mins"]
+        body["maxs"] = encoded["maxs"]
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
-
-
-def _series_range(
-    store: TrackingStore,
-    run_id: int,
-    key: str,
-    system: bool,
-    buckets: int,
-    start: float | None,
-    end: float | None,
-    axis: str,
-) -> Series:
-    """The points of ``[start, end]`` only, downsampled to ``buckets`` when more.
-
-    Reads the whole series (a zoom is one person's click, not the page's first load)
-    and keeps the range with a scan, as a series' times need not be sorted.
-    """
-    full = store.metric_series(run_id, key, buckets=None, system=system)
-    lo = -math.inf if start is None else start
-    hi = math.inf if end is None else end
-    xs: Sequence[float] = full.steps if axis == "step" else [t / 1000 for t in full.timestamps]
-    keep = [i for i, x in enumerate(xs) if lo <= x <= hi]
-    steps = [full.steps[i] for i in keep]
-    times = [full.timestamps[i] for i in keep]
-    values = [full.values[i] for i in keep]
-    if len(keep) <= buckets:
-        return Series(key, len(keep), False, steps, values, values, values, times)
-    b = downsample(steps, times, values, buckets)
-    return Series(key, len(keep), True, b.steps, b.means, b.mins, b.maxs, b.times)
 
 
 @router.get("/runs/{run_id}/series.csv")
@@ -731,24 +699,14 @@ def series_csv(
     key: Annotated[str, Query(min_length=1, max_length=KEY_MAX)],
     kind: Annotated[str, Query(pattern="^(metric|system)$")] = "metric",
 ) -> Response:
-    """Every point of a series, by step, as CSV (``step,timestamp_ms,value``), streamed."""
-    store = store_of(plane)
+    """Every point of a series, by step, as CSV (``step,timestamp_ms,value``), streamed:
+    the API's CSV (:meth:`~lakecache.tracking.store.TrackingStore.metric_csv`) with a
+    file name for the browser."""
     run = visible_run(plane, principal, run_id)
-    system = kind == "system"
-
-    def rows() -> Iterator[bytes]:
-        yield b"step,timestamp_ms,value\n"
-        out: list[str] = []
-        for point in store.iter_metric_points(run_id, key, system=system):
-            out.append(f"{point.step},{point.ts},{encode_value(point.value)!s}\n")
-            if len(out) >= 10_000:
-                yield "".join(out).encode()
-                out.clear()
-        yield "".join(out).encode()
-
+    rows = store_of(plane).metric_csv(run_id, key, system=kind == "system")
     name = _filename(f"{run.name}-{key}.csv")
     return StreamingResponse(
-        rows(),
+        rows,
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",

@@ -25,11 +25,8 @@ gets the same 404 as for a run that does not exist.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path as FsPath
 from typing import Annotated
 
@@ -375,32 +372,28 @@ def metric_series(
     buckets: Annotated[int, Query(ge=10, le=100_000)] = 1000,
     system: bool = False,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",  # noqa: A002 - the API's word
+    start: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    end: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    axis: Annotated[str, Query(pattern="^(step|time)$")] = "step",
 ) -> SeriesOut | StreamingResponse:
-    """A metric's series: every point up to ``buckets``, else per bucket of steps its
-    first step, mean, min and max. ``format=csv``: every point, as CSV (step,
-    timestamp_ms, value). ``system=true``: a system metric."""
+    """A metric's series: every point up to ``buckets``, else the first and last points
+    and between them, per bucket of steps, its first step, mean, min and max.
+    ``start``/``end``: only that range of steps (or of epoch seconds with ``axis=time``).
+    ``format=csv``: every point, as CSV (step, timestamp_ms, value). ``system=true``: a
+    system metric."""
     visible_run(plane, principal, run_id)
     store = store_of(plane)
     if format == "csv":
         return StreamingResponse(
-            _csv(store, run_id, key, system),
+            store.metric_csv(run_id, key, system=system),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="run-{run_id}-metric.csv"'},
         )
-    return SeriesOut.of(store.metric_series(run_id, key, buckets=buckets, system=system))
-
-
-def _csv(store: TrackingStore, run_id: int, key: str, system: bool) -> Iterator[str]:
-    buf = io.StringIO()
-    out = csv.writer(buf)
-    out.writerow(["step", "timestamp_ms", "value"])
-    for i, p in enumerate(store.iter_metric_points(run_id, key, system=system)):
-        out.writerow([p.step, p.ts, repr(p.value)])
-        if i % 10_000 == 9_999:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue()
+    return SeriesOut.of(
+        store.metric_series(
+            run_id, key, buckets=buckets, system=system, start=start, end=end, axis=axis
+        )
+    )
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
