@@ -148,3 +148,40 @@ def test_a_lake_object_over_the_largest_single_put_is_refused_before_the_body(
     status, body = _headers_only(w, "wendy", "PUT", path, (5 << 30) + 1)
     assert status == 413, body
     assert "at most" in body["error"]["message"] and "multipart" in body["error"]["hint"]
+
+
+def test_a_json_body_is_bounded_before_fastapi_reads_it(bounded: tuple[World, int]) -> None:
+    """FastAPI reads a JSON body before any check (authentication included): over 64 MiB
+    declared gets 413 at once, even anonymously; a chunked one is cut off at the limit."""
+    from lakecache.server.bodies import JSON_MAX
+
+    w, _ = bounded
+    conn = http.client.HTTPConnection("127.0.0.1", int(w.url.rsplit(":", 1)[1]), timeout=30)
+    try:
+        conn.putrequest("POST", "/api/v1/jobs")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(1 << 40))
+        conn.endheaders()
+        r = conn.getresponse()
+        body = json.loads(r.read())
+    finally:
+        conn.close()
+    assert r.status == 413 and body["error"]["code"] == "too_large", body
+    assert r.getheader("X-Request-ID") == body["error"]["request_id"] != ""
+
+    def endless() -> Iterator[bytes]:
+        yield b'{"queue": "'
+        yield from _chunks(JSON_MAX + (1 << 20))
+
+    cut = w.call(
+        "wendy",
+        "POST",
+        "/api/v1/jobs",
+        content=endless(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert cut.status_code == 400, cut.text
+    # An ordinary JSON request is untouched.
+    assert w.call("wendy", "GET", "/api/v1/jobs").status_code == 200
+    ok = w.call("wendy", "POST", "/api/v1/tracking/experiments", json={"name": "bounded-json"})
+    assert ok.status_code == 201, ok.text

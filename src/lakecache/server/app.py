@@ -39,6 +39,7 @@ from lakecache.catalog.accounts import TOKEN_PREFIX
 from lakecache.errors import CatalogError
 from lakecache.server import apidocs, dashboard, errors
 from lakecache.server.auth import OrgAdmin, Plane, authenticate
+from lakecache.server.bodies import JsonBodyLimit
 from lakecache.server.config import ServerConfig
 from lakecache.server.errors import AuthenticationError, PermissionDeniedError
 from lakecache.server.metrics import CONTENT_TYPE
@@ -122,6 +123,8 @@ def create_app(
     )
     app.state.plane = opened
     errors.install(app)
+    # Inside the guard (which gives its 413 the request id and the security headers).
+    app.add_middleware(JsonBodyLimit)
     app.add_middleware(_Guard, plane=opened)
 
     for module in (

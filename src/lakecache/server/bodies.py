@@ -7,6 +7,7 @@ that read a raw body use these instead:
 * :func:`read_body` for small bodies held in memory (a log chunk, a metrics
   batch): a ``Content-Length`` over the limit is refused (413) before a byte is
   read, a body that grows past it (chunked, or lying) is refused at that point;
+* :class:`JsonBodyLimit`, a middleware, for the JSON bodies FastAPI reads itself;
 * :func:`spool_body` for uploads that go to a file first (job outputs, run
   artifacts): the same two checks against the ``max_output_bytes`` setting, plus
   room on the disk for ``room_factor`` times the declared size (507 otherwise,
@@ -19,10 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lakecache.compute.outputs import disk_full, ensure_room, too_large
 from lakecache.errors import TooLargeError, UserError
+from lakecache.server.errors import error_response
 
 
 def declared_size(request: Request) -> int | None:
@@ -81,3 +85,58 @@ async def spool_body(
             raise
         raise full from None
     return received
+
+
+#: The largest JSON body any route takes (the models bound each field well below it; a
+#: MLflow or tracking metrics batch is the largest). Checked before FastAPI reads a body.
+JSON_MAX = 64 << 20
+
+
+class JsonBodyLimit:
+    """ASGI middleware: a JSON request body is at most :data:`JSON_MAX` bytes.
+
+    FastAPI reads a JSON body whole before the route's checks run (authentication
+    included), so without this anyone could make the server hold gigabytes. A larger
+    ``Content-Length`` gets 413 at once; a chunked body is cut off when it passes the
+    limit (FastAPI then answers 400, "error parsing the body").
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = JSON_MAX) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            response = error_response(
+                413,
+                "too_large",
+                f"a JSON request body is at most {self.limit} bytes, not {declared}",
+                "Send less in one request (smaller batches).",
+                request_id=str(scope.get("state", {}).get("request_id", "")),
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise TooLargeError(f"a JSON request body is at most {self.limit} bytes")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return False
