@@ -199,9 +199,9 @@ def too_large(
         f"{what}: {got} bytes, over this server's limit of {limit} bytes "
         "(its setting max_output_bytes); nothing of it was kept",
         hint=hint
-        or "Write less to $LAKECACHE_OUTPUTS (commit large results to a dataset from the "
-        "job instead), or ask the server's admin to raise max_output_bytes "
-        "(LAKECACHE_MAX_OUTPUT_BYTES).",
+        or "Send less: a job writes less to $LAKECACHE_OUTPUTS, a run logs smaller "
+        "artifacts (commit large results to a dataset instead); or ask the server's admin "
+        "to raise max_output_bytes (LAKECACHE_MAX_OUTPUT_BYTES).",
     )
 
 
