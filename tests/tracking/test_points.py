@@ -9,6 +9,7 @@ import random
 import pytest
 
 from lakecache.tracking import points
+from lakecache.tracking.store import TrackingStore
 
 
 def _series(n: int, seed: int) -> tuple[list[int], list[int], list[float]]:
@@ -96,3 +97,50 @@ def test_steps_near_the_int64_limits_split_exactly() -> None:
     assert data.steps[0] == -big and data.steps[-1] == big
     assert min(data.mins) == 1.0 and max(data.maxs) == 5.0
     _check(data, steps, vals)
+
+
+def test_small_batches_of_a_key_are_appended_to_its_newest_chunk(store: TrackingStore) -> None:
+    """A run logging slowly (a few points per flush) keeps few rows per metric, in order;
+    a large batch is a chunk of its own, and points logged back in time start a new one."""
+    from sqlalchemy import func, select
+
+    from lakecache.tracking import tables as tt
+    from lakecache.tracking.model import Batch
+    from lakecache.tracking.store import MERGE_BELOW
+
+    run = store.create_run("slow", user="alice")
+    logged: list[tuple[int, float]] = []
+    for flush in range(300):  # 300 flushes of 5 points: 1,500 points
+        batch = [("loss", 1 / (1 + flush * 5 + i), flush * 5 + i, flush) for i in range(5)]
+        logged += [(step, value) for _, value, step, _ in batch]
+        store.log_batch(run.id, Batch.of(metrics=batch))
+    big = [("loss", float(s), s, 0) for s in range(1500, 1500 + MERGE_BELOW)]
+    store.log_batch(run.id, Batch.of(metrics=big))
+    store.log_batch(run.id, Batch.of(metrics=[("loss", -1.0, 3, 0)]))  # back in time
+
+    def rows() -> list[tuple[int, int]]:
+        m = tt.tracking_metrics
+        with store._c._read() as conn:
+            return [
+                (int(first), int(n))
+                for first, n in conn.execute(
+                    select(m.c.first_step, m.c.count).where(m.c.run_id == run.id).order_by(m.c.id)
+                )
+            ]
+
+    chunks = rows()
+    assert sum(n for _, n in chunks) == 1500 + MERGE_BELOW + 1
+    assert len(chunks) <= 1500 // MERGE_BELOW + 3  # not one row per flush
+    assert all(n >= MERGE_BELOW for _, n in chunks[:-3])
+    series = store.metric_series(run.id, "loss", buckets=None)
+    assert series.points_total == 1500 + MERGE_BELOW + 1
+    assert series.steps == sorted(series.steps)
+    expected = logged + [(s, float(s)) for s in range(1500, 1500 + MERGE_BELOW)] + [(3, -1.0)]
+    assert sorted(zip(series.steps, series.values, strict=True)) == sorted(expected)
+    with store._c._read() as conn:
+        latest = conn.scalar(
+            select(func.max(tt.tracking_latest_metrics.c.step)).where(
+                tt.tracking_latest_metrics.c.run_id == run.id
+            )
+        )
+    assert latest == 1500 + MERGE_BELOW - 1

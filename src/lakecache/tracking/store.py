@@ -55,6 +55,8 @@ DEFAULT_EXPERIMENT = "Default"
 #: The shared experiment of job runs that name none.
 JOBS_EXPERIMENT = "jobs"
 _EXPERIMENT_HINT = "List experiments with `lakecache experiment ls`."
+#: A chunk of fewer points than this takes the next small batch of its key appended.
+MERGE_BELOW = 512
 _ORDERS = ("start_time", "end_time", "name", "status", "user", "id")
 
 
@@ -671,9 +673,51 @@ class TrackingStore:
     def _insert_points(
         conn: Connection, table: Table, run_id: int, batch: dict[str, Columns]
     ) -> None:
-        conn.execute(
-            table.insert(),
-            [
+        """One chunk per key; a small one is appended to the key's newest chunk instead,
+        while that is small too (:data:`MERGE_BELOW`) and ends at or before it starts.
+
+        Why: a run logging slowly flushes a few points per key every half second, and a
+        row per flush would make a long run's metric tens of thousands of rows, each read
+        back for every plot. Appending keeps rows at least ``MERGE_BELOW`` points (a
+        million points, a few thousand rows), costs a rewrite of at most that many
+        points, and keeps the chunks in step order. Packed arrays append by concatenation.
+        The newest chunk is read under a row lock, so two batches of one run landing at
+        once on PostgreSQL cannot both append to the same version of it."""
+        rows = []
+        for c in points.pack(batch):
+            if c.count < MERGE_BELOW:
+                newest = conn.execute(
+                    select(
+                        table.c.id,
+                        table.c.count.label("points"),  # not ``count``: a Row's method
+                        table.c.last_step,
+                        table.c.steps,
+                        table.c.times,
+                        table.c.vals,
+                    )
+                    .where(table.c.run_id == run_id, table.c.key == c.key)
+                    .order_by(table.c.first_step.desc(), table.c.id.desc())
+                    .limit(1)
+                    .with_for_update()
+                ).one_or_none()
+                if (
+                    newest is not None
+                    and newest.points < MERGE_BELOW
+                    and newest.last_step <= c.first_step
+                ):
+                    conn.execute(
+                        update(table)
+                        .where(table.c.id == newest.id)
+                        .values(
+                            count=newest.points + c.count,
+                            last_step=c.last_step,
+                            steps=bytes(newest.steps) + c.steps,
+                            times=bytes(newest.times) + c.times,
+                            vals=bytes(newest.vals) + c.vals,
+                        )
+                    )
+                    continue
+            rows.append(
                 {
                     "run_id": run_id,
                     "key": c.key,
@@ -684,9 +728,9 @@ class TrackingStore:
                     "times": c.times,
                     "vals": c.vals,
                 }
-                for c in points.pack(batch)
-            ],
-        )
+            )
+        if rows:
+            conn.execute(table.insert(), rows)
 
     def _upsert_latest(self, conn: Connection, run_id: int, batch: dict[str, Columns]) -> None:
         latest: list[dict[str, Any]] = []
