@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -681,42 +681,62 @@ class TrackingStore:
         back for every plot. Appending keeps rows at least ``MERGE_BELOW`` points (a
         million points, a few thousand rows), costs a rewrite of at most that many
         points, and keeps the chunks in step order. Packed arrays append by concatenation.
-        The newest chunk is read under a row lock, so two batches of one run landing at
-        once on PostgreSQL cannot both append to the same version of it."""
-        rows = []
-        for c in points.pack(batch):
-            if c.count < MERGE_BELOW:
-                newest = conn.execute(
+        The newest chunks are read under row locks (one query for all keys), so two
+        batches of one run landing at once on PostgreSQL cannot both append to the same
+        version of one; the appends are one executemany."""
+        chunks = points.pack(batch)
+        small = {c.key: c for c in chunks if c.count < MERGE_BELOW}
+        newest: dict[str, Any] = {}
+        if small:
+            # Each small key's newest chunk (no later one of its key), if small: one query.
+            later = table.alias("later")
+            for start in range(0, len(small), 500):
+                keys = list(small)[start : start + 500]
+                query = (
                     select(
                         table.c.id,
+                        table.c.key,
                         table.c.count.label("points"),  # not ``count``: a Row's method
                         table.c.last_step,
                         table.c.steps,
                         table.c.times,
                         table.c.vals,
                     )
-                    .where(table.c.run_id == run_id, table.c.key == c.key)
-                    .order_by(table.c.first_step.desc(), table.c.id.desc())
-                    .limit(1)
-                    .with_for_update()
-                ).one_or_none()
-                if (
-                    newest is not None
-                    and newest.points < MERGE_BELOW
-                    and newest.last_step <= c.first_step
-                ):
-                    conn.execute(
-                        update(table)
-                        .where(table.c.id == newest.id)
-                        .values(
-                            count=newest.points + c.count,
-                            last_step=c.last_step,
-                            steps=bytes(newest.steps) + c.steps,
-                            times=bytes(newest.times) + c.times,
-                            vals=bytes(newest.vals) + c.vals,
-                        )
+                    .where(
+                        table.c.run_id == run_id,
+                        table.c.key.in_(keys),
+                        table.c.count < MERGE_BELOW,
+                        ~exists().where(
+                            later.c.run_id == table.c.run_id,
+                            later.c.key == table.c.key,
+                            or_(
+                                later.c.first_step > table.c.first_step,
+                                and_(
+                                    later.c.first_step == table.c.first_step,
+                                    later.c.id > table.c.id,
+                                ),
+                            ),
+                        ),
                     )
-                    continue
+                    .with_for_update()
+                )
+                newest.update({r.key: r for r in conn.execute(query)})
+        appends = []
+        rows = []
+        for c in chunks:
+            old = newest.get(c.key) if c.count < MERGE_BELOW else None
+            if old is not None and old.last_step <= c.first_step:
+                appends.append(
+                    {
+                        "_id": old.id,
+                        "_count": old.points + c.count,
+                        "_last": c.last_step,
+                        "_steps": bytes(old.steps) + c.steps,
+                        "_times": bytes(old.times) + c.times,
+                        "_vals": bytes(old.vals) + c.vals,
+                    }
+                )
+                continue
             rows.append(
                 {
                     "run_id": run_id,
@@ -728,6 +748,19 @@ class TrackingStore:
                     "times": c.times,
                     "vals": c.vals,
                 }
+            )
+        if appends:
+            conn.execute(
+                update(table)
+                .where(table.c.id == bindparam("_id"))
+                .values(
+                    count=bindparam("_count"),
+                    last_step=bindparam("_last"),
+                    steps=bindparam("_steps"),
+                    times=bindparam("_times"),
+                    vals=bindparam("_vals"),
+                ),
+                appends,
             )
         if rows:
             conn.execute(table.insert(), rows)
