@@ -4,7 +4,7 @@ see its notes on concurrency)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,36 +46,53 @@ class Attempts(Admission):
         fencing token the worker passes to every later call. None if another worker took it.
         ``workdir``: the attempt's folder, set (and its ``preparing`` entry added to the
         timeline) in the same transaction."""
-        j = ct.compute_jobs
-        token = job.attempt + 1
+        workdirs = None if workdir is None else {job.id: workdir}
+        return self.claim_many([job], worker, now=now, workdirs=workdirs).get(job.id)
+
+    def claim_many(
+        self,
+        jobs: Sequence[JobRecord],
+        worker: str,
+        *,
+        now: datetime,
+        workdirs: Mapping[int, str] | None = None,
+    ) -> dict[int, int]:
+        """:meth:`claim` each of ``jobs`` in one transaction; job id -> its token, for
+        those this worker took (the others another worker took first)."""
+        j, a = ct.compute_jobs, ct.compute_job_attempts
+        tokens: dict[int, int] = {}
         with self._c._write() as conn:
-            res = conn.execute(
-                update(j)
-                .where(j.c.id == job.id, j.c.state == "placed", j.c.attempt == job.attempt)
-                .values(
-                    state="running",
-                    attempt=token,
-                    worker=worker,
-                    heartbeat_at=now,
-                    updated_at=now,
-                    workdir=workdir,
+            for job in jobs:
+                token = job.attempt + 1
+                workdir = (workdirs or {}).get(job.id)
+                res = conn.execute(
+                    update(j)
+                    .where(j.c.id == job.id, j.c.state == "placed", j.c.attempt == job.attempt)
+                    .values(
+                        state="running",
+                        attempt=token,
+                        worker=worker,
+                        heartbeat_at=now,
+                        updated_at=now,
+                        workdir=workdir,
+                    )
                 )
-            )
-            if res.rowcount != 1:
-                return None
-            conn.execute(
-                ct.compute_job_attempts.insert().values(
-                    job_id=job.id,
-                    number=token,
-                    worker=worker,
-                    compute_id=select(j.c.compute_id).where(j.c.id == job.id).scalar_subquery(),
-                    started_at=now,
+                if res.rowcount != 1:
+                    continue
+                conn.execute(
+                    a.insert().values(
+                        job_id=job.id,
+                        number=token,
+                        worker=worker,
+                        compute_id=select(j.c.compute_id).where(j.c.id == job.id).scalar_subquery(),
+                        started_at=now,
+                    )
                 )
-            )
-            self._event(conn, job.id, now, "claimed", f"by {worker}", token)
-            if workdir is not None:
-                self._event(conn, job.id, now, "preparing", f"in {workdir}", token)
-        return token
+                self._event(conn, job.id, now, "claimed", f"by {worker}", token)
+                if workdir is not None:
+                    self._event(conn, job.id, now, "preparing", f"in {workdir}", token)
+                tokens[job.id] = token
+        return tokens
 
     def _fenced(self, conn: Connection, job_id: int, token: int) -> bool:
         """True if ``token`` is still the running attempt (the row is locked on PostgreSQL)."""
@@ -133,8 +150,11 @@ class Attempts(Admission):
         exit_code: int | None,
         reason: str | None,
         now: datetime,
+        before: Sequence[tuple[datetime, str, str]] = (),
     ) -> bool:
         """``running -> succeeded | failed | cancelled`` for attempt ``token``; frees the slot.
+        ``before``: timeline entries (when, kind, detail) to add first, in the same
+        transaction (a short job's "started").
 
         Returns False, changing nothing, when the token is stale.
         """
@@ -156,6 +176,8 @@ class Attempts(Admission):
                 .where(a.c.job_id == job_id, a.c.number == token)
                 .values(ended_at=now, exit_code=exit_code, outcome=state)
             )
+            for at, kind, text in before:
+                self._event(conn, job_id, at, kind, text, token)
             code = "" if exit_code is None else f"exit code {exit_code}"
             detail = ", ".join(x for x in (code, reason or "") if x)
             self._event(conn, job_id, now, state, detail or state, token)

@@ -88,12 +88,13 @@ class JobQueries(PoolStore):
                 raise BatchRefusedError(index, len(specs), exc) from None
         if not rows:
             return []
-        ids: list[int] = []
+        j = ct.compute_jobs
         with self._c._write() as conn:
-            for row in rows:
-                res = conn.execute(ct.compute_jobs.insert().values(**row))
-                (job_id,) = res.inserted_primary_key or (0,)
-                ids.append(int(job_id))
+            # One statement for all (insertmanyvalues), ids returned in the order given.
+            inserted = conn.execute(
+                j.insert().returning(j.c.id, sort_by_parameter_order=True), rows
+            )
+            ids = [int(i) for i in inserted.scalars()]
             conn.execute(
                 ct.compute_job_events.insert(),
                 [

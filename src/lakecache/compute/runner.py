@@ -123,6 +123,8 @@ class JobRunner:
         self._ship_locks: dict[tuple[int, int], threading.Lock] = {}
         #: (job, attempt) -> the attempt's hooks (lakecache.compute.hooks; tracking's one).
         self._observers: dict[tuple[int, int], Observers] = {}
+        #: (job, attempt) -> (when, detail) of its "started" entry, not written yet.
+        self._pending: dict[tuple[int, int], tuple[Any, str]] = {}
         #: (job, attempt) claimed with its folder set and "preparing" in its timeline.
         self._prepared: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
@@ -161,19 +163,28 @@ class JobRunner:
     def _start_placed(self) -> int:
         """Claim the jobs placed on this site's compute; start each in a thread of its own."""
         store, started = self.store, 0
+        jobs = []
         for job in store.placed_at(self.site, self.backends or REGISTRY):
             with self._lock:
                 previous = self._threads.get(job.id)
                 if previous is not None and previous.is_alive():
                     continue  # an attempt of it still ends here (a job requeued, placed again)
-            if isinstance(store, ComputeStore):
-                # Its folder and "preparing" entry in the claim's own transaction.
-                workdir = self._workdir(job.id, job.attempt + 1)
-                token = store.claim(job, self.worker, now=self.clock.now(), workdir=str(workdir))
-                if token is not None:
-                    self._prepared.add((job.id, token))
-            else:
+            jobs.append(job)
+        if not jobs:
+            return 0
+        if isinstance(store, ComputeStore):
+            # One transaction claims them all, each with its folder and "preparing" entry.
+            workdirs = {j.id: str(self._workdir(j.id, j.attempt + 1)) for j in jobs}
+            tokens = store.claim_many(jobs, self.worker, now=self.clock.now(), workdirs=workdirs)
+            self._prepared.update(tokens.items())
+        else:
+            tokens = {}
+            for job in jobs:
                 token = store.claim(job, self.worker, now=self.clock.now())
+                if token is not None:
+                    tokens[job.id] = token
+        for job in jobs:
+            token = tokens.get(job.id)
             if token is None:
                 continue  # another agent of this site took it
             if isinstance(store, RemoteJobs):
@@ -299,6 +310,7 @@ class JobRunner:
                 observers.on_end("cancelled", None)
             with self._lock:
                 self._prepared.discard((job.id, token))
+                self._pending.pop((job.id, token), None)
                 self._shipped.pop((job.id, token), None)
                 self._ship_locks.pop((job.id, token), None)
 
@@ -387,13 +399,17 @@ class JobRunner:
             handle = backend.submit(spec)
         except BackendError as exc:
             return ("failed", None, f"{backend.name}: {exc.message}")
-        self.store.record(
-            job.id, token, "started", f"{backend.name}: {handle}", now=self.clock.now()
-        )
+        # "started" goes in the timeline with the time it started, but written with the
+        # end for a job that ends within ~0.1 s (one transaction fewer for short jobs).
+        self._pending[(job.id, token)] = (self.clock.now(), f"{backend.name}: {handle}")
+        if not isinstance(self.store, ComputeStore):
+            self._flush_started(job.id, token)
         self._observers[(job.id, token)].on_start()
         started = time.monotonic()
         pause = 0.002  # short jobs are seen ended soon; longer ones polled every 50 ms
         while (end := backend.poll(handle)) is None:
+            if pause >= 0.05:
+                self._flush_started(job.id, token)
             if job.timeout_seconds is not None and time.monotonic() - started > job.timeout_seconds:
                 backend.cancel(handle)
                 end = backend.poll(handle)
@@ -418,6 +434,12 @@ class JobRunner:
         if end.code == 0:
             return ("succeeded", 0, None)
         return ("failed", end.code, end.reason or f"exit code {end.code}")
+
+    def _flush_started(self, job_id: int, token: int) -> None:
+        """Write the attempt's "started" entry if it waits (at the time it started)."""
+        pending = self._pending.pop((job_id, token), None)
+        if pending is not None:
+            self.store.record(job_id, token, "started", pending[1], now=pending[0])
 
     @contextmanager
     def _reading_hub(self, job: JobRecord, token: int) -> Iterator[Hub]:
@@ -498,6 +520,7 @@ class JobRunner:
         scan = scan_outputs(outputs)
         if not scan.files and not scan.left_out:
             return outcome  # it wrote nothing: nothing to store or to say
+        self._flush_started(job.id, token)
         try:
             if isinstance(self.store, RemoteJobs):
                 secret = self._job_tokens.get((job.id, token))
@@ -549,14 +572,23 @@ class JobRunner:
             log.warning("job %d: the end of its log was not sent: %s", job.id, exc.message)
         finally:
             self._job_tokens.pop((job.id, token), None)
-        if not self.store.finish(
-            job.id, token, state=state, exit_code=code, reason=reason, now=self.clock.now()
-        ):
+        store, now = self.store, self.clock.now()
+        if isinstance(store, ComputeStore):
+            pending = self._pending.pop((job.id, token), None)
+            before = [(pending[0], "started", pending[1])] if pending else []
+            ended = store.finish(
+                job.id, token, state=state, exit_code=code, reason=reason, now=now, before=before
+            )
+        else:
+            self._flush_started(job.id, token)
+            ended = store.finish(job.id, token, state=state, exit_code=code, reason=reason, now=now)
+        if not ended:
             log.warning(
                 "job %d attempt %d is stale; its end (%s) is not reported", job.id, token, state
             )
 
     def _requeue(self, job: JobRecord, token: int, reason: str) -> None:
+        self._flush_started(job.id, token)
         self.store.release(job.id, token, reason=reason, now=self.clock.now())
 
     def _heartbeat(
