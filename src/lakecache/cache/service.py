@@ -57,7 +57,7 @@ from lakecache.cache.seal import (
 )
 from lakecache.cache.volume import VolumeLayout, volume_free_bytes
 from lakecache.catalog.topology import CacheRecord, TopologyStore, VolumeRecord
-from lakecache.data.index import ManifestIndex
+from lakecache.data.index import IndexedEntries, ManifestIndex
 from lakecache.data.progress import NullProgress, Progress
 from lakecache.durable import sync_filesystem
 from lakecache.errors import (
@@ -398,15 +398,41 @@ class CacheService:
         token: int,
         taken_over: threading.Event,
     ) -> tuple[int, int]:
-        from lakecache.data.materialize import materialize
-
         # The lake's client starts in a thread (boto3's import and set-up) while the
         # fill plans and links; only the fetches wait for it.
         self.hub.open_lake_in_background()
         commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)
         with self._index(commit.manifest) as idx:
-            entries = list(idx.entries([rec.subpath] if rec.subpath else None))
-            links = self._link_sources(rec, v, layout, idx)
+            # Read from the index batch by batch, never listed whole (flat memory in files).
+            entries = idx.sequence(rec.subpath)
+            try:
+                if rec.subpath and not entries:
+                    list(idx.entries([rec.subpath]))  # raises NotFoundError, naming the path
+                links = self._link_sources(rec, v, layout, idx)
+            except BaseException:
+                entries.close()
+                raise
+        with entries:
+            return self._fill_entries(
+                rec, v, layout, staging, final, progress, done, token, taken_over, entries, links
+            )
+
+    def _fill_entries(
+        self,
+        rec: CacheRecord,
+        v: VolumeRecord,
+        layout: VolumeLayout,
+        staging: Path,
+        final: Path,
+        progress: Progress | None,
+        done: dict[str, int],
+        token: int,
+        taken_over: threading.Event,
+        entries: IndexedEntries,
+        links: dict[str, LinkSource],
+    ) -> tuple[int, int]:
+        from lakecache.data.materialize import materialize
+
         server = self.hub.server
         if server is not None:
             # Reading other caches' manifests named their datasets to the server last;
@@ -427,7 +453,8 @@ class CacheService:
 
         s = self.hub.settings
         stats = materialize(
-            entries,
+            # materialize takes len(), iteration and slices: what IndexedEntries reads lazily.
+            cast("list[ManifestEntry]", entries),
             staging,
             lake=cast("Lake", _HubLake(self.hub)),
             catalog=self.hub.catalog,

@@ -279,7 +279,9 @@ def commit_folder(
     t1 = time.perf_counter()
     # The local index (ls/diff instant afterwards) is written while the manifest
     # and the commit object travel; it exists before the commit is visible.
-    build = partial(ManifestIndex.build, settings.state_dir, manifest_digest, entries)
+    build = partial(
+        ManifestIndex.build, settings.state_dir, manifest_digest, entries, parent=parent_manifest
+    )
     indexing = _Background(build)
     store = get_lake()
     store.put(manifest_key(manifest_digest), manifest)
