@@ -16,10 +16,10 @@ Start-up. A re-commit of a folder that barely changed is mostly fixed costs,
 so they overlap: the lake's client (boto3's import and set-up, about a third
 of a second) is made in a thread (``Hub.open_lake_in_background``) while the
 folder is scanned and the stat cache and the parent's manifest say which
-files are unchanged, and the new
-manifest's local index is written while the manifest goes to the lake.
-Unchanged files cost a stat each: no read, and one catalog question for all
-of them (none when the parent commit holds them at the same path).
+files are unchanged; the new manifest's local index (the parent's, patched)
+is written while the manifest goes to the lake. Unchanged files cost a stat
+each: no read, and one catalog question for all of them (none when the
+parent commit holds them at the same path).
 
 Visibility. Packs are recorded in the catalog as soon as they are in the lake,
 so a commit killed midway leaves reusable packs and no commit; re-running it
