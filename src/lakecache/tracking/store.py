@@ -229,6 +229,24 @@ class TrackingStore:
             raise NotFoundError(f"no run {run_id}", hint="List runs with `lakecache run ls`.")
         return _run_record(row)
 
+    def get_runs(self, run_ids: Sequence[int]) -> list[RunRecord]:
+        """The runs with these ids that exist, in the order given (one query)."""
+        ids = list(dict.fromkeys(int(i) for i in run_ids))
+        found: dict[int, RunRecord] = {}
+        with self._c._read() as conn:
+            for start in range(0, len(ids), 500):
+                query = _run_query().where(tt.tracking_runs.c.id.in_(ids[start : start + 500]))
+                found.update({int(r.id): _run_record(r) for r in conn.execute(query)})
+        return [found[i] for i in ids if i in found]
+
+    def params_and_latest(
+        self, run_ids: Sequence[int]
+    ) -> tuple[dict[int, dict[str, str]], dict[int, dict[str, float]]]:
+        """Each run's params and latest metric values (NaN for NaN), in two queries."""
+        ids = [int(i) for i in run_ids]
+        with self._c._read() as conn:
+            return self._params_of(conn, ids, None), self._latest_of(conn, ids, None)
+
     def update_run(
         self,
         run_id: int,

@@ -42,7 +42,12 @@ from lakecache.server.auth import Plane, User, visible_datasets
 from lakecache.server.dashboard import assets
 from lakecache.server.dashboard.pages import Viewer, _render
 from lakecache.server.dashboard.render import static_url
-from lakecache.server.routes.tracking import store_of, visible_experiment, visible_run
+from lakecache.server.routes.tracking import (
+    store_of,
+    visible_experiment,
+    visible_run,
+    visible_runs,
+)
 from lakecache.tracking.model import RunFilter, RunRecord, RunSummary
 from lakecache.tracking.objects import read_artifact, read_log, read_object
 from lakecache.tracking.store import TrackingStore
@@ -417,13 +422,14 @@ def compare_page(
                 hint="Tick between 2 and 20 runs in a runs table, then press Compare.",
             )
         store = _store(v)
-        runs = [_run(v, i) for i in ids]
-        params = [store.run_params(r.id) for r in runs]
-        latest = [store.latest_metrics(r.id) for r in runs]
+        # Three queries for the runs, their params and their latest metrics, whatever
+        # their number (a query per run and kind cost more than the page).
+        runs = visible_runs(v.plane, v.principal, ids)
+        param_map, latest_map = store.params_and_latest(ids)
+        params = [param_map.get(r.id, {}) for r in runs]
+        latest = [latest_map.get(r.id, {}) for r in runs]
         param_rows = _compare_rows(params, lambda value: value)
-        metric_rows = _compare_rows(
-            [{k: p.value for k, p in m.items()} for m in latest], metric_text
-        )
+        metric_rows = _compare_rows(latest, metric_text)
         differing = sum(1 for row in param_rows if row["differs"])
         keys = sorted({k for m in latest for k in m})
         context = _base(f"Compare {len(runs)} runs", v)
