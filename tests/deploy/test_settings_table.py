@@ -53,6 +53,7 @@ def test_every_environment_variable_in_the_table_is_read(tmp_path: Path) -> None
         "LAKECACHE_S3_RETRIES": "2",
         "LAKECACHE_ADMIN_PASSWORD": "a-long-password",
         "LAKECACHE_METRICS_TOKEN": "0123456789abcdef-token",
+        "LAKECACHE_MAX_OUTPUT_BYTES": "1234567",
     }
     table = settings_table().rows()
     names = [e.strip("`") for _, e, _, _ in table if e != "—"]

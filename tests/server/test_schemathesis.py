@@ -38,7 +38,9 @@ def fuzz_world(world_factory: Callable[..., World]) -> World:
 
 
 def test_api_keeps_to_its_spec(fuzz_world: World) -> None:
-    schema = schemathesis.openapi.from_url(f"{fuzz_world.url}/api/v1/openapi.json")
+    # The spec is built on the first request (seconds of CPU): a loaded machine needs more than
+    # schemathesis's 10 s default to get it.
+    schema = schemathesis.openapi.from_url(f"{fuzz_world.url}/api/v1/openapi.json", timeout=120)
     accounts = fuzz_world.plane.accounts
 
     def admin_headers() -> dict[str, str]:
