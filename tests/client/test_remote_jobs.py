@@ -383,3 +383,31 @@ def test_outputs_go_to_the_lake_through_the_server_and_come_back_verified(
         assert not (tmp_path / "got" / "stolen").exists()
     finally:
         hub.close()
+
+
+def test_a_batch_through_the_server_is_queued_all_or_none_and_runs(
+    lake_world: LakeWorld, site: Site, tmp_path: Path
+) -> None:
+    from lakecache.compute.sdk import submit_many
+
+    hub = lake_world.hub("admin", tmp_path / "batch-home")
+    try:
+        refused = [{"command": ["true"], "queue": q} for q in (site.queue, "nope")]
+        with pytest.raises(UserError, match="job 2 of 2: no queue 'nope'"):
+            submit_many(refused, hub=hub)
+        store = jobs_store(hub)
+        before = {j.id for j in store.list_jobs()}
+        jobs = submit_many(
+            [{"command": ["sh", "-c", f"echo n={n}"], "queue": site.queue} for n in range(3)],
+            hub=hub,
+        )
+        assert {j.id for j in store.list_jobs()} - before == {j.id for j in jobs}
+        # Two 1-CPU slots: the first two placed at once, in order; the third waits.
+        assert [j.record.state for j in jobs] == ["placed", "placed", "queued"]
+        site.thread.start()
+        for n, j in enumerate(jobs):
+            done = j.wait(timeout=120)
+            assert (done.state, done.submitted_by) == ("succeeded", "admin")
+            assert f"n={n}" in j.logs()
+    finally:
+        hub.close()

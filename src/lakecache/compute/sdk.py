@@ -451,7 +451,23 @@ def _submit_all(
             for command, kw in jobs
         ]
         now = datetime.now(UTC)
-        records = store.submit_many(specs, submitted_by=hub.author, now=now)
+        if batch:
+            records = store.submit_many(specs, submitted_by=hub.author, now=now)
+        else:  # one job: POST /jobs through a server
+            (spec,) = specs
+            one = store.submit(
+                spec.queue,
+                spec.command,
+                request=spec.request,
+                inputs=spec.inputs,
+                env=dict(spec.env),
+                image=spec.image,
+                submitted_by=hub.author,
+                max_attempts=spec.max_attempts,
+                timeout_seconds=spec.timeout_seconds,
+                now=now,
+            )
+            records = [one]
         if isinstance(store, ComputeStore):  # a server places them as it queues them
             try:
                 # Placed now where there is room; else a runner's scheduling pass does it.
