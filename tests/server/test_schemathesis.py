@@ -57,7 +57,7 @@ def test_api_keeps_to_its_spec(fuzz_world: World) -> None:
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=15,
+            max_examples=10,
             deadline=None,
             derandomize=True,
             database=None,

@@ -103,6 +103,9 @@ class RayBackend:
         self.namespace = namespace
         self.connect_timeout = connect_timeout
         self._refs: dict[str, Any] = {}
+        #: Handles cancelled here: a force-cancel can let the task return first with its
+        #: command's SIGKILL, and the attempt still ended because it was cancelled.
+        self._cancelled: set[str] = set()
         self._logs: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._remote: Any = None
@@ -195,14 +198,20 @@ class RayBackend:
         ready, _ = ray.wait([ref], timeout=0)
         if not ready:
             return None
+        with self._lock:
+            cancelled = handle in self._cancelled
         try:
             code, reason = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return Exit(137, "cancelled: the Ray task was killed")
         except ray.exceptions.RayError as exc:
+            if cancelled:  # its worker was killed: the cancel, not a failure
+                return Exit(137, "cancelled: the Ray task was killed")
             # The node or worker died, or the cluster lost the task: the job fails with it.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return Exit(1, f"the Ray task failed: {type(exc).__name__}: {first}")
+        if cancelled and int(code) != 0:
+            return Exit(int(code), f"cancelled: the Ray task was killed ({reason})")
         return Exit(int(code), reason)
 
     def cancel(self, handle: str) -> None:
@@ -211,6 +220,8 @@ class RayBackend:
         ready, _ = ray.wait([ref], timeout=0)
         if ready:
             return
+        with self._lock:
+            self._cancelled.add(handle)
         ray.cancel(ref, force=True)
 
     def logs(self, handle: str) -> Path:
