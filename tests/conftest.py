@@ -15,6 +15,12 @@ pytest_plugins = ["fixtures.seaweed", "fixtures.postgres", "fixtures.parallel"]
 # without it, the nodes of a test cluster on 127.0.0.1 do not find each other.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+# Under `make test` two workers share the cores: a second OpenMP/MKL thread in each (PyTorch,
+# numpy) only spin-waits for a core the other worker holds. Read when they are imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
