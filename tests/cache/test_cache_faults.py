@@ -38,6 +38,11 @@ _FILL_CHILD = textwrap.dedent(
         time.sleep(0.15)  # slow enough for the test to kill us midway
         return real_get(key, start, length)
     lake.get = slow_get
+    real_get_into = lake.get_into
+    def slow_get_into(key, start, buf):
+        time.sleep(0.15)
+        real_get_into(key, start, buf)
+    lake.get_into = slow_get_into
     svc = CacheService(hub, heartbeat_every=0.2)
     rec = svc.request("xray", "v1", volume="onprem-vol")
     svc.ensure_ready(rec)

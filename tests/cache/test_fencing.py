@@ -169,9 +169,18 @@ def test_a_stale_token_cannot_heartbeat_publish_or_fail(
 
 
 def test_each_agent_process_claims_under_its_own_worker_id(
-    svc: CacheService, sites: dict[str, Path], xray: Dataset
+    svc: CacheService, sites: dict[str, Path], xray: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fails on the old code: every agent of a site claimed as ``agent:<site>``."""
+    # Slow reads keep the fill going while the claim is looked at (a finished fill clears it).
+    lake = svc.hub.lake
+    real_get_into = lake.get_into
+
+    def slow_get_into(key: str, start: int, buf: memoryview) -> None:
+        time.sleep(0.2)
+        real_get_into(key, start, buf)
+
+    monkeypatch.setattr(lake, "get_into", slow_get_into)
     agent = SiteAgent(svc, "onprem", gc_every=3600)
     try:
         rec = svc.request("xray", "v1", site="onprem")
