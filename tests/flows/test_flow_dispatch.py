@@ -12,10 +12,12 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
 from lakecache.compute import tables as ct
+from lakecache.compute.model import Resources
 from lakecache.flows import FlowSpec
 from lakecache.flows.store import JOB_KEY_ENV, TaskMove, job_key
 
@@ -182,3 +184,31 @@ def test_a_job_the_batch_refuses_fails_its_task_alone(world: FlowWorld) -> None:
     assert [tasks[n].state for n in ("small[i=1]", "small[i=2]")] == ["running", "running"]
     assert all(tasks[n].job_id for n in ("small[i=1]", "small[i=2]"))
     assert len(_flow_jobs(world, run_id)) == 2
+
+
+def test_a_job_planted_under_a_task_key_by_another_user_is_never_adopted(
+    world: FlowWorld,
+) -> None:
+    """Job keys are predictable: a job another user submits with a task's key must not
+    become that task's job when a pass looks for jobs submitted before it."""
+    flow = FlowSpec("planted")
+    flow.task("a", command="true", queue="q")
+    run_id = world.engine.start(flow, advance=False)
+    engine = world.engine
+    (task,) = engine.store.tasks(run_id)
+    planted = world.store.submit(
+        "q",
+        ["true"],
+        request=Resources(1000, 10**8),
+        env={JOB_KEY_ENV: job_key(run_id, task.id, 0), "LAKECACHE_FLOW_RUN": str(run_id)},
+        submitted_by="mallory",
+        now=datetime.now(UTC),
+    )
+    moved = engine.store.move_many(
+        [TaskMove(task, ("pending",), {"state": "running", "job_id": None, "tries": 1}, False)]
+    )
+    assert moved[0] is not None
+    assert engine.advance(run_id)
+    (task,) = engine.store.tasks(run_id)
+    assert task.job_id is not None and task.job_id != planted.id
+    assert world.store.get_job(task.job_id).submitted_by != "mallory"

@@ -482,7 +482,13 @@ class FlowStore:
         with self._c._read() as conn:
             rows = conn.execute(
                 select(j.c.id, j.c.env)
-                .where(j.c.created_at >= since, j.c.env.like(f'%"{_KEY_PREFIX}{run.id}-task-%'))
+                .where(
+                    j.c.created_at >= since,
+                    # The run's own jobs only: keys are predictable, and anyone may set an
+                    # environment variable on a job of theirs.
+                    j.c.submitted_by == run.submitted_by,
+                    j.c.env.like(f'%"{_KEY_PREFIX}{run.id}-task-%'),
+                )
                 .order_by(j.c.id)
             )
             for job_id, env in rows:
