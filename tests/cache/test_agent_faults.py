@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,43 @@ def test_run_forever_outlives_a_pass_that_fails(
     monkeypatch.setattr(agent, "run_once", run_once)
     agent.run_forever()
     assert len(passes) == 2
+
+
+def test_an_asked_eviction_never_looks_unasked_while_the_cache_is_still_ready(
+    svc: CacheService, sites: dict[str, Path], xray: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dashboard watches a cache while it is asked to go (request "evict") or going
+    # (evicting): the request must stay until the state has moved, in one step.
+    rec = svc.ensure_ready(svc.request("xray", "v1", site="onprem"))
+    svc.topology.ask(rec.id, "evict")
+    seen = []
+    real = svc.topology.start_eviction
+
+    def start_eviction(cache_id: int, **kw: Any) -> int | None:
+        before = svc.topology.get_cache(cache_id)
+        seen.append((before.state, before.request))
+        return real(cache_id, **kw)
+
+    monkeypatch.setattr(svc.topology, "start_eviction", start_eviction)
+    agent = SiteAgent(svc, "onprem", gc_every=3600)
+    agent.run_once()
+    agent.close()
+    assert seen == [("ready", "evict")]
+    after = svc.topology.get_cache(rec.id)
+    assert (after.state, after.request) == ("evicted", None)
+
+
+def test_an_asked_eviction_of_a_leased_cache_is_dropped_with_the_reason(
+    svc: CacheService, sites: dict[str, Path], xray: Dataset
+) -> None:
+    rec = svc.ensure_ready(svc.request("xray", "v1", site="onprem"))
+    svc.topology.ask(rec.id, "evict")
+    now = svc.clock.now()
+    svc.topology.add_lease(rec.id, "job 7", now=now, expires_at=now + timedelta(hours=1))
+    agent = SiteAgent(svc, "onprem", gc_every=3600)
+    agent.run_once()
+    agent.close()
+    after = svc.topology.get_cache(rec.id)
+    assert (after.state, after.request) == ("ready", None)
+    assert after.report == "evict not done: it is in use by 1 job(s); ask again when it is free"
+    assert svc.cache_path(after).is_dir()

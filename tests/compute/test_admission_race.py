@@ -81,3 +81,33 @@ def test_concurrent_schedulers_fill_each_pool_exactly_to_its_capacity(
     for cap in store.capacity():
         assert cap.used.fits_in(cap.total), cap
     assert sum(1 for j in jobs if j.state == "queued") == 40
+
+
+def test_a_job_another_scheduler_placed_mid_plan_is_not_counted_twice(
+    store: ComputeStore, clock: ManualClock, world: World, monkeypatch: object
+) -> None:
+    # onprem has room for two one-CPU jobs. Between this scheduler's reads, another places
+    # job 1 on onprem: job 2 must still find onprem's second slot, not burst to the cloud
+    # because job 1 (queued when read here) was counted once as queued and once as placed.
+    first, second = (
+        store.submit(
+            "burst", ["true"], request=Resources(1000, 10**9), submitted_by="t", now=clock.now()
+        )
+        for _ in range(2)
+    )
+    other = ComputeStore(store._c)
+    real = ComputeStore._queued
+    raced = []
+
+    def queued_then_raced(self: ComputeStore, ids: list[int]) -> object:
+        out = real(self, ids)
+        if self is store and not raced:
+            raced.append(other.admit(first.id, now=clock.now()))
+        return out
+
+    monkeypatch.setattr(ComputeStore, "_queued", queued_then_raced)  # type: ignore[attr-defined]
+    placed = store.admit_many([first.id, second.id], now=clock.now())
+    assert raced and raced[0] is not None and raced[0].site == "onprem"
+    assert [(j.id, j.site) for j in placed] == [(second.id, "onprem")]
+    for cap in store.capacity():
+        assert cap.used.fits_in(cap.total), cap

@@ -94,11 +94,15 @@ class SiteAgent:
             if rec.request is None:
                 continue
             try:
+                if rec.request == "evict":
+                    # Starting the eviction consumes the request in the same step (of
+                    # several agents, one starts it); one that cannot start says why.
+                    if not svc.evict(rec.id):
+                        self._refused_eviction(rec.id)
+                    continue
                 if not topo.take_request(rec.id, rec.request):
                     continue  # another agent of this site took it
-                if rec.request == "evict":
-                    svc.evict(rec.id)
-                elif rec.request in ("verify", "repair") and rec.state == "ready":
+                if rec.request in ("verify", "repair") and rec.state == "ready":
                     svc.verify(rec.id, repair=rec.request == "repair")
             except Exception as exc:  # noqa: BLE001 - reported on the cache; the next one goes on
                 self._report_failure(rec, rec.request, exc)
@@ -148,6 +152,20 @@ class SiteAgent:
                 return done
             done += 1
         return done
+
+    def _refused_eviction(self, cache_id: int) -> None:
+        """An asked eviction that could not start: if the cache still waits for it (a job
+        leased it or someone pinned it since it was asked), drop the request and say why
+        on the cache, rather than leave it looking as if its agent never came."""
+        topo = self.service.topology
+        rec = topo.get_cache(cache_id)
+        if rec.request != "evict" or rec.state not in ("ready", "failed"):
+            return  # another agent of this site is evicting it, or it is gone
+        if not topo.take_request(cache_id, "evict"):
+            return
+        why = "it is pinned" if rec.pinned else f"it is in use by {rec.leases} job(s)"
+        log.info("not evicting %s: %s", rec.name, why)
+        topo.set_report(cache_id, f"evict not done: {why}; ask again when it is free")
 
     def _report_failure(self, rec: CacheRecord, work: str, exc: BaseException) -> None:
         """Log a failed work item and say so on its cache (``cache ls`` shows the report)."""

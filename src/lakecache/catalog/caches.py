@@ -304,6 +304,7 @@ class CacheRows:
                 tt.caches.c.heartbeat_at,
                 tt.caches.c.updated_at,
                 tt.caches.c.fence_token,
+                tt.caches.c.request,
             )
             .where(tt.caches.c.id == cache_id)
             .with_for_update()
@@ -447,11 +448,17 @@ class CacheRows:
                 if live:
                     return None
             token = int(row.fence_token) + 1
-            conn.execute(
-                update(tt.caches)
-                .where(tt.caches.c.id == cache_id)
-                .values(state="evicting", updated_at=now, worker=worker or None, fence_token=token)
-            )
+            values: dict[str, object] = {
+                "state": "evicting",
+                "updated_at": now,
+                "worker": worker or None,
+                "fence_token": token,
+            }
+            if row.request == "evict":
+                # Consumed in the same step as the state moves: a reader never sees the
+                # request gone while the cache still looks ready.
+                values["request"] = None
+            conn.execute(update(tt.caches).where(tt.caches.c.id == cache_id).values(**values))
             conn.execute(delete(tt.leases).where(tt.leases.c.cache_id == cache_id))
             return token
 

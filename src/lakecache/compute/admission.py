@@ -89,13 +89,15 @@ class Admission(JobQueries):
         shapes known to find none already, passed over)."""
         ids = sorted(set(job_ids))
         for _ in range(ADMIT_TRIES):
+            # The counters first, then which jobs are still queued: a job another scheduler
+            # placed before the counters were read is no longer queued here (its slot is in
+            # the usage, never counted twice), and one placed after them fails the swap.
+            caps = {c.compute_id: c for c in self.capacity()}
             jobs = self._fail_missing_inputs(self._queued(ids), now)
             if not jobs:
                 return [], set()
             queues = {q.id: q for q in self.list_queues()}
             templates = {qid: self._queue_templates(qid) for qid in {j.queue_id for j in jobs}}
-            compute_ids = {t.compute_id for ts in templates.values() for t in ts}
-            caps = {c.compute_id: c for c in self.capacity(compute_ids)}
             free = {cid: c.free for cid, c in caps.items()}
             live: set[str] | None = None
             warm: dict[tuple[InputSpec, ...], frozenset[str] | None] = {}
