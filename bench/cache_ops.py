@@ -372,10 +372,12 @@ def _race_child(s: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 
 
 class _LakeCounter:
-    """Counts the bytes a lake's reads return, by wrapping ``get`` and ``iter_chunks``.
+    """Counts the bytes a lake's reads return, by wrapping ``get``, ``iter_chunks``, ``get_into``.
 
     One read is counted once: a ``get`` that streams through ``iter_chunks``
-    (as the S3 lake's does) counts its result, not its chunks as well.
+    (as the S3 lake's does) counts its result, not its chunks as well. Fills
+    read packed blobs with ``get_into`` (ranges into reused buffers): without
+    it wrapped, a fill's packed bytes were not counted at all.
     """
 
     def __init__(self, lake: Any) -> None:
@@ -406,6 +408,15 @@ class _LakeCounter:
 
         lake.get = counted_get
         lake.iter_chunks = counted_chunks
+        get_into = getattr(lake, "get_into", None)
+        if get_into is not None:
+
+            def counted_get_into(key: str, start: int, buf: Any) -> None:
+                get_into(key, start, buf)
+                if getattr(self._local, "depth", 0) == 0:
+                    self._add(len(buf))
+
+            lake.get_into = counted_get_into
 
     def _add(self, n: int) -> None:
         with self._lock:
