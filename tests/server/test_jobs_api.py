@@ -44,9 +44,12 @@ def _submit(w: World, who: str = "wendy", **extra: Any) -> dict[str, Any]:
     return out
 
 
-def _claim(w: World, job_id: int, attempt: int) -> dict[str, Any]:
+def _claim(w: World, job_id: int, attempt: int, worker: str = "w") -> dict[str, Any]:
     r = w.call(
-        "agnes", "POST", f"/api/v1/jobs/{job_id}/claim", json={"worker": "w", "attempt": attempt}
+        "agnes",
+        "POST",
+        f"/api/v1/jobs/{job_id}/claim",
+        json={"worker": worker, "attempt": attempt},
     )
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
@@ -62,7 +65,7 @@ def test_a_stale_attempts_reports_are_refused_and_the_new_attempt_is_untouched(
     first = _claim(w, job["id"], 0)
     assert first["token"] == 1 and first["job_token"].startswith("lcj_")
     # A second agent that saw the same placed job loses the swap.
-    assert _claim(w, job["id"], 0)["token"] is None
+    assert _claim(w, job["id"], 0, worker="w2")["token"] is None
     auth = {"Authorization": f"Bearer {first['job_token']}"}
     assert w.call(None, "GET", "/api/v1/datasets/xray", headers=auth).status_code == 200
 

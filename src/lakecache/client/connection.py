@@ -109,27 +109,38 @@ class ServerConnection:
 
     # -- requests --------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, resend: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         """Send one request; errors become lakecache errors naming the server.
 
         A request that could not be connected is retried (it never reached the
         server, so this is safe for any method). So is an idempotent one (GET, PUT,
-        DELETE, a POST that only asks: :data:`QUERIES`; with a body that can be sent
-        again) whose connection broke before the answer came: behind a load balancer,
-        the replica it reached may have died mid-request, and another one answers the
-        retry. Anything else is not retried.
+        DELETE, a POST that only asks: :data:`QUERIES`; or any request the caller
+        marks ``resend=True``, one the server takes twice as once) whose connection
+        broke before the answer came: behind a load balancer, the replica it reached
+        may have died mid-request, after or before it acted, and another one answers
+        the retry. Its body must be one that can be sent again: none, bytes, a string,
+        or a seekable file (sent again from where it stood). Anything else, and any
+        answer (a 4xx or 5xx included), is not retried.
         """
-        safe = method.upper() in IDEMPOTENT or (method.upper() == "POST" and path in QUERIES)
-        retry_broken = safe and isinstance(kwargs.get("content"), (type(None), bytes, str))
+        safe = (
+            resend or method.upper() in IDEMPOTENT or (method.upper() == "POST" and path in QUERIES)
+        )
+        content: Any = kwargs.get("content")
+        start = _rewind_point(content)
+        retry_broken = safe and (isinstance(content, (type(None), bytes, str)) or start is not None)
         for attempt in range(CONNECT_ATTEMPTS):
             try:
+                if start is not None:
+                    content.seek(start)
                 r = self._client.request(method, path, **kwargs)
                 break
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt + 1 == CONNECT_ATTEMPTS:
                     raise self._unreachable(method, path, exc) from None
                 time.sleep(0.2 * 2**attempt)
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 if not retry_broken or attempt + 1 == CONNECT_ATTEMPTS:
                     raise self._unreachable(method, path, exc) from None
                 time.sleep(0.2 * 2**attempt)
@@ -139,9 +150,10 @@ class ServerConnection:
             raise self._error(r)
         return r
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """A request whose answer is JSON (or nothing: None)."""
-        r = self.request(method, path, **kwargs)
+    def call(self, method: str, path: str, *, resend: bool = False, **kwargs: Any) -> Any:
+        """A request whose answer is JSON (or nothing: None); ``resend`` as for
+        :meth:`request`."""
+        r = self.request(method, path, resend=resend, **kwargs)
         if r.status_code == 204 or not r.content:
             return None
         return r.json()
@@ -185,6 +197,14 @@ class ServerConnection:
             f"cannot reach the lakecache server at {self.url} ({method} {API}{path.split('?')[0]}):"
             f" {reason}"
         )
+
+
+def _rewind_point(content: Any) -> int | None:
+    """Where a seekable file body stands now (to send it again from there); else None."""
+    seekable = getattr(content, "seekable", None)
+    if seekable is None or not callable(seekable) or not seekable():
+        return None
+    return int(content.tell())
 
 
 def path_part(value: str) -> str:

@@ -14,15 +14,25 @@ gets 409 ``taken_over`` from the server, which answers here exactly as the
 store does for a stale token (False, or ``lost`` for a heartbeat), so the
 runner stops. Record ids the API does not expose (templates, queues,
 compute) are 0; nothing that uses this protocol reads them.
+
+Sent again: every call a runner makes during an attempt (claim, heartbeat,
+timeline entry, log, outputs, finish, release) is one the server takes twice as
+once, so each is sent again when its connection broke before the answer came
+(``resend``: :meth:`ServerConnection.request
+<lakecache.client.connection.ServerConnection.request>`): behind a load
+balancer the replica it reached may have died mid-request. A timeline entry
+carries a key made here for that (the server writes it once); see
+:mod:`lakecache.server.routes.jobs` for how each is answered the second time.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from lakecache.client.connection import ServerConnection, path_part
@@ -339,9 +349,16 @@ class RemoteJobs:
 
     def claim(self, job: JobRecord, worker: str, *, now: datetime) -> int | None:
         """Start a placed job; the fencing token, or None if another agent took it. The job
-        token the server minted for the attempt is kept for :meth:`job_token`."""
+        token the server minted for the attempt is kept for :meth:`job_token`.
+
+        Sent again if its connection broke: the server answers this ``worker``'s repeated
+        claim with the token it won, so ``worker`` must be this runner's alone (as
+        :class:`~lakecache.compute.runner.JobRunner` makes it)."""
         d = self._conn.call(
-            "POST", f"/jobs/{job.id}/claim", json={"worker": worker, "attempt": job.attempt}
+            "POST",
+            f"/jobs/{job.id}/claim",
+            json={"worker": worker, "attempt": job.attempt},
+            resend=True,
         )
         token = d["token"]
         if token is None:
@@ -356,7 +373,9 @@ class RemoteJobs:
 
     def heartbeat(self, job_id: int, token: int, *, now: datetime) -> str:
         try:
-            d = self._conn.call("POST", f"/jobs/{job_id}/heartbeat", json={"token": token})
+            d = self._conn.call(
+                "POST", f"/jobs/{job_id}/heartbeat", json={"token": token}, resend=True
+            )
         except TakenOverError:
             return "lost"
         return str(d["verdict"])
@@ -371,9 +390,16 @@ class RemoteJobs:
         now: datetime,
         workdir: str | None = None,
     ) -> bool:
-        body = {"token": token, "kind": kind, "detail": detail, "workdir": workdir}
+        # The entry's own key: sent again, it is written once.
+        body = {
+            "token": token,
+            "kind": kind,
+            "detail": detail,
+            "workdir": workdir,
+            "key": secrets.token_hex(16),
+        }
         try:
-            self._conn.call("POST", f"/jobs/{job_id}/events", json=body)
+            self._conn.call("POST", f"/jobs/{job_id}/events", json=body, resend=True)
         except TakenOverError:
             return False
         return True
@@ -390,15 +416,20 @@ class RemoteJobs:
     ) -> bool:
         body = {"token": token, "state": state, "exit_code": exit_code, "reason": reason}
         try:
-            self._conn.call("POST", f"/jobs/{job_id}/finish", json=body)
+            self._conn.call("POST", f"/jobs/{job_id}/finish", json=body, resend=True)
         except TakenOverError:
             return False
         return True
 
     def release(self, job_id: int, token: int, *, reason: str, now: datetime) -> bool:
+        """Give the attempt back; False if stale. Sent again after its first send was
+        written, it is False too (the attempt is given back all the same)."""
         try:
             self._conn.call(
-                "POST", f"/jobs/{job_id}/release", json={"token": token, "reason": reason}
+                "POST",
+                f"/jobs/{job_id}/release",
+                json={"token": token, "reason": reason},
+                resend=True,
             )
         except TakenOverError:
             return False
@@ -429,12 +460,13 @@ class RemoteJobs:
                 size = spool.tell()
                 spool.seek(0)
                 # The size up front lets the server refuse a tar over its max_output_bytes
-                # before any of it is written to its disk.
+                # before any of it is written to its disk. The file itself as the body: it
+                # is sent again from its start if the connection breaks (the list replaces).
                 d = conn.call(
                     "PUT",
                     f"/jobs/{job_id}/outputs",
                     params={"token": token},
-                    content=_chunks(spool),
+                    content=spool,
                     headers={"Content-Type": "application/x-tar", "Content-Length": str(size)},
                 )
         finally:
@@ -459,8 +491,3 @@ class RemoteJobs:
                 )
                 offset += len(chunk)
         return offset
-
-
-def _chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
-    while chunk := f.read(size):
-        yield chunk

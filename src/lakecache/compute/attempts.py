@@ -1,10 +1,20 @@
 """Attempts: claims, heartbeats, timeline entries, ends, requeues and cancels, each fenced
 by the attempt's token (the last layer of :class:`~lakecache.compute.store.ComputeStore`;
-see its notes on concurrency)."""
+see its notes on concurrency).
+
+Sent again. Through a server, a runner's report whose connection broke (the
+replica it reached died mid-request) is sent again, perhaps to another
+replica, without knowing whether the first one was written. Each report is
+safe to repeat: a heartbeat or an outputs list writes the same thing twice; a
+timeline entry carries the runner's ``key`` and is written once; and
+:meth:`Attempts.attempt` tells the server how an attempt ended, so that a
+repeated end (or claim) is answered as the first one was.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +27,18 @@ from lakecache.compute.admission import Admission
 from lakecache.compute.doorbell import ring
 from lakecache.compute.model import JobRecord, OutputFile
 from lakecache.errors import ConflictError
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of a job: who claimed it and how it ended (``outcome`` None: not yet;
+    else ``succeeded``, ``failed``, ``cancelled``, ``released`` or ``lost``)."""
+
+    job_id: int
+    number: int
+    worker: str
+    outcome: str | None
+    exit_code: int | None
 
 
 class Attempts(Admission):
@@ -94,6 +116,20 @@ class Attempts(Admission):
                 tokens[job.id] = token
         return tokens
 
+    def attempt(self, job_id: int, number: int) -> AttemptRecord | None:
+        """Attempt ``number`` of the job as the catalog has it; None if it never started."""
+        a = ct.compute_job_attempts
+        with self._c._read() as conn:
+            row = conn.execute(
+                select(a.c.worker, a.c.outcome, a.c.exit_code).where(
+                    a.c.job_id == job_id, a.c.number == number
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        code = None if row.exit_code is None else int(row.exit_code)
+        return AttemptRecord(job_id, number, str(row.worker), row.outcome, code)
+
     def _fenced(self, conn: Connection, job_id: int, token: int) -> bool:
         """True if ``token`` is still the running attempt (the row is locked on PostgreSQL)."""
         j = ct.compute_jobs
@@ -127,18 +163,34 @@ class Attempts(Admission):
         *,
         now: datetime,
         workdir: str | None = None,
+        key: str | None = None,
     ) -> bool:
-        """Add to the timeline of attempt ``token`` (and set its folder); False if stale."""
+        """Add to the timeline of attempt ``token`` (and set its folder); False if stale.
+
+        ``key``: the caller's own name for this entry (unique per job, e.g. random hex).
+        An entry with that key already on the job is not written again (True: it is
+        there), so a report sent again after its connection broke is written once. The
+        job's row lock (PostgreSQL; SQLite writes one at a time) orders two such sends.
+        """
+        e = ct.compute_job_events
         with self._c._write() as conn:
             if not self._fenced(conn, job_id, token):
                 return False
+            if key is not None and conn.scalar(
+                select(e.c.id).where(e.c.job_id == job_id, e.c.key == key)
+            ):
+                return True  # written by the first send
             if workdir is not None:
                 conn.execute(
                     update(ct.compute_jobs)
                     .where(ct.compute_jobs.c.id == job_id)
                     .values(workdir=workdir)
                 )
-            self._event(conn, job_id, now, kind, detail, token)
+            conn.execute(
+                e.insert().values(
+                    job_id=job_id, at=now, kind=kind, detail=detail, attempt=token, key=key
+                )
+            )
         return True
 
     def finish(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import socket
 import threading
@@ -95,7 +96,9 @@ class JobRunner:
         heartbeat_every: seconds between heartbeats of each running job.
         stale_after: silence after which another agent requeues a running job.
         jobs_root: where each attempt's folder (log, outputs) is made.
-        worker: this runner's name in the catalog (default host:pid:site).
+        worker: this runner's name in the catalog, its own alone (default
+            host:pid:site:random: a server answers a claim sent again by the same
+            name with the attempt that name won).
 
         Through a server (the hub is logged in, as the site's agent user) the
         runner works through :class:`~lakecache.client.jobs.RemoteJobs`: same
@@ -113,7 +116,9 @@ class JobRunner:
         self.heartbeat_every = heartbeat_every
         self.stale_after = stale_after
         self.jobs_root = jobs_root or caches.hub.settings.home / "jobs"
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{site}"
+        self.worker = worker or (
+            f"{socket.gethostname()}:{os.getpid()}:{site}:{secrets.token_hex(3)}"
+        )
         self.stop_event = threading.Event()
         self._threads: dict[int, threading.Thread] = {}
         #: (job, attempt) -> the job-scoped token the server minted (through a server).

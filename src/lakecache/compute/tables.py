@@ -1,6 +1,6 @@
 """Tables for compute capacity, templates, queues, jobs, their attempts and timelines (0009),
-the tokens a job runs with (0010), and job outputs, time limits and the presence of
-job runners (0011).
+the tokens a job runs with (0010), job outputs, time limits and the presence of
+job runners (0011), and the keys of timeline entries a runner may send again (0014).
 
 Registered on the catalog's one :data:`~lakecache.catalog.tables.metadata`, so
 the schema test compares them with what migration 0009 creates. CPU is kept in
@@ -161,7 +161,11 @@ compute_job_events = Table(
     Column("kind", String(32), nullable=False),
     Column("detail", Text, nullable=False),
     Column("attempt", Integer, nullable=False),
+    # 0014: the runner's own name for the entry (random hex; NULL: none), so that an entry
+    # sent again after its connection broke is written once.
+    Column("key", String(64), nullable=True),
     Index(None, "job_id"),
+    Index(None, "job_id", "key", unique=True),
 )
 
 compute_job_attempts = Table(

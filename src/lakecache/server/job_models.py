@@ -289,6 +289,9 @@ class EventIn(FencedIn):
     kind: str = Field(min_length=1, max_length=32)
     detail: str = Field(max_length=4096)
     workdir: str | None = Field(default=None, max_length=4096)
+    #: The runner's own name for this entry, unique per job (random hex): an entry sent
+    #: again with a key already on the job is not written again. Optional (older agents).
+    key: str | None = Field(default=None, min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")
 
 
 class FinishIn(FencedIn):

@@ -40,7 +40,18 @@ by the attempt's token exactly as in direct mode (:mod:`lakecache.compute.store`
 =========================================  ===========================================
 
 A stale token (the job was requeued and another attempt runs, or it ended)
-gets 409 ``taken_over``: the runner stops and reports nothing more. Logs are
+gets 409 ``taken_over``: the runner stops and reports nothing more.
+
+Every report may be sent again (the runner does when its connection broke:
+behind a load balancer the replica it reached may have died mid-request, after
+or before it wrote): a claim repeated by the worker that won it gets the same
+token (and a new job token: the first was never received), an event with the
+``key`` of one already written is not written again, a finish repeated once
+the attempt ended that way answers as the first did, and a release repeated
+gets 409 ``taken_over`` (the attempt was given back all the same: its runner
+stops either way).
+
+Logs are
 kept on the server's disk (``<home>/job-logs``), one file per attempt; a
 reader asks from an offset and polls for more until the job has ended.
 Someone who may not see a job gets the same 404 as for a job that does not
@@ -177,6 +188,28 @@ def _reported_job(plane: ControlPlane, principal: Principal, job_id: int, token:
         if worker is None or not str(worker).startswith(_worker_prefix(principal)):
             raise
         raise _stale(_store(plane).get_job(job_id), token) from None
+
+
+def _ended_as(
+    plane: ControlPlane,
+    principal: Principal,
+    job_id: int,
+    token: int,
+    outcome: str,
+    exit_code: int | None,
+) -> bool:
+    """True if the caller's attempt ``token`` already ended as ``outcome`` with
+    ``exit_code`` and is still the job's latest: a finish sent again after its connection
+    broke, whose first send was written."""
+    store = _store(plane)
+    ended = store.attempt(job_id, token)
+    return (
+        ended is not None
+        and ended.outcome == outcome
+        and ended.exit_code == exit_code
+        and (principal.org_admin or ended.worker.startswith(_worker_prefix(principal)))
+        and store.get_job(job_id).attempt == token
+    )
 
 
 def _stale(job: JobRecord, token: int) -> TakenOverError:
@@ -464,14 +497,21 @@ def placed_jobs(
 def claim_job(job_id: JobId, body: ClaimJobIn, principal: User, plane: Plane) -> ClaimJobOut:
     """Start a placed job: ``token`` is the attempt's fencing token (null: another agent
     took it). The server asks for the caches of its ``cached`` inputs at the job's site
-    and mints ``job_token``, which the job gets as LAKECACHE_TOKEN (never the agent's)."""
+    and mints ``job_token``, which the job gets as LAKECACHE_TOKEN (never the agent's).
+
+    Sent again by the worker that won it (the job runs attempt ``attempt + 1`` under
+    this very worker name, which each runner makes its own), the same token and a new
+    job token: the first answer was lost."""
     job = _worked_job(plane, principal, job_id)
     store, now = _store(plane), plane.clock.now()
-    token = store.claim(
-        replace(job, attempt=body.attempt), _worker_prefix(principal) + body.worker, now=now
-    )
+    worker = _worker_prefix(principal) + body.worker
+    token = store.claim(replace(job, attempt=body.attempt), worker, now=now)
     if token is None:
-        return ClaimJobOut(token=None)
+        # This worker's claim sent again (its answer was lost): the attempt it started.
+        job = store.get_job(job_id)
+        if job.state != "running" or job.attempt != body.attempt + 1 or job.worker != worker:
+            return ClaimJobOut(token=None)
+        token = job.attempt
     for spec in job.inputs:
         if spec.mode != "cached" or job.site is None:
             continue
@@ -498,10 +538,19 @@ def heartbeat_job(job_id: JobId, body: FencedIn, principal: User, plane: Plane) 
 
 @router.post("/jobs/{job_id}/events", status_code=204, response_class=Response)
 def add_event(job_id: JobId, body: EventIn, principal: User, plane: Plane) -> Response:
-    """Add to the attempt's timeline (``preparing``, ``data ready``, ``started``...)."""
+    """Add to the attempt's timeline (``preparing``, ``data ready``, ``started``...).
+
+    With a ``key`` (the runner's own, unique per job), the same entry sent again is
+    written once: a second send with a key already on the job writes nothing (204)."""
     job = _claimed(plane, principal, job_id, body.token)
     if not _store(plane).record(
-        job_id, body.token, body.kind, body.detail, now=plane.clock.now(), workdir=body.workdir
+        job_id,
+        body.token,
+        body.kind,
+        body.detail,
+        now=plane.clock.now(),
+        workdir=body.workdir,
+        key=body.key,
     ):
         raise _stale(job, body.token)
     return Response(status_code=204)
@@ -509,18 +558,29 @@ def add_event(job_id: JobId, body: EventIn, principal: User, plane: Plane) -> Re
 
 @router.post("/jobs/{job_id}/finish", response_model=JobOut)
 def finish_job(job_id: JobId, body: FinishIn, principal: User, plane: Plane) -> JobOut:
-    """The attempt ended: ``succeeded``, ``failed`` or ``cancelled``; frees its slot."""
-    job = _claimed(plane, principal, job_id, body.token)
+    """The attempt ended: ``succeeded``, ``failed`` or ``cancelled``; frees its slot.
+
+    Sent again once it ended so (same state and exit code, by its worker), the job as
+    the first send left it; 409 ``taken_over`` otherwise for an attempt not running."""
     store = _store(plane)
-    if not store.finish(
-        job_id,
-        body.token,
-        state=body.state,
-        exit_code=body.exit_code,
-        reason=body.reason,
-        now=plane.clock.now(),
-    ):
-        raise _stale(job, body.token)
+
+    def landed() -> bool:
+        return _ended_as(plane, principal, job_id, body.token, body.state, body.exit_code)
+
+    try:
+        job = _claimed(plane, principal, job_id, body.token)
+        if not store.finish(
+            job_id,
+            body.token,
+            state=body.state,
+            exit_code=body.exit_code,
+            reason=body.reason,
+            now=plane.clock.now(),
+        ):
+            raise _stale(job, body.token)
+    except TakenOverError:
+        if not landed():
+            raise
     return JobOut.of(store.get_job(job_id))
 
 
