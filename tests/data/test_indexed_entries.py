@@ -56,6 +56,24 @@ def test_a_folder_prefix_holds_only_that_folder(index: ManifestIndex) -> None:
         assert len(none) == 0 and not none
 
 
+def test_totals_and_folders_equal_a_pass_over_the_entries(index: ManifestIndex) -> None:
+    # A fill sizes, seals and counts from these instead of passes over every entry.
+    from lakecache.cache.seal import folders_of
+
+    for prefix in ("", "Mass", "Mass/deep", "Mass.txt", "Nothing"):
+        want = [
+            e
+            for e in _entries()
+            if not prefix or e.path == prefix or e.path.startswith(prefix + "/")
+        ]
+        with index.sequence(prefix) as seq:
+            assert seq.total_bytes() == sum(e.size for e in want)
+            assert sorted(seq.digest_sizes()) == sorted((e.digest, e.size) for e in want)
+            assert seq.folders() == (folders_of(e.path for e in want) if want else set())
+    with index.sequence("Mass/deep") as seq:
+        assert seq.folders() == {"", "Mass", "Mass/deep"}
+
+
 def _rows(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     db = sqlite3.connect(path)
     try:

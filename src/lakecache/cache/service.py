@@ -48,7 +48,6 @@ from lakecache.cache.plan import CacheView, EvictionPlan, plan_eviction
 from lakecache.cache.presence import no_agent_note, sites_with_agent
 from lakecache.cache.seal import (
     LinkSource,
-    folders_of,
     opened,
     seal,
     sealed_at_ns,
@@ -439,7 +438,8 @@ class CacheService:
             # the fetches below are for this one.
             server.touch(rec.dataset)
         _take_over_staging(layout, rec.id, token, staging)
-        need = sum(e.size for e in entries if e.digest not in links) - _tree_bytes(staging)
+        need = sum(n for d, n in entries.digest_sizes() if d not in links)
+        need -= _tree_bytes(staging)
         self._make_room(rec, v, need)
         resuming = staging.exists()
         _clean_temp_files(staging)
@@ -485,7 +485,7 @@ class CacheService:
             layout.remove_tree(staging)
         # Read-only, and the rename flushed (cache/seal.py); the folders are the
         # manifest's, so sealing walks no file.
-        seal(layout, rec.id, final, folders_of(e.path for e in entries))
+        seal(layout, rec.id, final, entries.folders())
         return stats.linked_bytes, stats.fetched_bytes
 
     def _link_sources(
@@ -506,9 +506,10 @@ class CacheService:
             except LakecacheError:
                 continue
             sealed_ns = sealed_at_ns(layout, other.id)
+            # Caches keep the commit's full paths. The first cache that holds a digest wins.
             for d, p in found.items():
-                # Caches keep the commit's full paths.
-                out.setdefault(d, LinkSource(base + p, sealed_ns))
+                if d not in out:
+                    out[d] = LinkSource(base + p, sealed_ns)
         return out
 
     def _make_room(self, rec: CacheRecord, v: VolumeRecord, need: int) -> None:

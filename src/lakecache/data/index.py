@@ -377,6 +377,39 @@ class IndexedEntries(Sequence[ManifestEntry]):
     def __len__(self) -> int:
         return self._len
 
+    def total_bytes(self) -> int:
+        """The entries' bytes, summed in SQLite (no entry is made)."""
+        q = f"SELECT coalesce(sum(size), 0) FROM files WHERE {self._where}"
+        with self._lock:
+            return int(self._db.execute(q, self._args).fetchone()[0])
+
+    def digest_sizes(self) -> Iterator[tuple[str, int]]:
+        """(digest, size) of every entry, as plain tuples: a pass that needs no paths."""
+        q = f"SELECT digest, size FROM files WHERE {self._where}"
+        yield from self._db.execute(q, self._args)
+
+    def folders(self) -> set[str]:
+        """Every folder that holds an entry ('' included), as :func:`folders_of` gives them.
+
+        Read from the index's folder table: no pass over the files.
+        """
+        prefix = self._args[0] if self._args else ""
+        q = "SELECT path FROM dirs"
+        args: tuple[str, ...] = ()
+        if prefix:
+            q += " WHERE path = ? OR (path > ? AND path < ?)"
+            args = self._args
+        with self._lock:
+            out = {row[0] for row in self._db.execute(q, args)}
+        if prefix and self._len:
+            # The folders above the prefix hold its entries too.
+            d = prefix.rpartition("/")[0]
+            while d not in out:
+                out.add(d)
+                d = d.rpartition("/")[0]
+            out.add("")
+        return out
+
     def __iter__(self) -> Iterator[ManifestEntry]:
         q = f"{self._COLUMNS} WHERE {self._where} ORDER BY path"
         for row in self._db.execute(q, self._args):

@@ -313,7 +313,10 @@ def materialize(
     """
     progress = progress or NullProgress()
     pin_mmap_threshold()
-    stats = MaterializeStats(files=len(entries), bytes=sum(e.size for e in entries))
+    # An IndexedEntries sums its sizes in SQLite: no pass over every entry for a total.
+    total = getattr(entries, "total_bytes", None)
+    nbytes = total() if total is not None else sum(e.size for e in entries)
+    stats = MaterializeStats(files=len(entries), bytes=nbytes)
     target = _Target(dest)
     progress.begin("pull", stats.files, stats.bytes)
     written: set[str] = set()  # folders that got a new name, fsynced at the end if durable

@@ -11,8 +11,6 @@ whatever the file size. A no-op where there is no glibc.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
 
 _M_MMAP_THRESHOLD = -3
@@ -27,11 +25,12 @@ def pin_mmap_threshold(nbytes: int = 1 << 20) -> None:
         if _done:
             return
         _done = True
-        name = ctypes.util.find_library("c")
-        if not name:
-            return
+        import ctypes
+
         try:
-            libc = ctypes.CDLL(name)
+            # The process's own symbols hold the C library's: no find_library, which
+            # runs `ldconfig -p` in a child process (a fork and exec per command).
+            libc = ctypes.CDLL(None)
             libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(nbytes))
         except (OSError, AttributeError):
             pass  # not glibc: nothing to tune
