@@ -74,6 +74,30 @@ def test_totals_and_folders_equal_a_pass_over_the_entries(index: ManifestIndex) 
         assert seq.folders() == {"", "Mass", "Mass/deep"}
 
 
+def test_shared_paths_name_a_path_of_each_shared_digest(tmp_path: Path) -> None:
+    # The old commit holds some digests twice and at other paths; the new one adds its own.
+    old = [ManifestEntry(f"a/{i:03d}", f"{i % 30:064x}", i, 0o644) for i in range(60)]
+    old += [ManifestEntry(f"b/{i:03d}", f"{i + 100:064x}", i, 0o644) for i in range(10)]
+    new = [ManifestEntry(f"c/{i:03d}", f"{i + 95:064x}", i, 0o644) for i in range(20)]
+    new += [ManifestEntry(f"d/{i:03d}", f"{i:064x}", i, 0o644) for i in range(5)]
+    ManifestIndex.build(tmp_path, "o" * 64, old)
+    ManifestIndex.build(tmp_path, "n" * 64, new)
+    with (
+        ManifestIndex(ManifestIndex.location(tmp_path, "o" * 64), "o" * 64) as o,
+        ManifestIndex(ManifestIndex.location(tmp_path, "n" * 64), "n" * 64) as n,
+    ):
+        assert n.digest_count() == 25
+        for under in ("", "a", "b", "zzz"):
+            got = n.shared_paths(o, under)
+            held = {}
+            for e in old:
+                if not under or e.path.startswith(under + "/"):
+                    held.setdefault(e.digest, set()).add(e.path)
+            want = {e.digest for e in new if e.digest in held}
+            assert set(got) == want
+            assert all(got[d] in held[d] for d in got)
+
+
 def _rows(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     db = sqlite3.connect(path)
     try:

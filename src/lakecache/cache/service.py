@@ -493,9 +493,18 @@ class CacheService:
     ) -> dict[str, LinkSource]:
         """For each digest already on this volume (in another ready cache), one file to link."""
         out: dict[str, LinkSource] = {}
-        for other in self.topology.list_caches(volume=v.name, states=("ready",)):
-            if other.id == rec.id:
-                continue
+        others = [
+            c for c in self.topology.list_caches(volume=v.name, states=("ready",)) if c.id != rec.id
+        ]
+        if not others:
+            return out
+        # The same dataset's newest caches first: a new commit shares most with those,
+        # and once every blob has a source no other cache's manifest is read.
+        others.sort(key=lambda c: (c.dataset != rec.dataset, -c.id))
+        wanted = index.digest_count()
+        for other in others:
+            if len(out) >= wanted:
+                break
             base = str(layout.cache_dir(other.dataset, other.commit_id, other.subpath)) + "/"
             try:
                 # Through a server, a dataset this user cannot read is skipped.

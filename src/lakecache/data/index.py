@@ -287,6 +287,10 @@ class ManifestIndex:
         """
         return IndexedEntries(self.path, prefix)
 
+    def digest_count(self) -> int:
+        """How many distinct blobs the manifest holds (one pass over the digest index)."""
+        return int(self._db.execute("SELECT count(DISTINCT digest) FROM files").fetchone()[0])
+
     def path_digests(self) -> Iterator[tuple[str, str]]:
         """(path, digest) of every file in path order: plain tuples, for merges over a commit."""
         yield from self._db.execute("SELECT path, digest FROM files ORDER BY path")
@@ -294,24 +298,28 @@ class ManifestIndex:
     def shared_paths(self, other: ManifestIndex, under: str = "") -> dict[str, str]:
         """For each digest of this manifest that ``other`` also holds: one of its paths there.
 
-        One join in SQLite (``other`` is indexed by digest), so finding the
-        files a new cache can hard-link from an old one costs no Python loop.
-        ``under`` keeps only ``other``'s paths in that folder.
+        One query in SQLite (``other`` is indexed by digest), so finding the
+        files a new cache can hard-link from an old one costs no Python loop
+        over ``other``. ``under`` keeps only ``other``'s paths in that folder.
+        Each file takes the first path of its digest (one index probe): no
+        DISTINCT over every pair, which sorted them all in a temporary tree.
         """
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             db.execute("ATTACH DATABASE ? AS other", (f"file:{other.path}?mode=ro",))
-            q = (
-                "SELECT DISTINCT n.digest, o.path FROM main.files n"
-                " JOIN other.files o ON o.digest = n.digest"
-            )
+            where = "o.digest = n.digest"
             args: tuple[str, ...] = ()
             if under:
-                q += " WHERE o.path = ? OR (o.path > ? AND o.path < ?)"
+                where += " AND (o.path = ? OR (o.path > ? AND o.path < ?))"
                 args = (under, under + "/", under + "0")
+            q = (
+                f"SELECT n.digest, (SELECT o.path FROM other.files o WHERE {where} LIMIT 1)"
+                " FROM main.files n"
+            )
             out: dict[str, str] = {}
             for d, p in db.execute(q, args):
-                out.setdefault(d, p)
+                if p is not None and d not in out:
+                    out[d] = p
             return out
         finally:
             db.close()

@@ -340,7 +340,8 @@ def materialize(
             if src is not None:
                 try:
                     _link(src, final, atomic=not private_dest)
-                    written.add(os.path.dirname(final))
+                    if durable:
+                        written.add(os.path.dirname(final))
                     counts[2] += 1
                     counts[3] += e.size
                     continue
