@@ -331,7 +331,8 @@ def test_the_api_reference_renders_from_this_server_alone(
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto("/api/v1/docs")
-    expect(page.locator(".opblock-tag-section").first).to_be_visible()
+    # Swagger UI parses a 1 MB script and the whole spec first: seconds on a busy 2-core box.
+    expect(page.locator(".opblock-tag-section").first).to_be_visible(timeout=30_000)
     expect(page.get_by_text("/api/v1/datasets/{dataset}/commits/{ref}/tree").first).to_be_attached()
     shot(page, artifacts, "api-docs")
     assert requests and all(u.startswith(dash.url) for u in requests), requests
