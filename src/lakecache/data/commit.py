@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -131,7 +131,7 @@ def hash_stable(f: SourceFile, chunk: int) -> tuple[SourceFile, str]:
 def _restat(f: SourceFile, st: os.stat_result) -> SourceFile:
     if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (f.size, f.mtime_ns, f.ctime_ns):
         return f
-    return replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+    return f._replace(size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
 
 
 def _unreadable(f: SourceFile, exc: OSError) -> SourceError:

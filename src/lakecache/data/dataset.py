@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lakecache.data.hub import Hub
-from lakecache.data.index import Change, FolderItem, ManifestIndex
+from lakecache.data.index import Change, FolderItem, IndexedEntries, ManifestIndex
 from lakecache.errors import UserError
-from lakecache.lake.objects import Commit, normalize_folder
+from lakecache.lake.objects import Commit, ManifestEntry, normalize_folder
 
 if TYPE_CHECKING:
     from lakecache.data.commit import CommitStats
@@ -286,6 +287,40 @@ class Dataset:
         Example:
             >>> Dataset("xray").pull("v1", "./xray", paths="train/NORMAL/")  # doctest: +SKIP
         """
+        if isinstance(paths, str):
+            paths = [paths]
+        prefixes = [normalize_folder(p) for p in paths] if paths else None
+        if prefixes is not None and "" in prefixes:
+            prefixes = None  # the root covers everything
+        # The lake's client starts in a thread while the index is read and the folder checked.
+        self.hub.open_lake_in_background()
+        with self._index(ref) as idx:
+            if prefixes is not None and len(prefixes) > 1:
+                entries: Sequence[ManifestEntry] = list(idx.entries(prefixes))
+            else:
+                # Read from the index batch by batch, never listed whole: memory stays
+                # flat in the number of files (a list of B's 627,615 is ~150 MiB).
+                seq = idx.sequence(prefixes[0] if prefixes else "")
+                if prefixes and not seq:
+                    seq.close()
+                    list(idx.entries(prefixes))  # raises NotFoundError, naming the path
+                entries = seq
+        try:
+            return self._pull_entries(entries, ref, Path(dest), prefixes, force, delete, progress)
+        finally:
+            if isinstance(entries, IndexedEntries):
+                entries.close()
+
+    def _pull_entries(
+        self,
+        entries: Sequence[ManifestEntry],
+        ref: str | None,
+        dest: Path,
+        prefixes: list[str] | None,
+        force: bool,
+        delete: bool,
+        progress: Progress | None,
+    ) -> PullStats:
         from dataclasses import asdict
 
         from lakecache.data.materialize import materialize
@@ -297,22 +332,15 @@ class Dataset:
             delete_extras,
         )
 
-        if isinstance(paths, str):
-            paths = [paths]
-        prefixes = [normalize_folder(p) for p in paths] if paths else None
-        if prefixes is not None and "" in prefixes:
-            prefixes = None  # the root covers everything
-        with self._index(ref) as idx:
-            entries = list(idx.entries(prefixes))
         spec = f"{self.name}@{ref or 'latest'}"
-        dest = Path(dest)
         s = self.hub.settings
         with PullRecord(s.state_dir / "pulls.db") as record:
             check = check_dest(entries, dest, record, folders=prefixes)
             if check.conflicts and not force:
                 raise PullConflictError(check, spec, dest, flag="force=True")
             stats = materialize(
-                entries,
+                # materialize takes len(), iteration and slices: what IndexedEntries reads lazily.
+                cast("list[ManifestEntry]", entries),
                 dest,
                 lake=self.hub.lake,
                 catalog=self.hub.catalog,

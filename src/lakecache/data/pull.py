@@ -122,7 +122,7 @@ def _same_bytes(path: str, entry: ManifestEntry) -> bool:
 
 
 def check_dest(
-    entries: list[ManifestEntry],
+    entries: Iterable[ManifestEntry],
     dest: Path,
     record: PullRecord,
     *,
@@ -153,8 +153,12 @@ def check_dest(
         if st.st_size == e.size and not os.path.islink(full) and _same_bytes(full, e):
             continue
         check.conflicts.append(e.path)
-    wanted = {e.path for e in entries}
+    # The commit's paths as a set only once the folder holds a file: a pull into an
+    # empty folder (the usual case) never holds every path of a large commit at once.
+    wanted: set[str] | None = None
     for rel in _files_under(root, folders):
+        if wanted is None:
+            wanted = {e.path for e in entries}
         if rel not in wanted:
             check.extra_files += 1
             if len(check.extra_shown) < SHOWN:
@@ -163,7 +167,7 @@ def check_dest(
 
 
 def delete_extras(
-    entries: list[ManifestEntry], dest: Path, record: PullRecord, *, folders: list[str] | None
+    entries: Iterable[ManifestEntry], dest: Path, record: PullRecord, *, folders: list[str] | None
 ) -> int:
     """Remove files under the covered folders that ``entries`` do not hold; returns how many.
 
