@@ -42,6 +42,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Request
 
 from lakecache.catalog.accounts import ROLE_RANK, UserRecord
+from lakecache.catalog.db import DatasetRecord
 from lakecache.compute.tokens import JobGrant, JobTokens, is_job_token
 from lakecache.errors import DatasetNotFoundError, NotFoundError
 from lakecache.server.errors import AuthenticationError, PermissionDeniedError
@@ -271,48 +272,73 @@ OrgAdmin = Annotated[Principal, Depends(require_org_admin)]
 Plane = Annotated[ControlPlane, Depends(get_plane)]
 
 
-def dataset_role(plane: ControlPlane, principal: Principal, dataset: str) -> str | None:
-    """The caller's role on ``dataset`` (org admins: admin), None if none or no such dataset.
+@dataclass(frozen=True)
+class DatasetAccess:
+    """A dataset and the caller's role on it."""
+
+    role: str
+    dataset: DatasetRecord
+
+
+def dataset_access(plane: ControlPlane, principal: Principal, dataset: str) -> DatasetAccess | None:
+    """The dataset and the caller's role on it (org admins: admin); None if the caller has
+    no role or there is no such dataset. One catalog query for people and org admins.
 
     A site's agent user reads the datasets cached (or being cached) on its
     site's volumes, and nothing else: an evicted cache no longer counts.
     """
-    if principal.job is not None:
-        # Never more than the submitter may read, and only the job's inputs.
-        if dataset not in principal.job.datasets:
-            return None
-        plain = Principal(principal.user, principal.via)
-        return "reader" if dataset_role(plane, plain, dataset) is not None else None
-    site = principal.user.agent_site
-    if site is not None:
-        return "reader" if dataset in plane.topology.datasets_cached_at(site) else None
-    if principal.org_admin:
-        try:
-            plane.hub.catalog.get_dataset(dataset)
-        except DatasetNotFoundError:
-            return None
-        return "admin"
-    return plane.accounts.role_of(principal.user.id, dataset)
+    catalog = plane.hub.catalog
+    try:
+        if principal.job is not None:
+            # Never more than the submitter may read, and only the job's inputs.
+            if dataset not in principal.job.datasets:
+                return None
+            plain = dataset_access(plane, Principal(principal.user, principal.via), dataset)
+            return None if plain is None else DatasetAccess("reader", plain.dataset)
+        site = principal.user.agent_site
+        if site is not None:
+            if dataset not in plane.topology.datasets_cached_at(site):
+                return None
+            return DatasetAccess("reader", catalog.get_dataset(dataset))
+        if principal.org_admin:
+            return DatasetAccess("admin", catalog.get_dataset(dataset))
+        record, role = plane.accounts.dataset_and_role(principal.user.id, dataset)
+    except DatasetNotFoundError:
+        return None
+    return None if role is None else DatasetAccess(role, record)
 
 
-def require_dataset(
+def dataset_role(plane: ControlPlane, principal: Principal, dataset: str) -> str | None:
+    """The caller's role on ``dataset`` (org admins: admin), None if none or no such dataset."""
+    access = dataset_access(plane, principal, dataset)
+    return None if access is None else access.role
+
+
+def require_access(
     plane: ControlPlane, principal: Principal, dataset: str, need: str = "reader"
-) -> str:
-    """The caller's role on ``dataset`` if it allows ``need``.
+) -> DatasetAccess:
+    """The dataset and the caller's role on it, if the role allows ``need``.
 
     Raises DatasetNotFoundError (404) when the caller has no role or the dataset
     does not exist, with one message for both, and PermissionDeniedError (403)
     when the role is too low.
     """
-    role = dataset_role(plane, principal, dataset)
-    if role is None:
+    access = dataset_access(plane, principal, dataset)
+    if access is None:
         raise DatasetNotFoundError(f"no dataset named {dataset!r}")
-    if ROLE_RANK[role] < ROLE_RANK[need]:
+    if ROLE_RANK[access.role] < ROLE_RANK[need]:
         raise PermissionDeniedError(
-            f"your role on dataset {dataset!r} is {role}; this needs {need}",
+            f"your role on dataset {dataset!r} is {access.role}; this needs {need}",
             hint=f"Ask an admin of {dataset!r} for the {need} role.",
         )
-    return role
+    return access
+
+
+def require_dataset(
+    plane: ControlPlane, principal: Principal, dataset: str, need: str = "reader"
+) -> str:
+    """The caller's role on ``dataset`` if it allows ``need`` (see :func:`require_access`)."""
+    return require_access(plane, principal, dataset, need).role
 
 
 def visible_datasets(plane: ControlPlane, principal: Principal) -> dict[str, str] | None:

@@ -22,6 +22,7 @@ from lakecache.catalog.accounts import Accounts
 from lakecache.catalog.topology import Topology
 from lakecache.data.hub import Hub
 from lakecache.errors import AlreadyExistsError, LakecacheError
+from lakecache.lake.objects import Commit
 from lakecache.server.config import (
     DEFAULT_SITE,
     ComputeSpec,
@@ -29,6 +30,7 @@ from lakecache.server.config import (
     SiteSpec,
     VolumeSpec,
 )
+from lakecache.server.lookups import COMMIT_CACHE_SIZE, BoundedCache, CommitKey
 from lakecache.server.metrics import MeteredCacheService, Metrics, catalog_snapshot
 
 if TYPE_CHECKING:
@@ -70,6 +72,8 @@ class ControlPlane:
         # first visitors of a big commit do not fetch and index it fifty times.
         self._index_locks: dict[str, threading.Lock] = {}
         self._index_locks_guard = threading.Lock()
+        #: Commits read so far (immutable), by dataset identity and id: see server.lookups.
+        self.commits: BoundedCache[CommitKey, Commit] = BoundedCache(COMMIT_CACHE_SIZE)
 
     @classmethod
     def open(

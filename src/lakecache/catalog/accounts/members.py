@@ -22,7 +22,8 @@ from sqlalchemy import delete, select, update
 from lakecache.catalog import accounts_tables as at
 from lakecache.catalog import tables as t
 from lakecache.catalog.accounts.base import AccountsBase
-from lakecache.errors import ConflictError, NotFoundError, UserError
+from lakecache.catalog.db import DatasetRecord
+from lakecache.errors import ConflictError, DatasetNotFoundError, NotFoundError, UserError
 
 ROLES = at.ROLES
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -133,6 +134,20 @@ class Memberships(AccountsBase):
                 .where(at.dataset_members.c.user_id == user_id, t.datasets.c.name == dataset)
             )
         return role
+
+    def dataset_and_role(self, user_id: int, dataset: str) -> tuple[DatasetRecord, str | None]:
+        """``dataset``'s record and ``user_id``'s role on it (None if not a member), in one
+        query (each API request asks). DatasetNotFoundError if there is no such dataset."""
+        member = at.dataset_members
+        q = select(t.datasets, member.c.role).outerjoin(
+            member, (member.c.dataset_id == t.datasets.c.id) & (member.c.user_id == user_id)
+        )
+        with self._c._read() as conn:
+            row = conn.execute(q.where(t.datasets.c.name == dataset)).one_or_none()
+        if row is None:
+            raise DatasetNotFoundError(f"no dataset named {dataset!r}")
+        record = DatasetRecord(int(row.id), row.name, row.owner, row.description, row.created_at)
+        return record, row.role
 
     def roles_of(self, user_id: int) -> dict[str, str]:
         """Every dataset ``user_id`` is a member of -> role."""

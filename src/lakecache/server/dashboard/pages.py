@@ -38,7 +38,7 @@ from lakecache.server.auth import (
     Plane,
     Principal,
     authenticate,
-    require_dataset,
+    require_access,
     visible_datasets,
 )
 from lakecache.server.dashboard import render
@@ -51,6 +51,7 @@ from lakecache.server.errors import (
     request_id_of,
     status_of,
 )
+from lakecache.server.lookups import commit_at
 from lakecache.server.models import CacheOut, DatasetOut, TreeItem, VolumeOut
 from lakecache.server.pagination import PageRequest, encode_cursor
 from lakecache.server.params import DatasetName
@@ -305,9 +306,12 @@ class DatasetHead:
 def _tree_view(
     v: Viewer, dataset: str, ref: str, path: str, cursor: str | None
 ) -> tuple[str, dict[str, Any]]:
-    role = require_dataset(v.plane, v.principal, dataset)  # readers, else the same 404
-    commit = commits_api.get_commit(dataset, ref, v.principal, v.plane)
-    ds = DatasetHead(dataset, role, v.plane.hub.catalog.resolve(dataset, "latest"))
+    access = require_access(v.plane, v.principal, dataset)  # readers, else the same 404
+    role = access.role
+    catalog = v.plane.hub.catalog
+    commit_id, found = commit_at(v.plane, access.dataset, ref)
+    commit = commits_api.commit_out(commit_id, found, catalog.tags(dataset).get(commit_id, []))
+    ds = DatasetHead(dataset, role, catalog.resolve(dataset, "latest"))
     folder = normalize_folder(path)
     listing = LISTINGS.get((commit.id, folder, cursor))
     if listing is None:

@@ -11,12 +11,14 @@ import blake3
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from lakecache.catalog.db import DatasetRecord
 from lakecache.data.index import ManifestIndex
 from lakecache.errors import IntegrityError, NotFoundError
 from lakecache.lake.objects import EMPTY_DIGEST, Commit, normalize_folder, normalize_path
-from lakecache.server.auth import Plane, User, require_dataset
+from lakecache.server.auth import Plane, User, require_access, require_dataset
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, InvalidCursorError, Responses, log
 from lakecache.server.listing import content_type
+from lakecache.server.lookups import commit_at
 from lakecache.server.models import ChangeOut, CommitOut, DiffPage, TreeItem, TreePage
 from lakecache.server.pagination import Page, Paging, decode_cursor, encode_cursor, paginate
 from lakecache.server.params import DatasetName
@@ -57,7 +59,7 @@ def open_index(plane: ControlPlane, manifest: str) -> Iterator[ManifestIndex]:
         idx.close()
 
 
-def _commit_out(commit_id: str, c: Commit, tags: list[str]) -> CommitOut:
+def commit_out(commit_id: str, c: Commit, tags: list[str]) -> CommitOut:
     return CommitOut(
         id=commit_id,
         parents=list(c.parents),
@@ -86,22 +88,21 @@ def list_commits(
     tags = catalog.tags(dataset)
     commits = catalog.log(dataset, ref)
     page = paginate(commits, paging)
-    items = [_commit_out(c.id, c, tags.get(c.id, [])) for c in page.items]
+    items = [commit_out(c.id, c, tags.get(c.id, [])) for c in page.items]
     return Page[CommitOut](items=items, next_cursor=page.next_cursor, total=page.total)
 
 
 @router.get("/commits/{ref}", response_model=CommitOut)
 def get_commit(dataset: DatasetName, ref: Ref, principal: User, plane: Plane) -> CommitOut:
     """One commit, by tag, 'latest' or id prefix."""
-    require_dataset(plane, principal, dataset)
-    catalog = plane.hub.catalog
-    commit_id = catalog.resolve(dataset, ref)
-    return _commit_out(
-        commit_id, catalog.get_commit(dataset, commit_id), catalog.tags(dataset).get(commit_id, [])
-    )
+    access = require_access(plane, principal, dataset)
+    commit_id, commit = commit_at(plane, access.dataset, ref)
+    return commit_out(commit_id, commit, plane.hub.catalog.tags(dataset).get(commit_id, []))
 
 
-def _tree(plane: ControlPlane, dataset: str, ref: str, path: str, paging: Paging) -> TreePage:
+def _tree(
+    plane: ControlPlane, dataset: DatasetRecord, ref: str, path: str, paging: Paging
+) -> TreePage:
     folder = normalize_folder(path)
     after = None
     if paging.cursor is not None:
@@ -110,9 +111,7 @@ def _tree(plane: ControlPlane, dataset: str, ref: str, path: str, paging: Paging
         if kind not in ("d", "f") or not isinstance(name, str):
             raise InvalidCursorError("the cursor is not one of this listing's")
         after = (kind, name)
-    catalog = plane.hub.catalog
-    commit_id = catalog.resolve(dataset, ref)
-    commit = catalog.get_commit(dataset, commit_id)
+    commit_id, commit = commit_at(plane, dataset, ref)
     with open_index(plane, commit.manifest) as idx:
         entries, last = idx.ls_page(folder, limit=paging.limit, after=after)
         totals = idx.folder_totals(folder) or (1, entries[0].size if entries else 0)
@@ -143,8 +142,8 @@ def tree_root(
     dataset: DatasetName, ref: Ref, principal: User, plane: Plane, paging: Paging
 ) -> TreePage:
     """The top folder of a commit: sub-folders (with file counts and bytes), then files."""
-    require_dataset(plane, principal, dataset)
-    return _tree(plane, dataset, ref, "", paging)
+    access = require_access(plane, principal, dataset)
+    return _tree(plane, access.dataset, ref, "", paging)
 
 
 @router.get("/commits/{ref}/tree/{path:path}", response_model=TreePage)
@@ -152,8 +151,8 @@ def tree(
     dataset: DatasetName, ref: Ref, path: FilePath, principal: User, plane: Plane, paging: Paging
 ) -> TreePage:
     """One folder of a commit, paginated by name; a file path lists just that file."""
-    require_dataset(plane, principal, dataset)
-    return _tree(plane, dataset, ref, path, paging)
+    access = require_access(plane, principal, dataset)
+    return _tree(plane, access.dataset, ref, path, paging)
 
 
 @router.get(
@@ -167,11 +166,10 @@ def download(
     PNG, JPEG, GIF, WebP and plain text are served inline (image previews);
     everything else as an attachment. The ETag is the file's BLAKE3 digest.
     """
-    require_dataset(plane, principal, dataset)
+    access = require_access(plane, principal, dataset)
     rel = normalize_path(path)
     catalog = plane.hub.catalog
-    commit_id = catalog.resolve(dataset, ref)
-    commit = catalog.get_commit(dataset, commit_id)
+    commit_id, commit = commit_at(plane, access.dataset, ref)
     with open_index(plane, commit.manifest) as idx:
         entry = idx.get(rel)
         is_folder = entry is None and idx.folder_totals(rel) is not None
@@ -263,10 +261,9 @@ def diff(
     to: Annotated[str, Query(min_length=1, max_length=128)] = "latest",
 ) -> DiffPage:
     """What changed from one commit to another: counts and bytes, and a page of changes."""
-    require_dataset(plane, principal, dataset)
-    catalog = plane.hub.catalog
-    ida, idb = catalog.resolve(dataset, from_), catalog.resolve(dataset, to)
-    ca, cb = catalog.get_commit(dataset, ida), catalog.get_commit(dataset, idb)
+    access = require_access(plane, principal, dataset)
+    ida, ca = commit_at(plane, access.dataset, from_)
+    idb, cb = commit_at(plane, access.dataset, to)
     start = paging.offset()
     counts = {"added": 0, "removed": 0, "modified": 0}
     added_bytes = removed_bytes = 0

@@ -6,10 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
+from lakecache.catalog.db import DatasetRecord, DatasetStats
 from lakecache.catalog.names import HEAD_ALIASES
 from lakecache.catalog.topology import CacheRecord
 from lakecache.errors import AlreadyExistsError, NotFoundError
-from lakecache.server.auth import Plane, User, dataset_role, require_dataset, visible_datasets
+from lakecache.server.auth import (
+    Plane,
+    User,
+    dataset_role,
+    require_access,
+    require_dataset,
+    visible_datasets,
+)
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, Responses
 from lakecache.server.models import (
     CachePlace,
@@ -49,13 +57,16 @@ def _places(caches: list[CacheRecord], dataset: str) -> list[CachePlace]:
 
 
 def dataset_out(
-    plane: ControlPlane, name: str, role: str, caches: list[CacheRecord] | None = None
+    plane: ControlPlane,
+    rec: DatasetRecord,
+    role: str,
+    caches: list[CacheRecord] | None = None,
+    stats: DatasetStats | None = None,
 ) -> DatasetOut:
-    catalog = plane.hub.catalog
-    rec = catalog.get_dataset(name)
-    stats = catalog.dataset_stats(name)
+    if stats is None:
+        stats = plane.hub.catalog.dataset_stats(rec.name)
     if caches is None:
-        caches = plane.topology.list_caches(dataset=name)
+        caches = plane.topology.list_caches(dataset=rec.name)
     return DatasetOut(
         name=rec.name,
         description=rec.description,
@@ -66,7 +77,7 @@ def dataset_out(
         head=stats["head"],
         file_count=stats["file_count"],
         bytes=stats["bytes"],
-        cached=_places(caches, name),
+        cached=_places(caches, rec.name),
     )
 
 
@@ -89,8 +100,9 @@ def list_datasets(
         records = [r for r in records if needle in r.name or needle in r.description.lower()]
     page = paginate(records, paging)
     caches = plane.topology.list_caches() if page.items else []
+    stats = plane.hub.catalog.datasets_stats([r.id for r in page.items])
     items = [
-        dataset_out(plane, r.name, "admin" if roles is None else roles[r.name], caches)
+        dataset_out(plane, r, "admin" if roles is None else roles[r.name], caches, stats[r.id])
         for r in page.items
     ]
     return Page[DatasetOut](items=items, next_cursor=page.next_cursor, total=page.total)
@@ -113,14 +125,14 @@ def create_dataset(body: DatasetIn, principal: User, plane: Plane) -> DatasetOut
         raise AlreadyExistsError(
             f"the name {body.name!r} is not available", hint="Choose another name."
         ) from None
-    return dataset_out(plane, body.name, "admin", [])
+    return dataset_out(plane, plane.hub.catalog.get_dataset(body.name), "admin", [])
 
 
 @router.get("/{dataset}", response_model=DatasetOut)
 def get_dataset(dataset: DatasetName, principal: User, plane: Plane) -> DatasetOut:
     """One dataset with its stats (readers)."""
-    role = require_dataset(plane, principal, dataset)
-    return dataset_out(plane, dataset, role)
+    access = require_access(plane, principal, dataset)
+    return dataset_out(plane, access.dataset, access.role)
 
 
 @router.delete("/{dataset}", status_code=204, response_class=Response, responses=_CONFLICT)
