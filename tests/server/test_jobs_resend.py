@@ -220,9 +220,10 @@ def test_a_runners_calls_whose_answers_are_lost_each_take_effect_once(
     jobs_world: World, remote: Callable[..., tuple[RemoteJobs, LosesFirstAnswer]], tmp_path: Path
 ) -> None:
     w = jobs_world
-    jobs, transport = remote("/claim", "/events", "/heartbeat", "/outputs", "/finish")
+    jobs, transport = remote("/pass", "/claim", "/events", "/heartbeat", "/outputs", "/finish")
     job = jobs.get_job(_submit(w))
     now = w.plane.clock.now()
+    assert jobs.schedule(now=now) == 0  # the job was placed at submit
 
     token = jobs.claim(job, "host:9:local:0a1b2c", now=now)
     assert token == 1 and jobs.job_token(job.id, 1) is not None
@@ -236,8 +237,8 @@ def test_a_runners_calls_whose_answers_are_lost_each_take_effect_once(
     assert jobs.finish(job.id, 1, state="succeeded", exit_code=0, reason=None, now=now) is True
 
     # Each call's first answer was lost after the server acted, and each was sent again.
-    assert len(transport.broken) == 5
-    for ending in ("/claim", "/events", "/heartbeat", "/outputs", "/finish"):
+    assert len(transport.broken) == 6
+    for ending in ("/pass", "/claim", "/events", "/heartbeat", "/outputs", "/finish"):
         assert sum(s.endswith(ending) for s in transport.sent) == 2, ending
     # ...and each took effect once.
     final = ComputeStore(w.plane.hub.catalog).get_job(job.id)

@@ -16,9 +16,9 @@ runner stops. Record ids the API does not expose (templates, queues,
 compute) are 0; nothing that uses this protocol reads them.
 
 Sent again: every call a runner makes during an attempt (claim, heartbeat,
-timeline entry, log, outputs, finish, release) is one the server takes twice as
-once, so each is sent again when its connection broke before the answer came
-(``resend``: :meth:`ServerConnection.request
+timeline entry, log, outputs, finish, release), and its scheduler passes, has
+the same effect sent twice as once, so each is sent again when its connection
+broke before the answer came (``resend``, see :meth:`ServerConnection.request
 <lakecache.client.connection.ServerConnection.request>`): behind a load
 balancer the replica it reached may have died mid-request. A timeline entry
 carries a key made here for that (the server writes it once); see
@@ -322,7 +322,8 @@ class RemoteJobs:
 
     def _pass(self, stale_after: timedelta | None) -> dict[str, Any]:
         body = {"stale_after_seconds": None if stale_after is None else stale_after.total_seconds()}
-        out: dict[str, Any] = self._conn.call("POST", "/scheduler/pass", json=body)
+        # A pass sent twice is two passes, each a compare-and-swap in the catalog.
+        out: dict[str, Any] = self._conn.call("POST", "/scheduler/pass", json=body, resend=True)
         return out
 
     def requeue_stale(self, *, now: datetime, stale_after: timedelta) -> list[tuple[int, str]]:
