@@ -68,6 +68,9 @@ def caches(bench: Bench) -> None:
     bench.record("a.cache.fill2.op_s", fill2["op_seconds"], "s", "cache fill 2nd, in-process")
     bench.record("a.cache.fill2.linked_MB", mb(fill2["linked_bytes"]), "MB", "2nd fill hard-linked")
     bench.record("a.cache.fill2.fetched_MB", mb(fill2["fetched_bytes"]), "MB", "2nd fill fetched")
+    # CPU seconds, not per GB: the 2nd fill moves few bytes; its cost is start-up and links.
+    bench.record("a.cache.fill2.cpu_user_s", run2.user_s, "s", "cache fill 2nd: user CPU")
+    bench.record("a.cache.fill2.cpu_sys_s", run2.system_s, "s", "cache fill 2nd: system CPU")
     speedup = fill["op_seconds"] / fill2["op_seconds"]
     print(
         f"    speed-up of the 2nd fill: {speedup:.1f}x in-process, "

@@ -81,6 +81,8 @@ def dataset_a(bench: Bench) -> None:
         "re-commit A: process start-up, imports and exit",
     )
     bench.record("a.lc.recommit.peak_mib", run.peak_mib, "MiB", "lakecache re-commit peak memory")
+    bench.record("a.lc.recommit.cpu_user_s", run.user_s, "s", "re-commit A: user CPU")
+    bench.record("a.lc.recommit.cpu_sys_s", run.system_s, "s", "re-commit A: system CPU")
     phases = ", ".join(f"{k} {v:.2f}" for k, v in sorted(out.get("phases", {}).items()))
     print(
         f"    re-commit: read {out.get('hashed_files', 0):,} files, "

@@ -82,6 +82,9 @@ def reads(bench: Bench) -> None:
     )
     bench.record("a.agent.fill1.op_s", out["fills"][0], "s", "warm agent: 1st fill of A")
     bench.record("a.agent.fill2.op_s", out["fills"][1], "s", "warm agent: 2nd fill (99% shared)")
+    user, system = out["cpu"][1]
+    bench.record("a.agent.fill2.cpu_user_s", user, "s", "warm agent: 2nd fill, user CPU")
+    bench.record("a.agent.fill2.cpu_sys_s", system, "s", "warm agent: 2nd fill, system CPU")
     first = bench.value("a.cache.fill.s")
     if first:
         print(
@@ -236,18 +239,21 @@ def _child_main(op: str, config_json: str) -> None:
         svc = CacheService(hub)
         _volume(svc, config["site"], config["volume"], config["root"])
         commits = config["commits"] if op == "agent" else [config["commit"]]
-        fills, rec = [], None
+        fills, cpu, rec = [], [], None
         for commit in commits:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), os.times()
             rec = svc.ensure_ready(svc.request(config["dataset"], commit, volume=config["volume"]))
             fills.append(time.perf_counter() - t)
+            # The process's CPU over the fill: every thread's (links, GETs, heartbeats).
+            after = os.times()
+            cpu.append((after.user - c.user, after.system - c.system))
             if rec.state != "ready":
                 raise SystemExit(f"the fill of {commit} ended {rec.state}: {rec.error}")
         assert rec is not None
         from harness import tree_stats
 
         files, nbytes = tree_stats(svc.cache_path(rec))
-        result = {"fills": fills, "files": files, "bytes": nbytes}
+        result = {"fills": fills, "cpu": cpu, "files": files, "bytes": nbytes}
     else:
         raise SystemExit(f"unknown op {op!r}")
     hub.close()
