@@ -51,11 +51,10 @@ the attempt ended that way answers as the first did, and a release repeated
 gets 409 ``taken_over`` (the attempt was given back all the same: its runner
 stops either way).
 
-Logs are
-kept on the server's disk (``<home>/job-logs``), one file per attempt; a
-reader asks from an offset and polls for more until the job has ended.
-Someone who may not see a job gets the same 404 as for a job that does not
-exist. Times are the server's clock.
+Logs are kept on the server's disk (``<home>/job-logs``), one file per
+attempt; a reader asks from an offset and polls for more until the job has
+ended. Someone who may not see a job gets the same 404 as for a job that does
+not exist. Times are the server's clock.
 """
 
 from __future__ import annotations
@@ -563,10 +562,6 @@ def finish_job(job_id: JobId, body: FinishIn, principal: User, plane: Plane) -> 
     Sent again once it ended so (same state and exit code, by its worker), the job as
     the first send left it; 409 ``taken_over`` otherwise for an attempt not running."""
     store = _store(plane)
-
-    def landed() -> bool:
-        return _ended_as(plane, principal, job_id, body.token, body.state, body.exit_code)
-
     try:
         job = _claimed(plane, principal, job_id, body.token)
         if not store.finish(
@@ -579,7 +574,7 @@ def finish_job(job_id: JobId, body: FinishIn, principal: User, plane: Plane) -> 
         ):
             raise _stale(job, body.token)
     except TakenOverError:
-        if not landed():
+        if not _ended_as(plane, principal, job_id, body.token, body.state, body.exit_code):
             raise
     return JobOut.of(store.get_job(job_id))
 
