@@ -96,6 +96,10 @@ def test_shared_paths_name_a_path_of_each_shared_digest(tmp_path: Path) -> None:
             want = {e.digest for e in new if e.digest in held}
             assert set(got) == want
             assert all(got[d] in held[d] for d in got)
+            # The probe for a few digests agrees with the join.
+            probed = o.paths_of([e.digest for e in new], under)
+            assert set(probed) == want and all(probed[d] in held[d] for d in probed)
+        assert n.digests() == {e.digest for e in new}
 
 
 def _rows(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:

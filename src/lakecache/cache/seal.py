@@ -31,8 +31,8 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from lakecache.cache.volume import VolumeLayout
 from lakecache.durable import makedirs_durable, sync_filesystem
@@ -46,9 +46,11 @@ SEALED_FOLDER = 0o555
 OPEN_FOLDER = 0o755
 
 
-@dataclass(frozen=True)
-class LinkSource:
-    """A file of a ready cache with the bytes a new cache needs, and when its cache was sealed."""
+class LinkSource(NamedTuple):
+    """A file of a ready cache with the bytes a new cache needs, and when its cache was sealed.
+
+    A named tuple: a fill makes one per shared blob (20,000 for a 99%-shared commit of A).
+    """
 
     path: str
     #: mtime (ns) of the source cache's seal record; None: never sealed (older caches).

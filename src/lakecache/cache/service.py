@@ -463,6 +463,7 @@ class CacheService:
             progress=tracker,
             skip_existing=resuming,
             link_source=link_source,
+            linkable=lambda e: e.digest in links,
             # Resumed staging may hold a file an earlier filler still has open (it
             # was paused, not killed): write each file anew under a temp name, so
             # its late writes land in an unlinked inode, never in this fill's file.
@@ -498,12 +499,13 @@ class CacheService:
         ]
         if not others:
             return out
-        # The same dataset's newest caches first: a new commit shares most with those,
-        # and once every blob has a source no other cache's manifest is read.
+        # The same dataset's newest caches first: a new commit shares most with those.
+        # The first is joined whole; the next are asked only for the blobs still
+        # without a source (one index probe each), when those are few.
         others.sort(key=lambda c: (c.dataset != rec.dataset, -c.id))
-        wanted = index.digest_count()
-        for other in others:
-            if len(out) >= wanted:
+        missing: set[str] | None = None  # known once a cache has been joined
+        for i, other in enumerate(others):
+            if missing is not None and not missing:
                 break
             base = str(layout.cache_dir(other.dataset, other.commit_id, other.subpath)) + "/"
             try:
@@ -511,7 +513,10 @@ class CacheService:
                 commit = self.hub.catalog.get_commit(other.dataset, other.commit_id)
                 with self._index(commit.manifest) as idx:
                     # A partial cache holds only the paths under its sub-path.
-                    found = index.shared_paths(idx, other.subpath)
+                    if missing is not None and len(missing) <= max(1000, len(out) // 4):
+                        found = idx.paths_of(missing, other.subpath)
+                    else:
+                        found = index.shared_paths(idx, other.subpath)
             except LakecacheError:
                 continue
             sealed_ns = sealed_at_ns(layout, other.id)
@@ -519,6 +524,10 @@ class CacheService:
             for d, p in found.items():
                 if d not in out:
                     out[d] = LinkSource(base + p, sealed_ns)
+            if missing is None and i + 1 < len(others):
+                missing = index.digests() - out.keys()
+            elif missing is not None:
+                missing -= found.keys()
         return out
 
     def _make_room(self, rec: CacheRecord, v: VolumeRecord, need: int) -> None:

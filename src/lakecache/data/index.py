@@ -287,6 +287,28 @@ class ManifestIndex:
         """
         return IndexedEntries(self.path, prefix)
 
+    def digests(self) -> set[str]:
+        """Every distinct digest the manifest holds."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT digest FROM files")}
+
+    def paths_of(self, digests: Iterable[str], under: str = "") -> dict[str, str]:
+        """For each of ``digests`` this manifest holds (under folder ``under``): one path.
+
+        One index probe per digest: for the few blobs a new cache still lacks after
+        :meth:`shared_paths` with its nearest relative, instead of another whole join.
+        """
+        q = "SELECT path FROM files WHERE digest = ?"
+        extra: tuple[str, ...] = ()
+        if under:
+            q += " AND (path = ? OR (path > ? AND path < ?))"
+            extra = (under, under + "/", under + "0")
+        out: dict[str, str] = {}
+        for d in digests:
+            row = self._db.execute(q + " LIMIT 1", (d, *extra)).fetchone()
+            if row is not None:
+                out[d] = row[0]
+        return out
+
     def digest_count(self) -> int:
         """How many distinct blobs the manifest holds (one pass over the digest index)."""
         return int(self._db.execute("SELECT count(DISTINCT digest) FROM files").fetchone()[0])

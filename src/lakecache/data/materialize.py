@@ -284,6 +284,7 @@ def materialize(
     progress: Progress | None = None,
     skip_existing: bool = True,
     link_source: Callable[[ManifestEntry], str | None] | None = None,
+    linkable: Callable[[ManifestEntry], bool] | None = None,
     private_dest: bool = False,
     read_only: bool = False,
     durable: bool = False,
@@ -294,7 +295,9 @@ def materialize(
     ``skip_existing`` keeps files already there with the right size and hash
     (a resumed pull re-downloads nothing it already verified). ``link_source``
     may name an existing verified file with the same bytes to hard-link instead
-    of downloading (cache volumes). ``private_dest`` says nobody reads ``dest``
+    of downloading (cache volumes); ``linkable``, a cheap test that is False
+    where ``link_source`` would surely give nothing, lets those files' GETs start
+    before the links are made. ``private_dest`` says nobody reads ``dest``
     until the caller publishes it (a cache's staging folder): files are then
     written and linked in place, without a temporary name each.
     ``read_only`` writes every file 0444 (0555 if executable), and makes files
@@ -434,6 +437,20 @@ def materialize(
         """
         for begin in range(0, len(entries), batch_files):
             batch = entries[begin : begin + batch_files]
+            if linkable is not None and link_source is not None and not skip_existing:
+                # What no other file can give is fetched at once, while the rest is linked:
+                # a 99%-shared fill's GETs then overlap its links instead of following them.
+                now: dict[str, list[ManifestEntry]] = defaultdict(list)
+                to_place: list[ManifestEntry] = []
+                for e in batch:
+                    if linkable(e):
+                        to_place.append(e)
+                    else:
+                        now[e.digest].append(e)
+                if now:
+                    yield from planned(now)
+                del now
+                batch = to_place
             wanted: dict[str, list[ManifestEntry]] = defaultdict(list)
             if skip_existing or link_source is not None:
                 chunks = [batch[i : i + 512] for i in range(0, len(batch), 512)]
@@ -448,26 +465,27 @@ def materialize(
                 for e in batch:
                     wanted[e.digest].append(e)
             del batch
-            if not wanted:
-                continue
-            locs = catalog.locate_blobs(wanted.keys())
-            missing = [d for d in wanted if d not in locs]
-            if missing:
-                e = wanted[missing[0]][0]
-                raise IntegrityError(
-                    f"{e.path!r} cannot be pulled: its blob {missing[0][:16]} is not in the "
-                    f"lake's index ({len(missing)} blob(s) missing)"
-                )
-            fetch_range, fetch_large = fetchers(wanted)
-            todo: list[Task] = [
-                (fetch_range, r, r.length)
-                for r in plan_ranges(v for v in locs.values() if v.pack_id)
-            ]
-            todo.extend((fetch_large, loc, loc.size) for loc in locs.values() if not loc.pack_id)
-            del locs
-            # Large objects first: they take longest, and the small ranges fill the gaps.
-            todo.sort(key=lambda t: -t[2])
-            yield from todo
+            if wanted:
+                yield from planned(wanted)
+
+    def planned(wanted: dict[str, list[ManifestEntry]]) -> list[Task]:
+        """The GETs of ``wanted`` (digest -> its entries): located in one lookup, planned."""
+        locs = catalog.locate_blobs(wanted.keys())
+        missing = [d for d in wanted if d not in locs]
+        if missing:
+            e = wanted[missing[0]][0]
+            raise IntegrityError(
+                f"{e.path!r} cannot be pulled: its blob {missing[0][:16]} is not in the "
+                f"lake's index ({len(missing)} blob(s) missing)"
+            )
+        fetch_range, fetch_large = fetchers(wanted)
+        todo: list[Task] = [
+            (fetch_range, r, r.length) for r in plan_ranges(v for v in locs.values() if v.pack_id)
+        ]
+        todo.extend((fetch_large, loc, loc.size) for loc in locs.values() if not loc.pack_id)
+        # Large objects first: they take longest, and the small ranges fill the gaps.
+        todo.sort(key=lambda t: -t[2])
+        return todo
 
     place_pool = ThreadPoolExecutor(workers, thread_name_prefix="lakecache-place")
     pool = ThreadPoolExecutor(workers, thread_name_prefix="lakecache-pull")
