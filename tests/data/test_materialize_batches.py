@@ -94,3 +94,56 @@ def test_fill_in_batches_links_and_fetches_read_only(ds: Dataset, tmp_path: Path
     assert stats.requests >= 1  # the rest came from the lake
     for e in entries:
         assert os.stat(staging / e.path).st_mode & 0o777 in (0o444, 0o555)
+
+
+def test_a_linkable_hint_fetches_the_rest_first_and_a_wrong_hint_costs_only_a_download(
+    ds: Dataset, tmp_path: Path
+) -> None:
+    """With ``linkable``, the files no source holds are fetched before any link is made.
+
+    A hint that is wrong either way still gives every file right: a file it calls
+    linkable that cannot be linked is downloaded after the links, and one it calls
+    unlinkable is downloaded although it could have been linked.
+    """
+    files = make_source(tmp_path / "src")
+    ds.commit(tmp_path / "src", message="first")
+    entries = _entries(ds)
+    first = tmp_path / "first"
+    materialize(entries, first, lake=ds.hub.lake, catalog=ds.hub.catalog, workers=2, read_only=True)
+    sources = {e.digest: str(first / e.path) for e in entries[::2]}
+    gone = entries[0]
+    (first / gone.path).unlink()  # its source vanished: the link fails, it is downloaded
+    hint_no = entries[2].digest  # a source exists, but the hint says none: downloaded
+    events: list[str] = []
+
+    def link_source(e: Any) -> str | None:
+        events.append("link")
+        return sources.get(e.digest)
+
+    def linkable(e: Any) -> bool:
+        return e.digest in sources and e.digest != hint_no
+
+    class _Catalog(_CountingCatalog):
+        def locate_blobs(self, digests: Iterable[str]) -> dict[str, BlobLocation]:
+            events.append("locate")  # planned here, in order; fetched right after
+            return super().locate_blobs(digests)
+
+    stats = materialize(
+        entries,
+        tmp_path / "staging",
+        lake=ds.hub.lake,
+        catalog=_Catalog(ds.hub.catalog),  # type: ignore[arg-type]
+        workers=1,
+        skip_existing=False,
+        link_source=link_source,
+        linkable=linkable,
+        private_dest=True,
+        read_only=True,
+    )
+    assert tree(tmp_path / "staging") == files
+    linked = {e.path for e in entries if linkable(e)} - {gone.path}
+    assert stats.linked_files == len(linked)
+    # The hinted-unlinkable files' GETs were planned before the first link; the one
+    # whose source vanished, after the links.
+    assert events[0] == "locate" and events[-1] == "locate" and "link" in events
+    assert events.count("locate") == 2
