@@ -17,9 +17,8 @@ import torch
 import torch.distributed
 import torch.multiprocessing
 from torch.utils.data import DataLoader
-from torchvision.transforms import PILToTensor
 
-from integrations.world import CLASSES, PER_CLASS, Lake, add_cache, index_of
+from integrations.world import CLASSES, PER_CLASS, Lake, add_cache, index_of, to_tensor
 from lakecache.cache.service import CacheService
 from lakecache.settings import Settings
 from lakecache.torch import CommitDataset, CorruptFileError, StreamingDataset
@@ -59,7 +58,7 @@ def indices(batches: Iterator[Any]) -> list[int]:
 
 
 def test_commit_dataset_items_carry_folder_labels(lake: Lake, source: str) -> None:
-    ds = CommitDataset("xray@v1", settings=lake.settings, transform=PILToTensor())
+    ds = CommitDataset("xray@v1", settings=lake.settings, transform=to_tensor)
     try:
         assert ds.source == source
         assert len(ds) == IMAGES and ds.classes == list(CLASSES)
@@ -75,7 +74,7 @@ def test_commit_dataset_items_carry_folder_labels(lake: Lake, source: str) -> No
 
 
 def commit_dataset_in_workers(lake: Lake, start: str) -> None:
-    ds = CommitDataset("xray@v1", settings=lake.settings, transform=PILToTensor())
+    ds = CommitDataset("xray@v1", settings=lake.settings, transform=to_tensor)
     try:
         seen = indices(iter(loader(ds, start, batch_size=5, shuffle=True)))
         assert sorted(seen) == list(range(IMAGES))
@@ -123,7 +122,7 @@ def test_raw_bytes_and_paths_selection(lake: Lake, source: str) -> None:
 
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_a_corrupt_png_is_skipped_and_counted(corrupt_lake: Lake, start: str) -> None:
-    ds = CommitDataset("xray@v1", settings=corrupt_lake.settings, transform=PILToTensor())
+    ds = CommitDataset("xray@v1", settings=corrupt_lake.settings, transform=to_tensor)
     try:
         assert len(ds) == IMAGES + 1  # broken.png is a sample until it is decoded
         seen = indices(iter(loader(ds, start, batch_size=5)))
@@ -138,7 +137,7 @@ def test_a_corrupt_png_is_skipped_and_counted(corrupt_lake: Lake, start: str) ->
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_a_corrupt_png_fails_when_asked_and_never_hangs(corrupt_lake: Lake, start: str) -> None:
     ds = CommitDataset(
-        "xray@v1", settings=corrupt_lake.settings, transform=PILToTensor(), on_corrupt="raise"
+        "xray@v1", settings=corrupt_lake.settings, transform=to_tensor, on_corrupt="raise"
     )
     try:
         with pytest.raises(CorruptFileError, match="images/Edema/broken.png"):
@@ -167,7 +166,7 @@ def test_the_lease_keeps_a_cache_from_eviction_while_training(
     lake = folder_lake
     cache_id = add_cache(lake, tmp_path / "vol", ttl=1)
     svc = CacheService(lake.hub)
-    ds = CommitDataset("xray@v1", settings=lake.settings, transform=PILToTensor())
+    ds = CommitDataset("xray@v1", settings=lake.settings, transform=to_tensor)
     assert ds.source == "cache"
     folder = Path(svc.cache_path(svc.topology.get_cache(cache_id)))
     time.sleep(1.5)  # past the volume's TTL: unleased, it would be evicted now
@@ -235,7 +234,7 @@ def test_streaming_images_batch_with_labels(lake: Lake) -> None:
         settings=lake.settings,
         decode="image",
         label="folder",
-        transform=PILToTensor(),
+        transform=to_tensor,
         shuffle_buffer=5,
     )
     try:

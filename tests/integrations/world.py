@@ -6,6 +6,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from helpers import write
 
@@ -25,6 +26,16 @@ def png(index: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (6, 4), (index, 255 - index, 7)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def to_tensor(image: Any) -> Any:
+    """A decoded RGB image as a CHW uint8 tensor, as torchvision's PILToTensor makes it,
+    without torchvision: a spawned DataLoader worker unpickling that transform imports
+    torchvision, whose ops import torch._dynamo (seconds of CPU in every worker)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 
 def index_of(image: object) -> int:
