@@ -99,7 +99,10 @@ def deploy(bench: Bench) -> None:
                 "seconds": seconds,
                 "max_requests": dashboard.LOAD_REQUESTS_PER_CLIENT,
             }
+            pids = [r.process.pid for r in replicas.replicas if r.process is not None]
+            meter = _CpuMeter(pids if target == replicas.url else pids[:1], postgres.root)
             load = _run_load(config, clients)
+            bench.notes.append(f"deploy {key}: {meter.report(load['requests'])}")
             bench.record(f"deploy.{key}.requests", load["requests"], "requests", f"{key}: answered")
             bench.record(f"deploy.{key}.errors", load["errors"], "errors", f"{key}: errors")
             bench.record(
@@ -201,6 +204,67 @@ def _run_load(config: dict[str, Any], clients: int) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
     return dashboard._aggregate(samples, errors, elapsed)
+
+
+class _CpuMeter:
+    """CPU time per request of each part of a phase, from /proc and os.times: where the
+    cores went (on 2 cores shared by clients, balancer, replicas and PostgreSQL, this is
+    what says whether a second replica could have added anything)."""
+
+    def __init__(self, replica_pids: list[int], postgres_root: Path) -> None:
+        self.replica_pids = replica_pids
+        self.postgres_root = postgres_root
+        self.started = time.monotonic()
+        self.load_avg = os.getloadavg()[0]
+        self.before = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        own = os.times()
+        return {
+            "replicas": sum(_cpu_seconds(p) for p in self.replica_pids),
+            "postgres": sum(_cpu_seconds(p) for p in _postgres_pids(self.postgres_root)),
+            # The load processes, once waited for (the phase waits for them all).
+            "clients": own.children_user + own.children_system,
+            # This process: the balancer's threads (and the bench's idle main thread).
+            "balancer": own.user + own.system,
+        }
+
+    def report(self, requests: int) -> str:
+        after = self._sample()
+        seconds = time.monotonic() - self.started
+        used = {k: after[k] - self.before[k] for k in after}
+        per = ", ".join(f"{k} {1000 * v / max(requests, 1):.1f}" for k, v in used.items())
+        return (
+            f"CPU ms per request: {per}; these kept {sum(used.values()) / seconds:.2f} of "
+            f"{os.cpu_count()} cores busy; load average {self.load_avg:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end"
+        )
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids(root: Path) -> list[int]:
+    """The postmaster of the server in ``root`` and its backends (not other PostgreSQLs)."""
+    try:
+        postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == postmaster:
+                pids.append(int(entry.name))
+    return pids
 
 
 def _image(bench: Bench) -> None:

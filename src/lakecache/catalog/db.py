@@ -528,6 +528,28 @@ class Catalog(BlobIndex):
             out.setdefault(row.commit_id, []).append(row.name)
         return out
 
+    def tags_and_head(self, dataset_id: int) -> tuple[dict[str, list[str]], str | None]:
+        """:meth:`tags` and :meth:`head` of the dataset with this id, in one query (the pages
+        of a commit show both)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.refs.c.commit_id, t.refs.c.name, t.refs.c.kind)
+                .where(
+                    t.refs.c.dataset_id == dataset_id,
+                    (t.refs.c.kind == "tag")
+                    | ((t.refs.c.kind == "branch") & (t.refs.c.name == MAIN)),
+                )
+                .order_by(t.refs.c.commit_id, t.refs.c.name)
+            ).all()
+        tags: dict[str, list[str]] = {}
+        head = None
+        for row in rows:
+            if row.kind == "tag":
+                tags.setdefault(row.commit_id, []).append(row.name)
+            else:
+                head = row.commit_id
+        return tags, head
+
     # -- internals -------------------------------------------------------------------------
 
     @contextmanager

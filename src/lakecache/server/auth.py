@@ -146,6 +146,8 @@ _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 _LAKE_PREFIX = f"{_API}/lake"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Requests that may be answered from credentials and roles read a few seconds ago.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True)
@@ -171,36 +173,57 @@ def get_plane(request: Request) -> ControlPlane:
 
 
 def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
-    """The caller, None when no credentials came, or AuthenticationError for bad ones."""
+    """The caller, None when no credentials came, or AuthenticationError for bad ones.
+
+    A GET or HEAD may be answered from the credentials the server read in the last few
+    seconds (:mod:`lakecache.server.lookups`); anything that changes something is
+    checked in the catalog.
+    """
     now = plane.clock.now()
+    reads = request.method in SAFE_METHODS
+    credentials = plane.credentials
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
-        if is_job_token(token.strip()):
-            return _job_principal(plane, token.strip(), now)
-        user = plane.accounts.authenticate_token(token.strip(), now)
+        if is_job_token(token):
+            return _job_principal(plane, token, now)
+        key = credentials.credential_key("token", token)
+        kept = credentials.principal(key, now) if reads else None
+        if kept is not None:
+            return kept
+        generation = credentials.generation
+        user = plane.accounts.authenticate_token(token, now)
         if user is None:
             raise AuthenticationError(
                 "the API token is unknown, expired or revoked",
                 hint="Log in again with `lakecache login URL` to get a new token.",
             )
-        return Principal(user, "token")
+        principal = Principal(user, "token")
+        credentials.keep_principal(key, principal, now, generation)
+        return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        session = plane.accounts.get_session(cookie, now)
-        if session is None:
-            raise AuthenticationError("the session has ended", hint="Log in again.")
+        key = credentials.credential_key("session", cookie)
+        found = credentials.principal(key, now) if reads else None
+        if found is None:
+            generation = credentials.generation
+            session = plane.accounts.get_session(cookie, now)
+            if session is None:
+                raise AuthenticationError("the session has ended", hint="Log in again.")
+            found = Principal(session.user, "session", session.csrf_token)
+            credentials.keep_principal(key, found, now, generation, session.expires_at)
         if request.method in UNSAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+            if not hmac.compare_digest(sent.encode(), (found.csrf_token or "").encode()):
                 raise PermissionDeniedError(
                     "missing or wrong CSRF token",
                     hint=f"Send the session's csrf_token (GET /api/v1/auth/session) in the "
                     f"{CSRF_HEADER} header.",
                 )
-        return Principal(session.user, "session", session.csrf_token)
+        return found
     return None
 
 
@@ -323,7 +346,9 @@ def require_access(
     does not exist, with one message for both, and PermissionDeniedError (403)
     when the role is too low.
     """
-    access = dataset_access(plane, principal, dataset)
+    access = _reader_access(plane, principal, dataset) if need == "reader" else None
+    if access is None:
+        access = dataset_access(plane, principal, dataset)
     if access is None:
         raise DatasetNotFoundError(f"no dataset named {dataset!r}")
     if ROLE_RANK[access.role] < ROLE_RANK[need]:
@@ -331,6 +356,24 @@ def require_access(
             f"your role on dataset {dataset!r} is {access.role}; this needs {need}",
             hint=f"Ask an admin of {dataset!r} for the {need} role.",
         )
+    return access
+
+
+def _reader_access(plane: ControlPlane, principal: Principal, dataset: str) -> DatasetAccess | None:
+    """A person's (or org admin's) access to read ``dataset``, kept a few seconds (see
+    :mod:`lakecache.server.lookups`); None when it must be asked of the catalog. Job
+    tokens and agent users are always asked: their reach follows jobs and caches."""
+    if principal.job is not None or principal.user.agent_site is not None:
+        return None
+    credentials = plane.credentials
+    now = plane.clock.now()
+    kept = credentials.access(principal.user.id, dataset, now)
+    if kept is not None:
+        return kept
+    generation = credentials.generation
+    access = dataset_access(plane, principal, dataset)
+    if access is not None:
+        credentials.keep_access(principal.user.id, dataset, access, now, generation)
     return access
 
 

@@ -9,12 +9,14 @@ first request: open (and migrate) the catalog, set up the sites of the config
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lakecache.cache.clock import Clock, SystemClock
 from lakecache.cache.service import CacheService
@@ -30,11 +32,17 @@ from lakecache.server.config import (
     SiteSpec,
     VolumeSpec,
 )
-from lakecache.server.lookups import COMMIT_CACHE_SIZE, BoundedCache, CommitKey
+from lakecache.server.lookups import (
+    COMMIT_CACHE_SIZE,
+    BoundedCache,
+    CommitKey,
+    CredentialCache,
+)
 from lakecache.server.metrics import MeteredCacheService, Metrics, catalog_snapshot
 
 if TYPE_CHECKING:
     from lakecache.cache.agent import SiteAgent
+    from lakecache.catalog.db import Catalog
     from lakecache.settings import Settings
 
 log = logging.getLogger("lakecache.server")
@@ -74,6 +82,8 @@ class ControlPlane:
         self._index_locks_guard = threading.Lock()
         #: Commits read so far (immutable), by dataset identity and id: see server.lookups.
         self.commits: BoundedCache[CommitKey, Commit] = BoundedCache(COMMIT_CACHE_SIZE)
+        #: Credentials and roles read in the last few seconds: see server.lookups.
+        self.credentials = CredentialCache()
 
     @classmethod
     def open(
@@ -90,8 +100,10 @@ class ControlPlane:
 
     @property
     def accounts(self) -> Accounts:
+        """The catalog's accounts; any change made through them (a token revoked, a member
+        removed, ...) drops the credentials and roles this server keeps, at once."""
         if self._accounts is None:
-            self._accounts = Accounts(self.hub.catalog)
+            self._accounts = _ForgetfulAccounts(self.hub.catalog, self.credentials.forget_all)
         return self._accounts
 
     @property
@@ -276,6 +288,54 @@ class ControlPlane:
         self.stop_agents()
         self.stop_maintenance()
         self.hub.close()
+
+
+#: Accounts methods that change nothing a caller's rights rest on: every other public
+#: method (one added later included) makes the server forget the credentials it keeps.
+_ACCOUNT_READS = frozenset(
+    {
+        "authenticate_token",
+        "check_password",
+        "count_users",
+        "dataset_and_role",
+        "get_member",
+        "get_session",
+        "get_token",
+        "get_user",
+        "list_members",
+        "list_tokens",
+        "list_users",
+        "login_refusal",
+        "oldest_failure",
+        "recent_failures",
+        "role_of",
+        "roles_of",
+    }
+)
+
+
+class _ForgetfulAccounts(Accounts):
+    """:class:`Accounts` that calls ``changed`` after any method outside :data:`_ACCOUNT_READS`
+    (whether it succeeded or not: a failed change may have half-happened elsewhere)."""
+
+    def __init__(self, catalog: Catalog, changed: Callable[[], None]) -> None:
+        super().__init__(catalog)
+        self._changed = changed
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name.startswith("_") or name in _ACCOUNT_READS or not callable(value):
+            return value
+        changed = super().__getattribute__("_changed")
+
+        @functools.wraps(value)
+        def changing(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            finally:
+                changed()
+
+        return changing
 
 
 def _embedded_site(settings: Settings) -> SiteSpec:

@@ -183,8 +183,7 @@ def _can_write(role: str) -> bool:
 
 def _cache_sites(plane: ControlPlane) -> list[str]:
     """Sites that have a cache volume, so a "Cache on <site>" can be asked of them."""
-    with_volumes = {v.site for v in plane.topology.list_volumes()}
-    return [s.name for s in plane.topology.list_sites() if s.name in with_volumes]
+    return sorted({v.site for v in plane.topology.list_volumes()})
 
 
 # --- pages --------------------------------------------------------------------------------
@@ -310,8 +309,9 @@ def _tree_view(
     role = access.role
     catalog = v.plane.hub.catalog
     commit_id, found = commit_at(v.plane, access.dataset, ref)
-    commit = commits_api.commit_out(commit_id, found, catalog.tags(dataset).get(commit_id, []))
-    ds = DatasetHead(dataset, role, catalog.resolve(dataset, "latest"))
+    tags, head = catalog.tags_and_head(access.dataset.id)
+    commit = commits_api.commit_out(commit_id, found, tags.get(commit_id, []))
+    ds = DatasetHead(dataset, role, head)
     folder = normalize_folder(path)
     listing = LISTINGS.get((commit.id, folder, cursor))
     if listing is None:
