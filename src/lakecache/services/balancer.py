@@ -20,7 +20,8 @@ class RoundRobinBalancer:
 
     def __init__(self, backends: Sequence[tuple[str, int]], port: int = 0) -> None:
         self.backends = list(backends)
-        self._next = itertools.cycle(range(len(self.backends)))
+        #: The backend each new connection tries first: the next one each time.
+        self._first = itertools.cycle(range(len(self.backends)))
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", port), backlog=1024)
         self.port = self._listener.getsockname()[1]
@@ -52,9 +53,12 @@ class RoundRobinBalancer:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _connect(self) -> socket.socket | None:
+        n = len(self.backends)
         with self._lock:
-            order = [next(self._next) for _ in self.backends]
-        for index in order:
+            first = next(self._first)
+        # The others after it in turn, for when it is down. (Taking n items of the cycle
+        # per connection instead started every connection at the same backend.)
+        for index in ((first + i) % n for i in range(n)):
             try:
                 upstream = socket.create_connection(self.backends[index], timeout=2)
             except OSError:
