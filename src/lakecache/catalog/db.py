@@ -553,12 +553,14 @@ class Catalog(BlobIndex):
     # -- internals -------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def _read(self, *, stream: bool = False) -> Iterator[Connection]:
         """A connection for reads; on SQLite one deferred transaction (a consistent snapshot),
-        on PostgreSQL autocommit (each statement its own snapshot, as READ COMMITTED gives)."""
+        on PostgreSQL autocommit (each statement its own snapshot, as READ COMMITTED gives).
+        ``stream``: results read in batches (``yield_per``), which PostgreSQL serves from a
+        server-side cursor, and a cursor lives only inside a transaction: one is opened."""
         try:
             with self._engine.connect() as conn:
-                if self._dialect == "postgresql":
+                if self._dialect == "postgresql" and not stream:
                     conn.execution_options(isolation_level="AUTOCOMMIT")
                 yield conn
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:

@@ -50,7 +50,7 @@ def index_rows(catalog: Catalog) -> Iterator[tuple[bytes, int, str | None]]:
     """Every blob index row as (raw 32-byte digest, size, pack id or None), streamed."""
     raw = type_coerce(t.blobs.c.digest, LargeBinary)
     query = select(raw, t.blobs.c.size, t.blobs.c.pack_id)
-    with catalog._read() as conn:
+    with catalog._read(stream=True) as conn:
         result = conn.execution_options(yield_per=STREAM_BATCH).execute(query)
         for digest, size, pack_id in result:
             yield bytes(digest), int(size), pack_id
