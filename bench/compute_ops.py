@@ -26,6 +26,9 @@ bench submits jobs from Python as ``lakecache.submit`` does. It measures:
   an attempt that overlaps another is caught in the act; stuck jobs are those
   not ended a while after the killed agent's jobs became stale.
 
+Parts: ``BENCH_COMPUTE_PARTS`` (comma-separated: local, container, fallback, cached,
+dispatch, killed) runs only those; all by default.
+
 Scale: ``BENCH_COMPUTE_SCALE`` (e.g. 0.1), else ``--small`` (0.1), else
 ``BENCH_SCALE``; job counts and samples shrink with it (never below a few).
 """
@@ -71,18 +74,25 @@ def compute(bench: Bench) -> None:
             "(BENCH_COMPUTE_SCALE, --small or BENCH_SCALE)"
         )
     load = os.getloadavg()[0]
+    parts = _parts()
     world = _World.make(bench)
     try:
-        with world.agents(SITES):
-            _submit_latency(bench, world, "local", "lat", _n(LOCAL_SAMPLES_FULL, scale, 5))
-            if world.container_ok:
-                _submit_latency(
-                    bench, world, "container", "box", _n(CONTAINER_SAMPLES_FULL, scale, 3)
-                )
-            _fallback(bench, world, _n(FALLBACK_SAMPLES_FULL, scale, 3))
-            _cached(bench, world, _n(CACHED_JOBS_FULL, scale, 20))
-        _dispatch(bench, world, _n(JOBS_FULL, scale, 50))
-        _killed_agent(bench, world, _n(JOBS_FULL, scale, 50))
+        if parts & {"local", "container", "fallback", "cached"}:
+            with world.agents(SITES):
+                if "local" in parts:
+                    _submit_latency(bench, world, "local", "lat", _n(LOCAL_SAMPLES_FULL, scale, 5))
+                if world.container_ok and "container" in parts:
+                    _submit_latency(
+                        bench, world, "container", "box", _n(CONTAINER_SAMPLES_FULL, scale, 3)
+                    )
+                if "fallback" in parts:
+                    _fallback(bench, world, _n(FALLBACK_SAMPLES_FULL, scale, 3))
+                if "cached" in parts:
+                    _cached(bench, world, _n(CACHED_JOBS_FULL, scale, 20))
+        if "dispatch" in parts:
+            _dispatch(bench, world, _n(JOBS_FULL, scale, 50))
+        if "killed" in parts:
+            _killed_agent(bench, world, _n(JOBS_FULL, scale, 50))
     finally:
         world.close()
         cpus = os.cpu_count() or 1
@@ -92,6 +102,34 @@ def compute(bench: Bench) -> None:
             "that load (each process had about "
             f"{min(1.0, cpus / max(load, 1.0)):.0%} of a CPU)"
         )
+
+
+#: The section's parts, in order; ``BENCH_COMPUTE_PARTS`` (comma-separated) runs some alone.
+PARTS = ("local", "container", "fallback", "cached", "dispatch", "killed")
+
+
+def _parts() -> set[str]:
+    own = os.environ.get("BENCH_COMPUTE_PARTS", "").strip()
+    if not own:
+        return set(PARTS)
+    chosen = {p.strip() for p in own.split(",") if p.strip()}
+    unknown = chosen - set(PARTS)
+    if unknown:
+        raise BenchError(
+            f"BENCH_COMPUTE_PARTS: unknown part(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(PARTS)}"
+        )
+    return chosen
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    # After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _scale(bench: Bench) -> float:
@@ -441,7 +479,10 @@ def _dispatch(bench: Bench, world: _World, jobs: int) -> None:
     ids += world.submit_many(["true"], "all3", jobs - one_by_one)
     batch_s = time.perf_counter() - t0
     with world.agents(SITES) as start:
+        pids = [a.proc.pid for a in world._agents]
+        cpu0 = sum(_cpu_seconds(p) for p in pids)
         done = world.wait_done(ids, 120 + jobs)
+        agents_cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
     failed = [j for j in done if j.state != "succeeded"]
     if failed:
         raise BenchError(
@@ -481,6 +522,12 @@ def _dispatch(bench: Bench, world: _World, jobs: int) -> None:
     )
     bench.record(
         "compute.overhead.p99_ms", _pct(overhead, 0.99), "ms", "per job: claimed to finished, p99"
+    )
+    bench.record(
+        "compute.agent_cpu_per_job_ms",
+        agents_cpu / jobs * 1000,
+        "ms",
+        "CPU (user + system) of the 3 agents per job, from their start line to the last end",
     )
     bench.record(
         "compute.pickup.p50_ms", statistics.median(pickup), "ms", "per job: placed to claimed, p50"
