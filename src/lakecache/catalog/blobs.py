@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, LargeBinary, and_, any_, bindparam, exists, select, text
-from sqlalchemy.dialects import postgresql
 
 from lakecache.catalog import tables as t
 from lakecache.lake.objects import BlobLocation
@@ -243,6 +242,8 @@ class BlobIndex:
         compiles it once instead of coercing every digest into an expression.
         """
         if self._dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql  # not loaded for a SQLite catalog
+
             param = bindparam("digests", type_=postgresql.ARRAY(LargeBinary))
             query = select(*columns).where(t.blobs.c.digest == any_(param))
             batches: Iterator[list[Any]] = (

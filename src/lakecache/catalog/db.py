@@ -42,7 +42,6 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -581,8 +580,13 @@ class Catalog(BlobIndex):
 
     def _insert_ignore(self, table: Table) -> Insert:
         """``INSERT ... ON CONFLICT DO NOTHING`` in this database's dialect."""
+        # Each dialect imported when first used: a SQLite catalog never loads PostgreSQL's.
         if self._dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
             return postgresql.insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table).on_conflict_do_nothing()
 
     @staticmethod

@@ -17,6 +17,7 @@ later time), so the order batches land in does not matter.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,6 @@ from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 
@@ -803,7 +803,8 @@ class TrackingStore:
         if not latest:
             return
         m = tt.tracking_latest_metrics
-        dialect = postgresql if self._c._dialect == "postgresql" else sqlite
+        # Only the dialect in use is imported (a SQLite catalog never loads PostgreSQL's).
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{self._c._dialect}")
         stmt = dialect.insert(m)
         stmt = stmt.on_conflict_do_update(
             index_elements=[m.c.run_id, m.c.key],
