@@ -160,6 +160,50 @@ def test_hooks_see_each_step_of_an_attempt_and_a_failing_hook_fails_nothing(
     assert "hooked=yes" in (Path(done.workdir or "") / "job.log").read_text()
 
 
+class _Warmed:
+    """A hook with a warm-up: which threads called it, and when."""
+
+    def __init__(self) -> None:
+        self.warmed: list[str] = []
+        self.done = threading.Event()
+
+    def warm(self) -> None:
+        self.warmed.append(threading.current_thread().name)
+        self.done.set()
+
+    def begin(self, ctx: AttemptContext) -> None:
+        return None  # sits every attempt out
+
+
+class _BrokenWarm:
+    def warm(self) -> None:
+        raise RuntimeError("warm broke")
+
+    def begin(self, ctx: AttemptContext) -> None:
+        return None
+
+
+def test_a_runner_warms_its_hooks_once_off_its_loop_and_a_failing_warm_up_stops_nothing(
+    hub: Hub, store: ComputeStore, world: World, tmp_path: Path
+) -> None:
+    warmed = _Warmed()
+    remove = [hooks.register(_BrokenWarm()), hooks.register(warmed)]
+    runner = _runner(hub, "onprem", tmp_path, interval=0.05)
+    loop = threading.Thread(target=runner.run_forever, daemon=True)
+    try:
+        loop.start()
+        assert warmed.done.wait(30)
+        # One at a time: the queue bursts to another site (no runner here) when onprem is full.
+        ended = [_until_done(store, _submit(store, "true").id) for _ in range(3)]
+    finally:
+        runner.stop_event.set()
+        loop.join(60)
+        for r in remove:
+            r()
+    assert [(j.state, j.exit_code) for j in ended] == [("succeeded", 0)] * 3
+    assert warmed.warmed == ["lakecache-hooks-warm"]  # once, on its own thread
+
+
 _SUBMIT = """
 import sys
 from pathlib import Path

@@ -137,3 +137,34 @@ def test_a_job_attempt_is_tracked_without_code_and_its_sdk_logs_into_its_run(
     assert b"said-out" in output and b"said-err" in output
     assert "cpu_percent" in tracking.system_metric_keys(run.id)
     assert tracking.metric_series(run.id, "memory_used", system=True).points_total >= 1
+
+
+def test_a_silent_job_is_tracked_without_opening_the_lake_and_one_that_prints_ships_it(
+    hub: Hub, runner: JobRunner
+) -> None:
+    """Opening the lake costs seconds of CPU: an attempt that stores no output (most short
+    jobs) never opens it; one that prints gets its output stored all the same."""
+    store = ComputeStore(hub.catalog)
+    tracking = TrackingStore(hub.catalog)
+
+    def submit(*command: str) -> JobRecord:
+        return store.submit(
+            "q",
+            list(command),
+            request=Resources(1000, GB),
+            submitted_by="alice",
+            max_attempts=1,
+            now=SystemClock().now(),
+        )
+
+    silent = _run_job(runner, submit("true"))
+    assert (silent.state, silent.exit_code) == ("succeeded", 0)
+    (run,) = tracking.runs_of_job(silent.id)
+    assert run.status == "finished" and run.exit_code == 0
+    assert hub._lake is None  # nothing of this attempt needed the lake
+
+    loud = _run_job(runner, submit("sh", "-c", "echo said-out"))
+    assert (loud.state, loud.exit_code) == ("succeeded", 0)
+    (run,) = tracking.runs_of_job(loud.id)
+    assert run.status == "finished"
+    assert objects.read_log(tracking, hub.lake, run.id, "output") == b"said-out\n"

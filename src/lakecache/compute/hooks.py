@@ -12,6 +12,10 @@ per attempt); it calls the hooks registered here at each step of an attempt:
 5. :meth:`AttemptObserver.on_end` once, when the attempt ends, whatever ended it
    (``cancelled`` for one given back or stopped).
 
+A hook may also have ``warm()``: a runner calls it once, on a thread of its own, as
+it starts (before its first attempt), for one-time work of the process (tracking
+reads the environment it records) that no attempt should wait for.
+
 Hooks are found as entry points of the group ``lakecache.attempt_hooks`` (so a
 package adds one without compute importing it; lakecache's own tracking is one),
 plus any :func:`register`-ed in this process. A hook must never fail a job: the
@@ -109,6 +113,25 @@ def _from_entry_points() -> list[AttemptHook]:
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop jobs
             log.warning("attempt hook %s (%s) not loaded: %s", ep.name, ep.value, exc)
     return found
+
+
+def warm_up() -> threading.Thread:
+    """Call every hook's ``warm()`` (those that have one) on a daemon thread; returns it.
+    What one raises is logged and ignored."""
+
+    def run() -> None:
+        for hook in hooks():
+            step = getattr(hook, "warm", None)
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - a hook never fails the runner
+                log.warning("attempt hook %r: warm-up failed: %s", hook, exc)
+
+    thread = threading.Thread(target=run, name="lakecache-hooks-warm", daemon=True)
+    thread.start()
+    return thread
 
 
 class Observers:

@@ -45,7 +45,7 @@ from lakecache.compute.backends import (
     open_backend,
 )
 from lakecache.compute.doorbell import Listener
-from lakecache.compute.hooks import AttemptContext, Observers
+from lakecache.compute.hooks import AttemptContext, Observers, warm_up
 from lakecache.compute.model import InputSpec, JobRecord
 from lakecache.compute.store import ComputeStore
 from lakecache.errors import LakecacheError
@@ -211,6 +211,7 @@ class JobRunner:
         Between passes it waits on the catalog's doorbell (:mod:`lakecache.compute.doorbell`):
         a job queued, placed or ended anywhere starts the next pass at once; else a pass
         runs every :attr:`interval` seconds."""
+        warm_up()  # the hooks' one-time work, off the first attempts' path
         listener = Listener(self.caches.hub.catalog)
         try:
             while not self.stop_event.is_set():

@@ -70,6 +70,13 @@ _CHUNK = 4 << 20
 class _TrackingHook:
     """The attempt hook tracking registers (entry point ``lakecache.attempt_hooks``)."""
 
+    def warm(self) -> None:
+        """Read this process's environment once, before its first attempt (seconds of CPU:
+        every package's metadata), so no attempt's run waits for it."""
+        from lakecache.tracking.env import environment
+
+        environment()
+
     def begin(self, ctx: AttemptContext) -> AttemptTracker:
         return AttemptTracker(
             ctx.hub, ctx.job, ctx.attempt, ctx.workdir, remote=ctx.remote, image=ctx.image
@@ -229,7 +236,7 @@ class AttemptTracker:
         self._described = threading.Event()
         self._sample_every = sample_every
         self._store: TrackingStore | None = None
-        self._lake: Any = None
+        self._hub = hub
         self._image = image
         env, code = self._known_description()
         try:
@@ -252,7 +259,9 @@ class AttemptTracker:
                 self.backend = http
             else:
                 direct = DirectBackend(hub)
-                self._store, self._lake = direct.store, hub.lake
+                # The lake only once the job's output or artifacts are stored (opening it
+                # costs seconds of CPU: most short jobs never need it).
+                self._store = direct.store
                 self.run_id = _insert_run(direct.store, job, attempt, env=env, code=code)
                 self.backend = direct
         except Exception as exc:  # noqa: BLE001 - tracking must never fail the job
@@ -405,7 +414,7 @@ class AttemptTracker:
         if self._store is not None:
             from lakecache.tracking.objects import append_log
 
-            append_log(self._store, self._lake, run_id, OUTPUT_LOG, data)
+            append_log(self._store, self._hub.lake, run_id, OUTPUT_LOG, data)
         else:
             assert isinstance(self.backend, HttpBackend)
             self.backend.http.request(
@@ -446,7 +455,7 @@ class AttemptTracker:
             if artifacts.is_dir():
                 for file in sorted(p for p in artifacts.rglob("*") if p.is_file()):
                     log_artifact(
-                        store, self._lake, run_id, file, file.relative_to(artifacts).as_posix()
+                        store, self._hub.lake, run_id, file, file.relative_to(artifacts).as_posix()
                     )
                     file.unlink()
 
