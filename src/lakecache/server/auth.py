@@ -40,6 +40,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from lakecache.catalog.accounts import ROLE_RANK, UserRecord
 from lakecache.catalog.db import DatasetRecord
@@ -167,7 +168,9 @@ class Principal:
         return self.user.org_admin and self.job is None
 
 
-def get_plane(request: Request) -> ControlPlane:
+async def get_plane(request: Request) -> ControlPlane:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a hop (and a
+    # wake-up of the event loop) per dependency per request for what is one attribute.
     plane: ControlPlane = request.app.state.plane
     return plane
 
@@ -227,6 +230,26 @@ def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
     return None
 
 
+def kept_principal(request: Request, plane: ControlPlane) -> Principal | None:
+    """The caller of a GET or HEAD as the server kept them a moment ago, or None (then ask
+    :func:`authenticate`). Never blocks: memory only."""
+    if request.method not in SAFE_METHODS:
+        return None
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or is_job_token(token):
+            return None
+        key = plane.credentials.credential_key("token", token)
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        key = plane.credentials.credential_key("session", cookie)
+    return plane.credentials.principal(key, plane.clock.now())
+
+
 def _job_principal(plane: ControlPlane, token: str, now: datetime) -> Principal:
     grant = JobTokens(plane.hub.catalog).authenticate(token, now)
     user = None
@@ -243,10 +266,18 @@ def _job_principal(plane: ControlPlane, token: str, now: datetime) -> Principal:
     return Principal(user, "token", job=grant)
 
 
-def require_user(request: Request, plane: Annotated[ControlPlane, Depends(get_plane)]) -> Principal:
+async def require_user(
+    request: Request, plane: Annotated[ControlPlane, Depends(get_plane)]
+) -> Principal:
     """Dependency: an authenticated caller, else 401; an agent user only on
-    :data:`AGENT_ROUTES` (and the lake's routes), else 403."""
-    principal = authenticate(request, plane)
+    :data:`AGENT_ROUTES` (and the lake's routes), else 403.
+
+    A caller the server has just seen is found in memory, on the event loop; anyone
+    else is looked up in the catalog in a worker thread (it blocks).
+    """
+    principal = kept_principal(request, plane)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, request, plane)
     if principal is None:
         raise AuthenticationError("log in first")
     if principal.job is not None:
@@ -283,7 +314,7 @@ def route_template(request: Request) -> str:
     return _CONVERTER.sub(r"{\1}", template)  # {path:path} -> {path}, as the API spec says
 
 
-def require_org_admin(principal: Annotated[Principal, Depends(require_user)]) -> Principal:
+async def require_org_admin(principal: Annotated[Principal, Depends(require_user)]) -> Principal:
     """Dependency: an org admin, else 403."""
     if not principal.org_admin:
         raise PermissionDeniedError("only org admins may do this", hint="Ask an org admin.")

@@ -48,7 +48,7 @@ class PageRequest:
         return value
 
 
-def page_request(
+async def page_request(  # async: pure parsing, no worker thread needed
     request: Request,
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")

@@ -290,13 +290,19 @@ class ControlPlane:
         self.hub.close()
 
 
-#: Accounts methods that change nothing a caller's rights rest on: every other public
-#: method (one added later included) makes the server forget the credentials it keeps.
+#: Accounts methods that take no right away (reads, and what only adds: the server keeps
+#: only what was granted, never a refusal): every other public method, one added later
+#: included, makes the server forget the credentials and roles it keeps.
 _ACCOUNT_READS = frozenset(
     {
         "authenticate_token",
         "check_password",
         "count_users",
+        "create_owned_dataset",
+        "create_session",
+        "create_token",
+        "create_user",
+        "record_login",
         "dataset_and_role",
         "get_member",
         "get_session",
