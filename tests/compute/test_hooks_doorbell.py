@@ -264,3 +264,20 @@ def test_a_listener_hears_a_ring_and_times_out_without_one(hub: Hub, world: Worl
         assert time.monotonic() - t0 < 20
     finally:
         listener.close()
+
+
+def test_a_site_agent_loads_no_web_server() -> None:
+    """An agent starts its jobs sooner without FastAPI and the dashboard (seconds of CPU):
+    what it imports of lakecache.server (its log settings) loads none of it, while the
+    package's names still load on first use."""
+    code = (
+        "import sys, lakecache.cli.main, lakecache.cli.agent, lakecache.server.logs, "
+        "lakecache.cache.agent, lakecache.compute.runner, lakecache.flows.engine; "
+        "print(sorted(m for m in ('fastapi', 'lakecache.server.app') if m in sys.modules)); "
+        "from lakecache.server import create_app, ControlPlane; "
+        "print(callable(create_app), 'fastapi' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[:2] == ["[]", "True True"]
