@@ -168,3 +168,79 @@ def test_a_silent_job_is_tracked_without_opening_the_lake_and_one_that_prints_sh
     (run,) = tracking.runs_of_job(loud.id)
     assert run.status == "finished"
     assert objects.read_log(tracking, hub.lake, run.id, "output") == b"said-out\n"
+
+
+def test_trackers_writes_that_arrive_together_share_a_transaction_and_fail_alone(
+    hub: Hub,
+) -> None:
+    """A burst of attempts starting or ending: their tracking writes share transactions;
+    each caller still gets its own result once committed, and a write that fails fails
+    only its own caller."""
+    import threading
+
+    from sqlalchemy import literal, select
+
+    from lakecache.tracking.jobs import _GroupCommit
+
+    together = _GroupCommit()
+    catalog = hub.catalog
+    opened = []
+    real_write = catalog._write
+
+    def counting_write() -> object:
+        opened.append(1)
+        return real_write()
+
+    catalog._write = counting_write  # type: ignore[method-assign]
+    first_in = threading.Event()
+    results: dict[int, object] = {}
+
+    def step(i: int) -> object:
+        def run(conn: object) -> object:
+            if i == 0:
+                first_in.set()
+                time.sleep(0.3)  # the others queue meanwhile
+            if i == 7:
+                raise ValueError("bad write")
+            return conn.execute(select(literal(i))).scalar()  # type: ignore[attr-defined]
+
+        return run
+
+    def call(i: int) -> None:
+        try:
+            results[i] = together.write(catalog, step(i))
+        except ValueError as exc:
+            results[i] = exc
+
+    try:
+        threads = [threading.Thread(target=call, args=(0,))]
+        threads[0].start()
+        assert first_in.wait(30)
+        threads += [threading.Thread(target=call, args=(i,)) for i in range(1, 12)]
+        for t in threads[1:]:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        del catalog._write
+    assert {i: r for i, r in results.items() if i != 7} == {i: i for i in range(12) if i != 7}
+    assert isinstance(results[7], ValueError)
+    # 0 alone, then the 11 others in one (rolled back: 7 failed), then each alone: 13,
+    # against 12 with one each; without the failing one it would have been 2.
+    assert len(opened) <= 13
+    opened.clear()
+    together_ok = [threading.Thread(target=call, args=(i,)) for i in range(20, 30)]
+    catalog._write = counting_write  # type: ignore[method-assign]
+    try:
+        first_in.clear()
+        lead = threading.Thread(target=call, args=(0,))
+        lead.start()
+        assert first_in.wait(30)
+        for t in together_ok:
+            t.start()
+        for t in [lead, *together_ok]:
+            t.join(60)
+    finally:
+        del catalog._write
+    assert [results[i] for i in range(20, 30)] == list(range(20, 30))
+    assert len(opened) == 2  # the first alone, the ten that queued behind it in one
