@@ -24,6 +24,7 @@ resolved by the catalog (tags move, a prefix can become ambiguous).
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -114,6 +115,10 @@ class _Kept(Generic[V]):
     #: recent (a test's manual clock moved past an expiry makes the entry stale too).
     read_at: float
     read_clock: datetime
+    #: How long this entry may be served: between half the cache's time and all of it, at
+    #: random, so that entries read together (many clients that started together) do not
+    #: all lapse, and all go back to the catalog, in the same instant.
+    lasts: float
     #: A session's end: never served past it, however recent the read.
     expires_at: datetime | None
     generation: int
@@ -172,10 +177,10 @@ class CredentialCache:
     def _fresh(self, kept: _Kept[V] | None, now: datetime) -> V | None:
         if self.ttl <= 0 or kept is None or kept.generation != self._generation:
             return None
-        if time.monotonic() - kept.read_at >= self.ttl:
+        if time.monotonic() - kept.read_at >= kept.lasts:
             return None
         age = (now - kept.read_clock).total_seconds()
-        if not 0 <= age < self.ttl or (kept.expires_at is not None and now >= kept.expires_at):
+        if not 0 <= age < kept.lasts or (kept.expires_at is not None and now >= kept.expires_at):
             return None
         return kept.value
 
@@ -190,7 +195,8 @@ class CredentialCache:
     ) -> None:
         if self.ttl <= 0:
             return
-        kept = _Kept(value, time.monotonic(), now, expires_at, generation)
+        lasts = self.ttl * random.uniform(0.5, 1.0)
+        kept = _Kept(value, time.monotonic(), now, lasts, expires_at, generation)
         with self._lock:
             if generation == self._generation:
                 cache.put(key, kept)
