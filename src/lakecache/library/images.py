@@ -159,6 +159,7 @@ class LabelledImages(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
                     hint="Label and images must come from the same commit.",
                 )
         self._skipped = multiprocessing.get_context("spawn").Value("q", 0)
+        self._targets: torch.Tensor | None = None
 
     @property
     def skipped(self) -> int:
@@ -186,6 +187,16 @@ class LabelledImages(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
             return t
         return sample.labels[0]
 
+    def _target_at(self, index: int) -> Any:
+        """The target of sample ``index``: a row of :meth:`targets`, made once for all
+        samples on first use (a new tensor per item cost as much as reading a prepared
+        image). A copy, so a batch never holds a view of the whole table."""
+        if not self.multi_label:
+            return self.samples[index].labels[0]
+        if self._targets is None:
+            self._targets = self.targets()
+        return self._targets[index].clone()
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -205,7 +216,7 @@ class LabelledImages(torch.utils.data.Dataset[tuple[torch.Tensor, Any]]):
                     self._skipped.value += 1
                 log.warning("skipped %s: it could not be decoded (%s)", where, exc)
                 continue
-            return image, self.target(sample)
+            return image, self._target_at(i)
         raise CorruptImageError(f"none of the {n} images of {self.label} could be decoded")
 
     def close(self) -> None:
