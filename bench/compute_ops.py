@@ -548,7 +548,8 @@ def _killed_agent(bench: Bench, world: _World, jobs: int) -> None:
     others = [world.start_agent(s) for s in SITES]
     try:
         world.wait_running([victim, *others])
-        worker_tag = f":{victim.proc.pid}:s1"
+        # Runner names are host:pid:site:random (see JobRunner's worker).
+        worker_tag = f":{victim.proc.pid}:s1:"
         deadline = time.monotonic() + 120 + jobs
         while True:  # kill it while it runs jobs, with a third of them ended
             ended = sum(
@@ -557,7 +558,7 @@ def _killed_agent(bench: Bench, world: _World, jobs: int) -> None:
             mine = [
                 j
                 for j in world.store.list_jobs(states=("running",))
-                if (j.worker or "").endswith(worker_tag)
+                if worker_tag in f"{j.worker or ''}:"
             ]
             if mine and ended >= jobs // 3:
                 break
