@@ -60,10 +60,14 @@ def ring(catalog: Any) -> None:
     key = _key(catalog)
     if key is None:
         return
+    engine = catalog._engine
     with _cv:
+        if engine.dialect.name != "postgresql":
+            # Under the lock with the count: a runner of this process hears both as one
+            # ring (it reads both under the lock), never the file and then the count.
+            _ring_file(catalog)
         _rings[key] = _rings.get(key, 0) + 1
         _cv.notify_all()
-    engine = catalog._engine
     if engine.dialect.name == "postgresql":
         try:
             with engine.connect() as c:
@@ -71,7 +75,9 @@ def ring(catalog: Any) -> None:
                 c.commit()
         except Exception as exc:  # noqa: BLE001 - a lost ring costs one interval, no more
             log.debug("doorbell: no notification sent: %s", exc)
-        return
+
+
+def _ring_file(catalog: Any) -> None:
     bell = _bell_file(catalog)
     if bell is not None:
         with contextlib.suppress(OSError):
@@ -138,12 +144,12 @@ class Listener:
                         _cv.wait(step)
 
     def _rang(self) -> bool:
-        local = self._local()
+        with _cv:  # a ring of this process moves both at once (see ring)
+            local, state = self._local(), self._file_state()
         if local != self._seen:
             self._seen = local
-            self._file_seen = self._file_state()  # the same ring, heard twice otherwise
+            self._file_seen = state  # the same ring, heard twice otherwise
             return True
-        state = self._file_state()
         if state != self._file_seen:
             self._file_seen = state
             return state is not None
