@@ -397,7 +397,7 @@ class CacheService:
         token: int,
         taken_over: threading.Event,
     ) -> tuple[int, int]:
-        # The lake's client starts in a thread (boto3's import and set-up) while the
+        # The lake's client starts in a thread (botocore's import and set-up) while the
         # fill plans and links; only the fetches wait for it.
         self.hub.open_lake_in_background()
         commit = self.hub.catalog.get_commit(rec.dataset, rec.commit_id)

@@ -1,7 +1,7 @@
 """The lake: immutable, content-addressed objects in an object store.
 
 Backends are registered by URL scheme with a dotted import path, so the core
-never imports a backend it does not use (boto3 loads only for ``s3://``).
+never imports a backend it does not use (botocore loads only for ``s3://``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["Lake", "ObjectInfo", "open_lake"]
 
 _BACKENDS = {
     "file": ("lakecache.lake.local:LocalLake", None),
-    "s3": ("lakecache.lake.s3:S3Lake", "boto3"),
+    "s3": ("lakecache.lake.s3:S3Lake", "botocore"),
 }
 
 
