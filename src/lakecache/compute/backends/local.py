@@ -26,7 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lakecache.compute.backends.base import (
@@ -103,30 +103,25 @@ class LocalBackend:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as log:
             try:
+                # Dies with its runner (see the module docstring): set by setpriv in front
+                # of the command where it can (vfork), else by a preexec_fn (a full fork).
                 setpriv = _setpriv()
-                if setpriv is not None:  # dies with its runner: see the module docstring
+                argv = list(spec.command)
+                preexec: Callable[[], None] | None = _die_with_parent
+                if setpriv is not None:
                     program = _resolve(spec.command, env, spec.workdir)
                     argv = [setpriv, "--pdeathsig", "KILL", "--", program, *spec.command[1:]]
-                    proc = subprocess.Popen(
-                        argv,
-                        cwd=spec.workdir,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                else:
-                    proc = subprocess.Popen(
-                        list(spec.command),
-                        cwd=spec.workdir,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        preexec_fn=_die_with_parent,
-                    )
+                    preexec = None
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=spec.workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                )
             except FileNotFoundError:
                 raise BackendError(
                     f"command not found: {spec.command[0]!r}",
