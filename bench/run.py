@@ -40,6 +40,7 @@ import library_ops
 import peers
 import read_ops
 import server_ops
+import stream_peers
 import tracking_ops
 import tracking_pages
 from harness import REPO, Bench, BenchError, GeneratedData, fmt, load_stamp, remove, say
@@ -71,6 +72,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "flows": (flow_ops.flows, ()),
     # The AI library: prepared 256 px images into tensors, CPU training data-wait (own data).
     "library": (library_ops.library, ()),
+    # The AI library: StreamingDataset from S3 vs a FUSE mount and s5cmd download+read.
+    "stream-peers": (stream_peers.stream_peers, ()),
     # Tracking pages: runs table of 10,000 runs x 100 params, a 1,000,000-point plot, compare.
     "tracking-pages": (tracking_pages.tracking_pages, ()),
     # Tracking: log_metric latency, 100,000 points stored, the 1 s sampler's overhead.

@@ -506,6 +506,22 @@ TARGETS: list[Target] = [
         1.0,
         "%",
     ),
+    Target(
+        "StreamingDataset vs a FUSE mount (weed mount)",
+        "FUSE read s / StreamingDataset s, same files",
+        value("stream.x_fuse"),
+        ">=",
+        2.0,
+        "x",
+    ),
+    Target(
+        "StreamingDataset vs s5cmd download, then read",
+        "s5cmd download + read s / StreamingDataset s",
+        value("stream.x_s5cmd_read"),
+        ">=",
+        1.5,
+        "x",
+    ),
 ]
 
 

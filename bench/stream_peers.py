@@ -1,0 +1,166 @@
+"""Streaming reads from the lake beside what users of other tools do (the AI library's
+targets): ``StreamingDataset`` on an S3 lake with no cache, against
+
+- reading the same files through a FUSE mount of the bucket (``weed mount``, SeaweedFS's
+  own FUSE client: the peer for Mountpoint-for-S3 and Alluxio-FUSE users), in the
+  commit's order; target: streaming at least 2x;
+- ``s5cmd`` download of the files, then reading them; target: at least 1.5x.
+
+One synthetic NIH-layout set of PNGs (``BENCH_STREAM_IMAGES``, default 1,500 of 512 px,
+scaled by ``BENCH_SCALE``) is committed to a bucket of the bench's SeaweedFS and copied
+next to it as plain objects for the peers. Every reader is served by the same SeaweedFS,
+so the files' bytes are equally warm in its volume files for all three.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import Bench, BenchError, mb, say
+
+TARGET_X_FUSE = 2.0
+TARGET_X_S5CMD = 1.5
+BUCKET = "bench-stream"
+
+
+def stream_peers(bench: Bench) -> None:
+    """StreamingDataset (no cache) vs a FUSE mount of the bucket and s5cmd download+read."""
+    from lakecache import synth
+    from lakecache.data.dataset import Dataset
+    from lakecache.data.hub import Hub
+    from lakecache.settings import Settings
+    from lakecache.torch import StreamingDataset
+
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    images = max(200, int(int(os.environ.get("BENCH_STREAM_IMAGES", "1500")) * scale))
+    work = bench.scratch("stream-peers")
+    src = work / "src"
+    say(f"stream peers: {images:,} PNGs of 512 px, committed and copied to s3://{BUCKET}")
+    synth.generate_nih(src, images, size=512, seed=5)
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    nbytes = sum(p.stat().st_size for p in files)
+    bench.create_bucket(BUCKET)
+    server = bench.server
+    settings = Settings(
+        home=work / "home",
+        lake_url=f"s3://{BUCKET}/lake",
+        s3_endpoint=server.endpoint,
+        s3_access_key=server.access_key,
+        s3_secret_key=server.secret_key,
+        author="bench",
+    )
+    hub = Hub(settings)
+    try:
+        commit = Dataset.create("stream", hub=hub, exist_ok=True).commit(src, "bench")
+    finally:
+        hub.close()
+    s5 = _s5cmd(bench)
+    _run([*s5, "cp", f"{src}/", f"s3://{BUCKET}/files/"], bench)
+    print(f"    {len(files):,} files, {mb(nbytes):.0f} MB", flush=True)
+
+    # lakecache: the commit streamed from the lake (no cache anywhere), every byte verified.
+    t0 = time.perf_counter()
+    stream = StreamingDataset(f"stream@{commit.id}", settings=settings)
+    got = 0
+    try:
+        for item in stream:
+            got += len(item)
+        source = stream.source
+    finally:
+        stream.close()
+    stream_s = time.perf_counter() - t0
+    if got != nbytes or source != "stream":
+        raise BenchError(f"streamed {got} bytes from {source}, expected {nbytes} from the lake")
+    bench.record("stream.lakecache.MBps", mb(nbytes) / stream_s, "MB/s", "StreamingDataset, S3")
+
+    # s5cmd: download every file, then read each one.
+    dl = work / "download"
+    t0 = time.perf_counter()
+    _run([*s5, "cp", f"s3://{BUCKET}/files/*", f"{dl}/"], bench)
+    read = sum(len(p.read_bytes()) for p in sorted(q for q in dl.rglob("*") if q.is_file()))
+    s5_s = time.perf_counter() - t0
+    if read != nbytes:
+        raise BenchError(f"s5cmd download read {read} bytes, expected {nbytes}")
+    bench.record("stream.s5cmd_read.MBps", mb(nbytes) / s5_s, "MB/s", "s5cmd download, then read")
+
+    fuse_s = _fuse_read(bench, work, src, files, nbytes)
+    for key, seconds, target, peer in (
+        ("stream.x_s5cmd_read", s5_s, TARGET_X_S5CMD, "s5cmd download, then read"),
+        ("stream.x_fuse", fuse_s, TARGET_X_FUSE, "a FUSE mount of the bucket (weed mount)"),
+    ):
+        if seconds is None:
+            continue
+        x = seconds / stream_s
+        bench.record(key, x, "x", f"StreamingDataset speed over {peer}")
+        bench.notes.append(
+            f"stream peers: StreamingDataset {x:.1f}x {peer} (target >= {target:.1f}x: "
+            f"{'PASS' if x >= target else 'FAIL'})"
+        )
+
+
+def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: int) -> float | None:
+    """Seconds to read every file through ``weed mount`` of the copied objects, in order;
+    None (with a note saying why) where FUSE cannot be used on this machine."""
+    unmount = shutil.which("fusermount3") or shutil.which("fusermount")
+    weed = Path(sys.executable).parent / "weed"
+    if not os.path.exists("/dev/fuse") or unmount is None or not weed.exists():
+        bench.notes.append("stream peers: no FUSE here (/dev/fuse, fusermount or weed missing)")
+        return None
+    mnt = work / "mnt"
+    mnt.mkdir()
+    ports = bench.server.ports
+    log = open(work / "weed-mount.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            str(weed),
+            "mount",
+            f"-filer=127.0.0.1:{ports['filer.port']}.{ports['filer.port.grpc']}",
+            f"-dir={mnt}",
+            f"-filer.path=/buckets/{BUCKET}/files",
+            "-cacheCapacityMB=0",  # no local chunk cache: every read goes to the store
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                bench.notes.append(
+                    f"stream peers: weed mount did not mount (see {work / 'weed-mount.log'})"
+                )
+                return None
+            time.sleep(0.1)
+        t0 = time.perf_counter()
+        read = sum(len((mnt / p.relative_to(src)).read_bytes()) for p in files)
+        seconds = time.perf_counter() - t0
+        if read != nbytes:
+            raise BenchError(f"the FUSE mount gave {read} bytes, expected {nbytes}")
+        bench.record("stream.fuse.MBps", mb(nbytes) / seconds, "MB/s", "read through weed mount")
+        return seconds
+    finally:
+        subprocess.run([unmount, "-u", str(mnt)], capture_output=True, check=False)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _s5cmd(bench: Bench) -> list[str]:
+    tool = bench.peers_bin / "s5cmd"
+    if not tool.exists():
+        raise BenchError(f"{tool} not found: run `make bench`, which installs the peers")
+    return [str(tool), "--endpoint-url", bench.server.endpoint]
+
+
+def _run(argv: list[str], bench: Bench) -> None:
+    r = subprocess.run(argv, env=bench.s3_env(), capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise BenchError(f"{argv[0]} {argv[3]} failed: {r.stderr[-2000:]}")
