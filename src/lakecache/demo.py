@@ -319,8 +319,16 @@ def _serve_dashboard(env: dict[str, str], state: Path, root: Path) -> None:
     cmd = [sys.executable, "-m", "lakecache", "server"]
     cmd += ["--port", str(port), "--config", str(config)]
     _say("the control plane: dashboard and API, with agents for both sites")
-    print(f"$ lakecache server --port {port} --config {_rel(config)}", flush=True)
-    proc = subprocess.Popen(cmd, env=server_env, cwd=root, stdout=subprocess.PIPE, text=True)
+    # Its log (a line per request) goes to a file: the terminal tells the story.
+    log_path = state / "server.log"
+    print(
+        f"$ lakecache server --port {port} --config {_rel(config)}    # log: {_rel(log_path)}",
+        flush=True,
+    )
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd, env=server_env, cwd=root, stdout=subprocess.PIPE, stderr=log, text=True
+        )
     url = None
     assert proc.stdout is not None
     for line in proc.stdout:
