@@ -198,14 +198,15 @@ def authenticate(request: Request, plane: ControlPlane) -> Principal | None:
         if kept is not None:
             return kept
         generation = credentials.generation
-        user = plane.accounts.authenticate_token(token, now)
-        if user is None:
+        authed = plane.accounts.authenticate_token_until(token, now)
+        if authed is None:
             raise AuthenticationError(
                 "the API token is unknown, expired or revoked",
                 hint="Log in again with `lakecache login URL` to get a new token.",
             )
+        user, token_ends = authed
         principal = Principal(user, "token")
-        credentials.keep_principal(key, principal, now, generation)
+        credentials.keep_principal(key, principal, now, generation, token_ends)
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

@@ -296,6 +296,7 @@ class ControlPlane:
 _ACCOUNT_READS = frozenset(
     {
         "authenticate_token",
+        "authenticate_token_until",
         "check_password",
         "count_users",
         "create_owned_dataset",

@@ -76,6 +76,14 @@ class Tokens(AccountsBase):
 
     def authenticate_token(self, token: str, now: datetime) -> UserRecord | None:
         """The enabled user a live (not revoked, not expired) token belongs to, else None."""
+        found = self.authenticate_token_until(token, now)
+        return None if found is None else found[0]
+
+    def authenticate_token_until(
+        self, token: str, now: datetime
+    ) -> tuple[UserRecord, datetime | None] | None:
+        """:meth:`authenticate_token`, with the token's end (None if it has none): whoever
+        keeps the answer must not serve it past that."""
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1]:
             return None
@@ -99,7 +107,7 @@ class Tokens(AccountsBase):
                     .where(at.api_tokens.c.id == row.id)
                     .values(last_used_at=now)
                 )
-        return owner_record(row)
+        return owner_record(row), row.expires_at
 
     def _token_query(self) -> Any:
         return select(at.api_tokens, at.users.c.name.label("user_name")).join(
