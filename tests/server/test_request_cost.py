@@ -174,16 +174,17 @@ def test_a_session_is_never_served_past_its_end(cost_world: World) -> None:
 def test_a_token_is_never_served_past_its_end(cost_world: World) -> None:
     plane = cost_world.plane
     now = plane.clock.now()
-    _, token = plane.accounts.create_token(
-        "wendy", "ends-soon", now=now, expires_at=now + timedelta(minutes=10)
-    )
+    ends = now + timedelta(seconds=2)
+    _, token = plane.accounts.create_token("wendy", "ends-soon", now=now, expires_at=ends)
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=cost_world.url, headers=headers, timeout=30) as c:
         assert c.get(tree(cost_world)).status_code == 200
     key = plane.credentials.credential_key("token", token)
     assert plane.credentials.principal(key, plane.clock.now()) is not None
-    # Read a moment ago, but the token has ended since: not served.
-    assert plane.credentials.principal(key, now + timedelta(minutes=10)) is None
+    # Read under 2.1 s before (kept entries last at least half of the 5 s), but the token
+    # has ended since: not served.
+    assert plane.credentials.ttl / 2 > 2.1
+    assert plane.credentials.principal(key, ends + timedelta(seconds=0.1)) is None
 
 
 def test_a_member_removed_here_loses_the_dataset_at_once(cost_world: World) -> None:
