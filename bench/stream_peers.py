@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import peers
 from harness import Bench, BenchError, mb, say
 
 TARGET_X_FUSE = 2.0
@@ -59,7 +60,7 @@ def stream_peers(bench: Bench) -> None:
         commit = Dataset.create("stream", hub=hub, exist_ok=True).commit(src, "bench")
     finally:
         hub.close()
-    s5 = _s5cmd(bench)
+    s5 = peers._s5cmd(bench)
     _run([*s5, "cp", f"{src}/", f"s3://{BUCKET}/files/"], bench)
     print(f"    {len(files):,} files, {mb(nbytes):.0f} MB", flush=True)
 
@@ -151,13 +152,6 @@ def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: i
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-def _s5cmd(bench: Bench) -> list[str]:
-    tool = bench.peers_bin / "s5cmd"
-    if not tool.exists():
-        raise BenchError(f"{tool} not found: run `make bench`, which installs the peers")
-    return [str(tool), "--endpoint-url", bench.server.endpoint]
 
 
 def _run(argv: list[str], bench: Bench) -> None:
