@@ -10,7 +10,8 @@ compare-and-swap, deadlines, agents' presence; ``attempts``: fenced claims,
 heartbeats and ends), joined as ``store.ComputeStore``; ``tokens`` (job-scoped
 tokens); ``outputs`` (collecting a job's outputs folder into the lake);
 ``backends`` (local processes, containers, Ray, Kubernetes behind one protocol);
-``doorbell`` (runners woken by changes, not only by their poll); ``hooks`` (what
+``doorbell`` (runners woken by changes, not only by their poll); ``together``
+(writes of a process that arrive together share a transaction); ``hooks`` (what
 runs beside each attempt, found as entry points: tracking is one; compute imports
 nothing above it); ``runner`` (the job loop of a site's agent); ``sdk``.
 """

@@ -403,19 +403,30 @@ class Admission(JobQueries):
         # Every pass of every agent reads the queued jobs' ids, then admits them in batches
         # (one snapshot, one plan and one transaction each); a job of a shape that found
         # no room in an earlier batch of this pass is passed over.
+        # Their shapes come with the ids (raw columns, nothing decoded): a batch is made of
+        # jobs whose shape has not yet found no room, so that 1,000 jobs alike waiting for
+        # 8 slots cost one batch a pass, not five that each read and skip 200 rows.
         with self._c._read() as conn:
-            ids = [
-                int(i)
-                for i in conn.scalars(
-                    select(j.c.id).where(j.c.state == "queued").order_by(j.c.id).limit(limit)
-                )
+            rest = [
+                (int(r["id"]), _shape(r))
+                for r in conn.execute(
+                    select(j.c.id, *_SHAPE_COLUMNS)
+                    .where(j.c.state == "queued")
+                    .order_by(j.c.id)
+                    .limit(limit)
+                ).mappings()
             ]
         placed = 0
         full: set[tuple[object, ...]] = set()
-        for start in range(0, len(ids), ADMIT_BATCH):
+        while rest:
             if stop_at is not None and time.monotonic() > stop_at:
                 break
-            done, no_room = self._admit(ids[start : start + ADMIT_BATCH], now=now, full=full)
+            if full:
+                rest = [(i, shape) for i, shape in rest if shape not in full]
+            batch, rest = rest[:ADMIT_BATCH], rest[ADMIT_BATCH:]
+            if not batch:
+                break
+            done, no_room = self._admit([i for i, _ in batch], now=now, full=full)
             placed += len(done)
             full |= no_room
         return placed
@@ -474,5 +485,22 @@ class _Queued:
             request,
             inputs,
             r["placement"],
-            (int(r["queue_id"]), request, r["inputs"]),
+            _shape(r),
         )
+
+
+#: The columns a queued job's shape is made of (see :func:`_shape`).
+_SHAPE_COLUMNS = (
+    ct.compute_jobs.c.queue_id,
+    ct.compute_jobs.c.cpu_milli,
+    ct.compute_jobs.c.memory,
+    ct.compute_jobs.c.gpu,
+    ct.compute_jobs.c.resources,
+    ct.compute_jobs.c.inputs,
+)
+
+
+def _shape(r: Mapping[str, Any]) -> tuple[object, ...]:
+    """A queued job's shape, from its raw columns (a row's mapping): jobs of one queue,
+    size and inputs fit, or do not, alike."""
+    return tuple(r[c.name] for c in _SHAPE_COLUMNS)

@@ -26,6 +26,7 @@ from lakecache.compute import tables as ct
 from lakecache.compute.admission import Admission
 from lakecache.compute.doorbell import ring
 from lakecache.compute.model import JobRecord, OutputFile
+from lakecache.compute.together import together
 from lakecache.errors import ConflictError
 
 
@@ -213,7 +214,8 @@ class Attempts(Admission):
         if state not in ("succeeded", "failed", "cancelled"):
             raise ValueError(f"not a final job state: {state!r}")
         j, a = ct.compute_jobs, ct.compute_job_attempts
-        with self._c._write() as conn:
+
+        def end(conn: Connection) -> bool:
             res = conn.execute(
                 update(j)
                 .where(j.c.id == job_id, j.c.state == "running", j.c.attempt == token)
@@ -233,6 +235,11 @@ class Attempts(Admission):
             code = "" if exit_code is None else f"exit code {exit_code}"
             detail = ", ".join(x for x in (code, reason or "") if x)
             self._event(conn, job_id, now, state, detail or state, token)
+            return True
+
+        # Ends that arrive together (a burst of short jobs) share one transaction.
+        if not together.write(self._c, end):
+            return False
         ring(self._c)
         return True
 

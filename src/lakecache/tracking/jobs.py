@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lakecache.compute.together import GroupCommit as _GroupCommit  # noqa: F401 - tests
+from lakecache.compute.together import together
 from lakecache.errors import LakecacheError
 from lakecache.tracking.sdk import (
     RUN_ID_ENV,
@@ -182,81 +184,7 @@ def _end_run(store: TrackingStore, run_id: int, status: str, exit_code: int | No
     )
 
 
-class _GroupCommit:
-    """Tracking writes of the attempts of this process that arrive together (a burst of
-    short jobs starting or ending) go in one transaction: a caller waits for its own
-    write to be committed, as with a transaction of its own, but pays for a share of one.
-    The first caller to find no transaction under way runs the queued writes; if one of
-    them fails the batch is rolled back and each write is run alone, so that one bad
-    write fails only its own caller."""
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._queue: list[_Write] = []
-        self._leading = False
-
-    def write(self, catalog: Any, step: Any) -> Any:
-        """Run ``step(conn)`` in a write transaction of ``catalog``; return what it returns
-        once committed (what it raises is raised here)."""
-        item = _Write(catalog, step)
-        with self._cv:
-            self._queue.append(item)
-            while not item.done:
-                if self._leading:
-                    self._cv.wait()
-                    continue
-                self._leading = True
-                batch, self._queue = self._queue, []
-                self._cv.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._cv.acquire()
-                    self._leading = False
-                    for w in batch:
-                        w.done = True
-                    self._cv.notify_all()
-        if item.error is not None:
-            raise item.error
-        return item.result
-
-    @staticmethod
-    def _commit(batch: list[_Write]) -> None:
-        by_catalog: dict[int, list[_Write]] = {}
-        for w in batch:
-            by_catalog.setdefault(id(w.catalog), []).append(w)
-        for writes in by_catalog.values():
-            try:
-                with writes[0].catalog._write() as conn:
-                    results = [w.step(conn) for w in writes]
-            except Exception as exc:  # noqa: BLE001 - raised to its caller(s)
-                if len(writes) == 1:
-                    writes[0].error = exc
-                    continue
-            else:
-                for w, result in zip(writes, results, strict=True):
-                    w.result = result
-                continue
-            for w in writes:  # which one failed? each alone, its error its own
-                try:
-                    with w.catalog._write() as conn:
-                        w.result = w.step(conn)
-                except Exception as exc:  # noqa: BLE001 - raised to its caller
-                    w.error = exc
-
-
-class _Write:
-    """One caller's write, waiting for its transaction."""
-
-    def __init__(self, catalog: Any, step: Any) -> None:
-        self.catalog = catalog
-        self.step = step
-        self.result: Any = None
-        self.error: Exception | None = None
-        self.done = False
-
-
-_together = _GroupCommit()
+_together = together
 
 
 class _Later:
