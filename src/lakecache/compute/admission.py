@@ -500,7 +500,7 @@ _SHAPE_COLUMNS = (
 )
 
 
-def _shape(r: Mapping[str, Any]) -> tuple[object, ...]:
+def _shape(r: Any) -> tuple[object, ...]:
     """A queued job's shape, from its raw columns (a row's mapping): jobs of one queue,
     size and inputs fit, or do not, alike."""
     return tuple(r[c.name] for c in _SHAPE_COLUMNS)
