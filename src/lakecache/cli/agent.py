@@ -71,6 +71,12 @@ def agent(site: str, max_fills: int, interval: float, once: bool, jobs: bool) ->
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
+    if runner is not None:
+        # The hooks' one-time work (tracking reads the environment it records: every
+        # package's metadata) before the agent says it runs, not under its first jobs.
+        from lakecache.compute.hooks import warm_up
+
+        warm_up().join()
     click.echo(f"agent for site {site} running; Ctrl-C to stop", err=True)
     if job_loop is not None:
         job_loop.start()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from lakecache.catalog import topology_tables as tt
@@ -42,6 +42,10 @@ class AttemptRecord:
     exit_code: int | None
 
 
+#: backends -> the statement of :meth:`Attempts.placed_at` (its site a parameter).
+_placed_queries: dict[tuple[str, ...], Any] = {}
+
+
 class Attempts(Admission):
     """Running jobs: every report carries the attempt's fencing token. Thread-safe."""
 
@@ -49,18 +53,24 @@ class Attempts(Admission):
 
     def placed_at(self, site: str, backends: Iterable[str]) -> list[JobRecord]:
         """Placed jobs waiting to start on ``site``'s compute of one of ``backends``."""
-        j = ct.compute_jobs
-        q = (
-            self._job_query()
-            .where(
-                j.c.state == "placed",
-                tt.sites.c.name == site,
-                tt.compute_resources.c.backend.in_(list(backends)),
+        # Every pass of every runner asks, most of the time for nothing: the statement is
+        # built once per set of backends (SQLAlchemy then keeps its compiled form at hand,
+        # where a new one costs its cache key and lookup at every call).
+        key = tuple(sorted(backends))
+        q = _placed_queries.get(key)
+        if q is None:
+            j = ct.compute_jobs
+            q = _placed_queries[key] = (
+                self._job_query()
+                .where(
+                    j.c.state == "placed",
+                    tt.sites.c.name == bindparam("site"),
+                    tt.compute_resources.c.backend.in_(list(key)),
+                )
+                .order_by(j.c.id)
             )
-            .order_by(j.c.id)
-        )
         with self._c._read() as conn:
-            return [self._job(r) for r in conn.execute(q).mappings()]
+            return [self._job(r) for r in conn.execute(q, {"site": site}).mappings()]
 
     def claim(
         self, job: JobRecord, worker: str, *, now: datetime, workdir: str | None = None

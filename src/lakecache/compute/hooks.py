@@ -115,12 +115,25 @@ def _from_entry_points() -> list[AttemptHook]:
     return found
 
 
+#: The hooks whose warm-up has run, or runs, in this process.
+_warmed: list[AttemptHook] = []
+
+
 def warm_up() -> threading.Thread:
-    """Call every hook's ``warm()`` (those that have one) on a daemon thread; returns it.
-    What one raises is logged and ignored."""
+    """Call the ``warm()`` of every hook that has one and has not been warmed in this
+    process yet, on a daemon thread; returns it (an agent warms up before it says it
+    runs, and its runner's call then finds nothing left). What one raises is logged and
+    ignored."""
 
     def run() -> None:
+        todo = []
         for hook in hooks():
+            with _lock:
+                if any(hook is h for h in _warmed):
+                    continue
+                _warmed.append(hook)
+            todo.append(hook)
+        for hook in todo:
             step = getattr(hook, "warm", None)
             if step is None:
                 continue

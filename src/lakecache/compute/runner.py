@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,10 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 #: Seconds between a runner's signs of life in the catalog (well within
 #: lakecache.compute.admission.RUNNER_SEEN_WITHIN).
 SEEN_EVERY = 5.0
+
+#: How often (by its clock) a runner's scheduler pass also looks for silent workers,
+#: queued jobs past their deadline and placed jobs whose agent is down.
+CHECK_EVERY = timedelta(seconds=1)
 
 #: Seconds a runner trusts what it read of its site's compute and templates' images.
 LOOKUP_TTL = 10.0
@@ -135,6 +139,8 @@ class JobRunner:
         self._lock = threading.Lock()
         #: (kind, name) -> (monotonic time read, value): compute and templates' images.
         self._lookups: dict[tuple[str, str], tuple[float, Any]] = {}
+        #: When (its clock) this runner's pass last ran the checks of time (CHECK_EVERY).
+        self._checked_at: datetime | None = None
         #: When this runner last said it is alive (monotonic; see SEEN_EVERY).
         self._seen_at = float("-inf")
 
@@ -157,10 +163,25 @@ class JobRunner:
         # Every agent (and so every site) schedules every queue: one process at a time does.
         with exclusive(self.caches.hub.catalog, "job-scheduler") as held:
             if held:
-                for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
-                    log.warning("job %d: its worker went silent; now %s", job_id, state)
-                # Bounded, so that the jobs it places here are started soon (below).
-                store.schedule(now=now, budget=max(self.interval, 0.5))
+                budget = max(self.interval, 0.5)  # so that the jobs it places start soon
+                if not isinstance(store, ComputeStore):
+                    for job_id, state in store.requeue_stale(now=now, stale_after=self.stale_after):
+                        log.warning("job %d: its worker went silent; now %s", job_id, state)
+                    store.schedule(now=now, budget=budget)
+                else:
+                    # The checks of time (silent workers, deadlines, agents down) at most
+                    # every CHECK_EVERY s by the clock: a burst of short jobs runs a pass
+                    # per few jobs, and each check is a query that finds nothing then.
+                    checks = self._checked_at is None or not (
+                        timedelta(0) <= now - self._checked_at < CHECK_EVERY
+                    )
+                    if checks:
+                        self._checked_at = now
+                        for job_id, state in store.requeue_stale(
+                            now=now, stale_after=self.stale_after
+                        ):
+                            log.warning("job %d: its worker went silent; now %s", job_id, state)
+                    store.schedule(now=now, budget=budget, checks=checks)
         if held:  # jobs placed meanwhile, by this pass or another process
             started += self._start_placed()
         return started
