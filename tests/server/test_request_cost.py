@@ -243,3 +243,57 @@ def test_a_dataset_made_again_never_shows_the_old_ones_commit(
     assert cost_world.call("admin", "POST", "/api/v1/datasets", json={"name": "again"}).is_success
     gone = cost_world.call("admin", "GET", path)
     assert gone.status_code == 404, gone.text
+
+
+def test_a_commits_page_is_made_once_and_revalidates_by_its_etag(cost_world: World) -> None:
+    """A folder's page of a commit never changes: kept as sent, and a client that has it
+    gets an empty 304 for its ETag."""
+    path = tree(cost_world)
+    pages = cost_world.plane.pages
+    with cost_world.client("rita") as c:
+        first = c.get(path, params={"limit": 1})
+        assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+        etag = first.headers["etag"]
+        assert first.headers["cache-control"] == "private, no-cache"
+        kept = len(pages)
+        with counted(cost_world) as statements:
+            again = c.get(path, params={"limit": 1})
+        assert statements == [] and len(pages) == kept  # the kept page, nothing read again
+        assert again.content == first.content and again.headers["etag"] == etag
+        assert first.json()["items"] and first.json()["next_cursor"]  # a real page of 1
+        same = c.get(path, params={"limit": 1}, headers={"If-None-Match": etag})
+        assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
+        listed = c.get(path, params={"limit": 1}, headers={"If-None-Match": f'"x", W/{etag}'})
+        assert listed.status_code == 304  # one of several, and a weak form of it, match
+        other = c.get(path, params={"limit": 2}, headers={"If-None-Match": etag})
+        assert other.status_code == 200 and other.headers["etag"] != etag
+        assert len(other.json()["items"]) == 2
+        cursor = first.json()["next_cursor"]
+        second = c.get(path, params={"limit": 1, "cursor": cursor})
+        assert second.status_code == 200 and second.headers["etag"] != etag
+        assert second.json()["items"][0]["name"] > first.json()["items"][-1]["name"]
+
+
+def test_a_kept_page_is_refused_to_who_may_not_read_it(cost_world: World) -> None:
+    """The rights check comes before the kept page: its ETag opens nothing."""
+    path = tree(cost_world)
+    with cost_world.client("admin") as c:
+        etag = c.get(path).headers["etag"]
+    with cost_world.client("nora") as c:  # no role on the dataset
+        refused = c.get(path, headers={"If-None-Match": etag})
+        assert refused.status_code == 404 and etag not in refused.headers.get("etag", "")
+    assert cost_world.call(None, "GET", path, headers={"If-None-Match": etag}).status_code == 401
+
+
+def test_the_kept_pages_stay_within_their_budget() -> None:
+    from lakecache.server.lookups import PageCache
+
+    pages = PageCache(budget=1000)
+    for i in range(10):
+        pages.put(i, bytes(300))
+    assert pages.used <= 1000 and len(pages) == 3
+    assert pages.get(0) is None and pages.get(9) is not None  # the oldest went first
+    big = pages.put("big", bytes(5000))  # larger than the budget: served, not kept
+    assert big.body == bytes(5000) and pages.get("big") is None and pages.used == 900
+    again = pages.put(9, b"x" * 10)  # replacing an entry gives its bytes back
+    assert pages.used == 610 and again.etag != pages.put(8, bytes(300)).etag

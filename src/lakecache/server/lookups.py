@@ -19,6 +19,12 @@ not only its name, so a dataset deleted and created again under the same name ne
 answers with a commit of the old one. Who may read the dataset is checked on every
 request before this cache is asked. Tags, ``latest`` and id prefixes are always
 resolved by the catalog (tags move, a prefix can become ambiguous).
+
+**Listing pages of a commit.** A folder's page in a commit can never change either, so
+its JSON body is kept once made, with an ETag (a hash of the body), up to
+:data:`PAGE_CACHE_BYTES` in all: the next client browsing that folder costs the rights
+check and a copy, not a read of the index and a serialisation of a thousand entries.
+The caller's rights and the ref are checked first on every request, as for commits.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ COMMIT_CACHE_SIZE = 4096
 CREDENTIAL_CACHE_SECONDS = 5.0
 #: Credentials and (user, dataset) roles kept per server process.
 CREDENTIAL_CACHE_SIZE = 10_000
+#: Bytes of listing pages kept per server process (a page of 1,000 files is ~190 kB).
+PAGE_CACHE_BYTES = 64 * 1024 * 1024
 _FULL_ID_LENGTH = 64
 _HEX = frozenset("0123456789abcdef")
 
@@ -85,6 +93,49 @@ class BoundedCache(Generic[K, V]):
 
 
 CommitKey = tuple[int, datetime, str]
+
+
+@dataclass(frozen=True)
+class KeptPage:
+    body: bytes
+    #: A strong validator: the body's hash, quoted as HTTP wants it.
+    etag: str
+
+
+class PageCache:
+    """Response bodies that never change, by key, each with its ETag; the least recently
+    used go once the bodies pass ``budget`` bytes in all. Thread-safe."""
+
+    def __init__(self, budget: int = PAGE_CACHE_BYTES) -> None:
+        self.budget = budget
+        self.used = 0
+        self._entries: OrderedDict[Hashable, KeptPage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> KeptPage | None:
+        with self._lock:
+            kept = self._entries.get(key)
+            if kept is not None:
+                self._entries.move_to_end(key)
+            return kept
+
+    def put(self, key: Hashable, body: bytes) -> KeptPage:
+        kept = KeptPage(body, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"')
+        if len(body) > self.budget:
+            return kept  # served, never kept: it would push out everything else
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.used -= len(old.body)
+            self._entries[key] = kept
+            self.used += len(body)
+            while self.used > self.budget:
+                _, dropped = self._entries.popitem(last=False)
+                self.used -= len(dropped.body)
+        return kept
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def commit_at(plane: ControlPlane, dataset: DatasetRecord, ref: str) -> tuple[str, Commit]:

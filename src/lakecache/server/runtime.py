@@ -37,6 +37,7 @@ from lakecache.server.lookups import (
     BoundedCache,
     CommitKey,
     CredentialCache,
+    PageCache,
 )
 from lakecache.server.metrics import MeteredCacheService, Metrics, catalog_snapshot
 
@@ -84,6 +85,8 @@ class ControlPlane:
         self.commits: BoundedCache[CommitKey, Commit] = BoundedCache(COMMIT_CACHE_SIZE)
         #: Credentials and roles read in the last few seconds: see server.lookups.
         self.credentials = CredentialCache()
+        #: Listing pages of commits (immutable), as sent: see server.lookups.
+        self.pages = PageCache()
 
     @classmethod
     def open(

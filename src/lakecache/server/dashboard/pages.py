@@ -406,10 +406,7 @@ LISTINGS = ListingCache()
 
 def _listing(v: Viewer, dataset: str, commit_id: str, folder: str, cursor: str | None) -> Listing:
     paging = v.paging(TREE_PAGE, cursor)
-    if folder:
-        page = commits_api.tree(dataset, commit_id, folder, v.principal, v.plane, paging)
-    else:
-        page = commits_api.tree_root(dataset, commit_id, v.principal, v.plane, paging)
+    page = commits_api.listing(v.plane, v.principal, dataset, commit_id, folder, paging)
     single = page.items[0] if len(page.items) == 1 else None
     if single is not None and single.type == "file" and single.path == folder:
         return Listing(Markup(""), 1, None, 1, single.size, file=single)

@@ -15,7 +15,7 @@ from lakecache.catalog.db import DatasetRecord
 from lakecache.data.index import ManifestIndex
 from lakecache.errors import IntegrityError, NotFoundError
 from lakecache.lake.objects import EMPTY_DIGEST, Commit, normalize_folder, normalize_path
-from lakecache.server.auth import Plane, User, require_access, require_dataset
+from lakecache.server.auth import Plane, Principal, User, require_access, require_dataset
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, InvalidCursorError, Responses, log
 from lakecache.server.listing import content_type
 from lakecache.server.lookups import commit_at
@@ -100,20 +100,62 @@ def get_commit(dataset: DatasetName, ref: Ref, principal: User, plane: Plane) ->
     return commit_out(commit_id, commit, plane.hub.catalog.tags(dataset).get(commit_id, []))
 
 
+_LISTING_RESPONSES: Responses = {
+    304: {"description": "Not modified (If-None-Match matched the page's ETag)"},
+}
+
+
 def _tree(
-    plane: ControlPlane, dataset: DatasetRecord, ref: str, path: str, paging: Paging
-) -> TreePage:
-    folder = normalize_folder(path)
-    after = None
-    if paging.cursor is not None:
-        data = decode_cursor(paging.cursor)
-        kind, name = data.get("k"), data.get("n")
-        if kind not in ("d", "f") or not isinstance(name, str):
-            raise InvalidCursorError("the cursor is not one of this listing's")
-        after = (kind, name)
+    plane: ControlPlane,
+    dataset: DatasetRecord,
+    ref: str,
+    path: str,
+    paging: Paging,
+    request: Request,
+) -> Response:
+    folder, after = _where(path, paging)
     commit_id, commit = commit_at(plane, dataset, ref)
+    # A commit's page never changes: made once, then sent as it was (see server.lookups).
+    key = ("tree", commit_id, folder, after, paging.limit)
+    kept = plane.pages.get(key)
+    if kept is None:
+        page = _tree_page(plane, commit_id, commit, folder, after, paging.limit)
+        kept = plane.pages.put(key, page.model_dump_json().encode())
+    return immutable_json(request, kept.body, kept.etag)
+
+
+def listing(
+    plane: ControlPlane, principal: Principal, dataset: str, ref: str, path: str, paging: Paging
+) -> TreePage:
+    """A folder's page as the tree routes send it, as a model (for the dashboard's pages)."""
+    access = require_access(plane, principal, dataset)
+    folder, after = _where(path, paging)
+    commit_id, commit = commit_at(plane, access.dataset, ref)
+    return _tree_page(plane, commit_id, commit, folder, after, paging.limit)
+
+
+def _where(path: str, paging: Paging) -> tuple[str, tuple[str, str] | None]:
+    """The folder listed and the entry the page starts after (from the cursor)."""
+    folder = normalize_folder(path)
+    if paging.cursor is None:
+        return folder, None
+    data = decode_cursor(paging.cursor)
+    kind, name = data.get("k"), data.get("n")
+    if kind not in ("d", "f") or not isinstance(name, str):
+        raise InvalidCursorError("the cursor is not one of this listing's")
+    return folder, (kind, name)
+
+
+def _tree_page(
+    plane: ControlPlane,
+    commit_id: str,
+    commit: Commit,
+    folder: str,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> TreePage:
     with open_index(plane, commit.manifest) as idx:
-        entries, last = idx.ls_page(folder, limit=paging.limit, after=after)
+        entries, last = idx.ls_page(folder, limit=limit, after=after)
         totals = idx.folder_totals(folder) or (1, entries[0].size if entries else 0)
     items = [
         TreeItem(
@@ -137,22 +179,56 @@ def _tree(
     )
 
 
-@router.get("/commits/{ref}/tree", response_model=TreePage)
+def immutable_json(request: Request, body: bytes, etag: str) -> Response:
+    """A JSON body that never changes under its ETag: 304 when the client has it.
+
+    ``no-cache`` makes a browser ask every time (the caller's rights are checked on each
+    request), and the answer is then an empty 304 instead of the page again."""
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    wanted = request.headers.get("if-none-match")
+    if wanted is not None and (wanted.strip() == "*" or etag in _etags(wanted)):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header, weak ones compared by their opaque tag."""
+    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+
+
+@router.get("/commits/{ref}/tree", response_model=TreePage, responses=_LISTING_RESPONSES)
 def tree_root(
-    dataset: DatasetName, ref: Ref, principal: User, plane: Plane, paging: Paging
-) -> TreePage:
-    """The top folder of a commit: sub-folders (with file counts and bytes), then files."""
+    dataset: DatasetName,
+    ref: Ref,
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    request: Request,
+) -> Response:
+    """The top folder of a commit: sub-folders (with file counts and bytes), then files.
+
+    The page carries an ETag: send it back as If-None-Match to get 304 when it is the same."""
     access = require_access(plane, principal, dataset)
-    return _tree(plane, access.dataset, ref, "", paging)
+    return _tree(plane, access.dataset, ref, "", paging, request)
 
 
-@router.get("/commits/{ref}/tree/{path:path}", response_model=TreePage)
+@router.get(
+    "/commits/{ref}/tree/{path:path}", response_model=TreePage, responses=_LISTING_RESPONSES
+)
 def tree(
-    dataset: DatasetName, ref: Ref, path: FilePath, principal: User, plane: Plane, paging: Paging
-) -> TreePage:
-    """One folder of a commit, paginated by name; a file path lists just that file."""
+    dataset: DatasetName,
+    ref: Ref,
+    path: FilePath,
+    principal: User,
+    plane: Plane,
+    paging: Paging,
+    request: Request,
+) -> Response:
+    """One folder of a commit, paginated by name; a file path lists just that file.
+
+    The page carries an ETag: send it back as If-None-Match to get 304 when it is the same."""
     access = require_access(plane, principal, dataset)
-    return _tree(plane, access.dataset, ref, path, paging)
+    return _tree(plane, access.dataset, ref, path, paging, request)
 
 
 @router.get(
