@@ -4,10 +4,10 @@ see its notes on concurrency)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -466,33 +466,34 @@ class Admission(JobQueries):
         return failed
 
 
-@dataclass(frozen=True)
 class _Queued:
-    """A queued job as admission reads it."""
+    """A queued job as admission reads it: its size and inputs decoded only when planned
+    (a pass reads a batch of queued jobs, and passes over most when the slots are full)."""
 
-    id: int
-    queue_id: int
-    attempt: int
-    request: Resources
-    inputs: tuple[InputSpec, ...]
-    #: Its placement explanation as stored (JSON), to write only a changed one.
-    placement: str | None
-    #: Jobs of one shape fit, or do not, alike.
-    shape: tuple[object, ...]
+    def __init__(self, r: Any) -> None:
+        self.id = int(r["id"])
+        self.queue_id = int(r["queue_id"])
+        self.attempt = int(r["attempt"])
+        #: Its placement explanation as stored (JSON), to write only a changed one.
+        self.placement: str | None = r["placement"]
+        #: Jobs of one shape fit, or do not, alike.
+        self.shape = _shape(r)
+        self._row = r
 
     @classmethod
     def of(cls, r: Any) -> _Queued:
-        request = size_of(r)
-        inputs = tuple(InputSpec.from_dict(d) for d in json.loads(r["inputs"] or "[]"))
-        return cls(
-            int(r["id"]),
-            int(r["queue_id"]),
-            int(r["attempt"]),
-            request,
-            inputs,
-            r["placement"],
-            _shape(r),
-        )
+        return cls(r)
+
+    @functools.cached_property
+    def request(self) -> Resources:
+        return size_of(self._row)
+
+    @functools.cached_property
+    def inputs(self) -> tuple[InputSpec, ...]:
+        raw = self._row["inputs"]
+        if not raw or raw == "[]":
+            return ()
+        return tuple(InputSpec.from_dict(d) for d in json.loads(raw))
 
 
 #: The columns a queued job's shape is made of (see :func:`_shape`).
