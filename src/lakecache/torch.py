@@ -32,6 +32,7 @@ import io
 import logging
 import math
 import multiprocessing
+import operator
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -387,11 +388,22 @@ class CommitDataset(_Samples, torch.utils.data.Dataset[Any]):
         return self.samples[index][0].path
 
     def __getitem__(self, index: int) -> Any:
-        n = len(self.samples)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} is out of range for {n} samples")
+        # The hot path (raw bytes from a cache): one list lookup and the reader's
+        # one open, read and close; what can be decided once was, in __init__.
+        if index.__class__ is not int:
+            index = operator.index(index)
+        samples = self.samples
+        try:
+            entry, label = samples[index]
+        except IndexError:
+            raise IndexError(f"index {index} is out of range for {len(samples)} samples") from None
+        if self.decoder is None and self.transform is None and self.reader.cache is not None:
+            # Raw bytes from a cache: nothing to decode, transform or locate.
+            data = self.reader.read(entry)
+            return (data, label) if self.with_labels else data
+        n = len(samples)
         index %= n
-        if self._located_in != os.getpid():
+        if self.reader.cache is None and self._located_in != os.getpid():
             self._locate()
         for step in range(n):
             entry, label = self.samples[(index + step) % n]

@@ -73,6 +73,31 @@ def test_commit_dataset_items_carry_folder_labels(lake: Lake, source: str) -> No
         ds.close()
 
 
+def test_raw_items_any_index_and_a_transform_set_later(lake: Lake, source: str) -> None:
+    # Raw bytes from a cache take a short path: it must still give every file's bytes
+    # and label, take negative and numpy/tensor indexes, refuse out-of-range ones by
+    # name, and apply a transform set after the dataset was made (torchvision style).
+    import numpy as np
+
+    ds = CommitDataset("xray@v1", settings=lake.settings, decode="bytes", extensions=[".png"])
+    try:
+        assert ds.source == source and len(ds) == IMAGES
+        for i in range(len(ds)):
+            data, label = ds[i]
+            assert data == lake.files[ds.path(i)] and label == i // PER_CLASS
+        assert ds[-1] == ds[len(ds) - 1] == ds[np.int64(len(ds) - 1)] == ds[torch.tensor(-1)]
+        with pytest.raises(IndexError, match=f"out of range for {IMAGES} samples"):
+            ds[IMAGES]
+        with pytest.raises(IndexError):
+            ds[-IMAGES - 1]
+        with pytest.raises(TypeError):
+            ds[0:2]  # type: ignore[index]
+        ds.transform = len
+        assert ds[3] == (len(lake.files[ds.path(3)]), 0)
+    finally:
+        ds.close()
+
+
 def commit_dataset_in_workers(lake: Lake, start: str) -> None:
     ds = CommitDataset("xray@v1", settings=lake.settings, transform=to_tensor)
     try:
