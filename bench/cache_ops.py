@@ -285,7 +285,9 @@ def _child_main(op: str, config_json: str) -> None:
             Path(config["volumes"][volume]).mkdir(parents=True, exist_ok=True)  # mounted here
         result = {}
     elif op == "fill":
-        counter = _LakeCounter(hub.lake)
+        # Counted from when the fill opens the lake (in a thread, while it links):
+        # opening it here first would put the S3 client's set-up before the fill.
+        counter = _count_when_opened(hub)
         t = time.perf_counter()
         rec = svc.request(config["dataset"], config["commit"], volume=config["volume"])
         rec = svc.ensure_ready(rec)
@@ -374,6 +376,22 @@ def _race_child(s: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     return {"path": path, "lake_bytes": counter.bytes, "ended": ended, "pid": os.getpid()}
 
 
+def _count_when_opened(hub: Any) -> _LakeCounter:
+    """A counter of ``hub``'s lake reads, wrapping the lake when something first opens it."""
+    counter = _LakeCounter()
+    base = type(hub)
+
+    class CountingHub(base):  # type: ignore[misc, valid-type]
+        @property
+        def lake(self) -> Any:
+            lake = base.lake.fget(self)  # type: ignore[attr-defined]
+            counter.wrap(lake)
+            return lake
+
+    hub.__class__ = CountingHub
+    return counter
+
+
 class _LakeCounter:
     """Counts the bytes a lake's reads return, by wrapping ``get``, ``iter_chunks``, ``get_into``.
 
@@ -383,12 +401,22 @@ class _LakeCounter:
     it wrapped, a fill's packed bytes were not counted at all.
     """
 
-    def __init__(self, lake: Any) -> None:
+    def __init__(self, lake: Any = None) -> None:
         import threading
 
         self.bytes = 0
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._wrapped: set[int] = set()
+        if lake is not None:
+            self.wrap(lake)
+
+    def wrap(self, lake: Any) -> None:
+        """Count ``lake``'s reads from now on (once per lake object)."""
+        with self._lock:
+            if id(lake) in self._wrapped:
+                return
+            self._wrapped.add(id(lake))
         get, chunks = lake.get, lake.iter_chunks
 
         def counted_get(*args: Any, **kwargs: Any) -> bytes:
