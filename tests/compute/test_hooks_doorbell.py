@@ -281,3 +281,22 @@ def test_a_site_agent_loads_no_web_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert out[:2] == ["[]", "True True"]
+
+
+def test_a_hook_is_warmed_once_per_process_however_often_warm_up_is_asked(hub: Hub) -> None:
+    """An agent warms its hooks before it says it runs, and its runner asks again as its
+    loop starts: the second call finds nothing left to do; a hook registered since is
+    warmed by the next call."""
+    first, later = _Warmed(), _Warmed()
+    remove = [hooks.register(first)]
+    try:
+        hooks.warm_up().join(30)
+        hooks.warm_up().join(30)
+        remove.append(hooks.register(later))
+        hooks.warm_up().join(30)
+        hooks.warm_up().join(30)
+    finally:
+        for r in remove:
+            r()
+    assert first.warmed == ["lakecache-hooks-warm"]
+    assert later.warmed == ["lakecache-hooks-warm"]

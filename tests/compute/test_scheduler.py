@@ -225,3 +225,33 @@ def test_cancel_before_start_and_while_running(
         assert t is not None
         store.finish(done, t, state="succeeded", exit_code=0, reason=None, now=clock.now())
         store.cancel(done, now=clock.now())
+
+
+def test_a_pass_plans_one_batch_when_the_queued_jobs_are_alike_and_the_slots_fill(
+    store: ComputeStore, clock: ManualClock, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of one shape that found no room are passed over before they are read: the
+    queued jobs beyond the first batch (all alike) cost the pass no batch of their own."""
+    from lakecache.compute import admission
+
+    monkeypatch.setattr(admission, "ADMIT_BATCH", 20)
+    ids = [_submit(store, clock) for _ in range(70)]
+    batches: list[int] = []
+    real = store._queued
+
+    def counted(job_ids: list[int]) -> object:
+        batches.append(len(job_ids))
+        return real(job_ids)
+
+    monkeypatch.setattr(store, "_queued", counted)
+    # onprem has 2 one-CPU slots, cloud 8: 10 placed, the other 60 wait.
+    assert store.schedule(now=clock.now()) == 10
+    assert batches == [20]
+    states = [store.get_job(i).state for i in ids]
+    assert states.count("placed") == 10 and states.count("queued") == 60
+    # A job of another shape (less memory) further back is still planned in the same pass.
+    two = _submit(store, clock, request=Resources(1000, 10**8))
+    batches.clear()
+    assert store.schedule(now=clock.now()) == 0
+    assert batches == [20, 1]  # the alike ones once, then the one of its own shape
+    assert "no template has room" in store.timeline(two)[-1].detail
