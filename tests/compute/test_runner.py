@@ -292,3 +292,43 @@ def test_a_stopping_agent_gives_its_jobs_back(
     job = store.get_job(job.id)
     assert (job.state, job.attempt) in {("queued", 1), ("placed", 1)}
     assert store.timeline(job.id)[-1].kind in ("requeued", "placed")
+
+
+def test_a_runner_checks_for_silent_workers_and_deadlines_at_most_every_second(
+    hub: Hub, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of short jobs runs a pass every few jobs: the checks of time (silent
+    workers, pending deadlines, agents down) run once a second by the runner's clock,
+    not at every pass; the admission runs at every pass."""
+    from lakecache.cache.clock import ManualClock
+
+    clock = ManualClock()
+    caches = CacheService(hub, clock=clock, poll_every=0.05)
+    runner = JobRunner(caches, "onprem", interval=0.05, jobs_root=tmp_path / "jobs")
+    calls: list[str] = []
+    for name in ("requeue_stale", "fail_overdue", "strand_check", "_admit"):
+        real = getattr(runner.store, name)
+
+        def counted(*a: object, _real: object = real, _name: str = name, **k: object) -> object:
+            calls.append(_name)
+            return _real(*a, **k)  # type: ignore[operator]
+
+        monkeypatch.setattr(runner.store, name, counted)
+    checks = ["requeue_stale", "fail_overdue", "strand_check"]
+    try:
+        _submit(runner.store, "sleep", "30")  # queued: every pass admits
+        runner.run_once()
+        assert calls == [*checks, "_admit"]
+        calls.clear()
+        clock.advance(timedelta(milliseconds=900))
+        runner.run_once()
+        assert calls == []  # its own job placed and running: nothing queued, no check due
+        _submit(runner.store, "sleep", "30")
+        runner.run_once()
+        assert calls == ["_admit"]
+        calls.clear()
+        clock.advance(timedelta(milliseconds=200))  # a second since the last checks
+        runner.run_once()
+        assert calls == [*checks]
+    finally:
+        runner.close()
