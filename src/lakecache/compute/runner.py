@@ -65,6 +65,11 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 #: lakecache.compute.admission.RUNNER_SEEN_WITHIN).
 SEEN_EVERY = 5.0
 
+#: Seconds from the start of one pass to the next at least, when the doorbell rings
+#: sooner: in a burst of short jobs a runner's passes were back to back, each finding
+#: a job or two, and most of an agent's CPU went to them.
+PASS_GAP = 0.025
+
 #: How often (by its clock) a runner's scheduler pass also looks for silent workers,
 #: queued jobs past their deadline and placed jobs whose agent is down.
 CHECK_EVERY = timedelta(seconds=1)
@@ -236,11 +241,15 @@ class JobRunner:
         listener = Listener(self.caches.hub.catalog)
         try:
             while not self.stop_event.is_set():
+                began = time.monotonic()
                 try:
                     self.run_once()
                 except LakecacheError as exc:
                     log.warning("job pass failed: %s", exc.message)
-                listener.wait(self.interval, self.stop_event)
+                if listener.wait(self.interval, self.stop_event):
+                    # Rung: the rings of a burst (every job placed or ended anywhere rings
+                    # every agent) are heard together, at most one pass per PASS_GAP.
+                    self.stop_event.wait(PASS_GAP - (time.monotonic() - began))
         finally:
             listener.close()
         self.close()
