@@ -300,3 +300,45 @@ def test_a_hook_is_warmed_once_per_process_however_often_warm_up_is_asked(hub: H
             r()
     assert first.warmed == ["lakecache-hooks-warm"]
     assert later.warmed == ["lakecache-hooks-warm"]
+
+
+def test_rings_in_a_burst_are_heard_together_not_a_pass_each(
+    hub: Hub, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every job placed or ended anywhere rings every runner: in a burst a runner runs a
+    pass at most every PASS_GAP seconds, not one per ring; a lone ring still wakes it at
+    once (well before its interval)."""
+    from lakecache.compute import runner as runner_module
+
+    runner = _runner(hub, "onprem", tmp_path, interval=30.0)
+    passes: list[float] = []
+
+    def counted() -> int:  # the loop's pace alone: a pass that costs nothing
+        passes.append(time.monotonic())
+        return 0
+
+    monkeypatch.setattr(runner, "run_once", counted)
+    loop = threading.Thread(target=runner.run_forever, daemon=True)
+    try:
+        loop.start()
+        deadline = time.monotonic() + 30
+        while not passes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        before = len(passes)
+        rang_at = time.monotonic()
+        ring(hub.catalog)  # a lone ring: a pass at once
+        while len(passes) == before and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert passes[-1] - rang_at < 5.0  # not the 30 s interval
+        time.sleep(0.2)
+        before, start = len(passes), time.monotonic()
+        while time.monotonic() - start < 1.0:  # a ring every millisecond for a second
+            ring(hub.catalog)
+            time.sleep(0.001)
+        burst = len(passes) - before
+    finally:
+        runner.stop_event.set()
+        loop.join(60)
+    most = 1.0 / runner_module.PASS_GAP + 2
+    assert 1 <= burst <= most, f"{burst} passes for a second of rings (at most {most:.0f})"
