@@ -94,6 +94,7 @@ class Attempts(Admission):
         those this worker took (the others another worker took first)."""
         j, a = ct.compute_jobs, ct.compute_job_attempts
         tokens: dict[int, int] = {}
+        events: list[tuple[int, str, str, int]] = []
         with self._c._write() as conn:
             for job in jobs:
                 token = job.attempt + 1
@@ -121,10 +122,18 @@ class Attempts(Admission):
                         started_at=now,
                     )
                 )
-                self._event(conn, job.id, now, "claimed", f"by {worker}", token)
+                events.append((job.id, "claimed", f"by {worker}", token))
                 if workdir is not None:
-                    self._event(conn, job.id, now, "preparing", f"in {workdir}", token)
+                    events.append((job.id, "preparing", f"in {workdir}", token))
                 tokens[job.id] = token
+            if events:  # the claims' timeline entries, in one statement
+                conn.execute(
+                    ct.compute_job_events.insert(),
+                    [
+                        {"job_id": i, "at": now, "kind": k, "detail": d, "attempt": n}
+                        for i, k, d, n in events
+                    ],
+                )
         return tokens
 
     def attempt(self, job_id: int, number: int) -> AttemptRecord | None:

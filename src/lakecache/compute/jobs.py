@@ -31,6 +31,9 @@ from lakecache.compute.pools import PoolStore
 from lakecache.compute.rows import size_of, size_values
 from lakecache.errors import NotFoundError, UserError
 
+#: A timeline entry's insert, built once (several a job, on every job's path).
+_EVENT_INSERT = ct.compute_job_events.insert()
+
 
 class JobQueries(PoolStore):
     """Submitting and reading jobs. Safe to share between threads."""
@@ -269,9 +272,8 @@ class JobQueries(PoolStore):
         conn: Connection, job_id: int, now: datetime, kind: str, detail: str, attempt: int
     ) -> None:
         conn.execute(
-            ct.compute_job_events.insert().values(
-                job_id=job_id, at=now, kind=kind, detail=detail, attempt=attempt
-            )
+            _EVENT_INSERT,
+            {"job_id": job_id, "at": now, "kind": kind, "detail": detail, "attempt": attempt},
         )
 
     def outputs(self, job_id: int) -> list[OutputFile]:
