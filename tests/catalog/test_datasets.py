@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from catalog.helpers import commit_chain
+from catalog.helpers import commit_chain, make_commit
 from lakecache.catalog import Catalog, DatasetRecord
 from lakecache.errors import AlreadyExistsError, DatasetNotFoundError, UserError
 
@@ -87,3 +87,26 @@ def test_stats_follow_the_head(catalog: Catalog) -> None:
         "file_count": head.file_count,
         "bytes": head.bytes,
     }
+
+
+def test_stats_of_many_at_once_are_each_ones_stats(catalog: Catalog) -> None:
+    """The dataset list's one query says what dataset_stats says of each dataset: empty,
+    with a history on main, and with commits only on another branch (no head)."""
+    for name in ("empty", "history", "side", "other"):
+        catalog.create_dataset(name, "alice")
+    commit_chain(catalog, "history", 3)
+    commit_chain(catalog, "other", 1, start_minute=10)
+    side = make_commit("side", (), "on a branch", 20)
+    catalog.add_commit(side, expected_head=None, branch="dev")
+    records = {r.name: r for r in catalog.list_datasets()}
+    wanted = ["empty", "history", "side"]  # not "other": only the ids asked for come back
+    many = catalog.datasets_stats([records[n].id for n in wanted])
+    assert many == {records[n].id: catalog.dataset_stats(n) for n in wanted}
+    assert many[records["side"].id] == {
+        "commit_count": 1,
+        "head": None,
+        "file_count": 0,
+        "bytes": 0,
+    }
+    assert many[records["history"].id]["commit_count"] == 3
+    assert catalog.datasets_stats([]) == {}

@@ -225,38 +225,46 @@ class Catalog(BlobIndex):
         )
 
     def datasets_stats(self, dataset_ids: list[int]) -> dict[int, DatasetStats]:
-        """:meth:`dataset_stats` of many datasets at once, by id: two queries, not 3 each."""
+        """:meth:`dataset_stats` of many datasets at once, by id, in one query."""
         if not dataset_ids:
             return {}
-        with self._read() as conn:
-            counts: dict[int, int] = dict(
-                conn.execute(
-                    select(t.commits.c.dataset_id, func.count())
-                    .where(t.commits.c.dataset_id.in_(dataset_ids))
-                    .group_by(t.commits.c.dataset_id)
-                ).all()
+        counts = (
+            select(t.commits.c.dataset_id, func.count().label("commit_count"))
+            .where(t.commits.c.dataset_id.in_(dataset_ids))
+            .group_by(t.commits.c.dataset_id)
+            .subquery()
+        )
+        main = t.refs.alias("main")
+        q = (
+            select(
+                t.datasets.c.id,
+                counts.c.commit_count,
+                t.commits.c.id.label("head"),
+                t.commits.c.file_count,
+                t.commits.c.bytes,
             )
-            heads = conn.execute(
-                select(
-                    t.refs.c.dataset_id, t.commits.c.id, t.commits.c.file_count, t.commits.c.bytes
-                )
-                .join(t.commits, t.refs.c.commit_id == t.commits.c.id)
-                .where(
-                    t.refs.c.dataset_id.in_(dataset_ids),
-                    t.refs.c.name == MAIN,
-                    t.refs.c.kind == "branch",
-                )
-            ).all()
+            .select_from(t.datasets)
+            .outerjoin(counts, counts.c.dataset_id == t.datasets.c.id)
+            .outerjoin(
+                main,
+                (main.c.dataset_id == t.datasets.c.id)
+                & (main.c.name == MAIN)
+                & (main.c.kind == "branch"),
+            )
+            .outerjoin(t.commits, t.commits.c.id == main.c.commit_id)
+            .where(t.datasets.c.id.in_(dataset_ids))
+        )
+        with self._read() as conn:
+            rows = conn.execute(q).all()
         out = {
-            i: DatasetStats(commit_count=int(counts.get(i, 0)), head=None, file_count=0, bytes=0)
-            for i in dataset_ids
+            i: DatasetStats(commit_count=0, head=None, file_count=0, bytes=0) for i in dataset_ids
         }
-        for row in heads:
-            out[row.dataset_id] = DatasetStats(
-                commit_count=int(counts.get(row.dataset_id, 0)),
-                head=row.id,
-                file_count=int(row.file_count),
-                bytes=int(row.bytes),
+        for row in rows:
+            out[row.id] = DatasetStats(
+                commit_count=int(row.commit_count or 0),
+                head=row.head,
+                file_count=int(row.file_count or 0) if row.head is not None else 0,
+                bytes=int(row.bytes or 0) if row.head is not None else 0,
             )
         return out
 
