@@ -74,6 +74,11 @@ CHUNK_FILES = 256
 CHUNK_BYTES = 32 << 20
 #: Chunks fetched ahead of the one being read.
 CHUNKS_AHEAD = 2
+#: When streaming, the first GET is cut to this many bytes and each next one to
+#: twice as many, up to RAMP_LAST_BYTES: the first files arrive after a small GET,
+#: not after a whole merged range shared with the GETs running ahead.
+RAMP_FIRST_BYTES = 256 << 10
+RAMP_LAST_BYTES = 4 << 20
 #: Bytes of verified blobs kept in memory for the reads that follow (ranges of one
 #: file, the neighbours fetched ahead).
 KEPT_BYTES = 64 << 20
@@ -508,11 +513,14 @@ class CommitReader:
             max(1, self.settings.workers), thread_name_prefix="lakecache-stream"
         ) as pool:
             window: deque[tuple[list[ManifestEntry], dict[str, Future[bytes]]]] = deque()
-            requests: list[Future[Any]] = []
+            # The lake's client is made (a few tenths of a second of CPU for S3) while
+            # the first chunk's blobs are located, not after.
+            requests: list[Future[Any]] = [pool.submit(lambda: self.hub.lake)]
             buffers = RangeBuffers()
+            ramp = [RAMP_FIRST_BYTES]
             try:
                 for chunk in _chunks(entries):
-                    window.append((chunk, self._submit_chunk(pool, chunk, requests, buffers)))
+                    window.append((chunk, self._submit_chunk(pool, chunk, requests, buffers, ramp)))
                     if len(window) > ahead:
                         yield from self._drain(*window.popleft())
                         requests = [f for f in requests if not f.done()]
@@ -537,16 +545,23 @@ class CommitReader:
         chunk: list[ManifestEntry],
         requests: list[Future[Any]],
         buffers: RangeBuffers,
+        ramp: list[int],
     ) -> dict[str, Future[bytes]]:
-        """Start the GETs of one chunk; a future of verified bytes for each of its digests."""
+        """Start the GETs of one chunk; a future of verified bytes for each of its digests.
+
+        ``ramp`` holds the size the next GET is cut to (doubled after each), so the
+        first files come in small GETs that do not wait for whole merged ranges;
+        0 once it has grown past them.
+        """
         by_digest = {e.digest: e for e in chunk}
         locs = self._locate(by_digest.values())
         futures: dict[str, Future[bytes]] = {}
-        for r in plan_ranges(loc for loc in locs.values() if loc.pack_id):
-            whole = pool.submit(self._get_blobs, r, by_digest, buffers)
-            requests.append(whole)
-            for digest, _, _ in r.blobs:
-                futures[digest] = _slice(whole, digest)
+        for merged in plan_ranges(loc for loc in locs.values() if loc.pack_id):
+            for r in _ramped(merged, ramp):
+                whole = pool.submit(self._get_blobs, r, by_digest, buffers)
+                requests.append(whole)
+                for digest, _, _ in r.blobs:
+                    futures[digest] = _slice(whole, digest)
         for loc in locs.values():
             if not loc.pack_id:
                 large = pool.submit(self._fetch_large, by_digest[loc.digest], loc)
@@ -838,6 +853,31 @@ def read_file(path: str, size: int) -> bytes:
 def _covers(subpath: str, prefix: str) -> bool:
     """True if a cache of ``subpath`` holds every file under ``prefix``."""
     return not subpath or prefix == subpath or prefix.startswith(subpath + "/")
+
+
+def _ramped(r: Range, ramp: list[int]) -> Iterator[Range]:
+    """``r`` cut at blob boundaries into GETs of ``ramp[0]`` bytes, doubling each time
+    (a GET holds one blob at least), until a cut would be as large as ``r`` itself."""
+    while ramp[0] and ramp[0] < r.length and len(r.blobs) > 1:
+        cap, taken = ramp[0], 1
+        while taken < len(r.blobs) and sum(r.blobs[taken][1:]) <= cap:
+            taken += 1
+        head = r.blobs[:taken]
+        rest = r.blobs[taken:]
+        if not rest:
+            break
+        yield Range(r.key, r.start, head[-1][1] + head[-1][2], head)
+        shift = rest[0][1]
+        r = Range(
+            r.key,
+            r.start + shift,
+            r.length - shift,
+            tuple((d, off - shift, n) for d, off, n in rest),
+        )
+        ramp[0] *= 2
+    if ramp[0] and ramp[0] >= RAMP_LAST_BYTES:
+        ramp[0] = 0
+    yield r
 
 
 def _chunks(entries: Iterable[ManifestEntry]) -> Iterator[list[ManifestEntry]]:
