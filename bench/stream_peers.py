@@ -9,23 +9,28 @@ targets): ``StreamingDataset`` on an S3 lake with no cache, against
 One synthetic NIH-layout set of PNGs (``BENCH_STREAM_IMAGES``, default 1,500 of 512 px,
 scaled by ``BENCH_SCALE``) is committed to a bucket of the bench's SeaweedFS and copied
 next to it as plain objects for the peers. Every reader is served by the same SeaweedFS,
-so the files' bytes are equally warm in its volume files for all three.
+so the files' bytes are equally warm in its volume files for all three. Streaming and
+s5cmd each run twice, alternated, and the best of each counts.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import peers
 from harness import Bench, BenchError, mb, say
 
 TARGET_X_FUSE = 2.0
 TARGET_X_S5CMD = 1.5
+#: Timed passes of each side (best of them).
+ROUNDS = 2
 BUCKET = "bench-stream"
 
 
@@ -35,7 +40,6 @@ def stream_peers(bench: Bench) -> None:
     from lakecache.data.dataset import Dataset
     from lakecache.data.hub import Hub
     from lakecache.settings import Settings
-    from lakecache.torch import StreamingDataset
 
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     images = max(200, int(int(os.environ.get("BENCH_STREAM_IMAGES", "1500")) * scale))
@@ -64,29 +68,13 @@ def stream_peers(bench: Bench) -> None:
     _run([*s5, "cp", f"{src}/", f"s3://{BUCKET}/files/"], bench)
     print(f"    {len(files):,} files, {mb(nbytes):.0f} MB", flush=True)
 
-    # lakecache: the commit streamed from the lake (no cache anywhere), every byte verified.
-    t0 = time.perf_counter()
-    stream = StreamingDataset(f"stream@{commit.id}", settings=settings)
-    got = 0
-    try:
-        for item in stream:
-            got += len(item)
-        source = stream.source
-    finally:
-        stream.close()
-    stream_s = time.perf_counter() - t0
-    if got != nbytes or source != "stream":
-        raise BenchError(f"streamed {got} bytes from {source}, expected {nbytes} from the lake")
+    # Each side ROUNDS times, alternated, best of each: one pass is a few seconds, and
+    # a shared machine's noise then hits both sides alike.
+    stream_s = s5_s = math.inf
+    for _ in range(ROUNDS):
+        stream_s = min(stream_s, _stream(f"stream@{commit.id}", settings, nbytes))
+        s5_s = min(s5_s, _s5cmd_read(s5, work / "download", nbytes, bench))
     bench.record("stream.lakecache.MBps", mb(nbytes) / stream_s, "MB/s", "StreamingDataset, S3")
-
-    # s5cmd: download every file, then read each one.
-    dl = work / "download"
-    t0 = time.perf_counter()
-    _run([*s5, "cp", f"s3://{BUCKET}/files/*", f"{dl}/"], bench)
-    read = sum(len(p.read_bytes()) for p in sorted(q for q in dl.rglob("*") if q.is_file()))
-    s5_s = time.perf_counter() - t0
-    if read != nbytes:
-        raise BenchError(f"s5cmd download read {read} bytes, expected {nbytes}")
     bench.record("stream.s5cmd_read.MBps", mb(nbytes) / s5_s, "MB/s", "s5cmd download, then read")
 
     fuse_s = _fuse_read(bench, work, src, files, nbytes)
@@ -102,6 +90,38 @@ def stream_peers(bench: Bench) -> None:
             f"stream peers: StreamingDataset {x:.1f}x {peer} (target >= {target:.1f}x: "
             f"{'PASS' if x >= target else 'FAIL'})"
         )
+
+
+def _stream(ref: str, settings: Any, nbytes: int) -> float:
+    """Seconds to stream the commit from the lake (no cache anywhere), every byte verified,
+    from making the dataset to its last file."""
+    from lakecache.torch import StreamingDataset
+
+    t0 = time.perf_counter()
+    stream = StreamingDataset(ref, settings=settings)
+    got = 0
+    try:
+        for item in stream:
+            got += len(item)
+        source = stream.source
+    finally:
+        stream.close()
+    seconds = time.perf_counter() - t0
+    if got != nbytes or source != "stream":
+        raise BenchError(f"streamed {got} bytes from {source}, expected {nbytes} from the lake")
+    return seconds
+
+
+def _s5cmd_read(s5: list[str], dl: Path, nbytes: int, bench: Bench) -> float:
+    """Seconds to download every file with s5cmd into a fresh folder, then read each one."""
+    shutil.rmtree(dl, ignore_errors=True)
+    t0 = time.perf_counter()
+    _run([*s5, "cp", f"s3://{BUCKET}/files/*", f"{dl}/"], bench)
+    read = sum(len(p.read_bytes()) for p in sorted(q for q in dl.rglob("*") if q.is_file()))
+    seconds = time.perf_counter() - t0
+    if read != nbytes:
+        raise BenchError(f"s5cmd download read {read} bytes, expected {nbytes}")
+    return seconds
 
 
 def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: int) -> float | None:
