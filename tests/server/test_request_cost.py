@@ -297,3 +297,31 @@ def test_the_kept_pages_stay_within_their_budget() -> None:
     assert big.body == bytes(5000) and pages.get("big") is None and pages.used == 900
     again = pages.put(9, b"x" * 10)  # replacing an entry gives its bytes back
     assert pages.used == 610 and again.etag != pages.put(8, bytes(300)).etag
+
+
+def test_a_kept_page_is_answered_without_a_worker_thread(
+    cost_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rights, commit and page all kept: the route answers on the event loop. A tag (which
+    moves) or a caller not seen lately still goes to the catalog, in a worker thread."""
+    from lakecache.server.routes import commits
+
+    hops: list[str] = []
+
+    async def counting(func: Callable[..., object], *args: object) -> object:
+        hops.append(func.__name__)
+        return await real(func, *args)
+
+    real = commits.run_in_threadpool
+    monkeypatch.setattr(commits, "run_in_threadpool", counting)
+    with cost_world.client("rita") as c:
+        assert c.get(tree(cost_world)).status_code == 200
+        hops.clear()
+        for _ in range(3):
+            assert c.get(tree(cost_world)).status_code == 200
+        assert hops == []
+        by_tag = c.get("/api/v1/datasets/xray/commits/v1/tree")
+        assert by_tag.status_code == 200 and hops == ["_tree"]
+    with cost_world.client("nora") as c:  # not a member: asked, and refused
+        assert c.get(tree(cost_world)).status_code == 404
+    assert hops == ["_tree", "_tree"]

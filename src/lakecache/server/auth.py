@@ -391,17 +391,27 @@ def require_access(
     return access
 
 
-def _reader_access(plane: ControlPlane, principal: Principal, dataset: str) -> DatasetAccess | None:
-    """A person's (or org admin's) access to read ``dataset``, kept a few seconds (see
-    :mod:`lakecache.server.lookups`); None when it must be asked of the catalog. Job
-    tokens and agent users are always asked: their reach follows jobs and caches."""
+def kept_reader_access(
+    plane: ControlPlane, principal: Principal, dataset: str
+) -> DatasetAccess | None:
+    """A person's (or org admin's) access to read ``dataset`` as this server kept it a few
+    seconds ago (see :mod:`lakecache.server.lookups`); None when it must be asked of the
+    catalog. Never blocks. Job tokens and agent users are always asked: their reach
+    follows jobs and caches."""
     if principal.job is not None or principal.user.agent_site is not None:
         return None
-    credentials = plane.credentials
-    now = plane.clock.now()
-    kept = credentials.access(principal.user.id, dataset, now)
+    return plane.credentials.access(principal.user.id, dataset, plane.clock.now())
+
+
+def _reader_access(plane: ControlPlane, principal: Principal, dataset: str) -> DatasetAccess | None:
+    """:func:`kept_reader_access`, else asked of the catalog (and kept when granted)."""
+    if principal.job is not None or principal.user.agent_site is not None:
+        return None
+    kept = kept_reader_access(plane, principal, dataset)
     if kept is not None:
         return kept
+    credentials = plane.credentials
+    now = plane.clock.now()
     generation = credentials.generation
     access = dataset_access(plane, principal, dataset)
     if access is not None:

@@ -142,10 +142,9 @@ def commit_at(plane: ControlPlane, dataset: DatasetRecord, ref: str) -> tuple[st
     """The full id and the commit that ``ref`` names in ``dataset`` (the caller checked
     the caller's role). NotFoundError or AmbiguousRefError as :meth:`Catalog.resolve`."""
     catalog = plane.hub.catalog
-    if _is_full_id(ref):
-        cached = plane.commits.get((dataset.id, dataset.created_at, ref))
-        if cached is not None:
-            return ref, cached
+    cached = kept_commit(plane, dataset, ref)
+    if cached is not None:
+        return ref, cached
     commit_id = catalog.resolve(dataset.name, ref)
     key = (dataset.id, dataset.created_at, commit_id)
     commit = plane.commits.get(key)
@@ -153,6 +152,13 @@ def commit_at(plane: ControlPlane, dataset: DatasetRecord, ref: str) -> tuple[st
         commit = catalog.get_commit(dataset.name, commit_id)
         plane.commits.put(key, commit)
     return commit_id, commit
+
+
+def kept_commit(plane: ControlPlane, dataset: DatasetRecord, ref: str) -> Commit | None:
+    """The commit a full id names in ``dataset``, if this server has read it; never blocks."""
+    if not _is_full_id(ref):
+        return None
+    return plane.commits.get((dataset.id, dataset.created_at, ref))
 
 
 def _is_full_id(ref: str) -> bool:

@@ -10,15 +10,22 @@ from urllib.parse import quote
 import blake3
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from lakecache.catalog.db import DatasetRecord
 from lakecache.data.index import ManifestIndex
 from lakecache.errors import IntegrityError, NotFoundError
 from lakecache.lake.objects import EMPTY_DIGEST, Commit, normalize_folder, normalize_path
-from lakecache.server.auth import Plane, Principal, User, require_access, require_dataset
+from lakecache.server.auth import (
+    Plane,
+    Principal,
+    User,
+    kept_reader_access,
+    require_access,
+    require_dataset,
+)
 from lakecache.server.errors import COMMON_RESPONSES, ErrorBody, InvalidCursorError, Responses, log
 from lakecache.server.listing import content_type
-from lakecache.server.lookups import commit_at
+from lakecache.server.lookups import KeptPage, commit_at, kept_commit
 from lakecache.server.models import ChangeOut, CommitOut, DiffPage, TreeItem, TreePage
 from lakecache.server.pagination import Page, Paging, decode_cursor, encode_cursor, paginate
 from lakecache.server.params import DatasetName
@@ -106,21 +113,49 @@ _LISTING_RESPONSES: Responses = {
 
 
 def _tree(
-    plane: ControlPlane,
-    dataset: DatasetRecord,
-    ref: str,
-    path: str,
-    paging: Paging,
-    request: Request,
-) -> Response:
+    plane: ControlPlane, principal: Principal, dataset: str, ref: str, path: str, paging: Paging
+) -> KeptPage:
+    """A folder's page as sent: the rights and the ref checked in the catalog (this blocks)."""
+    access = require_access(plane, principal, dataset)
     folder, after = _where(path, paging)
-    commit_id, commit = commit_at(plane, dataset, ref)
+    commit_id, commit = commit_at(plane, access.dataset, ref)
     # A commit's page never changes: made once, then sent as it was (see server.lookups).
     key = ("tree", commit_id, folder, after, paging.limit)
     kept = plane.pages.get(key)
     if kept is None:
         page = _tree_page(plane, commit_id, commit, folder, after, paging.limit)
         kept = plane.pages.put(key, page.model_dump_json().encode())
+    return kept
+
+
+def _kept_tree(
+    plane: ControlPlane, principal: Principal, dataset: str, ref: str, path: str, paging: Paging
+) -> KeptPage | None:
+    """The same page from memory alone, when the caller's right to read the dataset, the
+    commit (named by its full id) and the page are all kept; else None. Never blocks, so
+    the route answers on the event loop, without a hop to a worker thread and back."""
+    access = kept_reader_access(plane, principal, dataset)
+    if access is None:
+        return None
+    commit = kept_commit(plane, access.dataset, ref)
+    if commit is None:
+        return None
+    folder, after = _where(path, paging)
+    return plane.pages.get(("tree", ref, folder, after, paging.limit))
+
+
+async def _tree_response(
+    plane: ControlPlane,
+    principal: Principal,
+    dataset: str,
+    ref: str,
+    path: str,
+    paging: Paging,
+    request: Request,
+) -> Response:
+    kept = _kept_tree(plane, principal, dataset, ref, path, paging)
+    if kept is None:
+        kept = await run_in_threadpool(_tree, plane, principal, dataset, ref, path, paging)
     return immutable_json(request, kept.body, kept.etag)
 
 
@@ -197,7 +232,7 @@ def _etags(header: str) -> set[str]:
 
 
 @router.get("/commits/{ref}/tree", response_model=TreePage, responses=_LISTING_RESPONSES)
-def tree_root(
+async def tree_root(
     dataset: DatasetName,
     ref: Ref,
     principal: User,
@@ -208,14 +243,13 @@ def tree_root(
     """The top folder of a commit: sub-folders (with file counts and bytes), then files.
 
     The page carries an ETag: send it back as If-None-Match to get 304 when it is the same."""
-    access = require_access(plane, principal, dataset)
-    return _tree(plane, access.dataset, ref, "", paging, request)
+    return await _tree_response(plane, principal, dataset, ref, "", paging, request)
 
 
 @router.get(
     "/commits/{ref}/tree/{path:path}", response_model=TreePage, responses=_LISTING_RESPONSES
 )
-def tree(
+async def tree(
     dataset: DatasetName,
     ref: Ref,
     path: FilePath,
@@ -227,8 +261,7 @@ def tree(
     """One folder of a commit, paginated by name; a file path lists just that file.
 
     The page carries an ETag: send it back as If-None-Match to get 304 when it is the same."""
-    access = require_access(plane, principal, dataset)
-    return _tree(plane, access.dataset, ref, path, paging, request)
+    return await _tree_response(plane, principal, dataset, ref, path, paging, request)
 
 
 @router.get(
