@@ -42,6 +42,50 @@ class AttemptRecord:
     exit_code: int | None
 
 
+# The statements of every job's claim and end, built once (parameters ``b_*``).
+_j, _a = ct.compute_jobs, ct.compute_job_attempts
+_CLAIM = (
+    update(_j)
+    .where(_j.c.id == bindparam("b_id"), _j.c.state == "placed", _j.c.attempt == bindparam("b_was"))
+    .values(
+        state="running",
+        attempt=bindparam("b_token", type_=_j.c.attempt.type),
+        worker=bindparam("b_worker", type_=_j.c.worker.type),
+        heartbeat_at=bindparam("b_now", type_=_j.c.heartbeat_at.type),
+        updated_at=bindparam("b_now", type_=_j.c.updated_at.type),
+        workdir=bindparam("b_workdir", type_=_j.c.workdir.type),
+    )
+)
+_ATTEMPT_INSERT = _a.insert().values(
+    job_id=bindparam("b_id", type_=_a.c.job_id.type),
+    number=bindparam("b_token", type_=_a.c.number.type),
+    worker=bindparam("b_worker", type_=_a.c.worker.type),
+    compute_id=select(_j.c.compute_id).where(_j.c.id == bindparam("b_id")).scalar_subquery(),
+    started_at=bindparam("b_now", type_=_a.c.started_at.type),
+)
+_END_JOB = (
+    update(_j)
+    .where(
+        _j.c.id == bindparam("b_id"), _j.c.state == "running", _j.c.attempt == bindparam("b_token")
+    )
+    .values(
+        state=bindparam("b_state", type_=_j.c.state.type),
+        exit_code=bindparam("b_code", type_=_j.c.exit_code.type),
+        reason=bindparam("b_reason", type_=_j.c.reason.type),
+        updated_at=bindparam("b_now", type_=_j.c.updated_at.type),
+        worker=None,
+    )
+)
+_END_ATTEMPT = (
+    update(_a)
+    .where(_a.c.job_id == bindparam("b_id"), _a.c.number == bindparam("b_token"))
+    .values(
+        ended_at=bindparam("b_now", type_=_a.c.ended_at.type),
+        exit_code=bindparam("b_code", type_=_a.c.exit_code.type),
+        outcome=bindparam("b_state", type_=_a.c.outcome.type),
+    )
+)
+
 #: backends -> the statement of :meth:`Attempts.placed_at` (its site a parameter).
 _placed_queries: dict[tuple[str, ...], Any] = {}
 
@@ -92,7 +136,6 @@ class Attempts(Admission):
     ) -> dict[int, int]:
         """:meth:`claim` each of ``jobs`` in one transaction; job id -> its token, for
         those this worker took (the others another worker took first)."""
-        j, a = ct.compute_jobs, ct.compute_job_attempts
         tokens: dict[int, int] = {}
         events: list[tuple[int, str, str, int]] = []
         with self._c._write() as conn:
@@ -100,27 +143,21 @@ class Attempts(Admission):
                 token = job.attempt + 1
                 workdir = (workdirs or {}).get(job.id)
                 res = conn.execute(
-                    update(j)
-                    .where(j.c.id == job.id, j.c.state == "placed", j.c.attempt == job.attempt)
-                    .values(
-                        state="running",
-                        attempt=token,
-                        worker=worker,
-                        heartbeat_at=now,
-                        updated_at=now,
-                        workdir=workdir,
-                    )
+                    _CLAIM,
+                    {
+                        "b_id": job.id,
+                        "b_was": job.attempt,
+                        "b_token": token,
+                        "b_worker": worker,
+                        "b_now": now,
+                        "b_workdir": workdir,
+                    },
                 )
                 if res.rowcount != 1:
                     continue
                 conn.execute(
-                    a.insert().values(
-                        job_id=job.id,
-                        number=token,
-                        worker=worker,
-                        compute_id=select(j.c.compute_id).where(j.c.id == job.id).scalar_subquery(),
-                        started_at=now,
-                    )
+                    _ATTEMPT_INSERT,
+                    {"b_id": job.id, "b_token": token, "b_worker": worker, "b_now": now},
                 )
                 events.append((job.id, "claimed", f"by {worker}", token))
                 if workdir is not None:
@@ -232,23 +269,19 @@ class Attempts(Admission):
         """
         if state not in ("succeeded", "failed", "cancelled"):
             raise ValueError(f"not a final job state: {state!r}")
-        j, a = ct.compute_jobs, ct.compute_job_attempts
 
         def end(conn: Connection) -> bool:
-            res = conn.execute(
-                update(j)
-                .where(j.c.id == job_id, j.c.state == "running", j.c.attempt == token)
-                .values(
-                    state=state, exit_code=exit_code, reason=reason, updated_at=now, worker=None
-                )
-            )
-            if res.rowcount != 1:
+            values = {
+                "b_id": job_id,
+                "b_token": token,
+                "b_state": state,
+                "b_code": exit_code,
+                "b_reason": reason,
+                "b_now": now,
+            }
+            if conn.execute(_END_JOB, values).rowcount != 1:
                 return False
-            conn.execute(
-                update(a)
-                .where(a.c.job_id == job_id, a.c.number == token)
-                .values(ended_at=now, exit_code=exit_code, outcome=state)
-            )
+            conn.execute(_END_ATTEMPT, values)
             for at, kind, text in before:
                 self._event(conn, job_id, at, kind, text, token)
             code = "" if exit_code is None else f"exit code {exit_code}"
