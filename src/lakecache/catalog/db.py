@@ -31,6 +31,7 @@ The blob index, and what its lookups cost, is in :mod:`lakecache.catalog.blobs`.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import time
 from collections.abc import Iterator
@@ -40,12 +41,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
-from sqlalchemy import Engine, Table, create_engine, delete, event, func, select, text, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import BindParameter
 
 from lakecache.catalog import tables as t
 from lakecache.catalog.blobs import BlobIndex
@@ -103,6 +117,39 @@ class DatasetStats(TypedDict):
     head: str | None
     file_count: int
     bytes: int
+
+
+@functools.cache
+def _datasets_stats_query() -> Select[Any]:
+    """The dataset list's stats query, built once (building it, with its subquery and
+    alias, cost more CPU than running it); the ids are an expanding parameter."""
+    ids: BindParameter[int] = bindparam("ids", expanding=True)
+    counts = (
+        select(t.commits.c.dataset_id, func.count().label("commit_count"))
+        .where(t.commits.c.dataset_id.in_(ids))
+        .group_by(t.commits.c.dataset_id)
+        .subquery()
+    )
+    main = t.refs.alias("main")
+    return (
+        select(
+            t.datasets.c.id,
+            counts.c.commit_count,
+            t.commits.c.id.label("head"),
+            t.commits.c.file_count,
+            t.commits.c.bytes,
+        )
+        .select_from(t.datasets)
+        .outerjoin(counts, counts.c.dataset_id == t.datasets.c.id)
+        .outerjoin(
+            main,
+            (main.c.dataset_id == t.datasets.c.id)
+            & (main.c.name == MAIN)
+            & (main.c.kind == "branch"),
+        )
+        .outerjoin(t.commits, t.commits.c.id == main.c.commit_id)
+        .where(t.datasets.c.id.in_(ids))
+    )
 
 
 class Catalog(BlobIndex):
@@ -228,34 +275,9 @@ class Catalog(BlobIndex):
         """:meth:`dataset_stats` of many datasets at once, by id, in one query."""
         if not dataset_ids:
             return {}
-        counts = (
-            select(t.commits.c.dataset_id, func.count().label("commit_count"))
-            .where(t.commits.c.dataset_id.in_(dataset_ids))
-            .group_by(t.commits.c.dataset_id)
-            .subquery()
-        )
-        main = t.refs.alias("main")
-        q = (
-            select(
-                t.datasets.c.id,
-                counts.c.commit_count,
-                t.commits.c.id.label("head"),
-                t.commits.c.file_count,
-                t.commits.c.bytes,
-            )
-            .select_from(t.datasets)
-            .outerjoin(counts, counts.c.dataset_id == t.datasets.c.id)
-            .outerjoin(
-                main,
-                (main.c.dataset_id == t.datasets.c.id)
-                & (main.c.name == MAIN)
-                & (main.c.kind == "branch"),
-            )
-            .outerjoin(t.commits, t.commits.c.id == main.c.commit_id)
-            .where(t.datasets.c.id.in_(dataset_ids))
-        )
+        q = _datasets_stats_query()
         with self._read() as conn:
-            rows = conn.execute(q).all()
+            rows = conn.execute(q, {"ids": dataset_ids}).all()
         out = {
             i: DatasetStats(commit_count=0, head=None, file_count=0, bytes=0) for i in dataset_ids
         }
