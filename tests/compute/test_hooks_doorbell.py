@@ -305,16 +305,17 @@ def test_a_hook_is_warmed_once_per_process_however_often_warm_up_is_asked(hub: H
 def test_rings_in_a_burst_are_heard_together_not_a_pass_each(
     hub: Hub, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every job placed or ended anywhere rings every runner: in a burst a runner runs a
-    pass at most every PASS_GAP seconds, not one per ring; a lone ring still wakes it at
-    once (well before its interval)."""
+    """Every job placed or ended anywhere rings every runner: in a burst (rings during its
+    passes) a runner runs a pass at most every PASS_GAP seconds, not one per ring; a lone
+    ring still wakes it at once (well before its interval)."""
     from lakecache.compute import runner as runner_module
 
     runner = _runner(hub, "onprem", tmp_path, interval=30.0)
     passes: list[float] = []
 
-    def counted() -> int:  # the loop's pace alone: a pass that costs nothing
+    def counted() -> int:  # the loop's pace alone: a pass that takes 5 ms, and does nothing
         passes.append(time.monotonic())
+        time.sleep(0.005)
         return 0
 
     monkeypatch.setattr(runner, "run_once", counted)

@@ -124,7 +124,13 @@ class Listener:
         return (st.st_mtime_ns, st.st_size)
 
     def wait(self, timeout: float, stop: threading.Event | None = None) -> bool:
-        """Wait up to ``timeout`` s for a ring (or ``stop``); True if it rang."""
+        """Wait up to ``timeout`` s for a ring (or ``stop``); True if it rang. ``timeout``
+        0: whether it rang since the last call, without waiting."""
+        if timeout <= 0 and self._pg is not None:
+            if self._notified(0):
+                self._notified(0, drain=True)  # rings meanwhile: one wake for all
+                return True
+            return False
         deadline = time.monotonic() + timeout
         while True:
             # On PostgreSQL every ring arrives as a notification (this process's too).

@@ -65,9 +65,9 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 #: lakecache.compute.admission.RUNNER_SEEN_WITHIN).
 SEEN_EVERY = 5.0
 
-#: Seconds from the start of one pass to the next at least, when the doorbell rings
-#: sooner: in a burst of short jobs a runner's passes were back to back, each finding
-#: a job or two, and most of an agent's CPU went to them.
+#: Seconds from the start of one pass to the next at least, when the doorbell rang
+#: during the pass: in a burst of short jobs a runner's passes were back to back, each
+#: finding a job or two, and most of an agent's CPU went to them.
 PASS_GAP = 0.025
 
 #: How often (by its clock) a runner's scheduler pass also looks for silent workers,
@@ -246,10 +246,13 @@ class JobRunner:
                     self.run_once()
                 except LakecacheError as exc:
                     log.warning("job pass failed: %s", exc.message)
-                if listener.wait(self.interval, self.stop_event):
-                    # Rung: the rings of a burst (every job placed or ended anywhere rings
-                    # every agent) are heard together, at most one pass per PASS_GAP.
+                if listener.wait(0):
+                    # Rung during the pass: a burst (every job placed or ended anywhere
+                    # rings every agent); its rings are heard together, a pass per PASS_GAP
+                    # at most. A ring that finds the runner waiting is answered at once.
                     self.stop_event.wait(PASS_GAP - (time.monotonic() - began))
+                else:
+                    listener.wait(self.interval, self.stop_event)
         finally:
             listener.close()
         self.close()
