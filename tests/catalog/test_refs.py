@@ -225,3 +225,24 @@ def test_short_prefix_and_unknown_names_say_what_a_ref_is(catalog: Catalog, xray
         catalog.resolve(xray, "dev")
     assert "no tag or commit 'dev'" in unknown.value.message
     assert "tags, not branches" in unknown.value.hint
+
+
+def test_tags_and_head_in_one_read_say_what_each_says(catalog: Catalog, xray: str) -> None:
+    """The commit pages' one read of tags and head, for this dataset only."""
+    catalog.create_dataset("other", "bob")
+    ids = commit_chain(catalog, xray, 3)
+    other = commit_chain(catalog, "other", 1, start_minute=10)
+    catalog.set_tag(xray, "v1", ids[0])
+    catalog.set_tag(xray, "best", ids[0])
+    catalog.set_tag(xray, "v2", ids[2])
+    catalog.set_tag("other", "elsewhere", other[0])
+    catalog.create_dataset("empty", "carol")
+    for name in (xray, "other", "empty"):
+        record = catalog.get_dataset(name)
+        tags, head = catalog.tags_and_head(record.id)
+        assert tags == catalog.tags(name) and head == catalog.head(name)
+    assert catalog.tags_and_head(catalog.get_dataset(xray).id) == (
+        {ids[0]: ["best", "v1"], ids[2]: ["v2"]},
+        ids[2],
+    )
+    assert catalog.tags_and_head(catalog.get_dataset("empty").id) == ({}, None)

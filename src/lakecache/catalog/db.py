@@ -120,6 +120,19 @@ class DatasetStats(TypedDict):
 
 
 @functools.cache
+def _tags_and_head_query() -> Select[Any]:
+    """Tags and main's head of the dataset ``dataset_id`` (a parameter), built once."""
+    return (
+        select(t.refs.c.commit_id, t.refs.c.name, t.refs.c.kind)
+        .where(
+            t.refs.c.dataset_id == bindparam("dataset_id"),
+            (t.refs.c.kind == "tag") | ((t.refs.c.kind == "branch") & (t.refs.c.name == MAIN)),
+        )
+        .order_by(t.refs.c.commit_id, t.refs.c.name)
+    )
+
+
+@functools.cache
 def _datasets_stats_query() -> Select[Any]:
     """The dataset list's stats query, built once (building it, with its subquery and
     alias, cost more CPU than running it); the ids are an expanding parameter."""
@@ -561,15 +574,7 @@ class Catalog(BlobIndex):
         """:meth:`tags` and :meth:`head` of the dataset with this id, in one query (the pages
         of a commit show both)."""
         with self._read() as conn:
-            rows = conn.execute(
-                select(t.refs.c.commit_id, t.refs.c.name, t.refs.c.kind)
-                .where(
-                    t.refs.c.dataset_id == dataset_id,
-                    (t.refs.c.kind == "tag")
-                    | ((t.refs.c.kind == "branch") & (t.refs.c.name == MAIN)),
-                )
-                .order_by(t.refs.c.commit_id, t.refs.c.name)
-            ).all()
+            rows = conn.execute(_tags_and_head_query(), {"dataset_id": dataset_id}).all()
         tags: dict[str, list[str]] = {}
         head = None
         for row in rows:
