@@ -11,12 +11,13 @@ evictions serialised on the cache row. Their names are importable from here too.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy import exc as sa_exc
 
 from lakecache.catalog import topology_tables as tt
@@ -43,6 +44,27 @@ __all__ = [
     "TopologyStore",
     "VolumeRecord",
 ]
+
+
+@functools.cache
+def _volume_select() -> Select[Any]:
+    """Volumes with their site's name; built once (parameters, not new objects, vary)."""
+    return select(
+        tt.volumes.c.id,
+        tt.volumes.c.name,
+        tt.sites.c.name.label("site"),
+        tt.volumes.c.root,
+        tt.volumes.c.capacity,
+        tt.volumes.c.ttl_seconds,
+        tt.volumes.c.fs_free,
+        tt.volumes.c.fs_total,
+        tt.volumes.c.fs_reported_at,
+    ).join(tt.sites, tt.sites.c.id == tt.volumes.c.site_id)
+
+
+@functools.cache
+def _volume_list_select() -> Select[Any]:
+    return _volume_select().order_by(tt.sites.c.name, tt.volumes.c.name)
 
 
 @dataclass(frozen=True)
@@ -193,20 +215,10 @@ class Topology(CacheRows):
         return self.get_volume(name)
 
     def _volume_query(self) -> Any:
-        return select(
-            tt.volumes.c.id,
-            tt.volumes.c.name,
-            tt.sites.c.name.label("site"),
-            tt.volumes.c.root,
-            tt.volumes.c.capacity,
-            tt.volumes.c.ttl_seconds,
-            tt.volumes.c.fs_free,
-            tt.volumes.c.fs_total,
-            tt.volumes.c.fs_reported_at,
-        ).join(tt.sites, tt.sites.c.id == tt.volumes.c.site_id)
+        return _volume_select()
 
     def list_volumes(self, site: str | None = None) -> list[VolumeRecord]:
-        q = self._volume_query().order_by(tt.sites.c.name, tt.volumes.c.name)
+        q = _volume_list_select()
         if site:
             q = q.where(tt.sites.c.name == site)
         with self._c._read() as conn:
