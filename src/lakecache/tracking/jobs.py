@@ -125,32 +125,41 @@ def _insert_run(
     it does not exist yet). Returns its id."""
     import json
 
+    from sqlalchemy import bindparam, select
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy import select
 
     from lakecache.tracking import tables as tt
     from lakecache.tracking.store import now
 
     job_env = dict(job.env)
     name = job_env.get(EXPERIMENT_ENV) or JOBS_EXPERIMENT
-    e = tt.tracking_experiments
-    values = dict(
-        experiment_id=select(e.c.id).where(e.c.name == name).scalar_subquery(),
-        name=f"job-{job.id}-{attempt}",
-        user_name=job.submitted_by,
-        status="running",
-        started_at=now(),
-        command=json.dumps(command if command is not None else list(job.command)),
-        env=json.dumps(env or {}),
-        code=json.dumps(code or {}),
-        job_id=job.id,
-        job_attempt=attempt,
-        flow_run=job_env.get(FLOW_RUN_ENV),
-        flow_task=job_env.get(FLOW_TASK_ENV),
-    )
+    global _run_insert
+    if _run_insert is None:  # built once: every attempt of every job makes one
+        e, r = tt.tracking_experiments, tt.tracking_runs
+        _run_insert = r.insert().values(
+            experiment_id=select(e.c.id)
+            .where(e.c.name == bindparam("b_experiment"))
+            .scalar_subquery(),
+            **{c: bindparam(f"b_{c}", type_=r.c[c].type) for c in _RUN_COLUMNS},
+        )
+    values = {
+        "b_experiment": name,
+        "b_name": f"job-{job.id}-{attempt}",
+        "b_user_name": job.submitted_by,
+        "b_status": "running",
+        "b_started_at": now(),
+        "b_command": json.dumps(command if command is not None else list(job.command)),
+        "b_env": _env_json(env),
+        "b_code": json.dumps(code or {}),
+        "b_job_id": job.id,
+        "b_job_attempt": attempt,
+        "b_flow_run": job_env.get(FLOW_RUN_ENV),
+        "b_flow_task": job_env.get(FLOW_TASK_ENV),
+    }
+    statement = _run_insert
 
     def insert(conn: Any) -> Any:
-        res = conn.execute(tt.tracking_runs.insert().values(**values))
+        res = conn.execute(statement, values)
         (new_id,) = res.inserted_primary_key or (None,)
         return new_id
 
@@ -164,6 +173,40 @@ def _insert_run(
             store.get_or_create_experiment(name)  # its first run: make it, then again
     assert run_id is not None
     return int(run_id)
+
+
+#: The insert of a job attempt's run (built on first use), its columns besides the
+#: experiment, and the environment last written as JSON (this process's, the same dict
+#: for every attempt: dumped once).
+_run_insert: Any = None
+_RUN_COLUMNS = (
+    "name",
+    "user_name",
+    "status",
+    "started_at",
+    "command",
+    "env",
+    "code",
+    "job_id",
+    "job_attempt",
+    "flow_run",
+    "flow_task",
+)
+_env_dumped: tuple[Any, str] | None = None
+
+
+def _env_json(env: dict[str, Any] | None) -> str:
+    import json
+
+    global _env_dumped
+    if not env:
+        return "{}"
+    last = _env_dumped
+    if last is not None and last[0] is env:
+        return last[1]
+    text = json.dumps(env)
+    _env_dumped = (env, text)
+    return text
 
 
 def _end_run(store: TrackingStore, run_id: int, status: str, exit_code: int | None) -> None:
