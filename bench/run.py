@@ -83,7 +83,13 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
 }
 
 #: name -> datasets a section also uses when they are there (loaded, never required).
-OPTIONAL: dict[str, tuple[str, ...]] = {"caches": ("B",), "lake-gc": ("B",), "reads": ("P",)}
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "caches": ("B",),
+    "lake-gc": ("B",),
+    "reads": ("P",),
+    "library": ("A",),
+    "stream-peers": ("A",),
+}
 
 A_FILES = 20_000
 B_FILES = 627_615  # the NIH ChestX-ray14 sample's file count

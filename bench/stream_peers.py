@@ -11,6 +11,9 @@ scaled by ``BENCH_SCALE``) is committed to a bucket of the bench's SeaweedFS and
 next to it as plain objects for the peers. Every reader is served by the same SeaweedFS,
 so the files' bytes are equally warm in its volume files for all three. Streaming and
 s5cmd each run twice, alternated, and the best of each counts.
+
+When the run has dataset A (``--only stream-peers`` loads it), the same three-way
+comparison is made on A too, in the same lake and bucket (keys ``stream.a.*``).
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ BUCKET = "bench-stream"
 def stream_peers(bench: Bench) -> None:
     """StreamingDataset (no cache) vs a FUSE mount of the bucket and s5cmd download+read."""
     from lakecache import synth
-    from lakecache.data.dataset import Dataset
-    from lakecache.data.hub import Hub
     from lakecache.settings import Settings
 
     scale = float(os.environ.get("BENCH_SCALE", "1"))
@@ -47,8 +48,6 @@ def stream_peers(bench: Bench) -> None:
     src = work / "src"
     say(f"stream peers: {images:,} PNGs of 512 px, committed and copied to s3://{BUCKET}")
     synth.generate_nih(src, images, size=512, seed=5)
-    files = sorted(p for p in src.rglob("*") if p.is_file())
-    nbytes = sum(p.stat().st_size for p in files)
     bench.create_bucket(BUCKET)
     server = bench.server
     settings = Settings(
@@ -59,36 +58,61 @@ def stream_peers(bench: Bench) -> None:
         s3_secret_key=server.secret_key,
         author="bench",
     )
+    _compare(bench, settings, work, src, "stream", "stream.", "the PNG set")
+    a = bench.datasets.get("A")
+    if a is not None:
+        say(f"stream peers: A ({a.files:,} files), committed and copied to s3://{BUCKET}")
+        _compare(bench, settings, work / "a", a.path, "stream-a", "stream.a.", "A")
+
+
+def _compare(
+    bench: Bench, settings: Any, work: Path, src: Path, name: str, key: str, label: str
+) -> None:
+    """Commit ``src`` as dataset ``name`` to the S3 lake, copy it to ``s3://BUCKET/name/``
+    as plain objects, and record the three-way comparison under keys starting ``key``."""
+    from lakecache.data.dataset import Dataset
+    from lakecache.data.hub import Hub
+
+    work.mkdir(exist_ok=True)
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    nbytes = sum(p.stat().st_size for p in files)
     hub = Hub(settings)
     try:
-        commit = Dataset.create("stream", hub=hub, exist_ok=True).commit(src, "bench")
+        commit = Dataset.create(name, hub=hub, exist_ok=True).commit(src, "bench")
     finally:
         hub.close()
     s5 = peers._s5cmd(bench)
-    _run([*s5, "cp", f"{src}/", f"s3://{BUCKET}/files/"], bench)
+    prefix = f"{BUCKET}/{name}"
+    _run([*s5, "cp", f"{src}/", f"s3://{prefix}/"], bench)
     print(f"    {len(files):,} files, {mb(nbytes):.0f} MB", flush=True)
 
     # Each side ROUNDS times, alternated, best of each: one pass is a few seconds, and
     # a shared machine's noise then hits both sides alike.
     stream_s = s5_s = math.inf
+    download = work / "download"
     for _ in range(ROUNDS):
-        stream_s = min(stream_s, _stream(f"stream@{commit.id}", settings, nbytes))
-        s5_s = min(s5_s, _s5cmd_read(s5, work / "download", nbytes, bench))
-    bench.record("stream.lakecache.MBps", mb(nbytes) / stream_s, "MB/s", "StreamingDataset, S3")
-    bench.record("stream.s5cmd_read.MBps", mb(nbytes) / s5_s, "MB/s", "s5cmd download, then read")
+        stream_s = min(stream_s, _stream(f"{name}@{commit.id}", settings, nbytes))
+        s5_s = min(s5_s, _s5cmd_read(s5, prefix, download, nbytes, bench))
+    shutil.rmtree(download, ignore_errors=True)  # full A is 2 GB more on the disk
+    bench.record(
+        f"{key}lakecache.MBps", mb(nbytes) / stream_s, "MB/s", f"StreamingDataset, S3, {label}"
+    )
+    bench.record(
+        f"{key}s5cmd_read.MBps", mb(nbytes) / s5_s, "MB/s", f"s5cmd download, then read, {label}"
+    )
 
-    fuse_s = _fuse_read(bench, work, src, files, nbytes)
-    for key, seconds, target, peer in (
-        ("stream.x_s5cmd_read", s5_s, TARGET_X_S5CMD, "s5cmd download, then read"),
-        ("stream.x_fuse", fuse_s, TARGET_X_FUSE, "a FUSE mount of the bucket (weed mount)"),
+    fuse_s = _fuse_read(bench, work, prefix, key, label, src, files, nbytes)
+    for x_key, seconds, target, peer in (
+        ("x_s5cmd_read", s5_s, TARGET_X_S5CMD, "s5cmd download, then read"),
+        ("x_fuse", fuse_s, TARGET_X_FUSE, "a FUSE mount of the bucket (weed mount)"),
     ):
         if seconds is None:
             continue
         x = seconds / stream_s
-        bench.record(key, x, "x", f"StreamingDataset speed over {peer}")
+        bench.record(f"{key}{x_key}", x, "x", f"StreamingDataset speed over {peer}, {label}")
         bench.notes.append(
-            f"stream peers: StreamingDataset {x:.1f}x {peer} (target >= {target:.1f}x: "
-            f"{'PASS' if x >= target else 'FAIL'})"
+            f"stream peers: StreamingDataset {x:.1f}x {peer} on {label} (target >= "
+            f"{target:.1f}x: {'PASS' if x >= target else 'FAIL'})"
         )
 
 
@@ -112,11 +136,12 @@ def _stream(ref: str, settings: Any, nbytes: int) -> float:
     return seconds
 
 
-def _s5cmd_read(s5: list[str], dl: Path, nbytes: int, bench: Bench) -> float:
-    """Seconds to download every file with s5cmd into a fresh folder, then read each one."""
+def _s5cmd_read(s5: list[str], prefix: str, dl: Path, nbytes: int, bench: Bench) -> float:
+    """Seconds to download every file under ``s3://prefix/`` with s5cmd into a fresh
+    folder, then read each one."""
     shutil.rmtree(dl, ignore_errors=True)
     t0 = time.perf_counter()
-    _run([*s5, "cp", f"s3://{BUCKET}/files/*", f"{dl}/"], bench)
+    _run([*s5, "cp", f"s3://{prefix}/*", f"{dl}/"], bench)
     read = sum(len(p.read_bytes()) for p in sorted(q for q in dl.rglob("*") if q.is_file()))
     seconds = time.perf_counter() - t0
     if read != nbytes:
@@ -124,13 +149,25 @@ def _s5cmd_read(s5: list[str], dl: Path, nbytes: int, bench: Bench) -> float:
     return seconds
 
 
-def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: int) -> float | None:
-    """Seconds to read every file through ``weed mount`` of the copied objects, in order;
-    None (with a note saying why) where FUSE cannot be used on this machine."""
+def _fuse_read(
+    bench: Bench,
+    work: Path,
+    prefix: str,
+    key: str,
+    label: str,
+    src: Path,
+    files: list[Path],
+    nbytes: int,
+) -> float | None:
+    """Seconds to read every file through ``weed mount`` of the objects copied under
+    ``s3://prefix/``, in order; None (with a note saying why) where FUSE cannot be used
+    on this machine."""
     unmount = shutil.which("fusermount3") or shutil.which("fusermount")
     weed = Path(sys.executable).parent / "weed"
     if not os.path.exists("/dev/fuse") or unmount is None or not weed.exists():
-        bench.notes.append("stream peers: no FUSE here (/dev/fuse, fusermount or weed missing)")
+        bench.notes.append(
+            f"stream peers, {label}: no FUSE here (/dev/fuse, fusermount or weed missing)"
+        )
         return None
     mnt = work / "mnt"
     mnt.mkdir()
@@ -142,7 +179,7 @@ def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: i
             "mount",
             f"-filer=127.0.0.1:{ports['filer.port']}.{ports['filer.port.grpc']}",
             f"-dir={mnt}",
-            f"-filer.path=/buckets/{BUCKET}/files",
+            f"-filer.path=/buckets/{prefix}",
             "-cacheCapacityMB=0",  # no local chunk cache: every read goes to the store
         ],
         stdout=log,
@@ -153,7 +190,8 @@ def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: i
         while not os.path.ismount(mnt):
             if proc.poll() is not None or time.monotonic() > deadline:
                 bench.notes.append(
-                    f"stream peers: weed mount did not mount (see {work / 'weed-mount.log'})"
+                    f"stream peers, {label}: weed mount did not mount "
+                    f"(see {work / 'weed-mount.log'})"
                 )
                 return None
             time.sleep(0.1)
@@ -162,7 +200,9 @@ def _fuse_read(bench: Bench, work: Path, src: Path, files: list[Path], nbytes: i
         seconds = time.perf_counter() - t0
         if read != nbytes:
             raise BenchError(f"the FUSE mount gave {read} bytes, expected {nbytes}")
-        bench.record("stream.fuse.MBps", mb(nbytes) / seconds, "MB/s", "read through weed mount")
+        bench.record(
+            f"{key}fuse.MBps", mb(nbytes) / seconds, "MB/s", f"read through weed mount, {label}"
+        )
         return seconds
     finally:
         subprocess.run([unmount, "-u", str(mnt)], capture_output=True, check=False)
