@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -255,3 +256,56 @@ def test_a_pass_plans_one_batch_when_the_queued_jobs_are_alike_and_the_slots_fil
     assert store.schedule(now=clock.now()) == 0
     assert batches == [20, 1]  # the alike ones once, then the one of its own shape
     assert "no template has room" in store.timeline(two)[-1].detail
+
+
+def test_ends_that_arrive_together_share_a_transaction_and_stay_fenced(
+    store: ComputeStore, clock: ManualClock, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of short jobs ends together: their ends are written in one transaction,
+    each caller still told whether its own was (a stale token is refused alone)."""
+    import threading
+
+    from lakecache.compute.together import together
+
+    ids = [_submit(store, clock) for _ in range(4)]
+    store.schedule(now=clock.now())
+    tokens = {i: store.claim(store.get_job(i), "agent-a", now=clock.now()) for i in ids}
+    assert all(t == 1 for t in tokens.values())
+    opened: list[int] = []
+    real_write = store._c._write
+
+    def counting_write() -> object:
+        opened.append(1)
+        return real_write()
+
+    monkeypatch.setattr(store._c, "_write", counting_write)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:  # a transaction under way: the ends queue behind it
+        busy.set()
+        assert release.wait(30)
+
+    holder = threading.Thread(target=together.write, args=(store._c, hold))
+    holder.start()
+    assert busy.wait(30)
+    results: dict[int, bool] = {}
+
+    def end(job_id: int, token: int) -> None:
+        results[job_id] = store.finish(
+            job_id, token, state="succeeded", exit_code=0, reason=None, now=clock.now()
+        )
+
+    stale = ids[-1]
+    threads = [threading.Thread(target=end, args=(i, tokens[i])) for i in ids[:-1]]
+    threads.append(threading.Thread(target=end, args=(stale, 7)))  # not its token
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(together._queue) < len(threads) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in [holder, *threads]:
+        t.join(30)
+    assert len(opened) == 2  # the one held, then every end in one
+    assert results == {**{i: True for i in ids[:-1]}, stale: False}
+    assert [store.get_job(i).state for i in ids] == ["succeeded"] * 3 + ["running"]
