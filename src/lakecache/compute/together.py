@@ -45,6 +45,8 @@ class GroupCommit:
                     self._cv.acquire()
                     self._leading = False
                     for w in batch:
+                        if not w.ran:  # the leader was interrupted: never a silent success
+                            w.error = RuntimeError("the write was not run: its batch stopped")
                         w.done = True
                     self._cv.notify_all()
         if item.error is not None:
@@ -62,11 +64,11 @@ class GroupCommit:
                     results = [w.step(conn) for w in writes]
             except Exception as exc:  # noqa: BLE001 - raised to its caller(s)
                 if len(writes) == 1:
-                    writes[0].error = exc
+                    writes[0].error, writes[0].ran = exc, True
                     continue
             else:
                 for w, result in zip(writes, results, strict=True):
-                    w.result = result
+                    w.result, w.ran = result, True
                 continue
             for w in writes:  # which one failed? each alone, its error its own
                 try:
@@ -74,6 +76,7 @@ class GroupCommit:
                         w.result = w.step(conn)
                 except Exception as exc:  # noqa: BLE001 - raised to its caller
                     w.error = exc
+                w.ran = True
 
 
 class _Write:
@@ -84,6 +87,8 @@ class _Write:
         self.step = step
         self.result: Any = None
         self.error: Exception | None = None
+        #: Its result or error is set (``done`` alone: the batch ended, perhaps early).
+        self.ran = False
         self.done = False
 
 
