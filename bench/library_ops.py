@@ -98,6 +98,7 @@ def library(bench: Bench) -> None:
     a = bench.datasets.get("A")
     if a is not None:
         # Last: A's few GB in the page cache leave the PNG set's figures undisturbed.
+        t0 = time.perf_counter()
         ready = _child("dataset", home=str(home), name="bench-a", src=str(a.path))
         print(
             f"    A ({a.files:,} files, {a.bytes / 1e9:.2f} GB) committed and cached "
@@ -105,6 +106,7 @@ def library(bench: Bench) -> None:
             flush=True,
         )
         _reads(bench, _child("reads", home=str(home), ref=ready["ref"]), "_a", "A")
+        print(f"    A's figures added {time.perf_counter() - t0:.0f} s to the section", flush=True)
 
 
 def _reads(bench: Bench, r: dict[str, Any], suffix: str, name: str) -> None:

@@ -62,7 +62,9 @@ def stream_peers(bench: Bench) -> None:
     a = bench.datasets.get("A")
     if a is not None:
         say(f"stream peers: A ({a.files:,} files), committed and copied to s3://{BUCKET}")
+        t0 = time.perf_counter()
         _compare(bench, settings, work / "a", a.path, "stream-a", "stream.a.", "A")
+        print(f"    A's figures added {time.perf_counter() - t0:.0f} s to the section", flush=True)
 
 
 def _compare(
