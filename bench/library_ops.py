@@ -21,9 +21,9 @@ The raw-read and streaming figures are taken on the PNG set and, when the run
 has it (``--only library`` loads it), on dataset A too (keys ending ``_a``): A
 is committed into the section's home and cached on the same site volume. That
 adds 23 s at 2,000 files of A (216 MB, load average 3 to 4) and, extrapolated,
-about 1.5 minutes at full A (2.14 GB): the commit and fill, then about 15 passes
-over A for the raw reads (their samples drop from 7 to 3 where one pass is long)
-and one streamed pass.
+about 1.5 minutes at full A (2.14 GB): the commit and fill, then about 20 s of
+raw reads (each side and order best of 7 samples, down to 3 where one pass over
+the files is long: about 4 s a side and order) and one streamed pass.
 
 One synthetic NIH-layout set (``BENCH_LIBRARY_IMAGES``, default 3,000 PNGs of
 256 px; scaled by ``BENCH_SCALE``) is committed, prepared twice (u8 and PNG)
