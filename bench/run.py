@@ -70,7 +70,8 @@ SECTIONS: dict[str, tuple[Callable[[Bench], None], tuple[str, ...]]] = {
     "compute": (compute_ops.compute, ()),
     # Flows: a 10,000-task flow checked and planned; a 1,000-task fan-out dispatched.
     "flows": (flow_ops.flows, ()),
-    # The AI library: prepared 256 px images into tensors, CPU training data-wait (own data).
+    # The AI library: prepared 256 px images into tensors, CPU training data-wait (own
+    # data), raw reads and streaming first batch on its PNGs and on A.
     "library": (library_ops.library, ()),
     # The AI library: StreamingDataset from S3 vs a FUSE mount and s5cmd download+read.
     "stream-peers": (stream_peers.stream_peers, ()),

@@ -1,4 +1,4 @@
-"""The targets of issues 2 (hub), 3 (caches), 4 (server) and 13 (reads), over one run's figures.
+"""Speed targets of the issues (hub, caches, server, reads, AI library), over a run's figures.
 
 A target is a ratio or a bound over figure keys. Each evaluates to PASS, FAIL,
 or n/a when a figure it needs was not measured (a section skipped or failed).
