@@ -180,9 +180,9 @@ def test_trackers_writes_that_arrive_together_share_a_transaction_and_fail_alone
 
     from sqlalchemy import literal, select
 
-    from lakecache.tracking.jobs import _GroupCommit
+    from lakecache.compute.together import GroupCommit
 
-    together = _GroupCommit()
+    together = GroupCommit()
     catalog = hub.catalog
     opened = []
     real_write = catalog._write

@@ -298,8 +298,8 @@ class Catalog(BlobIndex):
             out[row.id] = DatasetStats(
                 commit_count=int(row.commit_count or 0),
                 head=row.head,
-                file_count=int(row.file_count or 0) if row.head is not None else 0,
-                bytes=int(row.bytes or 0) if row.head is not None else 0,
+                file_count=int(row.file_count or 0),  # None: no head (an outer join)
+                bytes=int(row.bytes or 0),
             )
         return out
 

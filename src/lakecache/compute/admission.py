@@ -159,7 +159,7 @@ class Admission(JobQueries):
                 rows = conn.execute(
                     select(*cols).where(j.c.id.in_(part), j.c.state == "queued").order_by(j.c.id)
                 )
-                out.extend(_Queued.of(r) for r in rows.mappings())
+                out.extend(_Queued(r) for r in rows.mappings())
         return out
 
     def _fail_missing_inputs(self, jobs: Sequence[_Queued], now: datetime) -> list[_Queued]:
@@ -479,10 +479,6 @@ class _Queued:
         #: Jobs of one shape fit, or do not, alike.
         self.shape = _shape(r)
         self._row = r
-
-    @classmethod
-    def of(cls, r: Any) -> _Queued:
-        return cls(r)
 
     @functools.cached_property
     def request(self) -> Resources:

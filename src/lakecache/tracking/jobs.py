@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakecache.compute.together import GroupCommit as _GroupCommit  # noqa: F401 - tests
 from lakecache.compute.together import together
 from lakecache.errors import LakecacheError
 from lakecache.tracking.sdk import (
@@ -165,7 +164,7 @@ def _insert_run(
 
     for first in (True, False):
         try:
-            run_id = _together.write(store._c, insert)
+            run_id = together.write(store._c, insert)
             break
         except sa_exc.IntegrityError:
             if not first:
@@ -219,15 +218,12 @@ def _end_run(store: TrackingStore, run_id: int, status: str, exit_code: int | No
     values: dict[str, Any] = {"status": status, "ended_at": now()}
     if exit_code is not None:
         values["exit_code"] = exit_code
-    _together.write(
+    together.write(
         store._c,
         lambda conn: conn.execute(
             update(tt.tracking_runs).where(tt.tracking_runs.c.id == run_id).values(**values)
         ),
     )
-
-
-_together = together
 
 
 class _Later:

@@ -116,9 +116,7 @@ def _tree(
     plane: ControlPlane, principal: Principal, dataset: str, ref: str, path: str, paging: Paging
 ) -> KeptPage:
     """A folder's page as sent: the rights and the ref checked in the catalog (this blocks)."""
-    access = require_access(plane, principal, dataset)
-    folder, after = _where(path, paging)
-    commit_id, commit = commit_at(plane, access.dataset, ref)
+    commit_id, commit, folder, after = _resolve(plane, principal, dataset, ref, path, paging)
     # A commit's page never changes: made once, then sent as it was (see server.lookups).
     key = ("tree", commit_id, folder, after, paging.limit)
     kept = plane.pages.get(key)
@@ -163,10 +161,18 @@ def listing(
     plane: ControlPlane, principal: Principal, dataset: str, ref: str, path: str, paging: Paging
 ) -> TreePage:
     """A folder's page as the tree routes send it, as a model (for the dashboard's pages)."""
+    commit_id, commit, folder, after = _resolve(plane, principal, dataset, ref, path, paging)
+    return _tree_page(plane, commit_id, commit, folder, after, paging.limit)
+
+
+def _resolve(
+    plane: ControlPlane, principal: Principal, dataset: str, ref: str, path: str, paging: Paging
+) -> tuple[str, Commit, str, tuple[str, str] | None]:
+    """The caller's right checked, then the commit, the folder and where the page starts."""
     access = require_access(plane, principal, dataset)
     folder, after = _where(path, paging)
     commit_id, commit = commit_at(plane, access.dataset, ref)
-    return _tree_page(plane, commit_id, commit, folder, after, paging.limit)
+    return commit_id, commit, folder, after
 
 
 def _where(path: str, paging: Paging) -> tuple[str, tuple[str, str] | None]:
