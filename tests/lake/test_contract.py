@@ -8,13 +8,15 @@ multipart uploads and listing pagination run with little data.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -441,38 +443,89 @@ def test_s3_from_settings(s3_settings: Settings) -> None:
             S3Lake.from_settings(s3_settings.with_(lake_url=url))
 
 
-@pytest.mark.s3
-def test_s3_read_resumes_after_broken_stream(
-    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from botocore.exceptions import ResponseStreamingError
+@pytest.fixture(params=["signed", "botocore"])
+def get_path(request: pytest.FixtureRequest, s3_lake: S3Lake) -> str:
+    """Each S3 read test runs on both GET paths: plain signed connections and botocore."""
+    if request.param == "botocore":
+        assert s3_lake._gets is not None
+        s3_lake._gets.close()
+        s3_lake._gets = None
+    return str(request.param)
 
-    data = payload(300_000)
-    s3_lake.put("b", data)
-    real_get = s3_lake._client.get_object
+
+def _flaky_gets(
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch, path: str, wrap: Callable[[Any, int], Any]
+) -> list[str | None]:
+    """Record every GET's Range; ``wrap(raw, n)`` may replace the n-th GET's http response."""
     ranges: list[str | None] = []
+    if path == "signed":
+        gets = s3_lake._gets
+        assert gets is not None
+        real_open = gets.open
 
-    class BreaksOnce:
-        def __init__(self, body: Any) -> None:
-            self.body, self.reads = body, 0
+        def flaky_open(key: str, start: int, length: int | None) -> tuple[Any, int]:
+            end = "" if length is None else str(start + length - 1)
+            ranges.append(f"bytes={start}-{end}")
+            body, size = real_open(key, start, length)
+            body._response = wrap(body._response, len(ranges))
+            return body, size
 
-        def read(self, n: int) -> bytes:
-            self.reads += 1
-            if self.reads == 2:
-                raise ResponseStreamingError(error="connection reset")
-            return self.body.read(n)  # type: ignore[no-any-return]
-
-        def close(self) -> None:
-            self.body.close()
+        monkeypatch.setattr(gets, "open", flaky_open)
+        return ranges
+    real_get = s3_lake._client.get_object
 
     def flaky_get(**kwargs: Any) -> dict[str, Any]:
         ranges.append(kwargs.get("Range"))
         response = real_get(**kwargs)
-        if len(ranges) == 1:
-            response["Body"] = BreaksOnce(response["Body"])
+        raw = response["Body"]._raw_stream
+        raw._fp = wrap(raw._fp, len(ranges))
         return response  # type: ignore[no-any-return]
 
     monkeypatch.setattr(s3_lake._client, "get_object", flaky_get)
+    return ranges
+
+
+class _BreakingResponse:
+    """An http.client response whose connection resets after its first ``good`` reads."""
+
+    def __init__(self, fp: Any, good: int, size: int = 50_000) -> None:
+        self.fp, self.good, self.size = fp, good, size
+
+    def _spend(self) -> None:
+        if self.good == 0:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        self.good -= 1
+
+    def readinto(self, view: memoryview) -> int:
+        self._spend()
+        return int(self.fp.readinto(view[: self.size]))
+
+    def read(self, n: int) -> bytes:
+        self._spend()
+        return bytes(self.fp.read(n))
+
+    def isclosed(self) -> bool:
+        return bool(self.fp.isclosed())
+
+    def close(self) -> None:
+        self.fp.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+@pytest.mark.s3
+def test_s3_read_resumes_after_broken_stream(
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch, get_path: str
+) -> None:
+    data = payload(300_000)
+    s3_lake.put("b", data)
+    ranges = _flaky_gets(
+        s3_lake,
+        monkeypatch,
+        get_path,
+        lambda raw, n: _BreakingResponse(raw, good=1, size=100_000) if n == 1 else raw,
+    )
     assert (
         b"".join(s3_lake.iter_chunks("b", 1000, 250_000, chunk_size=100_000))
         == (data[1000:251_000])
@@ -480,42 +533,21 @@ def test_s3_read_resumes_after_broken_stream(
     assert ranges == ["bytes=1000-250999", "bytes=101000-250999"]
 
 
-class _BreakingResponse:
-    """An http.client response whose connection resets after its first ``good`` reads."""
-
-    def __init__(self, fp: Any, good: int) -> None:
-        self.fp, self.good = fp, good
-
-    def readinto(self, view: memoryview) -> int:
-        if self.good == 0:
-            raise ConnectionResetError(104, "Connection reset by peer")
-        self.good -= 1
-        return int(self.fp.readinto(view[:50_000]))
-
-    def close(self) -> None:
-        self.fp.close()
-
-
 @pytest.mark.s3
 @pytest.mark.parametrize("breaks", [1, 5])
 def test_s3_get_into_resumes_after_broken_stream(
-    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch, breaks: int
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch, breaks: int, get_path: str
 ) -> None:
     """A body read straight into the buffer resumes at the last byte; retries are bounded."""
     data = payload(300_000)
     s3_lake.put("b", data)
-    real_get = s3_lake._client.get_object
-    ranges: list[str | None] = []
-
-    def flaky_get(**kwargs: Any) -> dict[str, Any]:
-        ranges.append(kwargs.get("Range"))
-        response = real_get(**kwargs)
-        if len(ranges) <= breaks:
-            raw = response["Body"]._raw_stream
-            raw._fp = _BreakingResponse(raw._fp, good=1 if breaks == 1 else 0)
-        return response  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(s3_lake._client, "get_object", flaky_get)
+    good = 1 if breaks == 1 else 0
+    ranges = _flaky_gets(
+        s3_lake,
+        monkeypatch,
+        get_path,
+        lambda raw, n: _BreakingResponse(raw, good=good) if n <= breaks else raw,
+    )
     buf = memoryview(bytearray(250_000))
     if breaks >= s3_lake.retries:
         with pytest.raises(LakeUnreachableError, match="get b"):
@@ -528,7 +560,7 @@ def test_s3_get_into_resumes_after_broken_stream(
 
 
 @pytest.mark.s3
-def test_s3_get_into_keeps_its_connection(s3_lake: S3Lake) -> None:
+def test_s3_get_into_keeps_its_connection(s3_lake: S3Lake, get_path: str) -> None:
     """A body read to its end gives its connection back: many ranges, one connection."""
     data = payload(200_000)
     s3_lake.put("k", data)
@@ -536,8 +568,80 @@ def test_s3_get_into_keeps_its_connection(s3_lake: S3Lake) -> None:
     for i in range(20):
         s3_lake.get_into("k", i * 1000, buf)
         assert bytes(buf) == data[i * 1000 : i * 1000 + 100_000]
+    if get_path == "signed":
+        assert s3_lake._gets is not None
+        assert len(s3_lake._gets._all) == 1
+        return
     pools = s3_lake._client._endpoint.http_session._manager.pools
     assert [pools[k].num_connections for k in pools.keys()] == [1]  # noqa: SIM118
+
+
+@pytest.mark.s3
+def test_s3_signed_gets_leave_botocore_out(
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads go on the signed connections; a body left half-read drops its connection."""
+    data = payload(300_000)
+    s3_lake.put("k", data)
+
+    def no(**kwargs: Any) -> None:
+        raise AssertionError("a GET went through botocore")
+
+    monkeypatch.setattr(s3_lake._client, "get_object", no)
+    assert s3_lake.get("k", 5, 10) == data[5:15]
+    assert b"".join(s3_lake.iter_chunks("k", 100)) == data[100:]
+    buf = memoryview(bytearray(1000))
+    s3_lake.get_into("k", 299_000, buf)
+    assert bytes(buf) == data[299_000:]
+    gets = s3_lake._gets
+    assert gets is not None and len(gets._all) == 1
+    chunks = s3_lake.iter_chunks("k", 0, None, chunk_size=1000)
+    assert next(chunks) == data[:1000]
+    chunks.close()  # the rest of its body is never read: its connection cannot serve again
+    assert len(gets._all) == 0
+    assert s3_lake.get("k", 0, 3) == data[:3]  # a new one is opened
+    assert len(gets._all) == 1
+    with pytest.raises(ObjectNotFoundError, match="missing"):
+        s3_lake.get("missing")
+    with pytest.raises(ObjectNotFoundError, match="shorter"):
+        s3_lake.get("k", 400_000, 10)
+
+
+@pytest.mark.s3
+def test_s3_signed_gets_retry_a_stale_connection_and_throttling(
+    s3_lake: S3Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection the server closed is reopened; 503 SlowDown is retried, then reported."""
+    s3_lake.put("k", b"hello")
+    gets = s3_lake._gets
+    assert gets is not None
+    assert s3_lake.get("k") == b"hello"
+    conn = gets._local.conn
+    assert conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)  # as a server's idle timeout would close it
+    assert s3_lake.get("k") == b"hello"
+    real = http.client.HTTPConnection.getresponse
+    answers: list[int] = []
+
+    def throttled(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        response = real(self)
+        answers.append(response.status)
+        if len(answers) <= throttles:
+            response.read()
+            response.status = 503
+            response.fp = io.BufferedReader(io.BytesIO(b"<Error><Code>SlowDown</Code></Error>"))  # type: ignore[assignment]
+            response.length = None
+        return response
+
+    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", throttled)
+    throttles = 2
+    assert s3_lake.get("k") == b"hello"
+    assert len(answers) == 3
+    answers.clear()
+    throttles = 99
+    with pytest.raises(LakeError, match="SlowDown"):
+        s3_lake.get("k")
+    assert len(answers) == s3_lake.retries
 
 
 def test_boto3_loads_only_for_s3(tmp_path: Path) -> None:

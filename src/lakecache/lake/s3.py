@@ -53,6 +53,7 @@ from lakecache.errors import (
     ObjectNotFoundError,
     UserError,
 )
+from lakecache.lake import gets
 from lakecache.lake.base import ObjectInfo, check_key
 from lakecache.urls import without_userinfo
 
@@ -147,6 +148,10 @@ class S3Lake:
             self._signer = _client(session, public_endpoint, region, config, "s3_public_endpoint")
         #: The endpoint for messages; any user:password@ in a custom URL is dropped.
         self.endpoint = without_userinfo(self._client.meta.endpoint_url)
+        #: GETs on plain signed connections (lake/gets.py), or None: through botocore.
+        self._gets = _signed_gets(
+            session, self._client.meta.endpoint_url, bucket, region, timeout, self.retries
+        )
         #: The endpoint presigned URLs name (the same as :attr:`endpoint` unless given).
         self.public_endpoint = without_userinfo(self._signer.meta.endpoint_url)
         self._pool: ThreadPoolExecutor | None = None
@@ -198,6 +203,8 @@ class S3Lake:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._gets is not None:
+            self._gets.close()
         self._client.close()
         if self._signer is not self._client:
             self._signer.close()
@@ -207,25 +214,10 @@ class S3Lake:
         what = f"{op} {key}" if key is not None else op
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            if code in _NOT_FOUND_CODES and key is not None:
-                raise ObjectNotFoundError(f"object {key} not found in lake {self.url}") from None
-            if code == "NoSuchBucket" or (code == "404" and key is None):
-                raise LakeError(
-                    f"bucket {self.bucket} does not exist at {self.endpoint} ({what})",
-                    hint="Create the bucket, or fix the lake URL.",
-                ) from None
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            hint = (
-                "Check the S3 credentials and the bucket's permissions."
-                if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")
-                else None
+            self._refused(
+                str(error.get("Code", "Unknown")), status, error.get("Message", ""), op, key
             )
-            raise LakeError(
-                f"lake {self.url} at {self.endpoint}: {what} failed: {code} "
-                f"(HTTP {status}) {error.get('Message', '')}".rstrip(),
-                hint=hint,
-            ) from None
         if isinstance(exc, BotoConnectionError | HTTPClientError):
             raise LakeUnreachableError(
                 f"lake endpoint {self.endpoint} unreachable after {self.retries} attempts: "
@@ -238,6 +230,29 @@ class S3Lake:
                 "the AWS_* variables, or an AWS profile.",
             ) from None
         raise LakeError(f"lake {self.url} at {self.endpoint}: {what} failed: {exc}") from None
+
+    def _refused(
+        self, code: str, status: int | None, message: str, op: str, key: str | None
+    ) -> NoReturn:
+        """The error for an S3 answer that refused ``op`` (botocore's or a signed GET's)."""
+        what = f"{op} {key}" if key is not None else op
+        if code in _NOT_FOUND_CODES and key is not None:
+            raise ObjectNotFoundError(f"object {key} not found in lake {self.url}") from None
+        if code == "NoSuchBucket" or (code == "404" and key is None):
+            raise LakeError(
+                f"bucket {self.bucket} does not exist at {self.endpoint} ({what})",
+                hint="Create the bucket, or fix the lake URL.",
+            ) from None
+        hint = (
+            "Check the S3 credentials and the bucket's permissions."
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")
+            else None
+        )
+        raise LakeError(
+            f"lake {self.url} at {self.endpoint}: {what} failed: {code} "
+            f"(HTTP {status}) {message}".rstrip(),
+            hint=hint,
+        ) from None
 
     # -- writes ----------------------------------------------------------------
 
@@ -466,6 +481,18 @@ class S3Lake:
 
     def _open(self, key: str, start: int, length: int | None) -> tuple[Any, int]:
         """GET the object or a range of it: (streaming body, its length)."""
+        if self._gets is not None:
+            try:
+                return self._gets.open(self._key(key), start, length)
+            except gets.HTTPError as exc:
+                if exc.status == 416 or exc.code == "InvalidRange":
+                    self._short(key, start, length, 0)
+                self._refused(exc.code, exc.status, exc.message, "get", key)
+            except gets.Unreachable as exc:
+                raise LakeUnreachableError(
+                    f"lake endpoint {self.endpoint} unreachable after {exc.attempts} "
+                    f"attempts: get {key}: {exc}"
+                ) from None
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key)}
         if length is not None:
             args["Range"] = f"bytes={start}-{start + length - 1}"
@@ -480,6 +507,15 @@ class S3Lake:
         except BotoCoreError as exc:
             self._raise(exc, "get", key)
         return response["Body"], int(response["ContentLength"])
+
+    def _broken(self, error: Exception, key: str) -> NoReturn:
+        """The error for a body that kept breaking mid-read, ``retries`` times."""
+        if isinstance(error, _STREAM_ERRORS):
+            self._raise(error, "get", key)
+        raise LakeUnreachableError(
+            f"lake endpoint {self.endpoint} unreachable after {self.retries} "
+            f"attempts: get {key}: {error}"
+        ) from None
 
     def _short(self, key: str, start: int, length: int | None, got: int) -> NoReturn:
         wanted = "the rest" if length is None else f"{length} bytes"
@@ -532,11 +568,11 @@ class S3Lake:
             while position < end:
                 try:
                     chunk = body.read(min(chunk_size, end - position))
-                except _STREAM_ERRORS as exc:
+                except _READ_ERRORS as exc:
                     failures += 1
                     body.close()
                     if failures >= self.retries:
-                        self._raise(exc, "get", key)
+                        self._broken(exc, key)
                     body, got = self._open(key, position, end - position)
                     if got != end - position:
                         body.close()
@@ -583,12 +619,7 @@ class S3Lake:
                 if failures >= self.retries:
                     if error is None:
                         self._short(key, start, length, position - start)
-                    if isinstance(error, _STREAM_ERRORS):
-                        self._raise(error, "get", key)
-                    raise LakeUnreachableError(
-                        f"lake endpoint {self.endpoint} unreachable after {self.retries} "
-                        f"attempts: get {key}: {error}"
-                    ) from None
+                    self._broken(error, key)
                 body, got = self._open(key, position, end - position)
                 if got != end - position:
                     self._short(key, start, length, position - start + got)
@@ -681,6 +712,8 @@ def _readinto(body: Any, view: memoryview) -> int:
     (the caller checks the length) and releasing the connection at the end
     (:func:`_release`). A body of any other kind is read and copied.
     """
+    if isinstance(body, gets.Body):
+        return body.readinto(view)
     fp = _raw_response(body)
     if fp is not None:
         return int(fp.readinto(view))
@@ -744,3 +777,32 @@ def _client(session: Any, endpoint: str | None, region: str, config: Config, wha
         raise UserError(
             f"{what} is not a URL", hint=f"Write {what} as http(s)://host[:port]."
         ) from None
+
+
+def _signed_gets(
+    session: Any, endpoint: str, bucket: str, region: str, timeout: float, attempts: int
+) -> gets.SignedGets | None:
+    """Plain signed GETs for this lake (lake/gets.py), or None where botocore must do them.
+
+    None behind an HTTP proxy (botocore knows proxies), or without credentials
+    (botocore then says what is missing). Credentials come from botocore's
+    chain, so keys given, AWS_* variables, profiles and refreshed temporary
+    credentials all apply; the CA bundle is botocore's setting too.
+    """
+    if gets.proxied(endpoint):
+        return None
+    creds = session.get_credentials()
+    if creds is None:
+        return None
+
+    def current() -> gets.Credentials:
+        frozen = creds.get_frozen_credentials()
+        return gets.Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    verify: str | bool = session.get_config_variable("ca_bundle") or True
+    try:
+        return gets.SignedGets(
+            endpoint, bucket, region, current, timeout=timeout, attempts=attempts, verify=verify
+        )
+    except ValueError:
+        return None
