@@ -644,6 +644,39 @@ def test_s3_signed_gets_retry_a_stale_connection_and_throttling(
     assert len(answers) == s3_lake.retries
 
 
+@pytest.mark.s3
+def test_s3_reads_load_no_botocore_until_another_call(
+    seaweed: SeaweedServer, s3_bucket: str, tmp_path: Path
+) -> None:
+    """With endpoint, keys and region given, GETs need no botocore; a PUT loads it then."""
+    code = (
+        "import sys; from lakecache.lake.s3 import S3Lake;"
+        f"lake = S3Lake({s3_bucket!r}, 'pfx', endpoint={seaweed.endpoint!r}, region='us-east-1',"
+        f" access_key={seaweed.access_key!r}, secret_key={seaweed.secret_key!r});"
+        "assert lake.get('k') == b'value', 'wrong bytes';"
+        "assert 'botocore.session' not in sys.modules, 'botocore loaded for a GET';"
+        "lake.put('k2', b'v2');"
+        "assert 'botocore.session' in sys.modules;"
+        "assert lake.get('k2') == b'v2'"
+    )
+    lake = make_s3_lake(seaweed, s3_bucket)
+    lake.put("k", b"value")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HOME": str(tmp_path)}
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        env.pop(name, None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    with pytest.raises(UserError, match="s3_public_endpoint is not a URL"):
+        S3Lake(
+            s3_bucket,
+            endpoint=seaweed.endpoint,
+            public_endpoint="key:secret@host",
+            region="us-east-1",
+            access_key="a",
+            secret_key="b",
+        )
+    lake.close()
+
+
 def test_boto3_loads_only_for_s3(tmp_path: Path) -> None:
     code = (
         "import sys; from lakecache.lake import open_lake; from lakecache.settings import Settings;"

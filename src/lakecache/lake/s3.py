@@ -1,12 +1,16 @@
 """A lake in an S3 bucket (AWS S3, SeaweedFS, MinIO, Ceph RGW, ...).
 
 Only :func:`lakecache.lake.open_lake` imports this module, so botocore loads
-only when an ``s3://`` lake is used.
+only when an ``s3://`` lake is used, and then only when a call needs it.
 
 Design choices:
 
-* One botocore client per lake, made once: clients are thread-safe, and reusing
-  one keeps its pool of up to ``max_pool`` keep-alive connections warm.
+* GETs go on plain SigV4-signed keep-alive connections (:mod:`lakecache.lake.gets`):
+  a pull or a fill is hundreds of ranged GETs, and botocore's per-call CPU
+  was a large share of theirs. With an endpoint, keys and a region given,
+  botocore is not even imported until a call other than a GET is made.
+* One botocore client per lake, made on first use: clients are thread-safe, and
+  reusing one keeps its pool of up to ``max_pool`` keep-alive connections warm.
 * Path-style addressing and SigV4, which every S3-compatible server accepts
   (SeaweedFS refuses SigV2, which boto3 may pick for a custom endpoint).
 * botocore's "standard" retry mode retries connection errors, timeouts,
@@ -28,15 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
 
-import botocore.loaders
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -116,46 +119,75 @@ class S3Lake:
         self.max_pool = max_pool
         self.url = f"s3://{bucket}/{stripped}"
 
-        # A botocore session, not boto3's: boto3 adds nothing a lake uses, and its
-        # S3 client set-up imports s3transfer for the upload_file helpers (about a
-        # tenth of a second of every command that moves a byte). Same credential
-        # chain (keys given, AWS_* variables, profile, instance role).
-        try:
-            session = botocore.session.Session(profile=profile)
-            session.register_component("data_loader", _shared_loader(session))
-            if access_key is not None and secret_key is not None:
-                session.set_credentials(access_key, secret_key)
-            session_region = session.get_config_variable("region")
-        except ProfileNotFound:
-            raise UserError(
-                f"AWS profile {profile!r} not found",
-                hint="Fix LAKECACHE_S3_PROFILE, or add the profile to ~/.aws/config.",
-            ) from None
-        config = Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path"},
-            max_pool_connections=max_pool,
-            retries={"max_attempts": self.retries, "mode": "standard"},
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        region = region or session_region or "us-east-1"
-        self._client: Any = _client(session, endpoint, region, config, "s3_endpoint")
-        self._signer: Any = self._client
-        if public_endpoint and public_endpoint != endpoint:
-            self._signer = _client(session, public_endpoint, region, config, "s3_public_endpoint")
-        #: The endpoint for messages; any user:password@ in a custom URL is dropped.
-        self.endpoint = without_userinfo(self._client.meta.endpoint_url)
-        #: GETs on plain signed connections (lake/gets.py), or None: through botocore.
-        self._gets = _signed_gets(
-            session, self._client.meta.endpoint_url, bucket, region, timeout, self.retries
-        )
-        #: The endpoint presigned URLs name (the same as :attr:`endpoint` unless given).
-        self.public_endpoint = without_userinfo(self._signer.meta.endpoint_url)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._boto: _Boto | None = None
+        self._boto_lock = threading.Lock()
+        self._timeout = timeout
+        self._gets: gets.SignedGets | None = None
+        plain_region = region or _plain_region(profile)
+        self._boto_args = (profile, access_key, secret_key, endpoint, public_endpoint, plain_region)
+        if (
+            endpoint is not None
+            and access_key is not None
+            and secret_key is not None
+            and plain_region is not None
+            and not gets.proxied(endpoint)
+        ):
+            # Everything a GET needs is given: botocore loads (about 0.4 s of CPU) only
+            # when a call other than a GET is made. A fill or a pull makes none.
+            _check_url(endpoint, "s3_endpoint")
+            if public_endpoint is not None:
+                _check_url(public_endpoint, "s3_public_endpoint")
+            keys = gets.Credentials(access_key, secret_key)
+            self._gets = gets.SignedGets(
+                endpoint,
+                bucket,
+                plain_region,
+                lambda: keys,
+                timeout=timeout,
+                attempts=self.retries,
+                verify=os.environ.get("AWS_CA_BUNDLE") or True,
+            )
+            #: The endpoint for messages; any user:password@ in a custom URL is dropped.
+            self.endpoint = without_userinfo(endpoint)
+            #: The endpoint presigned URLs name (the same as :attr:`endpoint` unless given).
+            self.public_endpoint = without_userinfo(public_endpoint or endpoint)
+        else:
+            boto = self._botocore()
+            self.endpoint = without_userinfo(boto.client.meta.endpoint_url)
+            self.public_endpoint = without_userinfo(boto.signer.meta.endpoint_url)
+            self._gets = _signed_gets(
+                boto.session,
+                boto.client.meta.endpoint_url,
+                bucket,
+                boto.client.meta.region_name,
+                timeout,
+                self.retries,
+            )
+
+    def _botocore(self) -> _Boto:
+        """The botocore session and clients, made on first use (see __init__)."""
+        boto = self._boto
+        if boto is not None:
+            return boto
+        with self._boto_lock:
+            if self._boto is None:
+                self._boto = _make_botocore(
+                    *self._boto_args,
+                    max_pool=self.max_pool,
+                    retries=self.retries,
+                    timeout=self._timeout,
+                )
+            return self._boto
+
+    @property
+    def _client(self) -> Any:
+        return self._botocore().client
+
+    @property
+    def _signer(self) -> Any:
+        return self._botocore().signer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Lake:
@@ -205,9 +237,11 @@ class S3Lake:
             pool.shutdown(wait=True)
         if self._gets is not None:
             self._gets.close()
-        self._client.close()
-        if self._signer is not self._client:
-            self._signer.close()
+        boto = self._boto
+        if boto is not None:
+            boto.client.close()
+            if boto.signer is not boto.client:
+                boto.signer.close()
 
     def _raise(self, exc: Exception, op: str, key: str | None = None) -> NoReturn:
         """Turn a boto3/botocore error into a lakecache error; never leaks credentials."""
@@ -762,11 +796,95 @@ def _shared_loader(session: Any) -> Any:
     path = session.get_config_variable("data_path")
     loader = _LOADERS.get(path)
     if loader is None:
+        import botocore.loaders
+
         loader = _LOADERS.setdefault(path, botocore.loaders.create_loader(path))
     return loader
 
 
-def _client(session: Any, endpoint: str | None, region: str, config: Config, what: str) -> Any:
+class _Boto(NamedTuple):
+    session: Any
+    client: Any
+    #: The client that presigns URLs: for the public endpoint when one is given.
+    signer: Any
+
+
+def _make_botocore(
+    profile: str | None,
+    access_key: str | None,
+    secret_key: str | None,
+    endpoint: str | None,
+    public_endpoint: str | None,
+    region: str | None,
+    *,
+    max_pool: int,
+    retries: int,
+    timeout: float,
+) -> _Boto:
+    import botocore.session
+    from botocore.config import Config
+
+    # A botocore session, not boto3's: boto3 adds nothing a lake uses, and its
+    # S3 client set-up imports s3transfer for the upload_file helpers (about a
+    # tenth of a second of every command that moves a byte). Same credential
+    # chain (keys given, AWS_* variables, profile, instance role).
+    try:
+        session = botocore.session.Session(profile=profile)
+        session.register_component("data_loader", _shared_loader(session))
+        if access_key is not None and secret_key is not None:
+            session.set_credentials(access_key, secret_key)
+        session_region = session.get_config_variable("region")
+    except ProfileNotFound:
+        raise UserError(
+            f"AWS profile {profile!r} not found",
+            hint="Fix LAKECACHE_S3_PROFILE, or add the profile to ~/.aws/config.",
+        ) from None
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        max_pool_connections=max_pool,
+        retries={"max_attempts": retries, "mode": "standard"},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    region = region or session_region or "us-east-1"
+    client = _client(session, endpoint, region, config, "s3_endpoint")
+    signer = client
+    if public_endpoint and public_endpoint != endpoint:
+        signer = _client(session, public_endpoint, region, config, "s3_public_endpoint")
+    return _Boto(session, client, signer)
+
+
+def _plain_region(profile: str | None) -> str | None:
+    """The region botocore would find without loading it, or None where only it can tell.
+
+    A region set in the environment, or S3's default when no AWS config file
+    or profile could name another.
+    """
+    env = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    if env:
+        return env
+    if profile is not None or os.environ.get("AWS_PROFILE"):
+        return None
+    config = os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config")
+    return None if os.path.exists(config) else "us-east-1"
+
+
+def _check_url(url: str, what: str) -> None:
+    """UserError for an endpoint that is not http(s)://host[:port], naming the setting only."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"{what} is not a URL", hint=f"Write {what} as http(s)://host[:port].")
+
+
+def _client(session: Any, endpoint: str | None, region: str, config: Any, what: str) -> Any:
     """A botocore S3 client for ``endpoint`` (None: AWS's), or UserError for a malformed one.
 
     The message names the setting, not its value: a value may hold credentials.
