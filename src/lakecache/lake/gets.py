@@ -21,6 +21,7 @@ otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -136,9 +137,16 @@ class SignedGets:
         if self._https:
             if verify is False:
                 self._context = ssl._create_unverified_context()  # noqa: S323 (asked for)
+            elif isinstance(verify, str):
+                self._context = ssl.create_default_context(cafile=verify)
             else:
-                cafile = verify if isinstance(verify, str) else None
-                self._context = ssl.create_default_context(cafile=cafile)
+                self._context = ssl.create_default_context()
+                # botocore trusts certifi's bundle: trust it too (beside the system's), so
+                # that a store botocore reaches is reached here, even without system CAs.
+                with contextlib.suppress(ImportError, OSError, ssl.SSLError):
+                    import certifi
+
+                    self._context.load_verify_locations(cafile=certifi.where())
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
