@@ -46,6 +46,7 @@ from harness import (
     remove,
     say,
     timed,
+    warm,
 )
 
 AGENT_SITE, AGENT_VOLUME = "agent", "agent-nvme"
@@ -174,6 +175,7 @@ def _png_set(bench: Bench, p: GeneratedData) -> None:
 def _cp_r(bench: Bench, data: GeneratedData, key: str) -> None:
     dst = bench.work_dir / f"cp-{data.name}-floor"
     remove(dst)
+    warm(data.path)
     run = timed(["cp", "-r", data.path, dst])
     check_copy(bench, dst, data, f"cp -r {data.name}")
     bench.record(f"{key}.ref.cp_r.MBps", mb(data.bytes) / run.seconds, "MB/s", f"cp -r {data.name}")
@@ -188,6 +190,7 @@ def _cp_r_durable(bench: Bench, data: GeneratedData, key: str) -> None:
     """
     dst = bench.work_dir / f"cp-{data.name}-durable"
     remove(dst)
+    warm(data.path)
     run = timed(["sh", "-c", 'cp -r "$1" "$2" && sync -f "$2"', "cp", data.path, dst])
     check_copy(bench, dst, data, f"cp -r + sync of {data.name}")
     rate = mb(data.bytes) / run.seconds

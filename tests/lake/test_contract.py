@@ -677,6 +677,28 @@ def test_s3_reads_load_no_botocore_until_another_call(
     lake.close()
 
 
+@pytest.mark.s3
+def test_a_commit_makes_the_write_client_while_it_scans(
+    s3_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening the lake for a commit makes botocore's client in the background too."""
+    from lakecache.data.hub import Hub
+
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    hub = Hub(s3_settings.with_(s3_region="us-east-1"))
+    hub.open_lake_in_background()
+    lake = hub.lake
+    assert isinstance(lake, S3Lake)
+    assert lake._boto is None  # reads need no botocore
+    hub.open_lake_in_background(writes=True)
+    deadline = time.monotonic() + 60
+    while lake._boto is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lake._boto is not None
+    hub.close()
+
+
 def test_boto3_loads_only_for_s3(tmp_path: Path) -> None:
     code = (
         "import sys; from lakecache.lake import open_lake; from lakecache.settings import Settings;"

@@ -160,7 +160,7 @@ class Dataset:
                 hint="Pass the folder that holds it: a commit takes a whole folder.",
             )
         # The lake's client starts in a thread while the folder is scanned.
-        self.hub.open_lake_in_background()
+        self.hub.open_lake_in_background(writes=True)
         commit, stats = commit_folder(
             lake=lambda: self.hub.lake,
             catalog=self.hub.catalog,

@@ -130,15 +130,22 @@ class Hub:
             assert self._catalog is not None
             return self._catalog
 
-    def open_lake_in_background(self) -> None:
-        """Start opening the lake in a thread, if it is not open: :attr:`lake` waits for it."""
-        if self._lake is not None:
+    def open_lake_in_background(self, *, writes: bool = False) -> None:
+        """Start opening the lake in a thread, if it is not open: :attr:`lake` waits for it.
+
+        ``writes``: the caller will write, so whatever a lake loads only for
+        writes (an S3 lake's botocore client) is made in that thread too.
+        """
+        if self._lake is not None and not writes:
             return
 
         def run() -> None:
             try:
-                self.lake  # noqa: B018 - opening is the point
-            except Exception:  # noqa: BLE001, S110 - the caller's own `lake` raises it again
+                lake = self.lake
+                prepare = getattr(lake, "prepare_writes", None) if writes else None
+                if prepare is not None:
+                    prepare()
+            except Exception:  # noqa: BLE001, S110 - the caller's own calls raise it again
                 pass
 
         threading.Thread(target=run, name="lakecache-open-lake", daemon=True).start()

@@ -181,6 +181,10 @@ class S3Lake:
                 )
             return self._boto
 
+    def prepare_writes(self) -> None:
+        """Make the botocore client now (a caller about to write): the first PUT won't wait."""
+        self._botocore()
+
     @property
     def _client(self) -> Any:
         return self._botocore().client
