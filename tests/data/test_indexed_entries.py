@@ -69,6 +69,7 @@ def test_totals_and_folders_equal_a_pass_over_the_entries(index: ManifestIndex) 
         with index.sequence(prefix) as seq:
             assert seq.total_bytes() == sum(e.size for e in want)
             assert sorted(seq.digest_sizes()) == sorted((e.digest, e.size) for e in want)
+            assert list(seq.paths_digests()) == [(e.path, e.digest) for e in want]
             assert seq.folders() == (folders_of(e.path for e in want) if want else set())
     with index.sequence("Mass/deep") as seq:
         assert seq.folders() == {"", "Mass", "Mass/deep"}

@@ -418,6 +418,11 @@ class IndexedEntries(Sequence[ManifestEntry]):
         q = f"SELECT digest, size FROM files WHERE {self._where}"
         yield from self._db.execute(q, self._args)
 
+    def paths_digests(self) -> Iterator[tuple[str, str]]:
+        """(path, digest) of every entry in path order, as plain tuples (no entry objects)."""
+        q = f"SELECT path, digest FROM files WHERE {self._where} ORDER BY path"
+        yield from self._db.execute(q, self._args)
+
     def folders(self) -> set[str]:
         """Every folder that holds an entry ('' included), as :func:`folders_of` gives them.
 
