@@ -662,7 +662,7 @@ def test_s3_reads_load_no_botocore_until_another_call(
     lake = make_s3_lake(seaweed, s3_bucket)
     lake.put("k", b"value")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HOME": str(tmp_path)}
-    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_DEFAULT_REGION", "AWS_REGION"):
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_DEFAULT_REGION"):
         env.pop(name, None)
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
     with pytest.raises(UserError, match="s3_public_endpoint is not a URL"):

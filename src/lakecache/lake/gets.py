@@ -209,6 +209,9 @@ class SignedGets:
             try:
                 conn.request("GET", path, headers=self._sign(path, rng))
                 response = conn.getresponse()
+            except ssl.SSLCertVerificationError as exc:
+                self.drop_connection()
+                raise Unreachable(attempt + 1, exc) from None  # asking again will not help
             except CONNECTION_ERRORS as exc:
                 # A stale keep-alive connection (the server closed it) or a broken one.
                 self.drop_connection()
@@ -274,7 +277,7 @@ class SignedGets:
 
     def _signing_key(self, day: str, secret: str) -> bytes:
         keys = self._keys
-        if keys is not None and keys[0] == day and hmac.compare_digest(keys[1], secret):
+        if keys is not None and keys[0] == day and keys[1] == secret:
             return keys[2]
         k = hmac.new(("AWS4" + secret).encode(), day.encode(), "sha256").digest()
         for part in (self._region, "s3", "aws4_request"):

@@ -864,10 +864,10 @@ def _make_botocore(
 def _plain_region(profile: str | None) -> str | None:
     """The region botocore would find without loading it, or None where only it can tell.
 
-    A region set in the environment, or S3's default when no AWS config file
-    or profile could name another.
+    ``AWS_DEFAULT_REGION`` (botocore's variable), or S3's default when no AWS
+    config file or profile could name another.
     """
-    env = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    env = os.environ.get("AWS_DEFAULT_REGION")
     if env:
         return env
     if profile is not None or os.environ.get("AWS_PROFILE"):
