@@ -29,6 +29,7 @@ from harness import (
     remove,
     say,
     timed,
+    tree_stats,
 )
 
 BUCKET = "bench-lakecache"
@@ -118,6 +119,18 @@ def dataset_b(bench: Bench) -> None:
     _check_count(out, b.files + added, "re-commit B")
     bench.record("b.lc.recommit.s", run.seconds, "s", "lakecache re-commit B (1%+1%)")
     bench.record("b.lc.recommit.peak_mib", run.peak_mib, "MiB", "lakecache re-commit B peak")
+
+    say("lakecache: pull B into an empty folder")
+    dst = bench.scratch("lc-pull-B")
+    remove(dst)  # pull creates it
+    run, _ = _child(bench, "pull", dataset="b", ref="latest", dest=str(dst))
+    files, _nbytes = tree_stats(dst)
+    if files != b.files + added:
+        raise BenchError(f"pull of B wrote {files} files, not {b.files + added}")
+    bench.record("b.lc.pull.s", run.seconds, "s", "lakecache pull B")
+    bench.record("b.lc.pull.files_per_s", files / run.seconds, "files/s", "pull B rate")
+    bench.record("b.lc.pull.peak_mib", run.peak_mib, "MiB", "lakecache pull B peak memory")
+    remove(dst)
     _sdk_reads(bench, "b", "B")
 
 

@@ -131,6 +131,7 @@ TARGETS: list[Target] = [
     Target("commit A peak memory", "peak RSS", value("a.lc.commit.peak_mib"), "<=", 500, "MiB"),
     Target("pull A peak memory", "peak RSS", value("a.lc.pull.peak_mib"), "<=", 500, "MiB"),
     Target("commit B peak memory", "peak RSS", value("b.lc.commit.peak_mib"), "<=", 1024, "MiB"),
+    Target("pull B peak memory", "peak RSS", value("b.lc.pull.peak_mib"), "<=", 500, "MiB"),
     Target(
         "SDK ls of one folder",
         "largest folder, every item, cold",
