@@ -601,6 +601,16 @@ def test_s3_signed_gets_leave_botocore_out(
     assert len(gets._all) == 0
     assert s3_lake.get("k", 0, 3) == data[:3]  # a new one is opened
     assert len(gets._all) == 1
+    # A body closed early by another thread drops the connection it came on, not that
+    # thread's: the opening thread's next GET gets a fresh connection.
+    chunks = s3_lake.iter_chunks("k", 0, None, chunk_size=1000)
+    assert next(chunks) == data[:1000]
+    closer = threading.Thread(target=chunks.close)
+    closer.start()
+    closer.join()
+    assert len(gets._all) == 0
+    assert s3_lake.get("k", 7, 3) == data[7:10]
+    assert len(gets._all) == 1
     with pytest.raises(ObjectNotFoundError, match="missing"):
         s3_lake.get("missing")
     with pytest.raises(ObjectNotFoundError, match="shorter"):

@@ -80,11 +80,16 @@ class Body:
 
     A body read to its end leaves its connection for the thread's next GET; one
     closed early closes the connection (its unread bytes would poison the next
-    answer on it).
+    answer on it), from whichever thread closes it.
     """
 
-    def __init__(self, response: http.client.HTTPResponse, owner: SignedGets) -> None:
-        self._response, self._owner = response, owner
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        conn: http.client.HTTPConnection,
+        owner: SignedGets,
+    ) -> None:
+        self._response, self._conn, self._owner = response, conn, owner
 
     def readinto(self, view: memoryview) -> int:
         return self._response.readinto(view)
@@ -96,7 +101,7 @@ class Body:
         done = self._response.isclosed()
         self._response.close()
         if not done:
-            self._owner.drop_connection()
+            self._owner.drop(self._conn)
 
 
 class SignedGets:
@@ -156,6 +161,10 @@ class SignedGets:
 
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is None:
+            with self._lock:
+                if conn not in self._all:
+                    conn = None  # dropped by a body closed early, perhaps in another thread
         if conn is None:
             if self._https:
                 conn = http.client.HTTPSConnection(
@@ -168,15 +177,14 @@ class SignedGets:
                 self._all.append(conn)
         return conn
 
-    def drop_connection(self) -> None:
-        """Close this thread's connection; its next GET opens a new one."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
+    def drop(self, conn: http.client.HTTPConnection) -> None:
+        """Close ``conn`` for good; the thread that used it opens a new one for its next GET."""
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._lock:  # closed and untracked at once (see _connection)
             conn.close()
-            with self._lock:
-                if conn in self._all:
-                    self._all.remove(conn)
+            if conn in self._all:
+                self._all.remove(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -210,11 +218,11 @@ class SignedGets:
                 conn.request("GET", path, headers=self._sign(path, rng))
                 response = conn.getresponse()
             except ssl.SSLCertVerificationError as exc:
-                self.drop_connection()
+                self.drop(conn)
                 raise Unreachable(attempt + 1, exc) from None  # asking again will not help
             except CONNECTION_ERRORS as exc:
                 # A stale keep-alive connection (the server closed it) or a broken one.
-                self.drop_connection()
+                self.drop(conn)
                 last = exc
                 continue
             status = response.status
@@ -222,9 +230,9 @@ class SignedGets:
                 size = response.getheader("Content-Length")
                 if size is None:
                     response.close()
-                    self.drop_connection()
+                    self.drop(conn)
                     raise HTTPError(status, "NoContentLength", "the answer has no length")
-                return Body(response, self), int(size)
+                return Body(response, conn, self), int(size)
             try:
                 text = response.read(64 * 1024)
             except CONNECTION_ERRORS as exc:
@@ -232,7 +240,7 @@ class SignedGets:
                 last = exc
             response.close()
             if response.will_close or not response.isclosed():
-                self.drop_connection()
+                self.drop(conn)
             code_m, msg_m = _CODE.search(text), _MESSAGE.search(text)
             code = code_m.group(1).decode("utf-8", "replace") if code_m else str(status)
             message = msg_m.group(1).decode("utf-8", "replace") if msg_m else ""
